@@ -1,0 +1,5 @@
+import sys
+
+from wca.cli import main
+
+sys.exit(main())

@@ -1,0 +1,141 @@
+"""Localized visual prompting: random square crops of an image and their preprocessed views.
+
+Crop boxes are a pure function of (seed, image index, crop index), so any batching, worker count
+or process layout sees the same crops. Two ways turn an image and its boxes into model inputs:
+
+- the fast path (:func:`fast_views`) decodes the image once and crops and resizes tensors;
+- the fidelity path (:func:`fidelity_views`) crops with PIL and calls the model's own
+  preprocessing on every crop, as the authors' code does.
+
+Every stack of views is ``[full view, crop 1, ..., crop N]``; the full view is the model's
+standard preprocessing of the whole image (resize of the short side + centre crop for CLIP).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+from torchvision.transforms import InterpolationMode
+
+# Version of the crop sampler; part of every feature-cache key.
+SAMPLER_VERSION = 1
+DEFAULT_BETA = 0.9  # the authors hard-code the upper bound of the crop scale
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The parameters of a CLIP-style image preprocessing, for the fast tensor path.
+
+    ``resize_mode`` is ``"shortest"`` (resize the short side to ``image_size``, then centre
+    crop: OpenAI CLIP and most open_clip models) or ``"squash"`` (resize both sides).
+    """
+
+    image_size: int = 224
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+
+
+def crop_boxes(
+    height: int,
+    width: int,
+    n: int,
+    alpha: float,
+    beta: float = DEFAULT_BETA,
+    seed: int = 0,
+    image_index: int = 0,
+) -> Tensor:
+    """Return ``n`` square boxes ``[n, 4]`` as ``(left, top, right, bottom)`` pixel corners.
+
+    side = floor(U(alpha, beta) * min(height, width)) (at least 1 pixel), placed uniformly
+    inside the image. Row ``i`` depends only on ``(seed, image_index, i)``.
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"image of size {width}x{height} has no pixels to crop")
+    if not 0 < alpha <= beta <= 1:
+        raise ValueError(f"need 0 < alpha <= beta <= 1, got alpha={alpha}, beta={beta}")
+    if seed < 0 or image_index < 0:
+        raise ValueError(f"seed and image index must be >= 0, got {seed} and {image_index}")
+    draws = np.random.default_rng((seed, image_index)).random((n, 3))
+    short = min(height, width)
+    side = np.maximum(np.floor((alpha + (beta - alpha) * draws[:, 0]) * short), 1).astype(np.int64)
+    left = np.floor(draws[:, 1] * (width - side + 1)).astype(np.int64)
+    top = np.floor(draws[:, 2] * (height - side + 1)).astype(np.int64)
+    return torch.from_numpy(np.stack([left, top, left + side, top + side], axis=1))
+
+
+def load_image(source: str | Path | Image.Image) -> Image.Image:
+    """Open an image as 8-bit RGB, upright by its EXIF orientation, with a clear error if not."""
+    if isinstance(source, Image.Image):
+        image = source
+    else:
+        try:
+            image = Image.open(source)
+            image.load()
+        except (UnidentifiedImageError, OSError) as error:
+            raise ValueError(f"{source}: not a readable image ({error})") from error
+    if image.width < 1 or image.height < 1:
+        raise ValueError(f"{getattr(image, 'filename', '') or 'image'}: has no pixels")
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        image = _to_8bit(image)
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Scale a 16/32-bit single-channel image to 8 bits (PIL's convert would clip it)."""
+    values = np.asarray(image, dtype=np.float64)
+    top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+    if image.mode == "F":
+        top = max(float(values.max()), 1.0)
+    return Image.fromarray(np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+
+
+def image_to_tensor(image: Image.Image) -> Tensor:
+    """An RGB PIL image as a ``uint8`` tensor ``[3, H, W]`` (decoded once for all views)."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+def _resize_and_crop(pixels: Tensor, prep: Preprocessing) -> Tensor:
+    """The model's resize + centre crop on a ``uint8`` tensor, antialiased like PIL."""
+    interpolation = InterpolationMode(prep.interpolation)
+    size = prep.image_size
+    if prep.resize_mode == "squash":
+        return TF.resize(pixels, [size, size], interpolation=interpolation, antialias=True)
+    if prep.resize_mode != "shortest":
+        raise ValueError(f"unknown resize_mode {prep.resize_mode!r} (shortest or squash)")
+    pixels = TF.resize(pixels, size, interpolation=interpolation, antialias=True)
+    return TF.center_crop(pixels, [size, size])
+
+
+def normalize_pixels(views: Tensor, prep: Preprocessing) -> Tensor:
+    """``uint8`` views ``[V, 3, S, S]`` to float, normalised with the model's mean and std."""
+    mean = torch.tensor(prep.mean).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std).view(1, 3, 1, 1)
+    return (views.float() / 255.0 - mean) / std
+
+
+def fast_views(image: Image.Image | Tensor, boxes: Tensor, prep: Preprocessing) -> Tensor:
+    """All views of one image as one normalised float tensor ``[N+1, 3, S, S]`` (full view first)."""
+    pixels = image if isinstance(image, Tensor) else image_to_tensor(image)
+    views = [_resize_and_crop(pixels, prep)]
+    for left, top, right, bottom in boxes.tolist():
+        views.append(_resize_and_crop(pixels[:, top:bottom, left:right], prep))
+    return normalize_pixels(torch.stack(views), prep)
+
+
+def fidelity_views(
+    image: Image.Image, boxes: Tensor, preprocess: Callable[[Image.Image], Tensor]
+) -> Tensor:
+    """All views as the authors make them: PIL crop, then the model's own preprocessing."""
+    views = [preprocess(image)]
+    views += [preprocess(image.crop(tuple(box))) for box in boxes.tolist()]
+    return torch.stack(views)
