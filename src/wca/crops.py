@@ -124,7 +124,7 @@ def normalize_pixels(views: Tensor, prep: Preprocessing) -> Tensor:
 
 
 def fast_views(image: Image.Image | Tensor, boxes: Tensor, prep: Preprocessing) -> Tensor:
-    """All views of one image as one normalised float tensor ``[N+1, 3, S, S]`` (full view first)."""
+    """All views of one image, normalised, as one tensor ``[N+1, 3, S, S]`` (full view first)."""
     pixels = image if isinstance(image, Tensor) else image_to_tensor(image)
     views = [_resize_and_crop(pixels, prep)]
     for left, top, right, bottom in boxes.tolist():

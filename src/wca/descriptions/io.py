@@ -1,0 +1,106 @@
+"""Reading class names, templates and description sets in the published JSON formats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+
+
+def load_descriptions(path: str | Path) -> dict[str, list[str]]:
+    """A description set ``{class name: [text, ...]}`` (CuPL sentences or CLIP-D descriptors)."""
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected an object {{class: [text, ...]}}, got {type(data)}")
+    for name, texts in data.items():
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise ValueError(f"{path}: the descriptions of {name!r} are not a list of strings")
+    return data
+
+
+def load_classnames(path: str | Path) -> list[str]:
+    """Class names in label order from a JSON list (of names, or of synonym lists: the first
+    synonym is taken), or from a text file with one name per line. Underscores become spaces."""
+    path = Path(path)
+    if path.suffix == ".json":
+        data = _read_json(path)
+    else:
+        try:
+            data = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such file") from None
+        data = [line for line in data if line]
+    if not isinstance(data, list) or not data:
+        raise ValueError(f"{path}: expected a non-empty list of class names")
+    names = []
+    for index, entry in enumerate(data):
+        if isinstance(entry, list) and entry:
+            entry = entry[0]
+        if not isinstance(entry, str) or not entry.strip():
+            raise ValueError(f"{path}: class {index} is not a name: {entry!r}")
+        names.append(entry.replace("_", " ").strip())
+    return names
+
+
+def load_templates(path: str | Path) -> list[str]:
+    """Prompt templates: a JSON list of strings with ``{}`` where the class name goes."""
+    data = _read_json(path)
+    if not isinstance(data, list) or not data:
+        raise ValueError(f"{path}: expected a non-empty list of templates")
+    for template in data:
+        if not isinstance(template, str) or "{}" not in template:
+            raise ValueError(f"{path}: template {template!r} has no {{}} for the class name")
+    return data
+
+
+def load_words(path: str | Path) -> list[str]:
+    """A word list (JSON list of strings), e.g. WaffleCLIP's random words; blanks dropped."""
+    data = _read_json(path)
+    if not isinstance(data, list) or not all(isinstance(w, str) for w in data):
+        raise ValueError(f"{path}: expected a JSON list of words")
+    words = [w for w in data if w.strip()]
+    if not words:
+        raise ValueError(f"{path}: the word list is empty")
+    return words
+
+
+def match_descriptions(
+    classnames: list[str], descriptions: dict[str, list[str]], source: str | Path = "descriptions"
+) -> list[list[str]]:
+    """The descriptions of each class in label order (never the file's key order).
+
+    Keys match class names exactly, else ignoring case and ``_``/space differences. Classes
+    without a key, or with no non-empty description, are reported together by name.
+    """
+
+    def key(name: str) -> str:
+        return " ".join(name.replace("_", " ").lower().split())
+
+    loose = {key(name): texts for name, texts in descriptions.items()}
+    matched, missing = [], []
+    for name in classnames:
+        texts = descriptions.get(name, loose.get(key(name)))
+        texts = [t.strip() for t in texts or [] if t.strip()]
+        if not texts:
+            missing.append(name)
+        matched.append(texts)
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:20]) + (" ..." if len(missing) > 20 else "")
+        raise ValueError(f"{source}: no descriptions for {len(missing)} classes: {shown}")
+    return matched
+
+
+def duplicate_names(classnames: list[str]) -> list[str]:
+    """Class names that occur more than once (such classes can never be told apart)."""
+    seen: set[str] = set()
+    return sorted({name for name in classnames if name in seen or seen.add(name)})
