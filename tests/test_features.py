@@ -1,0 +1,240 @@
+"""Feature extraction and the shard cache, with a small fake encoder (the CONTRACTS interface)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+
+from wca import crops
+from wca.features import MANIFEST, Features, extract_features
+
+
+class FakeEncoder:
+    """A random linear projection of 8x8-pooled pixels; counts calls and can fail on purpose."""
+
+    name = "fake"
+    embed_dim = 16
+    device = torch.device("cpu")
+    dtype = torch.float32
+    logit_scale = 100.0
+    preprocessing = crops.Preprocessing(image_size=32)
+
+    def __init__(self, seed: int = 0, fail_after: int | None = None) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.identity = f"fake:seed{seed}"
+        self.projection = torch.randn(3 * 8 * 8, self.embed_dim, generator=generator)
+        self.calls = 0
+        self.views = 0
+        self.fail_after = fail_after
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        pixels = crops.image_to_tensor(image)
+        pixels = TF.resize(pixels, 32, interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+        return crops.normalize_pixels(TF.center_crop(pixels, [32, 32])[None], self.preprocessing)[0]
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt  # a kill in the middle of the pass
+        self.calls += 1
+        self.views += len(pixels)
+        pooled = F.adaptive_avg_pool2d(pixels.float(), 8).flatten(1)
+        return F.normalize(pooled @ self.projection, dim=-1)
+
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        rows = [torch.randn(self.embed_dim, generator=torch.Generator().manual_seed(_h(t))) for t in texts]
+        return F.normalize(torch.stack(rows), dim=-1)
+
+
+def _h(text: str) -> int:
+    return sum((i + 1) * ord(c) for i, c in enumerate(text)) % (2**31)
+
+
+class TinyDataset:
+    """Generated images of a few sizes; label = colour family."""
+
+    name = "tiny"
+    split = "test"
+    root = None
+
+    def __init__(self, count: int = 7, classes: int = 3) -> None:
+        self.classnames = [f"class {c}" for c in range(classes)]
+        self.labels = [i % classes for i in range(count)]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        label = self.labels[index]
+        generator = torch.Generator().manual_seed(index)
+        height, width = 40 + 7 * (index % 3), 50 + 5 * (index % 4)
+        pixels = torch.randint(0, 120, (3, height, width), generator=generator, dtype=torch.uint8)
+        pixels[label] += 120
+        return TF.to_pil_image(pixels), label
+
+
+def _extract(encoder, dataset, cache_dir, **options):
+    defaults = dict(n_samples=5, alpha=0.5, seed=3, batch_size=8, shard_size=3, progress=False)
+    return extract_features(encoder, dataset, cache_dir=cache_dir, **{**defaults, **options})
+
+
+def _copy(features: Features) -> Features:
+    """An in-memory copy (cached features are memory-mapped from the files a test damages)."""
+    return Features(
+        features.image_emb.clone(), features.crop_emb.clone(), features.boxes, features.labels,
+        features.source,
+    )
+
+
+def _same(a: Features, b: Features) -> None:
+    for name in ("image_emb", "crop_emb", "boxes", "labels"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_shapes_boxes_and_views_match_the_crop_sampler():
+    dataset, encoder = TinyDataset(), FakeEncoder()
+    features = _extract(encoder, dataset, None)
+    assert features.image_emb.shape == (7, 16)
+    assert features.crop_emb.shape == (7, 5, 16)
+    assert features.labels.tolist() == dataset.labels
+    image, _ = dataset[4]
+    boxes = crops.crop_boxes(image.height, image.width, 5, 0.5, 0.9, seed=3, image_index=4)
+    assert torch.equal(features.boxes[4], boxes)
+    views = crops.fast_views(image, boxes, encoder.preprocessing)
+    expected = FakeEncoder().encode_images(views)
+    torch.testing.assert_close(features.image_emb[4], expected[0])
+    torch.testing.assert_close(features.crop_emb[4], expected[1:])
+    assert encoder.views == 7 * 6  # every view encoded once, batches packed across images
+
+
+def test_batching_and_workers_do_not_change_features(tmp_path):
+    dataset = TinyDataset()
+    reference = _extract(FakeEncoder(), dataset, None, batch_size=1000)
+    for options in ({"batch_size": 5}, {"batch_size": 7, "num_workers": 1, "shard_size": 4}):
+        features = _extract(FakeEncoder(), dataset, None, **options)
+        torch.testing.assert_close(features.crop_emb, reference.crop_emb)
+        assert torch.equal(features.boxes, reference.boxes)
+
+
+def test_fidelity_path_uses_the_model_preprocessing():
+    dataset, encoder = TinyDataset(count=2), FakeEncoder()
+    features = _extract(encoder, dataset, None, fidelity=True)
+    image, _ = dataset[1]
+    views = crops.fidelity_views(image, features.boxes[1], encoder.preprocess)
+    torch.testing.assert_close(features.crop_emb[1], FakeEncoder().encode_images(views)[1:])
+
+
+def test_cache_is_reused_without_encoding(tmp_path):
+    dataset = TinyDataset()
+    first = _extract(FakeEncoder(), dataset, tmp_path)
+    encoder = FakeEncoder()
+    second = _extract(encoder, dataset, tmp_path)
+    assert encoder.calls == 0
+    _same(first, second)
+    manifest = json.loads((second.source / MANIFEST).read_text())
+    assert manifest["complete"] and len(manifest["shards"]) == 3
+    assert manifest["key"]["n_samples"] == 5 and manifest["key"]["seed"] == 3
+
+
+def test_cache_key_separates_settings(tmp_path):
+    dataset = TinyDataset()
+    _extract(FakeEncoder(), dataset, tmp_path)
+    for options in ({"seed": 4}, {"alpha": 0.6}, {"n_samples": 4}, {"half": True}):
+        encoder = FakeEncoder()
+        _extract(encoder, dataset, tmp_path, **options)
+        assert encoder.calls > 0, options
+    encoder = FakeEncoder(seed=1)  # other weights
+    _extract(encoder, dataset, tmp_path)
+    assert encoder.calls > 0
+
+
+def test_killed_run_resumes_bit_identically(tmp_path):
+    dataset = TinyDataset(count=10)
+    uninterrupted = _extract(FakeEncoder(), dataset, tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        _extract(FakeEncoder(fail_after=4), dataset, tmp_path / "b")  # 3 calls a shard
+    folder = next((tmp_path / "b").glob("*/*"))
+    assert sorted(p.name for p in folder.glob("shard-*")) == ["shard-00000.safetensors"]
+    assert not list(folder.glob(".*tmp*"))  # no half-written files left behind
+    encoder = FakeEncoder()
+    resumed = _extract(encoder, dataset, tmp_path / "b")
+    assert encoder.views == 7 * 6  # only images 3..9
+    _same(uninterrupted, resumed)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "header"])
+def test_corrupt_shard_is_detected_and_recomputed(tmp_path, damage):
+    dataset = TinyDataset()
+    clean = _copy(_extract(FakeEncoder(), dataset, tmp_path))
+    shard = clean.source / "shard-00001.safetensors"
+    data = bytearray(shard.read_bytes())
+    if damage == "flip":
+        data[-10] ^= 0xFF
+    elif damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[:8] = b"\xff" * 8
+    shard.write_bytes(bytes(data))
+    encoder = FakeEncoder()
+    with pytest.warns(UserWarning, match="shard-00001"):
+        again = _extract(encoder, dataset, tmp_path)
+    assert encoder.views == 3 * 6  # only the damaged shard
+    _same(clean, again)
+
+
+def test_flipped_byte_without_verify_still_needs_intact_header(tmp_path):
+    dataset = TinyDataset()
+    clean = _copy(_extract(FakeEncoder(), dataset, tmp_path))
+    shard = clean.source / "shard-00000.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-4])
+    with pytest.warns(UserWarning, match="size"):
+        again = _extract(FakeEncoder(), dataset, tmp_path, verify=False)
+    _same(clean, again)
+
+
+def test_half_storage_and_chunks(tmp_path):
+    features = _extract(FakeEncoder(), TinyDataset(), tmp_path, half=True)
+    assert features.crop_emb.dtype == torch.float16
+    chunks = list(features.chunks(2))
+    assert [start for start, _ in chunks] == [0, 2, 3, 5, 6]  # never across a shard
+    assert torch.equal(torch.cat([c.crop_emb for _, c in chunks]), features.crop_emb)
+    assert torch.equal(torch.cat([c.labels for _, c in chunks]), features.labels)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="alpha"):
+        _extract(FakeEncoder(), TinyDataset(), None, alpha=0.95)
+    with pytest.raises(ValueError, match="n_samples"):
+        _extract(FakeEncoder(), TinyDataset(), None, n_samples=0)
+    with pytest.raises(ValueError, match="no images"):
+        _extract(FakeEncoder(), TinyDataset(count=0), None)
+
+
+def test_decode_errors_surface(tmp_path):
+    class Broken(TinyDataset):
+        def __getitem__(self, index):
+            if index == 4:
+                raise ValueError("img4.jpg: not a readable image")
+            return super().__getitem__(index)
+
+    with pytest.raises(ValueError, match="img4"):
+        _extract(FakeEncoder(), Broken(), tmp_path)
+    encoder = FakeEncoder()
+    _extract(encoder, TinyDataset(), tmp_path)  # same key: shard 0 (images 0-2) kept
+    assert encoder.views == 4 * 6
+
+
+def test_manifest_is_json_with_checksums(tmp_path: Path):
+    features = _extract(FakeEncoder(), TinyDataset(), tmp_path)
+    manifest = json.loads((features.source / MANIFEST).read_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for entry in manifest["shards"].values():
+            assert len(entry["sha256"]) == 64
+            assert (features.source / entry["file"]).stat().st_size == entry["bytes"]
