@@ -95,3 +95,13 @@ def test_descriptions_from_a_file_and_missing_classes(tmp_path):
         WCAClassifier(FakeEncoder(), CLASSES, path)
     path.write_text(json.dumps(DESCRIPTIONS))
     assert WCAClassifier(FakeEncoder(), CLASSES, path).head.desc_emb.shape == (3, 3, 16)
+
+
+def test_explanation_image_is_written(classifier, tmp_path):
+    from wca.explain import render_explanation
+
+    image = picture(6, (160, 120))
+    (prediction,) = classifier.predict(image, top_k=3)
+    path = render_explanation(image, prediction, tmp_path / "explain" / "one.png")
+    written = Image.open(path)
+    assert written.format == "PNG" and written.width > 800
