@@ -48,12 +48,13 @@ class FakeEncoder:
         return F.normalize(pooled @ self.projection, dim=-1)
 
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
-        rows = [torch.randn(self.embed_dim, generator=torch.Generator().manual_seed(_h(t))) for t in texts]
+        rows = [torch.randn(self.embed_dim, generator=_generator(text)) for text in texts]
         return F.normalize(torch.stack(rows), dim=-1)
 
 
-def _h(text: str) -> int:
-    return sum((i + 1) * ord(c) for i, c in enumerate(text)) % (2**31)
+def _generator(text: str) -> torch.Generator:
+    """A generator seeded by the text, so a text always gets the same random embedding."""
+    return torch.Generator().manual_seed(sum((i + 1) * ord(c) for i, c in enumerate(text)))
 
 
 class TinyDataset:
@@ -87,7 +88,10 @@ def _extract(encoder, dataset, cache_dir, **options):
 def _copy(features: Features) -> Features:
     """An in-memory copy (cached features are memory-mapped from the files a test damages)."""
     return Features(
-        features.image_emb.clone(), features.crop_emb.clone(), features.boxes, features.labels,
+        features.image_emb.clone(),
+        features.crop_emb.clone(),
+        features.boxes,
+        features.labels,
         features.source,
     )
 

@@ -123,17 +123,17 @@ class Features:
 
 def dataset_identity(dataset: Any) -> dict[str, Any]:
     """What identifies a dataset's images for the cache key: name, split, root, length, and a
-    hash of its sample list ``(path, label)`` when it exposes one (``samples``)."""
+    hash of its image files and labels when it lists them (``paths`` and ``labels``)."""
     identity: dict[str, Any] = {
         "name": getattr(dataset, "name", type(dataset).__name__),
         "split": getattr(dataset, "split", None),
         "root": str(Path(dataset.root).resolve()) if getattr(dataset, "root", None) else None,
         "len": len(dataset),
     }
-    samples = getattr(dataset, "samples", None)
-    if samples is not None:
+    paths, labels = getattr(dataset, "paths", None), getattr(dataset, "labels", None)
+    if paths is not None and labels is not None:
         digest = hashlib.sha256()
-        for path, label in samples:
+        for path, label in zip(paths, labels, strict=True):
             digest.update(f"{path}\t{label}\n".encode())
         identity["samples_sha256"] = digest.hexdigest()
     return identity

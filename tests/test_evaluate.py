@@ -1,0 +1,165 @@
+"""The multi-run protocol, subset scoring and the result writers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from test_features import FakeEncoder
+from wca.evaluate import evaluate, run_indices, write_json
+from wca.features import Features
+from wca.methods import TextSources, build_head
+
+B, N, D, C = 23, 12, 16, 4
+
+
+def _features(parts: int = 1) -> Features:
+    generator = torch.Generator().manual_seed(0)
+    centres = F.normalize(torch.randn(C, D, generator=generator), dim=-1)
+    labels = torch.arange(B) % C
+    crop = F.normalize(
+        centres[labels][:, None] + 0.9 * torch.randn(B, N, D, generator=generator), dim=-1
+    )
+    image = F.normalize(centres[labels] + 0.9 * torch.randn(B, D, generator=generator), dim=-1)
+    boxes = torch.zeros(B, N, 4, dtype=torch.long)
+    crop_parts = list(crop.tensor_split(parts)) if parts > 1 else crop
+    return Features(image, crop_parts, boxes, labels)
+
+
+def _sources() -> TextSources:
+    names = [f"thing {c}" for c in range(C)]
+    sentences = {
+        name: [f"{name} with part {j}" for j in range(3 + c)] for c, name in enumerate(names)
+    }
+    descriptors = {name: [f"part {j}" for j in range(3)] for name in names}
+    return TextSources(
+        names,
+        sentences=sentences,
+        descriptors=descriptors,
+        templates=["a {}.", "the {}."],
+        words=["alpha", "bravo", "charlie", "delta"],
+    )
+
+
+@dataclass
+class ScriptedHead:
+    """Fixed logits, optionally different per draw; records the crops it was shown."""
+
+    logits_by_draw: list[torch.Tensor]
+    uses_crops: bool = False
+
+    @property
+    def n_draws(self) -> int:
+        return len(self.logits_by_draw)
+
+    def logits(self, image_emb, crop_emb=None, draw=0):
+        rows = image_emb[:, 0].long()  # image_emb column 0 carries the image index
+        return self.logits_by_draw[draw][rows]
+
+
+def test_pool_protocol_matches_direct_scoring_of_each_run():
+    features, encoder = _features(parts=3), FakeEncoder()
+    heads = {m: build_head(m, encoder.encode_texts, _sources()) for m in ("clip", "cupl", "wca")}
+    result = evaluate(features, heads, n_run=5, patch_n=7, seed=11, chunk_size=4)
+    indices = run_indices(N, 5, 7, 11, "pool")
+    crop_emb = features.crop_emb
+    for run in range(5):
+        logits = heads["wca"].logits(features.image_emb, crop_emb[:, indices[run]])
+        expected = (logits.argmax(1) == features.labels).double().mean() * 100
+        assert result.methods["wca"].top1[run] == pytest.approx(float(expected))
+    clip = result.methods["clip"]
+    assert len(set(clip.top1)) == 1 and clip.top1_mean_std[1] == 0
+    wca = result.methods["wca"]
+    assert all(t5 >= t1 for t5, t1 in zip(wca.top5, wca.top1, strict=True))
+    assert list(result.methods) == ["clip", "cupl", "wca"]
+
+
+def test_chunking_does_not_change_results():
+    encoder = FakeEncoder()
+    heads = {"wca": build_head("wca", encoder.encode_texts, _sources())}
+    a = evaluate(_features(), heads, n_run=4, patch_n=5, chunk_size=1)
+    b = evaluate(_features(parts=2), heads, n_run=4, patch_n=5, chunk_size=1000)
+    assert a.methods["wca"].top1 == pytest.approx(b.methods["wca"].top1)
+    assert a.methods["wca"].per_class_top1 == pytest.approx(b.methods["wca"].per_class_top1)
+
+
+def test_waffle_draws_cycle_over_runs():
+    encoder = FakeEncoder()
+    heads = {"waffle": build_head("waffle", encoder.encode_texts, _sources(), draws=3)}
+    runs = evaluate(_features(), heads, n_run=7, patch_n=5).methods["waffle"].top1
+    assert runs[0] == runs[3] == runs[6] and runs[1] == runs[4]
+
+
+def test_indices_are_shared_draws_with_replacement_or_fresh_slices():
+    pool = run_indices(10, 20, 60, seed=0, protocol="pool")
+    assert pool.shape == (20, 60) and int(pool.max()) < 10
+    assert torch.equal(pool, run_indices(10, 20, 60, seed=0, protocol="pool"))
+    assert not torch.equal(pool, run_indices(10, 20, 60, seed=1, protocol="pool"))
+    fresh = run_indices(12, 3, 4, seed=0, protocol="fresh")
+    assert sorted(fresh.flatten().tolist()) == list(range(12))
+    with pytest.raises(ValueError, match="n_run \\* patch_n = 15"):
+        run_indices(12, 3, 5, seed=0, protocol="fresh")
+    with pytest.raises(ValueError, match="unknown protocol"):
+        run_indices(12, 3, 5, seed=0, protocol="other")
+
+
+def test_fresh_protocol_shows_each_run_its_own_crops():
+    seen = []
+
+    class Recorder:
+        uses_crops, n_draws = True, 1
+
+        def logits(self, image_emb, crop_emb=None, draw=0):
+            seen.append(crop_emb[0].clone())
+            return torch.zeros(len(image_emb), C)
+
+    features = _features()
+    evaluate(features, {"r": Recorder()}, n_run=3, patch_n=4, protocol="fresh", chunk_size=B)
+    for run, crops in enumerate(seen):
+        assert torch.equal(crops, features.crop_emb[0, run * 4 : (run + 1) * 4])
+
+
+def test_class_subset_takes_argmax_over_the_subset_only():
+    labels = torch.tensor([1, 3, 3, 1])
+    image = torch.arange(4.0)[:, None].repeat(1, D)
+    features = Features(image, torch.zeros(4, 2, D), torch.zeros(4, 2, 4), labels)
+    logits = torch.tensor(
+        [[9.0, 5, 0, 1, 0], [9.0, 1, 0, 5, 0], [0.0, 5, 0, 1, 9], [9.0, 0, 0, 0, 0]]
+    )
+    head = ScriptedHead([logits])
+    full = evaluate(features, {"m": head}, n_run=2, patch_n=1).methods["m"]
+    subset = evaluate(features, {"m": head}, n_run=2, patch_n=1, class_subset=[1, 3]).methods["m"]
+    assert full.top1 == [0.0, 0.0]
+    assert subset.top1 == [75.0, 75.0]  # image 2 picks 1 over 3 within the subset
+    assert subset.top5 == [100.0, 100.0]
+    assert subset.per_class_top1 == [None, 100.0, None, 50.0, None]
+
+
+def test_labels_beyond_the_logits_are_an_error():
+    features = Features(
+        torch.zeros(2, D), torch.zeros(2, 2, D), torch.zeros(2, 2, 4), torch.tensor([0, 7])
+    )
+    with pytest.raises(ValueError, match="scores 4 classes but labels go up to 7"):
+        evaluate(features, {"m": ScriptedHead([torch.zeros(2, 4)])}, n_run=1, patch_n=1)
+
+
+def test_table_and_json(tmp_path):
+    encoder = FakeEncoder()
+    heads = {
+        m: build_head(m, encoder.encode_texts, _sources()) for m in ("clip-e", "clip-d", "wca")
+    }
+    result = evaluate(_features(), heads, n_run=3, patch_n=4)
+    table = result.table("tiny")
+    assert "| wca |" in table and "| clip-d |" in table and "±" in table
+    path = write_json(result, tmp_path / "out" / "r.json", {"dataset": "tiny", "alpha": 0.5})
+    document = json.loads(path.read_text())
+    wca = document["results"]["methods"]["wca"]
+    assert len(wca["top1"]["runs"]) == 3 and wca["uses_crops"]
+    assert wca["top1"]["mean"] == pytest.approx(sum(wca["top1"]["runs"]) / 3)
+    assert document["config"] == {"dataset": "tiny", "alpha": 0.5}
+    assert document["versions"]["torch"] and "open_clip_torch" in document["versions"]
+    assert len(wca["per_class_top1"]) == C
