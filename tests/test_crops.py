@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from wca.crops import (
+    CROP_STRATEGIES,
     Preprocessing,
     crop_boxes,
     fast_views,
@@ -28,11 +29,16 @@ sizes = st.tuples(st.integers(1, 4000), st.integers(1, 4000)) | st.sampled_from(
 
 @settings(max_examples=200, deadline=None)
 @given(
-    size=sizes, alpha=st.floats(0.05, 0.9), seed=st.integers(0, 2**31), index=st.integers(0, 10**7)
+    strategy=st.sampled_from(list(CROP_STRATEGIES)),
+    size=sizes,
+    alpha=st.floats(0.05, 0.9),
+    seed=st.integers(0, 2**31),
+    index=st.integers(0, 10**7),
 )
-def test_boxes_are_square_inside_and_within_bounds(size, alpha, seed, index):
+def test_boxes_are_square_inside_and_within_bounds(strategy, size, alpha, seed, index):
     height, width = size
-    boxes = crop_boxes(height, width, 16, alpha, 0.9, seed, index)
+    boxes = crop_boxes(height, width, 16, alpha, 0.9, seed, index, strategy)
+    assert boxes.shape == (16, 4)
     left, top, right, bottom = boxes.T
     side = right - left
     assert torch.equal(side, bottom - top)
@@ -151,3 +157,37 @@ def test_unreadable_file_names_the_file(tmp_path):
     path.write_bytes(b"not an image")
     with pytest.raises(ValueError, match="broken.jpg"):
         load_image(path)
+
+
+def pairwise_iou(boxes: torch.Tensor) -> torch.Tensor:
+    b = boxes.double()
+    left, top = (
+        torch.maximum(b[:, None, 0], b[None, :, 0]),
+        torch.maximum(b[:, None, 1], b[None, :, 1]),
+    )
+    right = torch.minimum(b[:, None, 2], b[None, :, 2])
+    bottom = torch.minimum(b[:, None, 3], b[None, :, 3])
+    inter = (right - left).clamp(min=0) * (bottom - top).clamp(min=0)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    iou = inter / (area[:, None] + area[None, :] - inter)
+    return iou.fill_diagonal_(0)
+
+
+def test_diverse_crops_avoid_near_duplicates():
+    for index in range(5):
+        diverse = crop_boxes(1000, 800, 8, 0.3, seed=1, image_index=index, strategy="diverse")
+        assert pairwise_iou(diverse).max() <= 0.5
+    random = [crop_boxes(1000, 800, 8, 0.3, seed=1, image_index=i) for i in range(5)]
+    assert max(pairwise_iou(b).max() for b in random) > 0.5
+
+
+def test_grid_crops_cover_scales_from_beta_to_alpha():
+    boxes = crop_boxes(400, 400, 13, 0.5, 0.9, strategy="grid")
+    sides = (boxes[:, 2] - boxes[:, 0]).tolist()
+    assert sides[:4] == [360] * 4 and sides[4:13] == [200] * 9
+    assert torch.equal(boxes, crop_boxes(400, 400, 13, 0.5, 0.9, seed=7, strategy="grid"))
+
+
+def test_unknown_strategy_is_an_error():
+    with pytest.raises(ValueError, match="crop strategy"):
+        crop_boxes(100, 100, 4, 0.5, strategy="spiral")

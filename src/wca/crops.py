@@ -52,11 +52,13 @@ def crop_boxes(
     beta: float = DEFAULT_BETA,
     seed: int = 0,
     image_index: int = 0,
+    strategy: str = "random",
 ) -> Tensor:
     """Return ``n`` square boxes ``[n, 4]`` as ``(left, top, right, bottom)`` pixel corners.
 
-    side = floor(U(alpha, beta) * min(height, width)) (at least 1 pixel), placed uniformly
-    inside the image. Row ``i`` depends only on ``(seed, image_index, i)``.
+    ``strategy`` names a sampler in :data:`CROP_STRATEGIES`. The paper's ``"random"``: side =
+    floor(U(alpha, beta) * min(height, width)) (at least 1 pixel), placed uniformly inside the
+    image; row ``i`` depends only on ``(seed, image_index, i)``.
     """
     if height < 1 or width < 1:
         raise ValueError(f"image of size {width}x{height} has no pixels to crop")
@@ -64,12 +66,67 @@ def crop_boxes(
         raise ValueError(f"need 0 < alpha <= beta <= 1, got alpha={alpha}, beta={beta}")
     if seed < 0 or image_index < 0:
         raise ValueError(f"seed and image index must be >= 0, got {seed} and {image_index}")
-    draws = np.random.default_rng((seed, image_index)).random((n, 3))
-    short = min(height, width)
-    side = np.maximum(np.floor((alpha + (beta - alpha) * draws[:, 0]) * short), 1).astype(np.int64)
-    left = np.floor(draws[:, 1] * (width - side + 1)).astype(np.int64)
-    top = np.floor(draws[:, 2] * (height - side + 1)).astype(np.int64)
-    return torch.from_numpy(np.stack([left, top, left + side, top + side], axis=1))
+    if strategy not in CROP_STRATEGIES:
+        raise ValueError(f"unknown crop strategy {strategy!r}; choose from {list(CROP_STRATEGIES)}")
+    rng = np.random.default_rng((seed, image_index))
+    return torch.from_numpy(CROP_STRATEGIES[strategy](height, width, n, alpha, beta, rng))
+
+
+def _place(height: int, width: int, scale: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Boxes of side floor(scale * short side) (>= 1) at relative positions x, y in [0, 1)."""
+    side = np.maximum(np.floor(scale * min(height, width)), 1).astype(np.int64)
+    left = np.floor(x * (width - side + 1)).astype(np.int64)
+    top = np.floor(y * (height - side + 1)).astype(np.int64)
+    return np.stack([left, top, left + side, top + side], axis=1).reshape(-1, 4)
+
+
+def _random_boxes(height, width, n, alpha, beta, rng) -> np.ndarray:
+    """The paper's sampler: uniform scale in [alpha, beta], uniform position."""
+    u = rng.random((n, 3))
+    return _place(height, width, alpha + (beta - alpha) * u[:, 0], u[:, 1], u[:, 2])
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    width = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0])
+    height = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1])
+    inter = np.clip(width, 0, None) * np.clip(height, 0, None)
+    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+    return inter / (area(box) + area(boxes) - inter)
+
+
+def _diverse_boxes(height, width, n, alpha, beta, rng, max_iou: float = 0.5) -> np.ndarray:
+    """Random crops without near-duplicates: a candidate overlapping an accepted crop by IoU
+    above ``max_iou`` is skipped (as BiFTA filters its views). Where the image cannot hold ``n``
+    such crops, the remaining slots take the next candidates unfiltered."""
+    candidates = _random_boxes(height, width, 20 * n, alpha, beta, rng)
+    chosen: list[int] = []
+    for i, box in enumerate(candidates):
+        if len(chosen) == n:
+            break
+        if not chosen or _iou(box, candidates[chosen]).max() <= max_iou:
+            chosen.append(i)
+    taken = set(chosen)
+    rest = [i for i in range(len(candidates)) if i not in taken]
+    return candidates[(chosen + rest)[:n]]
+
+
+def _grid_boxes(height, width, n, alpha, beta, rng) -> np.ndarray:
+    """A deterministic multi-scale grid: level l has (l + 2)^2 evenly spread crops, from scale
+    beta down to alpha, coarse levels first, until n crops are placed."""
+    levels = 1
+    while sum((level + 2) ** 2 for level in range(levels)) < n:
+        levels += 1
+    scales = np.linspace(beta, alpha, levels) if levels > 1 else np.array([beta])
+    boxes = []
+    for level, scale in enumerate(scales):
+        steps = np.linspace(0, 1 - 1e-9, level + 2)
+        x, y = np.meshgrid(steps, steps)
+        boxes.append(_place(height, width, np.full(x.size, scale), x.ravel(), y.ravel()))
+    return np.concatenate(boxes)[:n]
+
+
+# Crop-set samplers by name: fn(height, width, n, alpha, beta, numpy Generator) -> int [n, 4].
+CROP_STRATEGIES = {"random": _random_boxes, "diverse": _diverse_boxes, "grid": _grid_boxes}
 
 
 def load_image(source: str | Path | Image.Image) -> Image.Image:
