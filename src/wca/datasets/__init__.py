@@ -1,0 +1,72 @@
+"""Datasets as users download them: images, integer labels and class names in label order.
+
+``load_dataset(name, root, split=None, **options)`` looks ``name`` up in the registry
+``DATASETS`` (``-`` and ``_`` alike) and returns a :class:`Dataset`. Registered names:
+
+- ``imagefolder``: any ``<root>/<class>/<image>`` tree (options ``classnames_file``,
+  ``descriptions_name``);
+- ``imagenet`` (``val``), ``imagenetv2`` (``matched-frequency``), ``imagenet-sketch``,
+  ``imagenet-r`` and ``imagenet-a``: labelled by ImageNet index 0..999 with the 1000 ImageNet
+  class names; R and A add ``class_subset``, the 200 indices predictions are chosen from;
+- ``cub`` (``test``), ``dtd`` (``test`` of ``partition`` 1), ``food101`` (``test``),
+  ``oxford_pets`` (``test``), ``places365`` (``val``), ``eurosat`` (``all``).
+
+Every loader but ``imagefolder`` takes ``descriptions_dir``: the directory of description sets
+(see :mod:`wca.datasets.names` for how it is found) whose ``classnames.json`` gives or checks
+the class names.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+# The loader modules register themselves on import.
+from wca.datasets import (  # noqa: F401
+    cub,
+    dtd,
+    eurosat,
+    folder,
+    food101,
+    imagenet,
+    oxford_pets,
+    places365,
+)
+from wca.datasets.base import DATASETS, Dataset, register
+from wca.datasets.names import ENV_VAR, default_descriptions_dir, resolve_descriptions_dir
+
+__all__ = [
+    "DATASETS",
+    "ENV_VAR",
+    "Dataset",
+    "default_descriptions_dir",
+    "load_dataset",
+    "register",
+    "resolve_descriptions_dir",
+]
+
+
+def _key(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def load_dataset(name: str, root: str | Path, split: str | None = None, **options: Any) -> Dataset:
+    """Read dataset ``name`` from ``root`` (its default split when ``split`` is None).
+
+    Unknown names and options give a ValueError listing the known ones; a missing root or an
+    unexpected layout gives a FileNotFoundError naming the path and the layout expected.
+    """
+    loaders = {_key(key): loader for key, loader in DATASETS.items()}
+    loader = loaders.get(_key(name))
+    if loader is None:
+        raise ValueError(f"unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))})")
+    parameters = inspect.signature(loader).parameters
+    known = [p.name for p in parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(
+            f"dataset {name!r} has no option {', '.join(unknown)} (its options: "
+            f"{', '.join(known) or 'none'})"
+        )
+    return loader(root, split, **options)

@@ -1,0 +1,152 @@
+"""The dataset type every loader returns, the registry of loaders, and layout helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch.utils.data
+from PIL import Image
+from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+from wca.crops import load_image
+
+# Registry name -> loader ``fn(root: Path, split: str | None, **options) -> Dataset``.
+DATASETS: dict[str, Callable[..., Dataset]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
+    """Register a loader under ``name`` (``load_dataset`` treats ``-`` and ``_`` alike)."""
+
+    def decorator(loader: Callable[..., Dataset]) -> Callable[..., Dataset]:
+        if name in DATASETS:
+            raise ValueError(f"dataset {name!r} is registered twice")
+        DATASETS[name] = loader
+        return loader
+
+    return decorator
+
+
+class Dataset(torch.utils.data.Dataset):
+    """Images with integer labels and class names in label order.
+
+    ``dataset[i]`` is ``(RGB PIL image, label)``, decoded with :func:`wca.crops.load_image`.
+    ``class_subset`` (ImageNet-A/-R) lists the labels a prediction is chosen from; None means
+    all of ``classnames``. ``descriptions_name`` is the dataset's folder in a descriptions
+    directory. ``paths`` are the image files, in dataset order.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        split: str,
+        root: Path,
+        paths: Sequence[Path],
+        labels: Sequence[int],
+        classnames: Sequence[str],
+        descriptions_name: str | None,
+        class_subset: Sequence[int] | None = None,
+    ) -> None:
+        if len(paths) != len(labels):
+            raise ValueError(f"{root}: {len(paths)} images but {len(labels)} labels")
+        if not paths:
+            raise ValueError(f"{root}: the {split} split of {name} has no images")
+        bad = sorted({label for label in labels if not 0 <= label < len(classnames)})
+        if bad:
+            raise ValueError(f"{root}: labels {bad[:10]} outside 0..{len(classnames) - 1}")
+        if class_subset is not None:
+            outside = sorted(set(labels) - set(class_subset))
+            if outside:
+                raise ValueError(f"{root}: labels {outside[:10]} are not in the class subset")
+        self.name = name
+        self.split = split
+        self.root = root
+        self.paths = list(paths)
+        self.labels = [int(label) for label in labels]
+        self.classnames = list(classnames)
+        self.descriptions_name = descriptions_name
+        self.class_subset = None if class_subset is None else [int(i) for i in class_subset]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return load_image(self.paths[index]), self.labels[index]
+
+    def __repr__(self) -> str:
+        subset = "" if self.class_subset is None else f", scored over {len(self.class_subset)}"
+        return (
+            f"Dataset({self.name}, split={self.split}, {len(self)} images, "
+            f"{len(self.classnames)} classes{subset}, root={self.root})"
+        )
+
+
+def check_split(name: str, split: str | None, default: str, allowed: Sequence[str]) -> str:
+    """``split`` (or ``default`` when None), with a ValueError if the loader cannot read it."""
+    split = default if split is None else split
+    if split not in allowed:
+        raise ValueError(f"{name}: unknown split {split!r} (choose from {', '.join(allowed)})")
+    return split
+
+
+def find_layout(
+    root: str | Path, layout: str, check: Callable[[Path], bool], subfolders: Sequence[str] = ()
+) -> Path:
+    """The first of ``root`` and ``root/<subfolder>`` that ``check`` accepts.
+
+    Lets users point at the folder an archive extracted to or at its parent. Raises
+    FileNotFoundError naming ``root`` and the expected ``layout`` otherwise.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: data root does not exist or is not a folder")
+    for candidate in (root, *(root / sub for sub in subfolders)):
+        if check(candidate):
+            return candidate
+    raise FileNotFoundError(f"{root}: not the expected layout: {layout}")
+
+
+def read_lines(path: Path) -> list[tuple[int, str]]:
+    """``(line number, stripped line)`` for the non-blank, non-comment lines of a text file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    lines = ((number, line.strip()) for number, line in enumerate(text.splitlines(), 1))
+    return [(number, line) for number, line in lines if line and not line.startswith("#")]
+
+
+def parse_fields(path: Path, number: int, line: str, count: int, form: str) -> list[str]:
+    """Split a line into at least ``count`` whitespace fields, or a ValueError naming it."""
+    fields = line.split()
+    if len(fields) < count:
+        raise ValueError(f"{path}: line {number} {line!r} is not '{form}'")
+    return fields
+
+
+def parse_int(path: Path, number: int, text: str, what: str) -> int:
+    """An integer field of a metadata file, or a ValueError naming the file and line."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{path}: line {number}: {what} {text!r} is not an integer") from None
+
+
+def class_folders(folder: Path) -> list[str]:
+    """The names of the class sub-folders of ``folder``, sorted (hidden folders skipped)."""
+    return sorted(
+        entry.name
+        for entry in folder.iterdir()
+        if entry.is_dir() and not entry.name.startswith(".")
+    )
+
+
+def scan_class_folders(folder: Path, class_to_idx: dict[str, int]) -> tuple[list[Path], list[int]]:
+    """Image files under ``folder/<class>/`` (torchvision's image extensions), sorted, with the
+    label ``class_to_idx`` gives their folder. Every listed folder must hold an image."""
+    try:
+        samples = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{folder}: {error}") from None
+    return [Path(path) for path, _ in samples], [label for _, label in samples]
