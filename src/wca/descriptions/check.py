@@ -1,0 +1,116 @@
+"""Check a description set against a class list before spending an evaluation on it.
+
+Class names match keys the way ``match_descriptions`` matches them: exactly, else ignoring
+case and ``_``/space differences. The JSON is read with duplicate keys kept, because a plain
+``json.load`` silently keeps only the last of two equal keys.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wca.descriptions.io import duplicate_names
+
+
+def class_key(name: str) -> str:
+    """A class name with case, ``_`` and spacing differences removed."""
+    return " ".join(name.replace("_", " ").lower().split())
+
+
+@dataclass
+class CheckReport:
+    """Problems found in a description set; ``ok`` when there are none."""
+
+    source: str
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    duplicate_keys: list[str] = field(default_factory=list)
+    duplicate_classes: list[str] = field(default_factory=list)
+    unusable: list[str] = field(default_factory=list)
+    n_classes: int = 0
+    n_descriptions: int = 0
+
+    @property
+    def ok(self) -> bool:
+        problems = (self.missing, self.extra, self.duplicate_keys, self.duplicate_classes)
+        return not any(problems) and not self.unusable
+
+    def lines(self) -> list[str]:
+        """A human-readable report, one finding per line."""
+        sections = (
+            ("missing classes (in the class list, not in the file)", self.missing),
+            ("extra classes (in the file, not in the class list)", self.extra),
+            ("duplicate keys in the file", self.duplicate_keys),
+            ("duplicate names in the class list", self.duplicate_classes),
+            ("classes with no usable description", self.unusable),
+        )
+        lines = [
+            f"{self.source}: {self.n_classes} classes, {self.n_descriptions} descriptions"
+        ]
+        for title, names in sections:
+            if names:
+                lines.append(f"{title}: {len(names)}")
+                lines += [f"  {name}" for name in names]
+        lines.append("ok" if self.ok else "problems found")
+        return lines
+
+
+def read_pairs(path: str | Path) -> list[tuple[str, object]]:
+    """The (key, value) pairs of a JSON object file, duplicates included, in file order."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    try:
+        pairs = json.loads(text, object_pairs_hook=lambda items: items)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(pairs, list) or not all(isinstance(p, tuple) for p in pairs):
+        raise ValueError(f"{path}: expected an object {{class: [text, ...]}}")
+    return pairs
+
+
+def _usable(value: object) -> int:
+    """How many non-blank strings a description entry holds (0 if it is not a list)."""
+    if not isinstance(value, list):
+        return 0
+    return sum(isinstance(t, str) and bool(t.strip()) for t in value)
+
+
+def check_descriptions(path: str | Path, classnames: list[str]) -> CheckReport:
+    """Compare the description file at ``path`` with ``classnames`` (in label order)."""
+    pairs = read_pairs(path)
+    report = CheckReport(source=str(path), n_classes=len(pairs))
+    report.duplicate_classes = duplicate_names(classnames)
+
+    exact: dict[str, object] = {}
+    loose: dict[str, object] = {}
+    seen_keys: dict[str, str] = {}
+    for key, value in pairs:
+        if class_key(key) in seen_keys:
+            first = seen_keys[class_key(key)]
+            report.duplicate_keys.append(key if key == first else f"{key} (same as {first})")
+        seen_keys.setdefault(class_key(key), key)
+        exact[key] = value
+        loose.setdefault(class_key(key), value)
+        report.n_descriptions += _usable(value)
+
+    used: set[str] = set()
+    for name in dict.fromkeys(classnames):
+        if name in exact:
+            value = exact[name]
+            used.add(class_key(name))
+        elif class_key(name) in loose:
+            value = loose[class_key(name)]
+            used.add(class_key(name))
+        else:
+            report.missing.append(name)
+            continue
+        if not _usable(value):
+            report.unusable.append(name)
+    report.extra = [key for key, _ in pairs if class_key(key) not in used]
+    report.extra = list(dict.fromkeys(report.extra))
+    return report

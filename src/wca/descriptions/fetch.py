@@ -1,0 +1,202 @@
+"""Download the published description sets into a local cache and verify them.
+
+``published.json`` (shipped in this package) records, for every known file, where it lives
+upstream and its size and SHA-256. A file is kept only when both match, and a verified cached
+file is used without touching the network. Files land in ``<cache>/<dataset>/<set>.json``,
+the same layout as the project's descriptors folder, so a cached dataset folder can be used
+wherever a descriptions folder is expected.
+
+Upstream homes: the WCA authors' repository for ``<dataset>/<set>.json`` and the CuPL authors'
+repository for ``cupl-original/<file>.json``. ``WCA_DESCRIPTIONS_URL`` (or ``base_url``)
+replaces both with one server laid out like the descriptors folder, e.g. a mirror.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import httpx
+
+REGISTRY_FILE = "published.json"
+SOURCES = {
+    "wca": "https://raw.githubusercontent.com/tmlr-group/WCA/main/prompts/",
+    "cupl": "https://raw.githubusercontent.com/sarahpratt/CuPL/main/all_prompts/",
+}
+# Sets published per dataset by the WCA authors (class-name lists are not fetched).
+WCA_SETS = ("cupl", "clip-d", "clip-e", "base", "full")
+CUPL_DATASET = "cupl-original"
+URL_ENV = "WCA_DESCRIPTIONS_URL"
+CACHE_ENV = "WCA_CACHE_DIR"
+
+
+class FetchError(RuntimeError):
+    """A download that could not be completed; the message says how to get the file by hand."""
+
+
+@dataclass(frozen=True)
+class PublishedFile:
+    """One published file: its path in the cache, its upstream URL, size and SHA-256."""
+
+    path: str
+    url: str
+    size: int
+    sha256: str
+
+
+def default_cache_dir() -> Path:
+    """``$WCA_CACHE_DIR/descriptions``, else ``wca/descriptions`` in ``$XDG_CACHE_HOME`` or
+    ``~/.cache``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser() / "descriptions"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "wca" / "descriptions"
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_registry(directory: str | Path) -> dict:
+    """The registry for the published files in a descriptors folder (how published.json is made).
+
+    Takes ``<dataset>/<set>.json`` for the WCA sets and every ``cupl-original/*.json``.
+    """
+    directory = Path(directory)
+    files: dict[str, dict] = {}
+    for path in sorted(directory.glob("*/*.json")):
+        dataset, name = path.parent.name, path.stem
+        if dataset == CUPL_DATASET:
+            source, remote = "cupl", path.name
+        elif name in WCA_SETS:
+            source, remote = "wca", f"{dataset}/{path.name}"
+        else:
+            continue
+        files[f"{dataset}/{path.name}"] = {
+            "source": source,
+            "remote": remote,
+            "size": path.stat().st_size,
+            "sha256": sha256_file(path),
+        }
+    return {"sources": SOURCES, "files": files}
+
+
+@cache
+def _registry() -> dict:
+    text = resources.files("wca.descriptions").joinpath(REGISTRY_FILE).read_text("utf-8")
+    return json.loads(text)
+
+
+def published_sets() -> dict[str, list[str]]:
+    """The sets that can be fetched, by dataset."""
+    sets: dict[str, list[str]] = {}
+    for path in _registry()["files"]:
+        dataset, name = path.split("/", 1)
+        sets.setdefault(dataset, []).append(name.removesuffix(".json"))
+    return sets
+
+
+def published_file(dataset: str, set_name: str, base_url: str | None = None) -> PublishedFile:
+    """The registry entry of ``dataset``/``set_name``; ``base_url`` (or $WCA_DESCRIPTIONS_URL)
+    is a mirror laid out like the descriptors folder."""
+    registry = _registry()
+    path = f"{dataset}/{set_name}.json"
+    if path not in registry["files"]:
+        sets = published_sets()
+        if dataset not in sets:
+            raise ValueError(f"unknown dataset {dataset!r}; published: {', '.join(sorted(sets))}")
+        raise ValueError(
+            f"no published set {set_name!r} for {dataset}; available: {', '.join(sets[dataset])}"
+        )
+    entry = registry["files"][path]
+    base_url = base_url or os.environ.get(URL_ENV)
+    if base_url:
+        url = f"{base_url.rstrip('/')}/{path}"
+    else:
+        url = registry["sources"][entry["source"]] + entry["remote"]
+    return PublishedFile(path=path, url=url, size=entry["size"], sha256=entry["sha256"])
+
+
+def verify(path: str | Path, entry: PublishedFile) -> str | None:
+    """None if the file at ``path`` has the recorded size and SHA-256, else what differs."""
+    size = Path(path).stat().st_size
+    if size != entry.size:
+        return f"size {size} bytes, expected {entry.size}"
+    digest = sha256_file(path)
+    if digest != entry.sha256:
+        return f"SHA-256 {digest}, expected {entry.sha256}"
+    return None
+
+
+def fetch(
+    dataset: str,
+    set_name: str,
+    directory: str | Path | None = None,
+    *,
+    base_url: str | None = None,
+    connect_timeout: float = 5.0,
+    timeout: float = 60.0,
+) -> Path:
+    """The verified local copy of a published set, downloaded into the cache if needed.
+
+    A cached file that verifies is returned without network access; one that does not is
+    downloaded again. A download is written beside its destination and renamed into place
+    only after it verifies, so a tampered or truncated file is never kept.
+    Raises FetchError (with instructions for a manual download) when the file cannot be had.
+    """
+    entry = published_file(dataset, set_name, base_url)
+    destination = Path(directory).expanduser() if directory else default_cache_dir()
+    destination = destination / entry.path
+    if destination.is_file() and verify(destination, entry) is None:
+        return destination
+
+    by_hand = (
+        f"To install it by hand, download {entry.url} and save it as {destination} "
+        f"({entry.size} bytes, SHA-256 {entry.sha256})."
+    )
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=destination.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            _download(entry, handle, httpx.Timeout(timeout, connect=connect_timeout), by_hand)
+        problem = verify(tmp, entry)
+        if problem:
+            raise FetchError(
+                f"{entry.url}: the downloaded file does not match the published one ({problem}); "
+                f"it was not kept. {by_hand}"
+            )
+        os.replace(tmp, destination)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return destination
+
+
+def _download(entry: PublishedFile, handle, timeout: httpx.Timeout, by_hand: str) -> None:
+    """Stream ``entry.url`` into ``handle``, stopping once it is longer than expected."""
+    written = 0
+    try:
+        with httpx.stream("GET", entry.url, timeout=timeout, follow_redirects=True) as response:
+            if response.status_code != 200:
+                raise FetchError(f"{entry.url}: HTTP {response.status_code}. {by_hand}")
+            for chunk in response.iter_bytes():
+                written += len(chunk)
+                if written > entry.size:
+                    raise FetchError(
+                        f"{entry.url}: longer than the published {entry.size} bytes; the file "
+                        f"was not kept. {by_hand}"
+                    )
+                handle.write(chunk)
+    except httpx.HTTPError as error:
+        raise FetchError(
+            f"could not download {entry.url} ({type(error).__name__}: {error}); offline? {by_hand}"
+        ) from error
