@@ -32,6 +32,7 @@ EXPECTED_NAMES = {
 def no_env_descriptions(monkeypatch, tmp_path):
     """Tests choose the descriptions directory explicitly; the default points nowhere."""
     monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.delenv("WCA_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "no-cache"))
 
 
@@ -425,8 +426,10 @@ def test_descriptions_dir_from_environment(tmp_path, descriptors_dir, monkeypatc
         load_dataset("imagenet", tmp_path)
 
 
-def test_default_descriptions_dir_is_documented_cache(tmp_path):
+def test_default_descriptions_dir_is_the_download_cache(tmp_path, monkeypatch):
     assert resolve_descriptions_dir() == (tmp_path / "no-cache" / "wca" / "descriptions", False)
+    monkeypatch.setenv("WCA_CACHE_DIR", str(tmp_path / "cache"))
+    assert resolve_descriptions_dir() == (tmp_path / "cache" / "descriptions", False)
     with pytest.raises(FileNotFoundError, match=r"descriptions_dir\) does not exist"):
         resolve_descriptions_dir(tmp_path / "missing")
 

@@ -4,7 +4,8 @@ A descriptions directory is laid out like ``../shared/descriptors``: one folder 
 (``cub``, ``dtd``, ``imagenet``, ``oxford_pet``, ``place365``, ...) holding ``classnames.json``
 and the description sets (``cupl.json``, ``clip-d.json``, ``clip-e.json``). It is found, in
 order, from the ``descriptions_dir`` option, the ``WCA_DESCRIPTIONS_DIR`` environment variable,
-and the default ``$XDG_CACHE_HOME/wca/descriptions`` (``~/.cache/wca/descriptions``).
+and the default, the folder the published sets are downloaded to:
+``$WCA_CACHE_DIR/descriptions``, else ``~/.cache/wca/descriptions`` (``$XDG_CACHE_HOME`` if set).
 
 Label order always comes from the dataset's own files. Where those files carry class names
 (CUB's ``classes.txt``, DTD's folders, Food-101's ``classes.txt``, ...), they are compared with
@@ -21,14 +22,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from wca.descriptions import load_classnames
+from wca.descriptions.fetch import default_cache_dir
 
 ENV_VAR = "WCA_DESCRIPTIONS_DIR"
 
 
 def default_descriptions_dir() -> Path:
-    """``$XDG_CACHE_HOME/wca/descriptions``, or ``~/.cache/wca/descriptions``."""
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "wca" / "descriptions"
+    """Where ``wca`` downloads the published description sets (:mod:`wca.descriptions.fetch`):
+    ``$WCA_CACHE_DIR/descriptions``, else ``$XDG_CACHE_HOME`` or ``~/.cache`` +
+    ``/wca/descriptions``."""
+    return default_cache_dir()
 
 
 def resolve_descriptions_dir(descriptions_dir: str | Path | None = None) -> tuple[Path, bool]:
