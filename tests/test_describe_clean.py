@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -174,3 +176,37 @@ def test_parsed_texts_are_always_clean(lines, truncated):
         assert sentence[-1] in ".!?\"')" and any(c.isalnum() for c in sentence)
     for phrase in parse_descriptors(answer, truncated):
         assert phrase == clean_phrase(phrase) and phrase
+
+
+def test_cli_clean(tmp_path, capsys, monkeypatch):
+    from wca.cli import describe, main
+
+    data = {
+        "owl": ["A round face.", "a round  face", "Big eyes."],
+        "bird": [*_VECTORS, "a red bird with a long tail."],
+    }
+    source, out = tmp_path / "in.json", tmp_path / "out.json"
+    source.write_text(json.dumps(data))
+    assert main(["descriptions", "clean", str(source), "--out", str(out)]) == 0
+    expected = {"owl": ["A round face.", "Big eyes."], "bird": list(_VECTORS)}
+    assert json.loads(out.read_text()) == expected
+    assert "kept 6 of 8" in capsys.readouterr().err
+
+    loaded = []
+
+    class Encoder:
+        def encode_texts(self, texts):
+            return _encode(texts)
+
+    def fake_load(spec, device):
+        loaded.append((spec, device))
+        return Encoder()
+
+    monkeypatch.setattr(describe, "_load_encoder", fake_load)
+    data = {"bird": list(_VECTORS)}
+    source.write_text(json.dumps(data))
+    args = ["descriptions", "clean", str(source), "--out", str(out), "--near-dup-encoder",
+            "open_clip:ViT-B-32/openai", "--near-dup-threshold", "0.94"]
+    assert main(args) == 0
+    assert loaded == [("open_clip:ViT-B-32/openai", "auto")]
+    assert json.loads(out.read_text()) == {"bird": [t for t in _VECTORS if "feather" not in t]}

@@ -76,7 +76,7 @@ def test_cupl_prompts_sent_to_the_server(server, tmp_path):
     assert len(report.descriptions["owl"]) == 15  # 5 questions x 3 answers, all distinct
 
 
-def test_fifty_classes_with_injected_failures(server, tmp_path):
+def test_fifty_classes_with_injected_failures(server, tmp_path, capsys):
     failures = {
         "bird 03": ("429", "500"),
         "bird 04": ("malformed", "drop"),
@@ -87,9 +87,10 @@ def test_fifty_classes_with_injected_failures(server, tmp_path):
     for name, behaviours in failures.items():
         server.script(name, *behaviours)
     out = tmp_path / "descriptions.json"
-    report = generate_descriptions(CLASSES, out, config(server), progress=False)
+    report = generate_descriptions(CLASSES, out, config(server))
 
     assert report.ok, report.failed
+    assert "50/50" in capsys.readouterr().err  # the progress bar
     data = json.loads(out.read_text())
     assert list(data) == CLASSES  # every class exactly once, in class-file order
     assert all(len(texts) == 10 for texts in data.values())  # 5 questions x n=2
@@ -137,6 +138,21 @@ def test_resume_from_progress_file_left_by_a_killed_run(server, tmp_path):
     assert set(server.counts) == set(CLASSES[10:])  # nothing asked for the done classes
     data = json.loads(out.read_text())
     assert list(data) == CLASSES and data["bird 00"] == ["Old text about bird 00."]
+
+
+def test_postprocess_runs_on_the_merged_result(server, tmp_path):
+    out = tmp_path / "o.json"
+    progress_path(out).write_text(json.dumps({"class": "owl", "descriptions": ["A.", "B."]}))
+    seen = []
+
+    def keep_first(descriptions):
+        seen.append(list(descriptions))
+        return {name: texts[:1] for name, texts in descriptions.items()}
+
+    cfg = config(server, style="clip-d", n=1)
+    generate_descriptions(["owl", "cat"], out, cfg, postprocess=keep_first, progress=False)
+    assert seen == [["owl", "cat"]] and dict(server.counts) == {"cat": 1}
+    assert json.loads(out.read_text()) == {"owl": ["A."], "cat": ["feature 1 of the cat"]}
 
 
 def test_retry_after_is_honoured(tmp_path):

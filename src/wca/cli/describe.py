@@ -117,16 +117,22 @@ def _help(parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _load_encoder(spec: str, device: str):
+    """The text encoder for near-duplicate removal (imported late: it pulls in the models)."""
+    from wca import load_encoder
+
+    return load_encoder(spec, device=device)
+
+
 def _near_duplicate_filter(args: argparse.Namespace) -> Callable | None:
     """A function cleaning a description dict with the chosen encoder, or None."""
     if not args.near_dup_encoder:
         return None
     if not 0.0 < args.near_dup_threshold <= 1.0:
         raise ValueError(f"--near-dup-threshold must be in (0, 1], got {args.near_dup_threshold}")
-    from wca import load_encoder
     from wca.descriptions.clean import clean_descriptions
 
-    encoder = load_encoder(args.near_dup_encoder, device=args.device)
+    encoder = _load_encoder(args.near_dup_encoder, args.device)
     return lambda descriptions: clean_descriptions(
         descriptions, encoder.encode_texts, args.near_dup_threshold
     )

@@ -111,7 +111,15 @@ def load_questions(path: str | Path) -> list[str]:
 
 @dataclass
 class GenerationConfig:
-    """Settings of a generation run; ``None`` fields take the style's default."""
+    """Settings of a generation run; ``None`` fields take the style's default.
+
+    ``questions`` are templates with ``{c}`` (or ``{}``) for the class name and ``{a}`` for its
+    article; ``n`` answers per question come from the API's ``n`` parameter (``n_mode="param"``,
+    topped up when a server returns fewer) or from ``n`` requests (``"repeat"``). Each request
+    gets ``timeout`` seconds and up to ``max_retries`` retries, waiting ``backoff_base * 2**k``
+    seconds (jittered, at most ``backoff_max``) or what ``Retry-After`` asks (at most
+    ``max_retry_after``).
+    """
 
     model: str
     style: str = "cupl"
@@ -238,8 +246,7 @@ def _classify(error: Exception, timeout: float) -> tuple[str, bool, bool, float 
         status = error.status_code
         reason = f"HTTP {status}: {error.message}"
         if status in _RETRY_STATUS or status >= 500:
-            delay = _retry_after(error) if status == 429 else None
-            return reason, True, False, delay
+            return reason, True, False, _retry_after(error)
         return reason, False, status in _FATAL_STATUS, None
     if isinstance(error, (json.JSONDecodeError, openai.APIResponseValidationError, _Malformed)):
         return f"malformed response ({error})", True, False, None
@@ -317,7 +324,11 @@ class _Runner:
         retries = 0
         while len(answers) < request.count:
             n = request.count - len(answers) if self.config.n_mode == "param" else 1
-            got, used = self.complete(request.messages, n)
+            try:
+                got, used = self.complete(request.messages, n)
+            except RequestFailed as error:
+                error.retries += retries
+                raise
             answers += got[:n]
             retries += used
         return answers, retries
