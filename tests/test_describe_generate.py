@@ -20,6 +20,7 @@ from wca.descriptions.generate import (
     article,
     fill_template,
     generate_descriptions,
+    load_questions,
     progress_path,
     resolve_api_key,
 )
@@ -280,3 +281,22 @@ def test_killed_cli_run_resumes_without_asking_again(tmp_path):
     assert not set(finished) & set(srv.counts)  # finished classes were not asked again
     assert all(asked_before[name] == 1 for name in finished)
     assert list(json.loads(out.read_text())) == names
+
+
+def test_question_files(tmp_path):
+    (tmp_path / "q.json").write_text(json.dumps(["Draw {a} {c}.", "Paint {c}."]))
+    (tmp_path / "q.txt").write_text("Draw {a} {c}.\n\n  Paint {c}.  \n")
+    (tmp_path / "bad.json").write_text(json.dumps({"q": "Draw {c}"}))
+    assert load_questions(tmp_path / "q.json") == load_questions(tmp_path / "q.txt")
+    with pytest.raises(ValueError, match="bad.json: expected a JSON list"):
+        load_questions(tmp_path / "bad.json")
+
+
+def test_cli_without_api_key_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    classes = _write_classes(tmp_path, ["owl"])
+    args = ["describe", "--classes-file", str(classes), "--out", str(tmp_path / "o.json"),
+            "--model", "gpt-4o-mini"]
+    assert main(args) == 2
+    assert "set the environment variable OPENAI_API_KEY" in capsys.readouterr().err
