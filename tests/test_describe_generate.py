@@ -31,7 +31,7 @@ KEY = "sk-test-secret-do-not-store"
 
 @pytest.fixture
 def server():
-    with FakeLLMServer(CLASSES + ["owl", "Eagle", "umbrella", "cat"], slow_seconds=0.6) as srv:
+    with FakeLLMServer(CLASSES + ["owl", "Eagle", "umbrella", "cat"]) as srv:
         yield srv
 
 
@@ -46,7 +46,7 @@ def config(server: FakeLLMServer, **options) -> GenerationConfig:
         "base_url": server.url,
         "api_key_env": "WCA_TEST_KEY",
         "n": 2,
-        "timeout": 0.3,
+        "timeout": 5.0,
         "max_retries": 3,
         "backoff_base": 0.001,
         "concurrency": 8,
@@ -81,7 +81,6 @@ def test_fifty_classes_with_injected_failures(server, tmp_path, capsys):
     failures = {
         "bird 03": ("429", "500"),
         "bird 04": ("malformed", "drop"),
-        "bird 10": ("slow",),
         "bird 11": ("nochoices", "500", "429"),
         "bird 49": ("drop",),
     }
@@ -139,6 +138,14 @@ def test_resume_from_progress_file_left_by_a_killed_run(server, tmp_path):
     assert set(server.counts) == set(CLASSES[10:])  # nothing asked for the done classes
     data = json.loads(out.read_text())
     assert list(data) == CLASSES and data["bird 00"] == ["Old text about bird 00."]
+
+
+def test_timeout_is_retried(tmp_path):
+    with FakeLLMServer(["owl"], slow_seconds=2.0) as srv:
+        srv.script("owl", "slow")
+        cfg = config(srv, style="clip-d", n=1, timeout=0.4)
+        report = generate_descriptions(["owl"], tmp_path / "o.json", cfg, progress=False)
+    assert report.ok and report.retries == {"owl": 1} and srv.counts["owl"] == 2
 
 
 def test_postprocess_runs_on_the_merged_result(server, tmp_path):
