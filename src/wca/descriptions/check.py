@@ -11,12 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wca.descriptions.io import duplicate_names
-
-
-def class_key(name: str) -> str:
-    """A class name with case, ``_`` and spacing differences removed."""
-    return " ".join(name.replace("_", " ").lower().split())
+from wca.descriptions.io import class_key, duplicate_names
 
 
 @dataclass

@@ -74,6 +74,11 @@ def load_words(path: str | Path) -> list[str]:
     return words
 
 
+def class_key(name: str) -> str:
+    """A class name with case, ``_`` and spacing differences removed, for loose matching."""
+    return " ".join(name.replace("_", " ").lower().split())
+
+
 def match_descriptions(
     classnames: list[str], descriptions: dict[str, list[str]], source: str | Path = "descriptions"
 ) -> list[list[str]]:
@@ -83,13 +88,10 @@ def match_descriptions(
     without a key, or with no non-empty description, are reported together by name.
     """
 
-    def key(name: str) -> str:
-        return " ".join(name.replace("_", " ").lower().split())
-
-    loose = {key(name): texts for name, texts in descriptions.items()}
+    loose = {class_key(name): texts for name, texts in descriptions.items()}
     matched, missing = [], []
     for name in classnames:
-        texts = descriptions.get(name, loose.get(key(name)))
+        texts = descriptions.get(name, loose.get(class_key(name)))
         texts = [t.strip() for t in texts or [] if t.strip()]
         if not texts:
             missing.append(name)
