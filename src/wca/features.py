@@ -148,6 +148,7 @@ def cache_key(
     seed: int,
     fidelity: bool,
     store_dtype: torch.dtype,
+    strategy: str = "random",
 ) -> dict[str, Any]:
     """Everything that changes the stored numbers (batch size, workers and device do not), as
     plain JSON values."""
@@ -162,6 +163,7 @@ def cache_key(
         "n_samples": int(n_samples),
         "seed": int(seed),
         "sampler_version": crops.SAMPLER_VERSION,
+        "strategy": strategy,
         "store_dtype": str(store_dtype),
         "dataset": dataset_identity(dataset),
     }
@@ -303,11 +305,12 @@ class _ViewItems(torch.utils.data.Dataset):
         alpha: float,
         beta: float,
         seed: int,
+        strategy: str,
     ) -> None:
         self.dataset = dataset
         self.indices = list(indices)
         self.make_views = make_views
-        self.box_args = (n_samples, alpha, beta, seed)
+        self.box_args = (n_samples, alpha, beta, seed, strategy)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -315,8 +318,8 @@ class _ViewItems(torch.utils.data.Dataset):
     def __getitem__(self, j: int) -> tuple[int, Tensor, Tensor, int]:
         index = self.indices[j]
         image, label = self.dataset[index]
-        n, alpha, beta, seed = self.box_args
-        boxes = crops.crop_boxes(image.height, image.width, n, alpha, beta, seed, index)
+        n, alpha, beta, seed, strategy = self.box_args
+        boxes = crops.crop_boxes(image.height, image.width, n, alpha, beta, seed, index, strategy)
         return index, self.make_views(image, boxes), boxes, int(label)
 
 
@@ -441,6 +444,7 @@ def extract_features(
     shard_size: int = DEFAULT_SHARD_SIZE,
     fidelity: bool = False,
     half: bool = False,
+    strategy: str = "random",
     verify: bool = True,
     progress: bool = True,
 ) -> Features:
@@ -450,7 +454,8 @@ def extract_features(
     ``batch_size``: views per encoder call. ``num_workers``: loader processes (0: one
     prefetching thread). ``fidelity``: make views with the model's own preprocessing per crop
     (the authors' way) instead of the fast tensor path. ``half``: store fp16. ``verify``: check
-    every cached shard's sha256 before use.
+    every cached shard's sha256 before use. ``strategy``: the crop sampler
+    (:data:`wca.crops.CROP_STRATEGIES`; ``"random"`` is the paper's).
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
@@ -459,10 +464,14 @@ def extract_features(
     if not 0 < alpha <= beta <= 1:
         raise ValueError(f"need 0 < alpha <= beta <= 1, got alpha={alpha}, beta={beta}")
     num_images = len(dataset)
+    if strategy not in crops.CROP_STRATEGIES:
+        raise ValueError(
+            f"unknown crop strategy {strategy!r} (choose from {', '.join(crops.CROP_STRATEGIES)})"
+        )
     if num_images == 0:
         raise ValueError(f"dataset {getattr(dataset, 'name', '')!r} has no images")
     store_dtype = torch.float16 if half else torch.float32
-    key = cache_key(encoder, dataset, n_samples, alpha, beta, seed, fidelity, store_dtype)
+    key = cache_key(encoder, dataset, n_samples, alpha, beta, seed, fidelity, store_dtype, strategy)
     if cache_dir is None:
         cache = None
         ranges = [
@@ -481,7 +490,7 @@ def extract_features(
         else:
             make_views = functools.partial(crops.fast_views, prep=encoder.preprocessing)
         indices = [i for s in todo for i in ranges[s]]
-        items = _ViewItems(dataset, indices, make_views, n_samples, alpha, beta, seed)
+        items = _ViewItems(dataset, indices, make_views, n_samples, alpha, beta, seed, strategy)
         name = getattr(dataset, "name", "images")
         bar = tqdm(
             total=num_images,

@@ -1,0 +1,328 @@
+"""`wca eval`, `wca extract` and `wca classify` end to end with a tiny open_clip model on a
+miniature image folder; config files in the authors' shape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from tiny_models import save_open_clip_model
+from wca.cli import main
+from wca.config import EvalConfig, resolve_config
+from wca.encoders import Encoder
+
+CLASSES = ("red fox", "blue whale", "green frog")
+AUTHORS_YAML = """\
+model_size: ViT-B/32
+batch_size: 32
+dataset: cub
+data_path : data/CUB_200_2011
+
+alpha: 0.5
+n_samples: 100
+n_run: 20
+patch_n: 60
+
+methods:
+  - clip:
+      name: clip
+      enabled: True
+  - clip-d:
+      name: clip-d
+      enabled: False
+  - wca:
+      name: wca
+      enabled: True
+      image_scale: 4.0
+      text_scale: 2.0
+"""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path | str]:
+    """A tiny model spec, an image folder of 3 classes x 3 JPEGs and its description set."""
+    base = tmp_path_factory.mktemp("world")
+    spec = save_open_clip_model(base / "model")
+    generator = torch.Generator().manual_seed(0)
+    for c, name in enumerate(CLASSES):
+        for k in range(3):
+            size = (40 + 6 * k, 36 + 5 * c)
+            pixels = torch.randint(0, 256, (size[1], size[0], 3), generator=generator)
+            path = base / "images" / name.replace(" ", "_") / f"{k}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels.to(torch.uint8).numpy()).save(path)
+    texts = base / "descriptions" / "mini"
+    texts.mkdir(parents=True)
+    (texts / "cupl.json").write_text(
+        json.dumps(
+            {
+                name: [f"A photo of a {name}, which is {colour}." for colour in ("small", "bright")]
+                for name in CLASSES
+            }
+        )
+    )
+    (texts / "clip-d.json").write_text(
+        json.dumps({name: ["four legs", "a tail", "fins"] for name in CLASSES})
+    )
+    (texts / "clip-e.json").write_text(json.dumps(["a photo of a {}.", "a drawing of a {}."]))
+    (base / "descriptions" / "waffle-words.json").write_text(
+        json.dumps(["lorem", "ipsum", "dolor"])
+    )
+    return {"spec": spec, "images": base / "images", "texts": texts}
+
+
+class ImageCalls:
+    """Image-encoder passes (views per call); ``fail_after`` calls, the next one is killed."""
+
+    def __init__(self) -> None:
+        self.views: list[int] = []
+        self.fail_after: int | None = None
+
+
+@pytest.fixture
+def image_calls(monkeypatch) -> ImageCalls:
+    calls = ImageCalls()
+    original = Encoder.encode_images
+
+    def counted(self, pixels):
+        if calls.fail_after is not None and len(calls.views) >= calls.fail_after:
+            raise KeyboardInterrupt
+        calls.views.append(len(pixels))
+        return original(self, pixels)
+
+    monkeypatch.setattr(Encoder, "encode_images", counted)
+    return calls
+
+
+def _eval_args(world, tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "eval",
+        "--dataset",
+        "imagefolder",
+        "--data-root",
+        str(world["images"]),
+        "--descriptions",
+        str(world["texts"]),
+        "--model",
+        world["spec"],
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "result.json"),
+        "--n-samples",
+        "6",
+        "--n-run",
+        "3",
+        "--patch-n",
+        "4",
+        "--batch-size",
+        "16",
+        "--shard-size",
+        "4",
+        "--no-progress",
+        *extra,
+    ]
+
+
+def _shards(cache: Path) -> dict[str, dict[str, torch.Tensor]]:
+    return {p.name: load_file(p) for p in sorted(cache.glob("*/*/shard-*.safetensors"))}
+
+
+def test_eval_writes_every_method_and_reuses_the_cache(world, tmp_path, image_calls, capsys):
+    assert main(_eval_args(world, tmp_path)) == 0
+    table = capsys.readouterr().out
+    for method in ("clip", "clip-e", "clip-d", "waffle", "cupl", "wca"):
+        assert f"| {method} |" in table
+    document = json.loads((tmp_path / "result.json").read_text())
+    methods = document["results"]["methods"]
+    assert list(methods) == ["clip", "clip-e", "clip-d", "waffle", "cupl", "wca"]
+    assert len(methods["wca"]["top1"]["runs"]) == 3 and methods["clip"]["top1"]["std"] == 0
+    config = document["config"]
+    assert config["n_run"] == 3 and config["n_samples"] == 6 and config["model"] == world["spec"]
+    assert config["dataset_info"]["classnames"] == sorted(CLASSES)  # sorted class folders
+    assert document["versions"]["torch"] and "open_clip_torch" in document["versions"]
+    assert sum(image_calls.views) == 9 * 7  # every view once
+
+    image_calls.views.clear()
+    assert main(_eval_args(world, tmp_path)) == 0
+    assert image_calls.views == []  # features from the cache
+    again = json.loads((tmp_path / "result.json").read_text())["results"]["methods"]
+    assert again == methods
+
+
+def test_killed_extraction_resumes_bit_identically(world, tmp_path, image_calls, capsys):
+    reference = tmp_path / "reference"
+    assert main(_eval_args(world, reference)) == 0
+    image_calls.views.clear()
+    image_calls.fail_after = 3  # shards of 4 images = 28 views = 2 calls of 16
+    extract = [
+        "extract",
+        "--dataset",
+        "imagefolder",
+        "--data-root",
+        str(world["images"]),
+        "--model",
+        world["spec"],
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--n-samples",
+        "6",
+        "--batch-size",
+        "16",
+        "--shard-size",
+        "4",
+        "--no-progress",
+    ]
+    assert main(extract) == 130
+    assert len(_shards(tmp_path / "cache")) == 1  # shard 0 done, shard 1 lost mid-way
+    image_calls.fail_after = None
+    image_calls.views.clear()
+    assert main(extract) == 0
+    assert sum(image_calls.views) == 5 * 7  # images 4..8 only
+    resumed, clean = _shards(tmp_path / "cache"), _shards(reference / "cache")
+    assert resumed.keys() == clean.keys()
+    for name, tensors in clean.items():
+        for key, value in tensors.items():
+            assert torch.equal(resumed[name][key], value), (name, key)
+
+
+def test_corrupted_shard_is_detected_and_recomputed(world, tmp_path, image_calls, capsys):
+    assert main(_eval_args(world, tmp_path)) == 0
+    first = json.loads((tmp_path / "result.json").read_text())["results"]
+    shard = next((tmp_path / "cache").glob("*/*/shard-00001.safetensors"))
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    shard.write_bytes(bytes(data))
+    image_calls.views.clear()
+    with pytest.warns(UserWarning, match="shard-00001.*sha256"):
+        assert main(_eval_args(world, tmp_path)) == 0
+    assert sum(image_calls.views) == 4 * 7
+    assert json.loads((tmp_path / "result.json").read_text())["results"] == first
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--data-root": "/no/such/folder"}, "/no/such/folder: data root does not exist"),
+        ({"--dataset": "nope"}, "unknown dataset 'nope'"),
+        ({"--descriptions": "{drop}"}, "green frog"),
+        ({"--model": "nothing"}, "model spec 'nothing' is malformed"),
+        ({"--set": "n_run=many"}, "n_run: expected int, got 'many'"),
+        ({"--set": "colour=red"}, "unknown key 'colour'"),
+        ({"--methods": "clip,best"}, "unknown method 'best'"),
+        ({"--protocol": "fresh"}, "protocol 'fresh' needs n_run * patch_n = 12"),
+        ({"--alpha": "0.95"}, "need 0 < alpha <= beta <= 1"),
+    ],
+)
+def test_bad_arguments_give_one_clear_line(world, tmp_path, capsys, change, message):
+    args = _eval_args(world, tmp_path)
+    for flag, value in change.items():
+        if value == "{drop}":
+            partial = tmp_path / "partial.json"
+            partial.write_text(json.dumps({"red fox": ["a fox."], "blue whale": ["a whale."]}))
+            value = str(partial)
+            args += ["--methods", "wca"]
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("wca: error: ") and "\n" not in err, err
+    assert message in err
+
+
+def test_missing_dataset_and_root_are_usage_errors(tmp_path, capsys):
+    assert main(["eval", "--data-root", str(tmp_path), "--model", "x:y"]) == 2
+    assert "no dataset: pass --dataset" in capsys.readouterr().err
+    assert main(["eval", "--dataset", "cub", "--model", "x:y"]) == 2
+    assert "no data root: pass --data-root" in capsys.readouterr().err
+
+
+def test_classify_prints_top_k_and_json(world, tmp_path, capsys):
+    image = next((world["images"] / "red_fox").glob("*.jpg"))
+    descriptions = world["texts"] / "cupl.json"
+    args = [
+        "classify",
+        str(image),
+        str(image),
+        "--classes",
+        ",".join(CLASSES),
+        "--descriptions",
+        str(descriptions),
+        "--model",
+        world["spec"],
+        "--n-crops",
+        "4",
+        "--top-k",
+        "2",
+    ]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(image) and lines[1].startswith("  1. ") and len(lines) == 6
+    assert main([*args, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert len(document) == 2 and len(document[0]["predictions"]) == 2
+    assert {p["label"] for p in document[0]["predictions"]} <= set(CLASSES)
+    assert main([*args[:3], "--classes", "red fox,unicorn", *args[5:]]) == 2
+    assert "unicorn" in capsys.readouterr().err
+
+
+def test_authors_yaml_loads_and_flags_override(tmp_path):
+    path = tmp_path / "cub.yaml"
+    path.write_text(AUTHORS_YAML)
+    config = resolve_config(path=path)
+    assert (config.model_spec, config.dataset, config.data_path) == (
+        "open_clip:ViT-B-32/openai",
+        "cub",
+        "data/CUB_200_2011",
+    )
+    assert [m.name for m in config.enabled_methods()] == ["clip", "wca"]
+    assert config.enabled_methods()[1].options == {"image_scale": 4.0, "text_scale": 2.0}
+    config = resolve_config(
+        path=path,
+        overrides={"n_run": 5, "alpha": None},
+        settings=["methods.wca.text_scale=1.5", "methods.clip-d.enabled=true", "seed=3"],
+    )
+    assert config.n_run == 5 and config.alpha == 0.5 and config.seed == 3
+    assert [m.name for m in config.enabled_methods()] == ["clip", "clip-d", "wca"]
+    assert config.enabled_methods()[2].options["text_scale"] == 1.5
+    assert config.to_dict()["methods"][2] == {
+        "wca": {"name": "wca", "enabled": True, "image_scale": 4.0, "text_scale": 1.5}
+    }
+
+
+def test_defaults_follow_the_reference_per_dataset():
+    assert EvalConfig().n_run == 20 and EvalConfig().patch_n == 60
+    assert resolve_config("imagenet").n_samples == 60
+    assert resolve_config("places365").alpha == 0.7
+    cub = resolve_config("cub")
+    assert (cub.n_samples, cub.alpha, cub.beta) == (100, 0.5, 0.9)
+    assert [m.name for m in cub.enabled_methods()] == [
+        "clip",
+        "clip-e",
+        "clip-d",
+        "waffle",
+        "cupl",
+        "wca",
+    ]
+
+
+def test_bad_config_files_name_the_file_and_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("alpha: 0.5\nn_samples: [1]\n")
+    with pytest.raises(ValueError, match="bad.yaml: n_samples: expected int"):
+        resolve_config(path=path)
+    path.write_text("methods:\n  - clip: {name: clipper}\n")
+    with pytest.raises(ValueError, match="bad.yaml: methods: unknown method 'clipper'"):
+        resolve_config(path=path)
+    path.write_text("alpha: [\n")
+    with pytest.raises(ValueError, match="bad.yaml: not valid YAML"):
+        resolve_config(path=path)
+    with pytest.raises(FileNotFoundError, match="missing.yaml: config file not found"):
+        resolve_config(path=tmp_path / "missing.yaml")
