@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from huggingface_hub import constants as hub_constants
+from open_clip.transformer import QuickGELU
 from PIL import Image
 from transformers import AutoProcessor
 
@@ -20,6 +21,7 @@ import tiny_models
 import wca
 from wca.crops import fast_views
 from wca.encoders import BACKENDS, Encoder, ModelNotAvailableError, load_encoder, register_backend
+from wca.encoders.base import resolve_device
 
 BUILDERS = {
     "open_clip_config": tiny_models.save_open_clip_model,
@@ -85,14 +87,12 @@ def test_embeddings_are_normalised_and_batch_size_independent(kind, encoders):
     pixels = torch.randn(5, 3, tiny_models.IMAGE_SIZE, tiny_models.IMAGE_SIZE)
     texts = ["a photo of a cat.", "a dog", "an apple on a table", "x", "a photo of a car."]
     encoder.batch_size = 5
-    images_one_batch = encoder.encode_images(pixels)
-    texts_one_batch = load_encoder(encoder.name, device="cpu", batch_size=5).encode_texts(texts)
+    images_one_batch, texts_one_batch = encoder.encode_images(pixels), encoder.encode_texts(texts)
+    encoder.clear_text_cache()
     encoder.batch_size = 2
     try:
         images_small_batches = encoder.encode_images(pixels)
-        texts_small_batches = load_encoder(encoder.name, device="cpu", batch_size=2).encode_texts(
-            texts
-        )
+        texts_small_batches = encoder.encode_texts(texts)
     finally:
         encoder.batch_size = 32
     for embeddings in (images_one_batch, texts_one_batch):
@@ -226,7 +226,7 @@ def test_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_encoder(f"open_clip:{tmp_path / 'nothing.pt'}", device="cpu")
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_encoder(f"open_clip:ViT-B-32@{tmp_path / 'nothing.pt'}", device="cpu")
+        load_encoder(f"open_clip:ViT-B-16@{tmp_path / 'nothing.pt'}", device="cpu")
     with pytest.raises(FileNotFoundError, match="model folder .* does not exist"):
         load_encoder(f"hf:{tmp_path / 'nothing'}", device="cpu")
     with pytest.raises(ValueError, match="not a loadable transformers"):
@@ -235,8 +235,8 @@ def test_missing_files(tmp_path):
 
 def test_checkpoint_not_matching_its_architecture(specs):
     tiny_file = specs["openai_state_dict"].removeprefix("open_clip:")
-    with pytest.raises(ValueError, match="do not match the ViT-B-32 architecture"):
-        load_encoder(f"open_clip:ViT-B-32@{tiny_file}", device="cpu")
+    with pytest.raises(ValueError, match=f"do not match the {tiny_models.TINY_ARCH} architecture"):
+        load_encoder(f"open_clip:{tiny_models.TINY_ARCH}@{tiny_file}", device="cpu")
 
 
 def test_not_an_openai_checkpoint(tmp_path):
@@ -254,7 +254,8 @@ def test_corrupt_checkpoints(specs, tmp_path, form):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint at all" * 10)
     for path in (truncated, garbage):
-        spec = f"open_clip:{path}" if form == "openai" else f"open_clip:ViT-B-32@{path}"
+        arch = "" if form == "openai" else f"{tiny_models.TINY_ARCH}@"
+        spec = f"open_clip:{arch}{path}"
         with pytest.raises(ValueError, match="is not a readable PyTorch checkpoint"):
             load_encoder(spec, device="cpu")
 
@@ -314,6 +315,33 @@ def test_cached_hub_models_load_without_network(offline_hub, specs, tmp_path):
     local = load_encoder(specs["hf_clip"], device="cpu")
     pixels = torch.randn(2, 3, tiny_models.IMAGE_SIZE, tiny_models.IMAGE_SIZE)
     torch.testing.assert_close(from_hub.encode_images(pixels), local.encode_images(pixels))
+
+
+def test_pretrained_tag_loads_from_cache_with_the_tags_quick_gelu(offline_hub, specs, monkeypatch):
+    """A QuickGELU tag (like the OpenAI ones) gets QuickGELU, as OpenAI's clip.load builds it."""
+    weights = Path(specs["open_clip_config"].split("@", 1)[1])
+    repo = offline_hub / "tiny-repo"
+    repo.mkdir()
+    shutil.copy(weights, repo / "open_clip_pytorch_model.bin")
+    _put_in_hub_cache(offline_hub, "wca-test/tiny-tag", repo)
+    tag = open_clip.pretrained._pcfg(hf_hub="wca-test/tiny-tag/", quick_gelu=True)
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, tiny_models.TINY_ARCH, {"tiny": tag})
+    encoder = load_encoder(f"open_clip:{tiny_models.TINY_ARCH}/tiny", device="cpu")
+    assert encoder.identity == f"open_clip:{tiny_models.TINY_ARCH}/tiny"
+    assert isinstance(encoder.model.visual.transformer.resblocks[0].mlp.gelu, QuickGELU)
+    same_weights = load_encoder(specs["open_clip_config"], device="cpu")
+    assert isinstance(same_weights.model.visual.transformer.resblocks[0].mlp.gelu, torch.nn.GELU)
+    pixels = torch.randn(1, 3, tiny_models.IMAGE_SIZE, tiny_models.IMAGE_SIZE)
+    assert not torch.allclose(encoder.encode_images(pixels), same_weights.encode_images(pixels))
+
+
+@pytest.mark.parametrize(
+    ("cuda", "mps", "expected"), [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")]
+)
+def test_auto_device_prefers_cuda_then_mps(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert resolve_device("auto") == torch.device(expected)
 
 
 def test_backends_are_a_registry():

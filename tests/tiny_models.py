@@ -23,7 +23,7 @@ EMBED_DIM = 32
 VOCAB_SIZE = 49408
 TINY_CONFIG = {
     "embed_dim": EMBED_DIM,
-    "vision_cfg": {"image_size": IMAGE_SIZE, "layers": 1, "width": 64, "patch_size": 8},
+    "vision_cfg": {"image_size": IMAGE_SIZE, "layers": 2, "width": 64, "patch_size": 8},
     "text_cfg": {
         "context_length": 77,
         "vocab_size": VOCAB_SIZE,

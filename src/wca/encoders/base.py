@@ -103,6 +103,10 @@ class Encoder(ABC):
             return torch.zeros(0, self.embed_dim)
         return torch.stack([self._text_cache[text] for text in texts])
 
+    def clear_text_cache(self) -> None:
+        """Forget the cached text embeddings (to free memory; results do not change)."""
+        self._text_cache.clear()
+
 
 def _normalise(features: Tensor) -> Tensor:
     """Features as float32 on the CPU with unit L2 norm per row."""

@@ -210,7 +210,7 @@ def _load_openai_file(spec: str, path: Path, **options) -> OpenClipEncoder:
 
 def _checkpoint_error(spec: str, path: Path, what: str, error: Exception) -> ValueError:
     """A clear error for a checkpoint that cannot be read or does not fit its architecture."""
-    message = " ".join(str(error).split())[:300] or type(error).__name__
+    message = f"{type(error).__name__}: {' '.join(str(error).split())}"[:300]
     readable = _is_torch_archive(path) or path.suffix == ".safetensors"
     if not readable:
         return ValueError(
