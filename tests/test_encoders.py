@@ -103,6 +103,10 @@ def test_embeddings_are_normalised_and_batch_size_independent(kind, encoders):
     torch.testing.assert_close(texts_small_batches, texts_one_batch, atol=1e-5, rtol=0)
     assert encoder.encode_images(pixels[:0]).shape == (0, encoder.embed_dim)
     assert encoder.encode_texts([]).shape == (0, encoder.embed_dim)
+    with pytest.raises(ValueError, match=r"expects pixels \[B, 3, 32, 32\], got \(2, 3, 16, 16\)"):
+        encoder.encode_images(torch.zeros(2, 3, 16, 16))
+    with pytest.raises(TypeError, match="not one string"):
+        encoder.encode_texts("a cat")
 
 
 def test_openai_state_dict_equals_open_clips_own_model(specs, encoders):

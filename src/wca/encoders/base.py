@@ -77,7 +77,11 @@ class Encoder(ABC):
     def encode_images(self, pixels: Tensor) -> Tensor:
         """L2-normalised float32 CPU embeddings ``[B, D]`` of pixels ``[B, 3, S, S]``."""
         size = self.preprocessing.image_size
-        if not isinstance(pixels, Tensor) or pixels.ndim != 4 or pixels.shape[1] != 3:
+        if (
+            not isinstance(pixels, Tensor)
+            or pixels.ndim != 4
+            or pixels.shape[1:] != (3, size, size)
+        ):
             shape = tuple(pixels.shape) if isinstance(pixels, Tensor) else type(pixels).__name__
             raise ValueError(
                 f"{self.name}: encode_images expects pixels [B, 3, {size}, {size}], got {shape}"
@@ -91,7 +95,10 @@ class Encoder(ABC):
 
     def encode_texts(self, texts: Sequence[str]) -> Tensor:
         """L2-normalised float32 CPU embeddings ``[T, D]``; known texts come from the cache."""
-        if isinstance(texts, str) or not all(isinstance(text, str) for text in texts):
+        if isinstance(texts, str):
+            raise TypeError(f"{self.name}: encode_texts expects a list of strings, not one string")
+        texts = list(texts)
+        if not all(isinstance(text, str) for text in texts):
             raise TypeError(f"{self.name}: encode_texts expects a list of strings")
         missing = [text for text in dict.fromkeys(texts) if text not in self._text_cache]
         with torch.inference_mode():

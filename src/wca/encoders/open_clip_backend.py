@@ -50,6 +50,7 @@ class OpenClipEncoder(Encoder):
         settings = merge_preprocess_dict(PreprocessCfg(), get_model_preprocess_cfg(model))
         cfg = PreprocessCfg(**settings)
         transform = image_transform_v2(cfg, is_train=False)
+        model.eval()
         with torch.inference_mode():
             probe = model.encode_text(tokenizer(["a"]).to(device))
         super().__init__(
@@ -63,7 +64,7 @@ class OpenClipEncoder(Encoder):
             batch_size=batch_size,
             transform=transform,
         )
-        self.model = model.eval()
+        self.model = model
         self.tokenizer = tokenizer
 
     def _image_features(self, pixels: Tensor) -> Tensor:
