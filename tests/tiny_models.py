@@ -154,31 +154,32 @@ def save_hf_siglip_model(directory: Path, seed: int = 0) -> str:
         SiglipImageProcessor,
         SiglipModel,
         SiglipProcessor,
+        SiglipTextConfig,
+        SiglipVisionConfig,
     )
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    config = SiglipConfig(
-        text_config={
-            "vocab_size": VOCAB_SIZE,
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 16,
-            "bos_token_id": 49406,
-            "eos_token_id": 49407,
-            "pad_token_id": 49407,
-        },
-        vision_config={
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": IMAGE_SIZE,
-            "patch_size": 8,
-        },
+    text = SiglipTextConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=16,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
     )
+    vision = SiglipVisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=8,
+    )
+    config = SiglipConfig(text_config=text, vision_config=vision)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SiglipModel(config)
