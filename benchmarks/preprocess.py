@@ -1,0 +1,160 @@
+"""Benchmark 1: preprocessing throughput (views/s), model excluded.
+
+The fast tensor path (``wca.crops.fast_views``) against the authors'-style per-crop PIL path
+(``wca.crops.fidelity_views`` with open_clip's ``image_transform(224, is_train=False)``), on the
+same JPEGs decoded from disk, the same boxes and the same number of DataLoader workers; plus the
+proposed fast path of ``benchmarks/crops_proposed.py`` (float output, and ``uint8`` output that
+leaves normalisation to the encoder's device). Each worker count gets one untimed warm-up pass.
+
+    .venv/bin/python benchmarks/preprocess.py                 # 24 images, N=60, workers 0 and 2
+    .venv/bin/python benchmarks/preprocess.py --device cuda   # GPU mode (skipped without CUDA)
+    .venv/bin/python benchmarks/preprocess.py --quick         # smoke test size
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import open_clip
+import torch
+from torch import Tensor
+
+import crops_proposed  # benchmarks/ is on sys.path when a script here is run
+from _common import IMAGE_SIZE, JpegDataset, cuda_or_skip, machine_report, make_jpegs, table
+from wca import crops
+
+ALPHA = 0.5
+
+
+class ViewDataset(torch.utils.data.Dataset):
+    """Image ``i`` decoded from disk -> its views, made by ``make_views(image, boxes)``."""
+
+    def __init__(self, images: JpegDataset, n_crops: int, make_views: Callable) -> None:
+        self.images = images
+        self.n_crops = n_crops
+        self.make_views = make_views
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> Tensor:
+        image, _ = self.images[index]
+        boxes = crops.crop_boxes(image.height, image.width, self.n_crops, ALPHA, image_index=index)
+        return self.make_views(image, boxes)
+
+
+def decode_only(image, boxes) -> Tensor:
+    """The GPU path's loader work: decode to a ``uint8`` tensor (views are made on the GPU)."""
+    return crops_proposed.image_to_tensor(image)
+
+
+def views_per_second(
+    dataset: ViewDataset, workers: int, repeats: int, on_batch: Callable | None = None
+) -> float:
+    """Steady-state views/s over the whole dataset (best of ``repeats`` timed passes)."""
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        prefetch_factor=2 if workers else None,
+    )
+    best = float("inf")
+    for attempt in range(repeats + 1):  # attempt 0 warms up (worker start, caches)
+        start = time.perf_counter()
+        count = 0
+        for index, item in enumerate(loader):
+            views = item if on_batch is None else on_batch(item, index)
+            count += len(views)
+        if on_batch is not None and torch.cuda.is_available():
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        if attempt:
+            best = min(best, elapsed)
+    return count / best
+
+
+def _gpu_views(prep: crops.Preprocessing, n_crops: int, device: str):
+    def make(pixels: Tensor, index: int) -> Tensor:
+        pixels = pixels.to(device, non_blocking=True)
+        height, width = pixels.shape[1:]
+        boxes = crops.crop_boxes(height, width, n_crops, ALPHA, image_index=index)
+        views = crops_proposed.uint8_views(pixels, boxes, prep)
+        return crops_proposed.normalize(views, prep, torch.float16)
+
+    return make
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=24, help="JPEGs to decode (default 24)")
+    parser.add_argument("--crops", type=int, default=60, help="crops per image, N (default 60)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--repeats", type=int, default=2, help="timed passes, best kept")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU mode")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes for the smoke test")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.crops, args.workers, args.repeats = 2, 3, [0, 1], 1
+    print(machine_report(args.device))
+    if not cuda_or_skip(args.device):
+        return 0
+
+    prep = crops.Preprocessing()
+    authors = open_clip.image_transform(prep.image_size, is_train=False)
+    paths_by_name: dict[str, Callable] = {
+        "fidelity (PIL per crop, authors')": functools.partial(
+            crops.fidelity_views, preprocess=authors
+        ),
+        "fast (wca.crops.fast_views)": functools.partial(crops.fast_views, prep=prep),
+        "proposed fast, float out": functools.partial(crops_proposed.fast_views, prep=prep),
+        "proposed fast, uint8 out*": functools.partial(
+            crops_proposed.fast_views, prep=prep, out="uint8"
+        ),
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        images = JpegDataset(make_jpegs(Path(folder), args.images))
+        _check_same_views(images, args.crops, prep, authors)
+        rows = []
+        for workers in args.workers:
+            baseline = None
+            for name, make_views in paths_by_name.items():
+                rate = views_per_second(ViewDataset(images, args.crops, make_views), workers,
+                                        args.repeats)
+                baseline = baseline or rate
+                rows.append([name, workers, rate, rate / (args.crops + 1), rate / baseline])
+            if args.device.startswith("cuda"):
+                dataset = ViewDataset(images, args.crops, decode_only)
+                rate = views_per_second(dataset, workers, args.repeats,
+                                        _gpu_views(prep, args.crops, args.device))
+                rows.append(["GPU: decode in loader, views on GPU (fp16)", workers, rate,
+                             rate / (args.crops + 1), rate / baseline])
+    print(f"\n{args.images} JPEGs of {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} decoded from disk, "
+          f"N={args.crops} crops (+1 full view) per image, views {prep.image_size}px, "
+          f"best of {args.repeats} passes\n")
+    print(table(["path", "workers", "views/s", "images/s", "x fidelity"], rows))
+    print("\n* uint8 out: views before normalisation (the encoder's device normalises them).")
+    return 0
+
+
+def _check_same_views(images: JpegDataset, n: int, prep, authors) -> None:
+    """Print how far the paths' views are apart on the first image (they must agree)."""
+    image, _ = images[0]
+    boxes = crops.crop_boxes(image.height, image.width, n, ALPHA)
+    fast = crops.fast_views(image, boxes, prep)
+    fidelity = crops.fidelity_views(image, boxes, authors)
+    proposed = crops_proposed.fast_views(image, boxes, prep)
+    print(
+        f"view agreement: fast vs fidelity max |diff| {float((fast - fidelity).abs().max()):.3g} "
+        f"(normalised units); proposed vs fast max |diff| "
+        f"{float((proposed - fast).abs().max()):.3g}"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""Benchmark 3: scoring all six methods, 20 runs, on synthetic features of ImageNet size.
+
+50,000 images x (1 full view + a pool of 60 crops) x D=512 in fp16 (3.1 GB, in 1000-image
+parts like cache shards), 1000 classes, 50 descriptions per class; heads from
+``wca.methods.build_head`` over synthetic text embeddings; ``wca.evaluate.evaluate`` with the
+authors' protocol (20 runs of 60 crops drawn from the pool). Reports the seconds and the peak
+resident memory of the scoring alone (VmHWM reset after the features are made) and of the whole
+process. Target on 2 cores: under 60 s and under 8 GB.
+
+    .venv/bin/python benchmarks/scoring.py                  # ImageNet size
+    .venv/bin/python benchmarks/scoring.py --quick          # smoke test size
+
+Variants (all by default): ``current`` (the library as is), ``cached-text`` (WCA's text side
+computed once) and ``batched-runs`` (all runs of a chunk at once, no gathered crop copies),
+the last two from ``benchmarks/scoring_proposed.py``; the table checks they agree on WCA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+import scoring_proposed
+from _common import current_rss_gb, machine_report, peak_rss_gb, reset_peak_rss, table
+from wca.evaluate import evaluate, run_indices
+from wca.features import Features
+from wca.methods import TextSources, build_head
+
+METHODS = ("clip", "clip-e", "clip-d", "waffle", "cupl", "wca")
+VARIANTS = ("current", "cached-text", "batched-runs")
+
+
+def synthetic_features(images: int, pool: int, dim: int, classes: int, part: int) -> Features:
+    """Unit-norm fp16 features: crops are noisy copies of their image, made ``part`` at a time."""
+    generator = torch.Generator().manual_seed(0)
+    image_emb = F.normalize(torch.randn(images, dim, generator=generator), dim=-1)
+    parts = []
+    for lo in range(0, images, part):
+        rows = image_emb[lo : lo + part]
+        noise = torch.randn(len(rows), pool, dim, generator=generator)
+        parts.append(F.normalize(noise.mul_(0.05).add_(rows[:, None]), dim=-1).half())
+    labels = torch.randint(0, classes, (images,), generator=generator)
+    boxes = torch.zeros(1, pool, 4, dtype=torch.long).expand(images, pool, 4)
+    return Features(image_emb.half(), parts, boxes, labels)
+
+
+def synthetic_sources(classes: int, descriptions: int) -> TextSources:
+    """Text sources of ImageNet's shape: 80 templates, 5 descriptors and ``descriptions``
+    sentences per class, a 1000-word list for WaffleCLIP."""
+    names = [f"class {i}" for i in range(classes)]
+    return TextSources(
+        classnames=names,
+        sentences={n: [f"{n} sentence {j}." for j in range(descriptions)] for n in names},
+        descriptors={n: [f"feature {j} of {n}" for j in range(5)] for n in names},
+        templates=[f"a photo number {k} of a {{}}." for k in range(80)],
+        words=[f"word{k}" for k in range(1000)],
+    )
+
+
+def synthetic_text_encoder(dim: int):
+    """Texts -> random unit vectors (a fixed generator: the scoring cost does not depend on
+    which vectors they are)."""
+    generator = torch.Generator().manual_seed(1)
+
+    def encode_texts(texts: list[str]) -> Tensor:
+        return F.normalize(torch.randn(len(texts), dim, generator=generator), dim=-1)
+
+    return encode_texts
+
+
+def run_variant(
+    variant: str, features: Features, heads: dict, args: argparse.Namespace
+) -> dict[str, list[float]]:
+    """Score every method with one variant of the code; top-1 per run by method."""
+    if variant == "current":
+        result = evaluate(features, heads, n_run=args.runs, patch_n=args.patch_n, seed=0)
+        return {name: result.methods[name].top1 for name in METHODS}
+    fast = scoring_proposed.FastWCAHead.from_head(heads["wca"])
+    if variant == "cached-text":
+        result = evaluate(features, {**heads, "wca": fast}, n_run=args.runs,
+                          patch_n=args.patch_n, seed=0)
+        return {name: result.methods[name].top1 for name in METHODS}
+    others = {name: head for name, head in heads.items() if name != "wca"}
+    result = evaluate(features, others, n_run=args.runs, patch_n=args.patch_n, seed=0)
+    indices = run_indices(features.n_samples, args.runs, args.patch_n, 0, "pool")
+    top1, _ = scoring_proposed.evaluate_wca_runs(features, fast, indices)
+    top1_percent = (top1.double() / len(features) * 100).tolist()
+    return {**{name: result.methods[name].top1 for name in others}, "wca": top1_percent}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=50_000)
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--descriptions", type=int, default=50, help="per class (default 50)")
+    parser.add_argument("--pool", type=int, default=60, help="crops per image in the pool")
+    parser.add_argument("--patch-n", type=int, default=60, help="crops drawn per run")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--variant", choices=VARIANTS, nargs="+", default=list(VARIANTS))
+    parser.add_argument("--quick", action="store_true", help="tiny sizes for the smoke test")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.classes, args.descriptions, args.runs = 300, 20, 5, 2
+    print(machine_report("cpu"))
+
+    start = time.perf_counter()
+    features = synthetic_features(args.images, args.pool, args.dim, args.classes, 1000)
+    made = time.perf_counter() - start
+    start = time.perf_counter()
+    sources = synthetic_sources(args.classes, args.descriptions)
+    encode = synthetic_text_encoder(args.dim)
+    heads = {name: build_head(name, encode, sources) for name in METHODS}
+    built = time.perf_counter() - start
+    print(f"features made in {made:.1f} s ({current_rss_gb():.2f} GB resident), "
+          f"heads built in {built:.1f} s", flush=True)
+
+    rows = []
+    wca_runs = {}
+    for variant in args.variant:
+        before = current_rss_gb()
+        resettable = reset_peak_rss()
+        start = time.perf_counter()
+        top1 = run_variant(variant, features, heads, args)
+        seconds = time.perf_counter() - start
+        peak = peak_rss_gb()
+        wca_runs[variant] = top1["wca"]
+        agree = max(abs(a - b) for a, b in zip(top1["wca"], wca_runs[args.variant[0]], strict=True))
+        rows.append([variant, seconds, f"{peak:.2f}",
+                     f"{peak - before:.2f}" if resettable else "n/a", f"{agree:.3g}"])
+        print(f"{variant}: {seconds:.1f} s", flush=True)
+
+    print(f"\n{args.images} images, {args.classes} classes, {args.descriptions} descriptions per "
+          f"class, pool {args.pool}, {args.runs} runs of {args.patch_n} crops, D={args.dim}; "
+          "features fp16, scored in fp32 chunks of 2048 images\n")
+    print(table(["variant", "scoring s", "peak RSS GB (process)", "scoring peak above start GB",
+                 f"wca top-1 max diff vs {args.variant[0]} (points)"], rows))
+    print("\ncurrent: wca.evaluate.evaluate with the library heads; cached-text: the same with "
+          "the WCA text side computed once (scoring_proposed.FastWCAHead); batched-runs: "
+          "evaluate for the five other heads + scoring_proposed.evaluate_wca_runs.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

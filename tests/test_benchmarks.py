@@ -1,0 +1,68 @@
+"""Smoke test: every benchmark script runs at its ``--quick`` size and prints its table, so the
+scripts in benchmarks/ cannot rot. The speeds themselves are not checked (they depend on the
+machine); what is checked is that every row was measured and that the proposed variants give
+the library's results."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run(capsys, script: str, *args: str) -> str:
+    """Run ``benchmarks/<script>.py`` in this process (as ``python benchmarks/<script>.py``
+    would, with benchmarks/ on the path) and return what it printed."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        module = importlib.import_module(script)
+        assert module.main(list(args)) == 0
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return capsys.readouterr().out
+
+
+def table_rows(output: str) -> list[list[str]]:
+    """The body rows of the last markdown table printed."""
+    lines = output.splitlines()
+    header = max(i for i, line in enumerate(lines) if line.startswith("|-"))
+    rows = []
+    for line in lines[header + 1 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_preprocess_quick(capsys):
+    output = run(capsys, "preprocess", "--quick")
+    assert "machine: " in output and "torch " in output
+    rows = table_rows(output)
+    assert sorted({row[1] for row in rows}) == ["0", "1"]  # both worker counts measured
+    assert len(rows) == 8 and all(float(row[2]) > 0 for row in rows)
+    agreement = next(line for line in output.splitlines() if line.startswith("view agreement"))
+    assert float(agreement.rsplit(" ", 1)[1]) < 1e-4  # the proposed views equal the library's
+
+
+def test_extract_quick(capsys):
+    rows = table_rows(run(capsys, "extract", "--quick"))
+    assert [row[0] for row in rows] == ["fp32 batch 4 workers 0", "bf16 batch 4 workers 1"]
+    assert all(float(row[1]) > 0 and float(row[3]) > 0 for row in rows)
+
+
+def test_scoring_quick(capsys):
+    rows = table_rows(run(capsys, "scoring", "--quick"))
+    assert [row[0] for row in rows] == ["current", "cached-text", "batched-runs"]
+    assert all(float(row[4]) < 1e-9 for row in rows)  # the proposals score WCA identically
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here: the GPU mode would run")
+@pytest.mark.parametrize("script", ["preprocess", "extract"])
+def test_gpu_mode_is_skipped_without_cuda(capsys, script):
+    output = run(capsys, script, "--device", "cuda", "--quick")
+    assert "GPU mode skipped" in output
