@@ -22,7 +22,7 @@ import importlib.metadata
 import json
 import os
 import platform
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,9 @@ from wca.features import Features
 from wca.methods import Head
 
 PROTOCOLS = ("pool", "fresh")
-DEFAULT_CHUNK = 2048  # images scored at once: ~250 MB of fp32 crops at N=60, D=512
+DEFAULT_CHUNK = 4096  # images scored at once: ~500 MB of fp32 crops at N=60, D=512
 TOP_K = 5
+RUN_LOGITS_BUDGET = 2**26  # logits values [runs, images, classes] held at once (256 MB fp32)
 
 
 @dataclass
@@ -155,6 +156,36 @@ class _Tally:
             self.per_class[run] += class_hits
 
 
+def _scored_runs(
+    head: Head, image_emb: Tensor, crop_emb: Tensor | None, indices: Tensor
+) -> Iterator[tuple[list[int], Tensor]]:
+    """``(runs, logits [B, C])`` of one head on one chunk of images, for every run.
+
+    A crop head with a ``pool_logits(image_emb, crop_pool, indices [R, P]) -> [R, B, C]``
+    method scores many runs from the whole pool at once (no per-run copy of the selected
+    crops); otherwise each run's crops are gathered and passed to ``logits``.
+    """
+    n_run = len(indices)
+    n_draws = max(int(getattr(head, "n_draws", 1)), 1)
+    if not head.uses_crops:  # one scoring per text draw, shared by the runs that use it
+        for draw in range(min(n_draws, n_run)):
+            yield list(range(draw, n_run, n_draws)), head.logits(image_emb, None, draw=draw)
+        return
+    pool_logits = getattr(head, "pool_logits", None)
+    if pool_logits is not None and n_draws == 1:
+        first = pool_logits(image_emb, crop_emb, indices[:1])
+        yield [0], first[0]
+        step = max(1, RUN_LOGITS_BUDGET // first[0].numel())
+        for start in range(1, n_run, step):
+            logits = pool_logits(image_emb, crop_emb, indices[start : start + step])
+            for offset, run_logits in enumerate(logits):
+                yield [start + offset], run_logits
+        return
+    for run in range(n_run):
+        crops = crop_emb.index_select(1, indices[run])
+        yield [run], head.logits(image_emb, crops, draw=run % n_draws)
+
+
 def evaluate(
     features: Features,
     heads: Mapping[str, Head],
@@ -185,17 +216,7 @@ def evaluate(
         crop_emb = chunk.crop_emb.float() if any(h.uses_crops for h in heads.values()) else None
         labels = chunk.labels.long()
         for name, head in heads.items():
-            n_draws = max(int(getattr(head, "n_draws", 1)), 1)
-            if head.uses_crops:
-                groups = [([run], (indices[run], run % n_draws)) for run in range(n_run)]
-            else:  # one scoring per text draw, shared by the runs that use it
-                groups = [
-                    (list(range(draw, n_run, n_draws)), (None, draw))
-                    for draw in range(min(n_draws, n_run))
-                ]
-            for runs, (crop_index, draw) in groups:
-                crops = None if crop_index is None else crop_emb[:, crop_index]
-                logits = head.logits(image_emb, crops, draw=draw)
+            for runs, logits in _scored_runs(head, image_emb, crop_emb, indices):
                 if name not in tallies:
                     if labels_all.max() >= logits.shape[1]:
                         raise ValueError(
