@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from mini_datasets import make_eurosat
 from tiny_models import save_open_clip_model
 from wca.cli import main
 from wca.config import EvalConfig, resolve_config
@@ -155,54 +156,69 @@ def test_eval_writes_every_method_and_reuses_the_cache(world, tmp_path, image_ca
     assert again == methods
 
 
+def test_eval_on_a_registered_dataset_with_the_published_descriptions(
+    world, tmp_path, descriptors_dir, capsys
+):
+    root = make_eurosat(tmp_path / "eurosat")
+    out = tmp_path / "eurosat.json"
+    args = [
+        "eval", "--dataset", "eurosat", "--data-root", str(root), "--model", world["spec"],
+        "--descriptions-dir", str(descriptors_dir), "--no-cache", "--out", str(out),
+        "--n-samples", "2", "--n-run", "2", "--patch-n", "2", "--no-progress",
+    ]  # fmt: skip
+    assert main(args) == 0
+    document = json.loads(out.read_text())
+    assert len(document["results"]["methods"]) == 6
+    assert document["config"]["descriptions"] == str(descriptors_dir / "eurosat")
+    sentences = tmp_path / "own.json"
+    names = document["config"]["dataset_info"]["classnames"]
+    sentences.write_text(json.dumps({name: [f"a satellite photo of {name}."] for name in names}))
+    assert main([*args, "--descriptions", str(sentences), "--methods", "clip-d,wca"]) == 0
+    config = json.loads(out.read_text())["config"]
+    assert config["descriptions"] == f"{descriptors_dir / 'eurosat'} + {sentences}"
+
+
+def _extract_args(world, cache: Path) -> list[str]:
+    return [
+        "extract", "--dataset", "imagefolder", "--data-root", str(world["images"]),
+        "--model", world["spec"], "--cache-dir", str(cache), "--n-samples", "6",
+        "--batch-size", "16", "--shard-size", "4", "--no-progress",
+    ]  # fmt: skip
+
+
+def _assert_same_shards(a: Path, b: Path) -> None:
+    first, second = _shards(a), _shards(b)
+    assert first.keys() == second.keys() and len(first) == 3
+    for name, tensors in first.items():
+        for key, value in tensors.items():
+            assert torch.equal(second[name][key], value), (name, key)
+
+
 def test_killed_extraction_resumes_bit_identically(world, tmp_path, image_calls, capsys):
-    reference = tmp_path / "reference"
-    assert main(_eval_args(world, reference)) == 0
+    assert main(_extract_args(world, tmp_path / "reference")) == 0
     image_calls.views.clear()
     image_calls.fail_after = 3  # shards of 4 images = 28 views = 2 calls of 16
-    extract = [
-        "extract",
-        "--dataset",
-        "imagefolder",
-        "--data-root",
-        str(world["images"]),
-        "--model",
-        world["spec"],
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--n-samples",
-        "6",
-        "--batch-size",
-        "16",
-        "--shard-size",
-        "4",
-        "--no-progress",
-    ]
-    assert main(extract) == 130
+    assert main(_extract_args(world, tmp_path / "cache")) == 130
     assert len(_shards(tmp_path / "cache")) == 1  # shard 0 done, shard 1 lost mid-way
     image_calls.fail_after = None
     image_calls.views.clear()
-    assert main(extract) == 0
+    assert main(_extract_args(world, tmp_path / "cache")) == 0
     assert sum(image_calls.views) == 5 * 7  # images 4..8 only
-    resumed, clean = _shards(tmp_path / "cache"), _shards(reference / "cache")
-    assert resumed.keys() == clean.keys()
-    for name, tensors in clean.items():
-        for key, value in tensors.items():
-            assert torch.equal(resumed[name][key], value), (name, key)
+    _assert_same_shards(tmp_path / "reference", tmp_path / "cache")
 
 
 def test_corrupted_shard_is_detected_and_recomputed(world, tmp_path, image_calls, capsys):
-    assert main(_eval_args(world, tmp_path)) == 0
-    first = json.loads((tmp_path / "result.json").read_text())["results"]
+    assert main(_extract_args(world, tmp_path / "reference")) == 0
+    assert main(_extract_args(world, tmp_path / "cache")) == 0
     shard = next((tmp_path / "cache").glob("*/*/shard-00001.safetensors"))
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0x55
     shard.write_bytes(bytes(data))
     image_calls.views.clear()
     with pytest.warns(UserWarning, match="shard-00001.*sha256"):
-        assert main(_eval_args(world, tmp_path)) == 0
+        assert main(_extract_args(world, tmp_path / "cache")) == 0
     assert sum(image_calls.views) == 4 * 7
-    assert json.loads((tmp_path / "result.json").read_text())["results"] == first
+    _assert_same_shards(tmp_path / "reference", tmp_path / "cache")
 
 
 @pytest.mark.parametrize(

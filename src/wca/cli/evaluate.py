@@ -207,9 +207,9 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
         "--descriptions",
         type=Path,
         metavar="PATH",
-        help="texts for this run instead: a folder laid out like one dataset "
-        "of --descriptions-dir, or a {class: [sentence, ...]} JSON "
-        "(then only clip, cupl and wca); needed for imagefolder",
+        help="texts for this run: a folder laid out like one dataset of "
+        "--descriptions-dir (replaces it), or a {class: [sentence, ...]} JSON (replaces its "
+        "sentences, used by cupl and wca); needed for imagefolder",
     )
     group.add_argument(
         "--cache-dir",
@@ -332,28 +332,41 @@ def _load_dataset(config, args: argparse.Namespace):
 
 
 def _text_sources(dataset, args: argparse.Namespace):
+    """The texts of every method and where they came from.
+
+    ``--descriptions FOLDER`` replaces the dataset's folder of the descriptions directory;
+    ``--descriptions FILE`` replaces only its sentences (cupl, wca). Class names come from the
+    folder when it has its own lists (ImageNet: CuPL names, OpenAI names for clip-d and
+    waffle), else from the dataset.
+    """
     from wca.datasets import resolve_descriptions_dir
     from wca.descriptions import load_descriptions
     from wca.methods import TextSources, load_text_sources
 
-    if args.descriptions is not None:
-        if args.descriptions.is_dir():
-            return load_text_sources(args.descriptions, dataset.classnames), args.descriptions
-        sentences = load_descriptions(args.descriptions)
-        return TextSources(list(dataset.classnames), sentences=sentences), args.descriptions
-    if not dataset.descriptions_name:
-        raise UsageError(
-            f"{dataset.name}: no descriptions for these classes: pass --descriptions FOLDER "
-            "or a {class: [sentence, ...]} JSON file"
-        )
-    directory, _ = resolve_descriptions_dir(args.descriptions_dir)
-    folder = directory / dataset.descriptions_name
-    sources = load_text_sources(folder)
+    folder = None
+    if args.descriptions is not None and args.descriptions.is_dir():
+        folder = args.descriptions
+    elif dataset.descriptions_name:
+        directory, _ = resolve_descriptions_dir(args.descriptions_dir)
+        folder = directory / dataset.descriptions_name
+    if folder is None or (args.descriptions is not None and not folder.is_dir()):
+        if args.descriptions is None:
+            raise UsageError(
+                f"{dataset.name}: no descriptions for these classes: pass --descriptions FOLDER "
+                "or a {class: [sentence, ...]} JSON file"
+            )
+        sources = TextSources(list(dataset.classnames))
+    else:
+        own_names = any((folder / n).is_file() for n in ("classnames.json", "classnames-cupl.json"))
+        sources = load_text_sources(folder, None if own_names else list(dataset.classnames))
     if len(sources.classnames) != len(dataset.classnames):
         raise ValueError(
             f"{folder}: {len(sources.classnames)} class names, the dataset has "
             f"{len(dataset.classnames)}"
         )
+    if args.descriptions is not None and not args.descriptions.is_dir():
+        sources.sentences = load_descriptions(args.descriptions)
+        return sources, args.descriptions if folder is None else f"{folder} + {args.descriptions}"
     return sources, folder
 
 
