@@ -44,7 +44,7 @@ def test_preprocess_quick(capsys):
     assert "machine: " in output and "torch " in output
     rows = table_rows(output)
     assert sorted({row[1] for row in rows}) == ["0", "1"]  # both worker counts measured
-    assert len(rows) == 8 and all(float(row[2]) > 0 for row in rows)
+    assert len(rows) == 10 and all(float(row[2]) > 0 for row in rows)
     agreement = next(line for line in output.splitlines() if line.startswith("view agreement"))
     assert float(agreement.rsplit(" ", 1)[1]) < 1e-4  # the proposed views equal the library's
 
