@@ -220,15 +220,17 @@ def test_bad_arguments():
         _extract(FakeEncoder(), TinyDataset(count=0), None)
 
 
-def test_decode_errors_surface(tmp_path):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_decode_errors_surface_as_they_are(tmp_path, workers):
     class Broken(TinyDataset):
         def __getitem__(self, index):
             if index == 4:
                 raise ValueError("img4.jpg: not a readable image")
             return super().__getitem__(index)
 
-    with pytest.raises(ValueError, match="img4"):
-        _extract(FakeEncoder(), Broken(), tmp_path)
+    with pytest.raises(ValueError, match="img4") as raised:
+        _extract(FakeEncoder(), Broken(), tmp_path, num_workers=workers)
+    assert str(raised.value) == "img4.jpg: not a readable image"  # one line, from any worker
     encoder = FakeEncoder()
     _extract(encoder, TinyDataset(), tmp_path)  # same key: shard 0 (images 0-2) kept
     assert encoder.views == 4 * 6

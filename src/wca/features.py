@@ -315,12 +315,19 @@ class _ViewItems(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, j: int) -> tuple[int, Tensor, Tensor, int]:
+    def __getitem__(self, j: int) -> tuple[int, Tensor, Tensor, int] | tuple[int, Exception]:
+        """The image's views, or ``(index, error)`` when it cannot be read: the error travels
+        to the main process as it is (a loader worker would wrap it in a multi-line report)."""
         index = self.indices[j]
-        image, label = self.dataset[index]
-        n, alpha, beta, seed, strategy = self.box_args
-        boxes = crops.crop_boxes(image.height, image.width, n, alpha, beta, seed, index, strategy)
-        return index, self.make_views(image, boxes), boxes, int(label)
+        try:
+            image, label = self.dataset[index]
+            n, alpha, beta, seed, strategy = self.box_args
+            boxes = crops.crop_boxes(
+                image.height, image.width, n, alpha, beta, seed, index, strategy
+            )
+            return index, self.make_views(image, boxes), boxes, int(label)
+        except Exception as error:  # re-raised by the consumer
+            return index, error
 
 
 def _prefetch(items: Sequence[Any], depth: int) -> Iterator[Any]:
@@ -408,7 +415,10 @@ def _encode_shard(
         pending, queued = ([rest] if len(rest) else []), len(rest)
 
     for row, expected in enumerate(indices):
-        index, views, image_boxes, label = next(stream)
+        item = next(stream)
+        if len(item) == 2:
+            raise item[1]
+        index, views, image_boxes, label = item
         if index != expected:
             raise RuntimeError(f"feature pipeline out of order: got image {index}, want {expected}")
         if views.shape[0] != views_per_image:

@@ -432,6 +432,12 @@ def run_eval(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     features = _extract(config, args, encoder, dataset)
     extracted = time.perf_counter()
+    where = "in memory" if features.source is None else f"cached in {features.source}"
+    print(
+        f"features: {len(features)} images x {config.n_samples} crops, {where} "
+        f"({extracted - started:.1f} s)",
+        file=sys.stderr,
+    )
     result = evaluate(
         features,
         heads,
