@@ -86,7 +86,7 @@ def _gpu_views(prep: crops.Preprocessing, n_crops: int, device: str):
         height, width = pixels.shape[1:]
         boxes = crops.crop_boxes(height, width, n_crops, ALPHA, image_index=index)
         views = crops_proposed.uint8_views(pixels, boxes, prep)
-        return crops_proposed.normalize(views, prep, torch.float16)
+        return crops_proposed.normalize_pixels(views, prep, torch.float16)
 
     return make
 
@@ -114,9 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "fast (wca.crops.fast_views)": functools.partial(crops.fast_views, prep=prep),
         "proposed fast, float out": functools.partial(crops_proposed.fast_views, prep=prep),
-        "proposed fast, uint8 out*": functools.partial(
-            crops_proposed.fast_views, prep=prep, out="uint8"
-        ),
+        "proposed fast, uint8 out*": functools.partial(crops_proposed.uint8_views, prep=prep),
     }
     with tempfile.TemporaryDirectory() as folder:
         images = JpegDataset(make_jpegs(Path(folder), args.images))
@@ -131,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append([name, workers, rate, rate / (args.crops + 1), rate / baseline])
             dataset = ViewDataset(images, args.crops, paths_by_name["proposed fast, uint8 out*"])
             rate = views_per_second(dataset, workers, args.repeats,
-                                    lambda views, _: crops_proposed.normalize(views, prep))
+                                    lambda views, _: crops_proposed.normalize_pixels(views, prep))
             rows.append(["proposed, uint8 out, normalised in main process", workers, rate,
                          rate / (args.crops + 1), rate / baseline])
             if args.device.startswith("cuda"):

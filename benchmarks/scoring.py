@@ -10,9 +10,10 @@ process. Target on 2 cores: under 60 s and under 8 GB.
     .venv/bin/python benchmarks/scoring.py                  # ImageNet size
     .venv/bin/python benchmarks/scoring.py --quick          # smoke test size
 
-Variants (all by default): ``current`` (the library as is), ``cached-text`` (WCA's text side
-computed once) and ``batched-runs`` (all runs of a chunk at once, no gathered crop copies),
-the last two from ``benchmarks/scoring_proposed.py``; the table checks they agree on WCA.
+Variants (all by default): ``current`` (the library's WCA head), ``cached-text`` (its text side
+computed once) and ``pool-logits`` (also a ``pool_logits`` method: all runs of a chunk from the
+pool at once), the last two from ``benchmarks/scoring_proposed.py``; the table checks that they
+agree with the first on WCA's top-1 of every run.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ from torch import Tensor
 
 import scoring_proposed
 from _common import current_rss_gb, machine_report, peak_rss_gb, reset_peak_rss, table
-from wca.evaluate import evaluate, run_indices
+from wca.evaluate import evaluate
 from wca.features import Features
 from wca.methods import TextSources, build_head
 
 METHODS = ("clip", "clip-e", "clip-d", "waffle", "cupl", "wca")
-VARIANTS = ("current", "cached-text", "batched-runs")
+VARIANTS = ("current", "cached-text", "pool-logits")
 
 
 def synthetic_features(images: int, pool: int, dim: int, classes: int, part: int) -> Features:
@@ -75,21 +76,13 @@ def synthetic_text_encoder(dim: int):
 def run_variant(
     variant: str, features: Features, heads: dict, args: argparse.Namespace
 ) -> dict[str, list[float]]:
-    """Score every method with one variant of the code; top-1 per run by method."""
-    if variant == "current":
-        result = evaluate(features, heads, n_run=args.runs, patch_n=args.patch_n, seed=0)
-        return {name: result.methods[name].top1 for name in METHODS}
-    fast = scoring_proposed.FastWCAHead.from_head(heads["wca"])
+    """Score every method with one variant of the WCA head; top-1 per run by method."""
     if variant == "cached-text":
-        result = evaluate(features, {**heads, "wca": fast}, n_run=args.runs,
-                          patch_n=args.patch_n, seed=0)
-        return {name: result.methods[name].top1 for name in METHODS}
-    others = {name: head for name, head in heads.items() if name != "wca"}
-    result = evaluate(features, others, n_run=args.runs, patch_n=args.patch_n, seed=0)
-    indices = run_indices(features.n_samples, args.runs, args.patch_n, 0, "pool")
-    top1, _ = scoring_proposed.evaluate_wca_runs(features, fast, indices)
-    top1_percent = (top1.double() / len(features) * 100).tolist()
-    return {**{name: result.methods[name].top1 for name in others}, "wca": top1_percent}
+        heads = {**heads, "wca": scoring_proposed.CachedTextWCAHead.from_head(heads["wca"])}
+    elif variant == "pool-logits":
+        heads = {**heads, "wca": scoring_proposed.PoolWCAHead.from_head(heads["wca"])}
+    result = evaluate(features, heads, n_run=args.runs, patch_n=args.patch_n, seed=0)
+    return {name: result.methods[name].top1 for name in METHODS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,12 +129,12 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n{args.images} images, {args.classes} classes, {args.descriptions} descriptions per "
           f"class, pool {args.pool}, {args.runs} runs of {args.patch_n} crops, D={args.dim}; "
-          "features fp16, scored in fp32 chunks of 2048 images\n")
+          "features fp16, scored by wca.evaluate in fp32 chunks\n")
     print(table(["variant", "scoring s", "peak RSS GB (process)", "scoring peak above start GB",
                  f"wca top-1 max diff vs {args.variant[0]} (points)"], rows))
-    print("\ncurrent: wca.evaluate.evaluate with the library heads; cached-text: the same with "
-          "the WCA text side computed once (scoring_proposed.FastWCAHead); batched-runs: "
-          "evaluate for the five other heads + scoring_proposed.evaluate_wca_runs.")
+    print("\nAll variants run wca.evaluate.evaluate; they differ in the WCA head. current: "
+          "wca.methods' WCAHead; cached-text: its text side computed once; pool-logits: also "
+          "all runs of a chunk from the pool at once (benchmarks/scoring_proposed.py).")
     return 0
 
 

@@ -57,7 +57,7 @@ def test_extract_quick(capsys):
 
 def test_scoring_quick(capsys):
     rows = table_rows(run(capsys, "scoring", "--quick"))
-    assert [row[0] for row in rows] == ["current", "cached-text", "batched-runs"]
+    assert [row[0] for row in rows] == ["current", "cached-text", "pool-logits"]
     assert all(float(row[4]) < 1e-9 for row in rows)  # the proposals score WCA identically
 
 
