@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "file with every run, the resolved settings and the library versions.",
             "wca eval --dataset cub --data-root ~/data/CUB_200_2011 \\\n"
             "      --model open_clip:ViT-B-32/openai --descriptions-dir shared/descriptors\n"
-            "  wca eval --config configs/cub.yaml --data-root ~/data/CUB_200_2011 --n-run 5 \\\n"
+            "  wca eval --config cub.yaml --data-root ~/data/CUB_200_2011 --n-run 5 \\\n"
             "      --set methods.wca.image_scale=3\n"
             "  wca eval --dataset imagefolder --data-root my_photos --descriptions my.json \\\n"
             "      --methods clip,cupl,wca --model open_clip:ViT-B-32/openai",
