@@ -3,6 +3,7 @@ miniature image folder; config files in the authors' shape."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -342,3 +343,22 @@ def test_bad_config_files_name_the_file_and_key(tmp_path):
         resolve_config(path=path)
     with pytest.raises(FileNotFoundError, match="missing.yaml: config file not found"):
         resolve_config(path=tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("name", ["imagenet-a", "imagenetv2"])
+def test_imagenet_variants_use_imagenet_name_lists(descriptors_dir, name):
+    from wca.cli.evaluate import _text_sources
+    from wca.descriptions import load_classnames
+
+    dataset = argparse.Namespace(
+        name=name,
+        classnames=load_classnames(descriptors_dir / name / "classnames.json"),
+        descriptions_name=name,
+    )
+    args = argparse.Namespace(descriptions=None, descriptions_dir=descriptors_dir)
+    sources, source = _text_sources(dataset, args)
+    imagenet = descriptors_dir / "imagenet"
+    assert source == descriptors_dir / name
+    assert sources.names("clip-d") == load_classnames(imagenet / "classnames-openai.json")
+    assert sources.names("wca") == load_classnames(imagenet / "classnames-cupl.json")
+    assert sources.descriptors is not None and len(sources.templates) == 80

@@ -14,6 +14,8 @@ from typing import Any
 
 from wca.cli import UsageError
 
+IMAGENET_FAMILY = ("imagenet", "imagenetv2", "imagenet-sketch", "imagenet-r", "imagenet-a")
+
 
 def default_cache_dir() -> Path:
     """``$WCA_CACHE_DIR/features``, else ``$XDG_CACHE_HOME/wca/features`` (``~/.cache``)."""
@@ -336,8 +338,8 @@ def _text_sources(dataset, args: argparse.Namespace):
 
     ``--descriptions FOLDER`` replaces the dataset's folder of the descriptions directory;
     ``--descriptions FILE`` replaces only its sentences (cupl, wca). Class names come from the
-    folder when it has its own lists (ImageNet: CuPL names, OpenAI names for clip-d and
-    waffle), else from the dataset.
+    folder when it has its own lists, else from the dataset; ImageNet and its variants use
+    ImageNet's lists (CuPL names; OpenAI names for clip-d and waffle), as the authors do.
     """
     from wca.datasets import resolve_descriptions_dir
     from wca.descriptions import load_descriptions
@@ -359,6 +361,14 @@ def _text_sources(dataset, args: argparse.Namespace):
     else:
         own_names = any((folder / n).is_file() for n in ("classnames.json", "classnames-cupl.json"))
         sources = load_text_sources(folder, None if own_names else list(dataset.classnames))
+        names = folder.parent / "imagenet"
+        if dataset.name in IMAGENET_FAMILY and (names / "classnames-openai.json").is_file():
+            # the authors score every ImageNet variant with ImageNet's name lists
+            imagenet = load_text_sources(names)
+            sources.classnames, sources.classnames_for = (
+                imagenet.classnames,
+                imagenet.classnames_for,
+            )
     if len(sources.classnames) != len(dataset.classnames):
         raise ValueError(
             f"{folder}: {len(sources.classnames)} class names, the dataset has "
