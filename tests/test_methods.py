@@ -204,3 +204,25 @@ def test_encode_prompts_pads_ragged_lists():
     assert mask.tolist() == [[True, True, True], [True, False, False], [True, True, False]]
     torch.testing.assert_close(emb[2, 1], encoder(["f"])[0])
     assert torch.all(emb[~mask] == 0)
+
+
+@pytest.mark.parametrize("form", ["reference", "paper"])
+def test_wca_pool_logits_equal_per_run_gathered_logits(sources, form):
+    head = build_head("wca", HashEncoder(), sources, form=form)
+    pool = F.normalize(torch.randn(3, 10, 16), dim=-1)
+    image = F.normalize(torch.randn(3, 16), dim=-1)
+    indices = torch.randint(0, 10, (4, 7), generator=torch.Generator().manual_seed(0))
+    runs = head.pool_logits(image, pool, indices)
+    assert runs.shape == (4, 3, len(sources.classnames))
+    for r in range(4):
+        torch.testing.assert_close(runs[r], head.logits(image, pool[:, indices[r]]))
+
+
+def test_wca_head_text_side_is_fixed_at_construction(sources):
+    import dataclasses
+
+    head = build_head("wca", HashEncoder(), sources)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        head.text_scale = 0.0
+    flatter = dataclasses.replace(head, text_scale=0.0)
+    assert not torch.allclose(flatter.text, head.text)

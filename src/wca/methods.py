@@ -15,6 +15,7 @@ returns a head that turns image (and crop) embeddings into ``[B, C]`` scores.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from wca.descriptions.io import (
@@ -32,7 +34,7 @@ from wca.descriptions.io import (
     load_words,
     match_descriptions,
 )
-from wca.scoring import description_weights, mean_embedding, wca_scores
+from wca.scoring import description_weights, image_side, mean_embedding, text_side
 
 EncodeTexts = Callable[[list[str]], Tensor]
 LABEL_TEMPLATE = "a photo of a {}."
@@ -178,9 +180,13 @@ class PromptHead:
         return image_emb.float() @ self.class_emb[draw % self.n_draws].T
 
 
-@dataclass
+@dataclass(frozen=True)
 class WCAHead:
-    """WCA: crops weighted against the full view, descriptions against the class label."""
+    """WCA: crops weighted against the full view, descriptions against the class label.
+
+    Frozen, because the text side sum_j v_j desc_j is computed once at construction (use
+    ``dataclasses.replace`` to try other scales).
+    """
 
     desc_emb: Tensor  # [C, M, D], zero padding
     mask: Tensor  # [C, M]
@@ -190,20 +196,35 @@ class WCAHead:
     form: str = "reference"
     uses_crops: bool = True
     n_draws: int = 1
+    text: Tensor = field(init=False, repr=False)  # [C, D] the text side of every class
+
+    def __post_init__(self) -> None:
+        side = text_side(self.desc_emb, self.label_emb, self.text_scale, self.mask, self.form)
+        object.__setattr__(self, "text", side)
 
     def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0) -> Tensor:
         if crop_emb is None:
             raise ValueError("wca scores crops: pass crop embeddings [B, N, D]")
-        return wca_scores(
-            crop_emb.float(),
-            image_emb.float(),
-            self.desc_emb,
-            self.label_emb,
-            self.image_scale,
-            self.text_scale,
-            self.mask,
-            self.form,
+        return image_side(crop_emb.float(), image_emb.float(), self.image_scale, self.form) @ (
+            self.text.T
         )
+
+    def pool_logits(self, image_emb: Tensor, crop_pool: Tensor, indices: Tensor) -> Tensor:
+        """Scores ``[R, B, C]`` of R runs that each draw crops ``indices[r]`` from the pool.
+
+        Run r's image side sum_k w_rk crop[idx_rk] equals sum_j W_rj crop_j, where W_rj adds
+        up the weights of the draws of pool crop j: one batched product with the pool instead
+        of R gathered copies of the crops.
+        """
+        crop_pool, image_emb = crop_pool.float(), image_emb.float()
+        similarity = torch.einsum("bpd,bd->bp", crop_pool, image_emb)
+        weights = torch.softmax(math.exp(self.image_scale) * similarity[:, indices], dim=-1)
+        one_hot = F.one_hot(indices, crop_pool.shape[1]).to(weights.dtype)  # [R, K, pool]
+        pooled = torch.einsum("brk,rkp->brp", weights, one_hot)
+        images = torch.bmm(pooled, crop_pool)  # [B, R, D]
+        if self.form == "reference":
+            images = F.normalize(images, dim=-1)
+        return (images @ self.text.T).transpose(0, 1)
 
     def description_weights(self) -> Tensor:
         return description_weights(self.desc_emb, self.label_emb, self.text_scale, self.mask)

@@ -52,6 +52,31 @@ def mean_embedding(emb: Tensor, mask: Tensor | None = None, normalize: bool = Tr
     return F.normalize(mean, dim=-1) if normalize else mean
 
 
+def _check_form(form: str) -> None:
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+
+
+def image_side(crop_emb: Tensor, image_emb: Tensor, image_scale: float, form: str) -> Tensor:
+    """sum_i w_i crop_i ``[B, D]`` (normalised in the reference form)."""
+    _check_form(form)
+    side = torch.einsum("bn,bnd->bd", crop_weights(crop_emb, image_emb, image_scale), crop_emb)
+    return F.normalize(side, dim=-1) if form == "reference" else side
+
+
+def text_side(
+    desc_emb: Tensor, label_emb: Tensor, text_scale: float, mask: Tensor | None, form: str
+) -> Tensor:
+    """sum_j v_j desc_j ``[C, D]`` (normalised in the reference form). It does not depend on
+    the images, so a classifier computes it once."""
+    _check_form(form)
+    if mask is not None:  # padding may hold anything; it must not leak through 0 * nan
+        desc_emb = desc_emb.masked_fill(~mask.unsqueeze(-1), 0.0)
+    v = description_weights(desc_emb, label_emb, text_scale, mask)
+    side = torch.einsum("cm,cmd->cd", v, desc_emb)
+    return F.normalize(side, dim=-1) if form == "reference" else side
+
+
 def wca_scores(
     crop_emb: Tensor,
     image_emb: Tensor,
@@ -71,14 +96,5 @@ def wca_scores(
       authors' code computes and what produced the published numbers. It differs from the paper
       form by the per-class norm of the weighted description mean, which changes the ranking.
     """
-    if form not in FORMS:
-        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
-    if mask is not None:  # padding may hold anything; it must not leak through 0 * nan
-        desc_emb = desc_emb.masked_fill(~mask.unsqueeze(-1), 0.0)
-    w = crop_weights(crop_emb, image_emb, image_scale)
-    v = description_weights(desc_emb, label_emb, text_scale, mask)
-    image_side = torch.einsum("bn,bnd->bd", w, crop_emb)
-    text_side = torch.einsum("cm,cmd->cd", v, desc_emb)
-    if form == "reference":
-        image_side, text_side = F.normalize(image_side, dim=-1), F.normalize(text_side, dim=-1)
-    return image_side @ text_side.T
+    images = image_side(crop_emb, image_emb, image_scale, form)
+    return images @ text_side(desc_emb, label_emb, text_scale, mask, form).T
