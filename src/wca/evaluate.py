@@ -5,10 +5,10 @@ Protocols (every run scores every method on every image):
 - ``"pool"`` (the authors'): run ``r`` draws ``patch_n`` crop indices with replacement from the
   pool of ``n_samples`` crops, the same indices for every image. Runs share crops, so the
   spread over runs measures the draw from a fixed pool.
-- ``"fresh"``: run ``r`` uses pool crops ``r*patch_n .. (r+1)*patch_n - 1``. Crop ``i`` of an
-  image is an independent draw of the sampler (it depends only on seed, image and ``i``), so
-  disjoint slices are fresh crops for every run, with no crop seen twice; the pool must hold
-  ``n_run * patch_n`` crops.
+- ``"fresh"``: run ``r`` uses pool crops ``r*patch_n .. (r+1)*patch_n - 1``. With the paper's
+  random sampler, crop ``i`` of an image is an independent draw (it depends only on seed, image
+  and ``i``), so disjoint slices are fresh crops for every run, with no crop seen twice; the
+  pool must hold ``n_run * patch_n`` crops.
 
 Methods that do not look at crops are scored once (their runs have std 0) unless they have
 several random draws of their text side (WaffleCLIP): run ``r`` then uses draw ``r % n_draws``.
@@ -23,7 +23,7 @@ import json
 import os
 import platform
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,6 @@ class Evaluation:
     seed: int
     protocol: str
     class_subset: list[int] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def table(self, title: str | None = None) -> str:
         """A markdown table: top-1 and top-5 as mean +- std over runs."""
@@ -112,7 +111,6 @@ class Evaluation:
             "seed": self.seed,
             "class_subset": self.class_subset,
             "methods": {name: result.to_dict() for name, result in self.methods.items()},
-            **self.extra,
         }
 
 
