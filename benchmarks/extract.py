@@ -13,12 +13,15 @@ ready tensors. Target on the CPU: pipeline images/s >= 0.9 x floor images/s.
 
 A config is ``precision`` (fp32/bf16; fp16 on GPU), ``batch`` (views per encoder call),
 ``workers`` (loader processes; 0 = one prefetching thread), ``channels_last`` (0/1: model and
-pixels in channels-last memory) and ``compile`` (0/1: ``torch.compile`` the image tower).
+pixels in channels-last memory), ``compile`` (0/1: ``torch.compile`` the image tower) and
+``uint8_views`` (0/1: the proposed pipeline change, views handed over as ``uint8`` and
+normalised on the encoder's device, with ``benchmarks/crops_proposed.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import tempfile
@@ -30,6 +33,8 @@ import open_clip
 import torch
 from torch import Tensor
 
+import crops_proposed
+import wca.crops
 from _common import JpegDataset, cuda_or_skip, machine_report, make_jpegs, table
 from wca.encoders.open_clip_backend import OpenClipEncoder
 from wca.features import extract_features
@@ -51,6 +56,7 @@ class Config:
     workers: int = 0
     channels_last: bool = False
     compile: bool = False
+    uint8_views: bool = False
 
     @classmethod
     def parse(cls, text: str) -> Config:
@@ -67,7 +73,8 @@ class Config:
         return config
 
     def label(self) -> str:
-        extras = [name for name in ("channels_last", "compile") if getattr(self, name)]
+        options = ("channels_last", "compile", "uint8_views")
+        extras = [name for name in options if getattr(self, name)]
         return " ".join([self.precision, f"batch {self.batch}", f"workers {self.workers}", *extras])
 
 
@@ -78,6 +85,7 @@ CPU_CONFIGS = [
     Config("bf16", 64, 2),
     Config("bf16", 64, 0, channels_last=True),
     Config("bf16", 128, 0),
+    Config("bf16", 64, 2, uint8_views=True),
 ]
 GPU_CONFIGS = [
     Config("fp16", 256, 2),
@@ -85,17 +93,46 @@ GPU_CONFIGS = [
     Config("fp16", 512, 2),
     Config("fp16", 256, 4),
     Config("fp16", 256, 2, channels_last=True),
+    Config("fp16", 256, 2, uint8_views=True),
 ]
 
 
-class ChannelsLastEncoder(OpenClipEncoder):
-    """The encoder with its pixels handed to the model in channels-last memory."""
+class BenchEncoder(OpenClipEncoder):
+    """The project's open_clip encoder with two measured options: channels-last pixels, and
+    ``uint8`` views normalised on the encoder's device (the proposed pipeline change)."""
+
+    channels_last = False
+
+    def encode_images(self, pixels: Tensor) -> Tensor:
+        if pixels.dtype == torch.uint8:
+            pixels = crops_proposed.normalize_pixels(
+                pixels.to(self.device, non_blocking=True), self.preprocessing, self.dtype
+            )
+        return super().encode_images(pixels)
 
     def _image_features(self, pixels: Tensor) -> Tensor:
-        return self.model.encode_image(pixels.contiguous(memory_format=torch.channels_last))
+        if self.channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        return self.model.encode_image(pixels)
 
 
-def build_encoder(arch: str, config: Config, device: torch.device) -> OpenClipEncoder:
+@contextlib.contextmanager
+def views_as_uint8(enabled: bool):
+    """Within the block, ``extract_features`` makes its views with the proposed
+    ``uint8_views`` (loader workers hand over a quarter of the bytes; :class:`BenchEncoder`
+    normalises whole batches)."""
+    if not enabled:
+        yield
+        return
+    original = wca.crops.fast_views
+    wca.crops.fast_views = crops_proposed.uint8_views
+    try:
+        yield
+    finally:
+        wca.crops.fast_views = original
+
+
+def build_encoder(arch: str, config: Config, device: torch.device) -> BenchEncoder:
     """``open_clip.create_model(arch)`` with random weights, as the project's encoder.
 
     ``wca.load_encoder`` refuses an architecture without weights (``open_clip:ARCH`` needs a
@@ -104,13 +141,11 @@ def build_encoder(arch: str, config: Config, device: torch.device) -> OpenClipEn
     logging.getLogger().setLevel(logging.ERROR)  # open_clip warns that no weights were loaded
     torch.manual_seed(0)
     model = open_clip.create_model(arch, precision=config.precision, device=device).eval()
-    cls = OpenClipEncoder
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-        cls = ChannelsLastEncoder
     if config.compile:
         model.visual = torch.compile(model.visual)
-    return cls(
+    encoder = BenchEncoder(
         model,
         open_clip.get_tokenizer(arch),
         name=f"open_clip:{arch} (random weights)",
@@ -119,6 +154,8 @@ def build_encoder(arch: str, config: Config, device: torch.device) -> OpenClipEn
         precision=config.precision,
         batch_size=config.batch,
     )
+    encoder.channels_last = config.channels_last
+    return encoder
 
 
 def batch_sizes(images: int, views_per_image: int, batch: int) -> list[int]:
@@ -128,7 +165,7 @@ def batch_sizes(images: int, views_per_image: int, batch: int) -> list[int]:
 
 
 def measure(
-    encoder: OpenClipEncoder, dataset: JpegDataset, n_crops: int, config: Config, repeats: int
+    encoder: BenchEncoder, dataset: JpegDataset, n_crops: int, config: Config, repeats: int
 ) -> tuple[float, float]:
     """(floor images/s, pipeline images/s) for one config: floor and pipeline alternate
     ``repeats`` times (so a change of background load hits both) and the best of each is kept;
@@ -148,10 +185,11 @@ def measure(
         floor = max(floor, len(dataset) / (time.perf_counter() - start))
 
         start = time.perf_counter()
-        features = extract_features(
-            encoder, dataset, n_crops, ALPHA, batch_size=config.batch,
-            num_workers=config.workers, progress=False,
-        )
+        with views_as_uint8(config.uint8_views):
+            features = extract_features(
+                encoder, dataset, n_crops, ALPHA, batch_size=config.batch,
+                num_workers=config.workers, progress=False,
+            )
         sync()
         pipeline = max(pipeline, len(dataset) / (time.perf_counter() - start))
         if features.crop_emb.shape != (len(dataset), n_crops, encoder.embed_dim):
@@ -185,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
             configs.append(replace(best, compile=True))
     if args.quick:
         args.images, args.crops, args.repeats = 1, 2, 1
-        configs = configs[:1] if args.config else [Config("fp32", 4, 0), Config("bf16", 4, 1)]
+        configs = configs[:1] if args.config else [
+            Config("fp32", 4, 0), Config("bf16", 4, 1, uint8_views=True)
+        ]
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:

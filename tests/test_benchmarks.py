@@ -51,7 +51,8 @@ def test_preprocess_quick(capsys):
 
 def test_extract_quick(capsys):
     rows = table_rows(run(capsys, "extract", "--quick"))
-    assert [row[0] for row in rows] == ["fp32 batch 4 workers 0", "bf16 batch 4 workers 1"]
+    labels = ["fp32 batch 4 workers 0", "bf16 batch 4 workers 1 uint8_views"]
+    assert [row[0] for row in rows] == labels
     assert all(float(row[1]) > 0 and float(row[3]) > 0 for row in rows)
 
 
