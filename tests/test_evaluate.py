@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 
 import pytest
@@ -13,7 +12,7 @@ import torch.nn.functional as F
 from test_features import FakeEncoder
 from wca.evaluate import evaluate, run_indices, write_json
 from wca.features import Features
-from wca.methods import TextSources, WCAHead, build_head
+from wca.methods import TextSources, build_head
 
 B, N, D, C = 23, 12, 16, 4
 
@@ -166,31 +165,37 @@ def test_table_and_json(tmp_path):
     assert len(wca["per_class_top1"]) == C
 
 
-class PooledWCA(WCAHead):
-    """WCA (reference form) scoring many runs from the whole pool: the per-run crop weights are
-    scattered onto the pool (duplicates add up) and one batched product serves every run."""
+class PerRun:
+    """A crop head seen through ``logits`` only: evaluate gathers each run's crops for it."""
+
+    uses_crops, n_draws = True, 1
+
+    def __init__(self, head) -> None:
+        self.head = head
+
+    def logits(self, image_emb, crop_emb=None, draw=0):
+        return self.head.logits(image_emb, crop_emb, draw)
+
+
+class PoolSpy(PerRun):
+    """The same head with its ``pool_logits``, recording the runs of every call."""
+
+    def __init__(self, head) -> None:
+        super().__init__(head)
+        self.calls = []
 
     def pool_logits(self, image_emb, crop_pool, indices):
-        batch, runs, per_run = len(image_emb), indices.shape[0], indices.shape[1]
-        similarity = torch.einsum("bnd,bd->bn", crop_pool, image_emb)
-        weights = torch.softmax(math.exp(self.image_scale) * similarity[:, indices], dim=-1)
-        pool_weights = torch.zeros(batch, runs, crop_pool.shape[1])
-        pool_weights.scatter_add_(2, indices.expand(batch, runs, per_run), weights)
-        image_side = F.normalize(torch.bmm(pool_weights, crop_pool), dim=-1)
-        text_side = torch.einsum("cm,cmd->cd", self.description_weights(), self.desc_emb)
-        return torch.einsum("brd,cd->rbc", image_side, F.normalize(text_side, dim=-1))
+        self.calls.append(tuple(indices.shape))
+        return self.head.pool_logits(image_emb, crop_pool, indices)
 
 
 def test_heads_scoring_all_runs_from_the_pool_match_per_run_scoring(monkeypatch):
     encoder = FakeEncoder()
-    plain = build_head("wca", encoder.encode_texts, _sources())
-    pooled = PooledWCA(plain.desc_emb, plain.mask, plain.label_emb)
+    head = build_head("wca", encoder.encode_texts, _sources())
+    spy = PoolSpy(head)
     monkeypatch.setattr("wca.evaluate.RUN_LOGITS_BUDGET", 2 * 9 * C)  # runs in groups of 2
-    calls = []
-    original = pooled.pool_logits
-    monkeypatch.setattr(pooled, "pool_logits", lambda *a: calls.append(a[2].shape) or original(*a))
-    a = evaluate(_features(), {"wca": plain}, n_run=5, patch_n=7, seed=2, chunk_size=9)
-    b = evaluate(_features(), {"wca": pooled}, n_run=5, patch_n=7, seed=2, chunk_size=9)
+    a = evaluate(_features(), {"wca": PerRun(head)}, n_run=5, patch_n=7, seed=2, chunk_size=9)
+    b = evaluate(_features(), {"wca": spy}, n_run=5, patch_n=7, seed=2, chunk_size=9)
     assert a.methods["wca"].top1 == pytest.approx(b.methods["wca"].top1)
     assert a.methods["wca"].top5 == pytest.approx(b.methods["wca"].top5)
-    assert calls[:3] == [(1, 7), (2, 7), (2, 7)]  # chunk 1: run 0, then runs 1-2 and 3-4
+    assert spy.calls[:3] == [(1, 7), (2, 7), (2, 7)]  # chunk 1: run 0, then runs 1-2 and 3-4
