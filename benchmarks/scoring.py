@@ -10,29 +10,29 @@ process. Target on 2 cores: under 60 s and under 8 GB.
     .venv/bin/python benchmarks/scoring.py                  # ImageNet size
     .venv/bin/python benchmarks/scoring.py --quick          # smoke test size
 
-Variants (all by default): ``current`` (the library's WCA head), ``cached-text`` (its text side
-computed once) and ``pool-logits`` (also a ``pool_logits`` method: all runs of a chunk from the
-pool at once), the last two from ``benchmarks/scoring_proposed.py``; the table checks that they
-agree with the first on WCA's top-1 of every run.
+Variants (both by default): ``library`` (the heads as ``wca.methods`` builds them; WCA's
+``pool_logits`` scores all runs of a chunk from the pool at once) and ``per-run`` (the same WCA
+head without ``pool_logits``: one gathered copy of the crops and one ``logits`` call per run);
+the table checks that they agree on WCA's top-1 of every run.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-import scoring_proposed
 from _common import current_rss_gb, machine_report, peak_rss_gb, reset_peak_rss, table
 from wca.evaluate import evaluate
 from wca.features import Features
-from wca.methods import TextSources, build_head
+from wca.methods import Head, TextSources, build_head
 
 METHODS = ("clip", "clip-e", "clip-d", "waffle", "cupl", "wca")
-VARIANTS = ("current", "cached-text", "pool-logits")
+VARIANTS = ("library", "per-run")
 
 
 def synthetic_features(images: int, pool: int, dim: int, classes: int, part: int) -> Features:
@@ -73,14 +73,31 @@ def synthetic_text_encoder(dim: int):
     return encode_texts
 
 
+@dataclass(frozen=True)
+class PerRunHead:
+    """A crop head seen without its ``pool_logits``: ``wca.evaluate`` then gathers every run's
+    crops (``index_select``) and calls ``logits`` once per run, as before that method existed."""
+
+    head: Head
+
+    @property
+    def uses_crops(self) -> bool:
+        return self.head.uses_crops
+
+    @property
+    def n_draws(self) -> int:
+        return self.head.n_draws
+
+    def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0) -> Tensor:
+        return self.head.logits(image_emb, crop_emb, draw)
+
+
 def run_variant(
-    variant: str, features: Features, heads: dict, args: argparse.Namespace
+    variant: str, features: Features, heads: dict[str, Head], args: argparse.Namespace
 ) -> dict[str, list[float]]:
     """Score every method with one variant of the WCA head; top-1 per run by method."""
-    if variant == "cached-text":
-        heads = {**heads, "wca": scoring_proposed.CachedTextWCAHead.from_head(heads["wca"])}
-    elif variant == "pool-logits":
-        heads = {**heads, "wca": scoring_proposed.PoolWCAHead.from_head(heads["wca"])}
+    if variant == "per-run":
+        heads = {**heads, "wca": PerRunHead(heads["wca"])}
     result = evaluate(features, heads, n_run=args.runs, patch_n=args.patch_n, seed=0)
     return {name: result.methods[name].top1 for name in METHODS}
 
@@ -132,9 +149,8 @@ def main(argv: list[str] | None = None) -> int:
           "features fp16, scored by wca.evaluate in fp32 chunks\n")
     print(table(["variant", "scoring s", "peak RSS GB (process)", "scoring peak above start GB",
                  f"wca top-1 max diff vs {args.variant[0]} (points)"], rows))
-    print("\nAll variants run wca.evaluate.evaluate; they differ in the WCA head. current: "
-          "wca.methods' WCAHead; cached-text: its text side computed once; pool-logits: also "
-          "all runs of a chunk from the pool at once (benchmarks/scoring_proposed.py).")
+    print("\nBoth variants run wca.evaluate.evaluate; per-run hides WCAHead.pool_logits, so each "
+          "run gathers its crops and scores them separately.")
     return 0
 
 

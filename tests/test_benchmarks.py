@@ -58,8 +58,8 @@ def test_extract_quick(capsys):
 
 def test_scoring_quick(capsys):
     rows = table_rows(run(capsys, "scoring", "--quick"))
-    assert [row[0] for row in rows] == ["current", "cached-text", "pool-logits"]
-    assert all(float(row[4]) < 1e-9 for row in rows)  # the proposals score WCA identically
+    assert [row[0] for row in rows] == ["library", "per-run"]
+    assert all(float(row[4]) < 1e-9 for row in rows)  # both ways score WCA identically
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here: the GPU mode would run")
