@@ -157,8 +157,12 @@ def _to_8bit(image: Image.Image) -> Image.Image:
 
 
 def image_to_tensor(image: Image.Image) -> Tensor:
-    """An RGB PIL image as a ``uint8`` tensor ``[3, H, W]`` (decoded once for all views)."""
-    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+    """An RGB PIL image as a ``uint8`` tensor ``[3, H, W]`` (decoded once for all views).
+
+    The memory stays channels-last, as decoded: torch's antialiased ``uint8`` resize runs about
+    twice as fast on it as on a contiguous ``CHW`` copy.
+    """
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
 
 
 def _resize_and_crop(pixels: Tensor, prep: Preprocessing) -> Tensor:
@@ -173,20 +177,34 @@ def _resize_and_crop(pixels: Tensor, prep: Preprocessing) -> Tensor:
     return TF.center_crop(pixels, [size, size])
 
 
-def normalize_pixels(views: Tensor, prep: Preprocessing) -> Tensor:
-    """``uint8`` views ``[V, 3, S, S]`` to float, normalised with the model's mean and std."""
-    mean = torch.tensor(prep.mean).view(1, 3, 1, 1)
-    std = torch.tensor(prep.std).view(1, 3, 1, 1)
-    return (views.float() / 255.0 - mean) / std
+def normalize_pixels(
+    views: Tensor, prep: Preprocessing, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """``uint8`` views ``[V, 3, S, S]`` to ``dtype``, normalised with the model's mean and std,
+    on the views' device: one allocation, scaled and shifted in place."""
+    std = torch.tensor(prep.std, dtype=torch.float64)
+    scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1)
+    shift = (-torch.tensor(prep.mean, dtype=torch.float64) / std).view(1, 3, 1, 1)
+    out = views.to(dtype)
+    return out.mul_(scale.to(views.device, dtype)).add_(shift.to(views.device, dtype))
+
+
+def uint8_views(image: Image.Image | Tensor, boxes: Tensor, prep: Preprocessing) -> Tensor:
+    """All views of one image before normalisation, ``uint8 [N+1, 3, S, S]`` (full view first):
+    a quarter of the bytes of float views, for loader workers to hand to the encoder."""
+    pixels = image if isinstance(image, Tensor) else image_to_tensor(image)
+    size = prep.image_size
+    views = torch.empty(len(boxes) + 1, size, size, 3, dtype=torch.uint8, device=pixels.device)
+    views = views.permute(0, 3, 1, 2)  # channels-last, like the decoded image
+    views[0] = _resize_and_crop(pixels, prep)
+    for i, (left, top, right, bottom) in enumerate(boxes.tolist(), start=1):
+        views[i] = _resize_and_crop(pixels[:, top:bottom, left:right], prep)
+    return views
 
 
 def fast_views(image: Image.Image | Tensor, boxes: Tensor, prep: Preprocessing) -> Tensor:
     """All views of one image, normalised, as one tensor ``[N+1, 3, S, S]`` (full view first)."""
-    pixels = image if isinstance(image, Tensor) else image_to_tensor(image)
-    views = [_resize_and_crop(pixels, prep)]
-    for left, top, right, bottom in boxes.tolist():
-        views.append(_resize_and_crop(pixels[:, top:bottom, left:right], prep))
-    return normalize_pixels(torch.stack(views), prep)
+    return normalize_pixels(uint8_views(image, boxes, prep), prep)
 
 
 def fidelity_views(

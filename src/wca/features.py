@@ -405,8 +405,11 @@ def _encode_shard(
     def flush(count: int) -> None:
         nonlocal pending, queued, written
         views = torch.cat(pending) if len(pending) > 1 else pending[0]
+        batch = views[:count]
+        if batch.dtype == torch.uint8:
+            batch = crops.normalize_pixels(batch, encoder.preprocessing)
         with torch.inference_mode():
-            emb = encoder.encode_images(views[:count])
+            emb = encoder.encode_images(batch)
         if emb.shape != (count, encoder.embed_dim):
             raise ValueError(f"encoder returned {tuple(emb.shape)} for {count} views")
         out[written : written + count] = emb
@@ -498,7 +501,8 @@ def extract_features(
         if fidelity:
             make_views = functools.partial(crops.fidelity_views, preprocess=encoder.preprocess)
         else:
-            make_views = functools.partial(crops.fast_views, prep=encoder.preprocessing)
+            # uint8 views travel from the workers; flush() normalises whole batches
+            make_views = functools.partial(crops.uint8_views, prep=encoder.preprocessing)
         indices = [i for s in todo for i in ranges[s]]
         items = _ViewItems(dataset, indices, make_views, n_samples, alpha, beta, seed, strategy)
         name = getattr(dataset, "name", "images")
