@@ -20,6 +20,10 @@ _EXPORTS = {
     "TextSources": "wca.methods",
     "METHODS": "wca.methods",
     "wca_scores": "wca.scoring",
+    "load_dataset": "wca.datasets",
+    "extract_features": "wca.features",
+    "Features": "wca.features",
+    "evaluate": "wca.evaluate",
 }
 
 __all__ = ["__version__", *_EXPORTS]
