@@ -23,7 +23,6 @@ _EXPORTS = {
     "load_dataset": "wca.datasets",
     "extract_features": "wca.features",
     "Features": "wca.features",
-    "evaluate": "wca.evaluate",
 }
 
 __all__ = ["__version__", *_EXPORTS]
