@@ -1,4 +1,5 @@
-"""A small deterministic stand-in for a CLIP encoder, for tests that need no real model."""
+"""A small deterministic stand-in for a CLIP encoder (the ``wca.encoders.Encoder`` interface),
+for tests that need no real model."""
 
 from __future__ import annotations
 
@@ -7,34 +8,42 @@ import hashlib
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch import Tensor
 
-from wca.crops import Preprocessing, fast_views
+from wca import crops
 
 
 class FakeEncoder:
-    """Images: a fixed random projection of 4x4-pooled pixels. Texts: a hash-seeded vector.
-    Counts its calls so tests can check caching."""
+    """Images: a fixed random projection of 8x8-pooled pixels. Texts: a vector seeded by the
+    text. Counts image calls and views, and can fail on purpose after ``fail_after`` calls."""
 
-    def __init__(self, dim: int = 16, image_size: int = 32) -> None:
-        self.preprocessing = Preprocessing(image_size=image_size)
-        self.logit_scale = 100.0
-        self.embed_dim = dim
-        self.projection = torch.randn(3 * 16, dim, generator=torch.Generator().manual_seed(0))
-        self.image_calls = 0
-        self.text_calls = 0
+    name = "fake"
+    embed_dim = 16
+    device = torch.device("cpu")
+    dtype = torch.float32
+    logit_scale = 100.0
+    preprocessing = crops.Preprocessing(image_size=32)
 
-    def preprocess(self, image: Image.Image) -> Tensor:
-        return fast_views(image, torch.zeros(0, 4, dtype=torch.long), self.preprocessing)[0]
+    def __init__(self, seed: int = 0, fail_after: int | None = None) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.identity = f"fake:seed{seed}"
+        self.projection = torch.randn(3 * 8 * 8, self.embed_dim, generator=generator)
+        self.calls = 0
+        self.views = 0
+        self.fail_after = fail_after
 
-    def encode_images(self, pixels: Tensor) -> Tensor:
-        self.image_calls += 1
-        pooled = F.adaptive_avg_pool2d(pixels.float(), 4).flatten(1)
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return crops.fast_views(image, torch.zeros(0, 4, dtype=torch.long), self.preprocessing)[0]
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt  # a kill in the middle of the pass
+        self.calls += 1
+        self.views += len(pixels)
+        pooled = F.adaptive_avg_pool2d(pixels.float(), 8).flatten(1)
         return F.normalize(pooled @ self.projection, dim=-1)
 
-    def encode_texts(self, texts: list[str]) -> Tensor:
-        self.text_calls += 1
-        seeds = [int(hashlib.sha256(t.encode()).hexdigest()[:8], 16) for t in texts]
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        seeds = [int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) for text in texts]
         rows = [
             torch.randn(self.embed_dim, generator=torch.Generator().manual_seed(s)) for s in seeds
         ]

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from test_features import FakeEncoder
+from fake_encoder import FakeEncoder
 from wca.evaluate import evaluate, run_indices, write_json
 from wca.features import Features
 from wca.methods import TextSources, build_head

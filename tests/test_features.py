@@ -8,53 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
+from fake_encoder import FakeEncoder
 from wca import crops
 from wca.features import MANIFEST, Features, extract_features
-
-
-class FakeEncoder:
-    """A random linear projection of 8x8-pooled pixels; counts calls and can fail on purpose."""
-
-    name = "fake"
-    embed_dim = 16
-    device = torch.device("cpu")
-    dtype = torch.float32
-    logit_scale = 100.0
-    preprocessing = crops.Preprocessing(image_size=32)
-
-    def __init__(self, seed: int = 0, fail_after: int | None = None) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        self.identity = f"fake:seed{seed}"
-        self.projection = torch.randn(3 * 8 * 8, self.embed_dim, generator=generator)
-        self.calls = 0
-        self.views = 0
-        self.fail_after = fail_after
-
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        pixels = crops.image_to_tensor(image)
-        pixels = TF.resize(pixels, 32, interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
-        return crops.normalize_pixels(TF.center_crop(pixels, [32, 32])[None], self.preprocessing)[0]
-
-    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        if self.fail_after is not None and self.calls >= self.fail_after:
-            raise KeyboardInterrupt  # a kill in the middle of the pass
-        self.calls += 1
-        self.views += len(pixels)
-        pooled = F.adaptive_avg_pool2d(pixels.float(), 8).flatten(1)
-        return F.normalize(pooled @ self.projection, dim=-1)
-
-    def encode_texts(self, texts: list[str]) -> torch.Tensor:
-        rows = [torch.randn(self.embed_dim, generator=_generator(text)) for text in texts]
-        return F.normalize(torch.stack(rows), dim=-1)
-
-
-def _generator(text: str) -> torch.Generator:
-    """A generator seeded by the text, so a text always gets the same random embedding."""
-    return torch.Generator().manual_seed(sum((i + 1) * ord(c) for i, c in enumerate(text)))
 
 
 class TinyDataset:
