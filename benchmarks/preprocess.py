@@ -25,7 +25,15 @@ import torch
 from torch import Tensor
 
 import crops_proposed  # benchmarks/ is on sys.path when a script here is run
-from _common import IMAGE_SIZE, JpegDataset, cuda_or_skip, machine_report, make_jpegs, table
+from _common import (
+    IMAGE_SIZE,
+    JpegDataset,
+    best_time,
+    cuda_or_skip,
+    machine_report,
+    make_jpegs,
+    table,
+)
 from wca import crops
 
 ALPHA = 0.5
@@ -91,6 +99,43 @@ def _gpu_views(prep: crops.Preprocessing, n_crops: int, device: str):
     return make
 
 
+def stage_profile(path: Path, n_crops: int, prep: crops.Preprocessing, authors, repeats: int):
+    """Milliseconds per view of each stage on one image, one thread: where the time goes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    image = crops.load_image(path)
+    boxes = crops.crop_boxes(image.height, image.width, n_crops, ALPHA)
+    views = n_crops + 1
+    chw, hwc = crops.image_to_tensor(image), crops_proposed.image_to_tensor(image)
+    u8 = crops_proposed.uint8_views(image, boxes, prep)
+
+    def resize_all(pixels: Tensor) -> None:
+        for left, top, right, bottom in boxes.tolist():
+            crops._resize_and_crop(pixels[:, top:bottom, left:right], prep)
+
+    stages = {
+        "decode JPEG (per image / views)": lambda: crops.load_image(path),
+        "authors: PIL crop + open_clip transform, all views": lambda: crops.fidelity_views(
+            image, boxes, authors),
+        "fast: uint8 resize of the crops, CHW copy (current)": lambda: resize_all(chw),
+        "fast: uint8 resize of the crops, channels-last (proposed)": lambda: resize_all(hwc),
+        "fast: normalize_pixels, 4 temporaries (current)": lambda: crops.normalize_pixels(u8, prep),
+        "fast: normalise, 1 allocation + in place (proposed)": lambda: (
+            crops_proposed.normalize_pixels(u8, prep)),
+        "fast: all views, float (current fast_views)": lambda: crops.fast_views(image, boxes, prep),
+        "fast: all views, float (proposed fast_views)": lambda: crops_proposed.fast_views(
+            image, boxes, prep),
+        "fast: all views, uint8 (proposed uint8_views)": lambda: crops_proposed.uint8_views(
+            image, boxes, prep),
+    }
+    rows = []
+    for name, stage in stages.items():
+        stage()
+        rows.append([name, best_time(stage, repeats) / views * 1000])
+    torch.set_num_threads(threads)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=16, help="JPEGs to decode (default 16)")
@@ -98,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--repeats", type=int, default=2, help="timed passes, best kept")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU mode")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="skip the per-stage profile (one thread, ms per view)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes for the smoke test")
     args = parser.parse_args(argv)
     if args.quick:
@@ -119,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         images = JpegDataset(make_jpegs(Path(folder), args.images))
         _check_same_views(images, args.crops, prep, authors)
+        profile = [] if args.no_profile else stage_profile(
+            images.paths[0], args.crops, prep, authors, args.repeats + 1)
         rows = []
         for workers in args.workers:
             baseline = None
@@ -142,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
           f"N={args.crops} crops (+1 full view) per image, views {prep.image_size}px, "
           f"best of {args.repeats} passes\n")
     print(table(["path", "workers", "views/s", "images/s", "x fidelity"], rows))
+    if not args.no_profile:
+        print(f"\nWhere the time goes: one image, N={args.crops}, one thread, best of "
+              f"{args.repeats + 1}\n")
+        print(table(["stage", "ms per view"], profile))
     print("\n* uint8 out: views before normalisation, which the encoder's device would do (next "
           "row: done in the main process instead, as on a CPU-only machine).")
     return 0

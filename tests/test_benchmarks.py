@@ -27,24 +27,33 @@ def run(capsys, script: str, *args: str) -> str:
     return capsys.readouterr().out
 
 
+def tables(output: str) -> list[list[list[str]]]:
+    """The body rows of every markdown table printed, in order."""
+    lines = output.splitlines()
+    found = []
+    for header, line in enumerate(lines):
+        if line.startswith("|-"):
+            rows = []
+            for body in lines[header + 1 :]:
+                if not body.startswith("|"):
+                    break
+                rows.append([cell.strip() for cell in body.strip("|").split("|")])
+            found.append(rows)
+    return found
+
+
 def table_rows(output: str) -> list[list[str]]:
     """The body rows of the last markdown table printed."""
-    lines = output.splitlines()
-    header = max(i for i, line in enumerate(lines) if line.startswith("|-"))
-    rows = []
-    for line in lines[header + 1 :]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip("|").split("|")])
-    return rows
+    return tables(output)[-1]
 
 
 def test_preprocess_quick(capsys):
     output = run(capsys, "preprocess", "--quick")
     assert "machine: " in output and "torch " in output
-    rows = table_rows(output)
+    rows, profile = tables(output)
     assert sorted({row[1] for row in rows}) == ["0", "1"]  # both worker counts measured
     assert len(rows) == 10 and all(float(row[2]) > 0 for row in rows)
+    assert len(profile) == 9 and all(float(row[1]) > 0 for row in profile)
     agreement = next(line for line in output.splitlines() if line.startswith("view agreement"))
     assert float(agreement.rsplit(" ", 1)[1]) < 1e-4  # the proposed views equal the library's
 
