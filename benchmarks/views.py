@@ -1,0 +1,86 @@
+"""Accuracy against the number of crops N, per crop-set strategy, on the demo world.
+
+WCA's cost grows linearly with N (N + 1 encoder passes per image). For every strategy of
+``wca.crops.CROP_STRATEGIES`` and every N, this extracts exactly N crops per image with the
+shipped demo model and scores WCA (authors' scales) on all of them; random strategies are
+repeated with ``--repeats`` crop seeds (mean +- std), the deterministic grid once.
+
+    .venv/bin/python benchmarks/views.py                 # full curve (several minutes on 2 cores)
+    .venv/bin/python benchmarks/views.py --quick         # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from wca.crops import CROP_STRATEGIES
+from wca.demo.run import build_heads, demo_sources, model_file
+from wca.demo.world import DemoTestSet
+from wca.encoders import load_encoder
+from wca.evaluate import evaluate
+from wca.features import extract_features
+
+DETERMINISTIC = {"grid"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-class", type=int, default=20, help="test images per class")
+    parser.add_argument("--crops", default="1,2,4,8,16,32,60", help="values of N")
+    parser.add_argument("--strategies", default=",".join(CROP_STRATEGIES))
+    parser.add_argument("--repeats", type=int, default=3, help="crop seeds of random strategies")
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.per_class, args.crops, args.repeats = 1, "1,4", 1
+    counts = [int(n) for n in args.crops.split(",")]
+    strategies = args.strategies.split(",")
+
+    start = time.time()
+    dataset = DemoTestSet(args.per_class)
+    encoder = load_encoder(f"open_clip:{model_file()}", device="cpu")
+    heads = build_heads(encoder.encode_texts, demo_sources(dataset.classnames))
+    baseline = (
+        evaluate(
+            extract_features(encoder, dataset, 1, args.alpha, progress=False),
+            {"clip-d": heads["clip-d"]},
+            1,
+            1,
+            0,
+        )
+        .methods["clip-d"]
+        .top1[0]
+    )
+
+    print(
+        f"# WCA accuracy against N on the demo world ({len(dataset)} images, "
+        f"{len(dataset.classnames)} classes, alpha {args.alpha}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads)\n"
+    )
+    print(f"CLIP-D (full view only): {baseline:.2f}\n")
+    print("| strategy | " + " | ".join(f"N={n}" for n in counts) + " |")
+    print("|---|" + "---|" * len(counts))
+    for strategy in strategies:
+        cells = []
+        for n in counts:
+            seeds = range(1 if strategy in DETERMINISTIC else args.repeats)
+            accuracies = []
+            for seed in seeds:
+                features = extract_features(
+                    encoder, dataset, n, args.alpha, seed=seed, strategy=strategy, progress=False
+                )
+                result = evaluate(features, {"wca": heads["wca"]}, 1, n, 0, protocol="fresh")
+                accuracies.append(result.methods["wca"].top1[0])
+            spread = statistics.pstdev(accuracies) if len(accuracies) > 1 else 0.0
+            cells.append(f"{statistics.mean(accuracies):.2f} ± {spread:.2f}")
+        print(f"| {strategy} | " + " | ".join(cells) + " |")
+    print(f"\n{time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
