@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--out", required=True, help="model file to write (.pt)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--steps", type=int, default=None, help="training steps (default: recipe)")
-    train.add_argument("--threads", type=int, default=2, help="CPU threads (2)")
+    train.add_argument("--threads", type=int, default=1, help="CPU threads (1, as the shipped run)")
     train.set_defaults(handler=run_train)
 
 

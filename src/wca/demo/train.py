@@ -34,7 +34,7 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 @dataclass
 class TrainConfig:
     seed: int = 0
-    steps: int = 4000
+    steps: int = 1200
     batch_size: int = 128
     lr: float = 1e-3
     text_lr_factor: float = 0.3  # text tower learning rate = lr * text_lr_factor

@@ -138,7 +138,7 @@ def class_descriptions(classes: list[DemoClass] | None = None) -> dict[str, list
 # How the part descriptions become each method's texts (chosen on a validation set rendered
 # with another seed than the test set, per method; see docs/demo.md).
 DESCRIPTOR_TEMPLATE = "{d}"  # CLIP-D adds "{class}, which is/has ..." by its own rule
-SENTENCE_TEMPLATE = "a {c} with {d}."  # CuPL-style sentences, also WCA's descriptions
+SENTENCE_TEMPLATE = "a {c}, which has {d}."  # CuPL-style sentences, also WCA's descriptions
 
 
 def class_descriptors(
