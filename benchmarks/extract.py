@@ -14,8 +14,8 @@ ready tensors. Target on the CPU: pipeline images/s >= 0.9 x floor images/s.
 A config is ``precision`` (fp32/bf16; fp16 on GPU), ``batch`` (views per encoder call),
 ``workers`` (loader processes; 0 = one prefetching thread), ``channels_last`` (0/1: model and
 pixels in channels-last memory), ``compile`` (0/1: ``torch.compile`` the image tower) and
-``uint8_views`` (0/1: the proposed pipeline change, views handed over as ``uint8`` and
-normalised on the encoder's device, with ``benchmarks/crops_proposed.py``).
+``float_views`` (0/1: the pipeline as before commit b13b9ce, float views from the loader made
+by ``benchmarks/crops_baseline.py``, for the before/after comparison).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import open_clip
 import torch
 from torch import Tensor
 
-import crops_proposed
+import crops_baseline
 import wca.crops
 from _common import JpegDataset, cuda_or_skip, machine_report, make_jpegs, table
 from wca.encoders.open_clip_backend import OpenClipEncoder
@@ -56,7 +56,7 @@ class Config:
     workers: int = 0
     channels_last: bool = False
     compile: bool = False
-    uint8_views: bool = False
+    float_views: bool = False
 
     @classmethod
     def parse(cls, text: str) -> Config:
@@ -73,7 +73,7 @@ class Config:
         return config
 
     def label(self) -> str:
-        options = ("channels_last", "compile", "uint8_views")
+        options = ("channels_last", "compile", "float_views")
         extras = [name for name in options if getattr(self, name)]
         return " ".join([self.precision, f"batch {self.batch}", f"workers {self.workers}", *extras])
 
@@ -85,7 +85,7 @@ CPU_CONFIGS = [
     Config("bf16", 64, 2),
     Config("bf16", 64, 0, channels_last=True),
     Config("bf16", 128, 0),
-    Config("bf16", 64, 2, uint8_views=True),
+    Config("bf16", 64, 2, float_views=True),
 ]
 GPU_CONFIGS = [
     Config("fp16", 256, 2),
@@ -93,22 +93,14 @@ GPU_CONFIGS = [
     Config("fp16", 512, 2),
     Config("fp16", 256, 4),
     Config("fp16", 256, 2, channels_last=True),
-    Config("fp16", 256, 2, uint8_views=True),
+    Config("fp16", 256, 2, float_views=True),
 ]
 
 
 class BenchEncoder(OpenClipEncoder):
-    """The project's open_clip encoder with two measured options: channels-last pixels, and
-    ``uint8`` views normalised on the encoder's device (the proposed pipeline change)."""
+    """The project's open_clip encoder, optionally with channels-last pixels."""
 
     channels_last = False
-
-    def encode_images(self, pixels: Tensor) -> Tensor:
-        if pixels.dtype == torch.uint8:
-            pixels = crops_proposed.normalize_pixels(
-                pixels.to(self.device, non_blocking=True), self.preprocessing, self.dtype
-            )
-        return super().encode_images(pixels)
 
     def _image_features(self, pixels: Tensor) -> Tensor:
         if self.channels_last:
@@ -117,19 +109,19 @@ class BenchEncoder(OpenClipEncoder):
 
 
 @contextlib.contextmanager
-def views_as_uint8(enabled: bool):
-    """Within the block, ``extract_features`` makes its views with the proposed
-    ``uint8_views`` (loader workers hand over a quarter of the bytes; :class:`BenchEncoder`
-    normalises whole batches)."""
+def pipeline_before_b13b9ce(enabled: bool):
+    """Within the block, ``extract_features`` runs as before commit b13b9ce: the loader makes
+    float views with the old fast path (``benchmarks/crops_baseline.py``) and hands them over
+    as they are, instead of ``uint8`` views normalised per encoder batch."""
     if not enabled:
         yield
         return
-    original = wca.crops.fast_views
-    wca.crops.fast_views = crops_proposed.uint8_views
+    original = wca.crops.uint8_views
+    wca.crops.uint8_views = crops_baseline.fast_views
     try:
         yield
     finally:
-        wca.crops.fast_views = original
+        wca.crops.uint8_views = original
 
 
 def build_encoder(arch: str, config: Config, device: torch.device) -> BenchEncoder:
@@ -185,7 +177,7 @@ def measure(
         floor = max(floor, len(dataset) / (time.perf_counter() - start))
 
         start = time.perf_counter()
-        with views_as_uint8(config.uint8_views):
+        with pipeline_before_b13b9ce(config.float_views):
             features = extract_features(
                 encoder, dataset, n_crops, ALPHA, batch_size=config.batch,
                 num_workers=config.workers, progress=False,
@@ -224,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.images, args.crops, args.repeats = 1, 2, 1
         configs = configs[:1] if args.config else [
-            Config("fp32", 4, 0), Config("bf16", 4, 1, uint8_views=True)
+            Config("fp32", 4, 0), Config("bf16", 4, 1, float_views=True)
         ]
 
     rows = []

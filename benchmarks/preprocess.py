@@ -2,9 +2,11 @@
 
 The fast tensor path (``wca.crops.fast_views``) against the authors'-style per-crop PIL path
 (``wca.crops.fidelity_views`` with open_clip's ``image_transform(224, is_train=False)``), on the
-same JPEGs decoded from disk, the same boxes and the same number of DataLoader workers; plus the
-proposed fast path of ``benchmarks/crops_proposed.py`` (float output, and ``uint8`` output that
-leaves normalisation to the encoder's device). Each worker count gets one untimed warm-up pass.
+same JPEGs decoded from disk, the same boxes and the same number of DataLoader workers. Rows:
+the fast path before commit b13b9ce (``benchmarks/crops_baseline.py``), the fast path's float
+views, its ``uint8`` views (what ``extract_features``' loader hands over) and those normalised in
+the main process (the whole CPU preprocessing). Each worker count gets one untimed warm-up pass;
+a per-stage profile (one thread) says where the time goes.
 
     .venv/bin/python benchmarks/preprocess.py                 # 16 images, N=60, workers 0 and 2
     .venv/bin/python benchmarks/preprocess.py --device cuda   # GPU mode (skipped without CUDA)
@@ -24,7 +26,7 @@ import open_clip
 import torch
 from torch import Tensor
 
-import crops_proposed  # benchmarks/ is on sys.path when a script here is run
+import crops_baseline  # benchmarks/ is on sys.path when a script here is run
 from _common import (
     IMAGE_SIZE,
     JpegDataset,
@@ -58,7 +60,7 @@ class ViewDataset(torch.utils.data.Dataset):
 
 def decode_only(image, boxes) -> Tensor:
     """The GPU path's loader work: decode to a ``uint8`` tensor (views are made on the GPU)."""
-    return crops_proposed.image_to_tensor(image)
+    return crops.image_to_tensor(image)
 
 
 def views_per_second(
@@ -93,8 +95,7 @@ def _gpu_views(prep: crops.Preprocessing, n_crops: int, device: str):
         pixels = pixels.to(device, non_blocking=True)
         height, width = pixels.shape[1:]
         boxes = crops.crop_boxes(height, width, n_crops, ALPHA, image_index=index)
-        views = crops_proposed.uint8_views(pixels, boxes, prep)
-        return crops_proposed.normalize_pixels(views, prep, torch.float16)
+        return crops.normalize_pixels(crops.uint8_views(pixels, boxes, prep), prep, torch.float16)
 
     return make
 
@@ -106,8 +107,8 @@ def stage_profile(path: Path, n_crops: int, prep: crops.Preprocessing, authors, 
     image = crops.load_image(path)
     boxes = crops.crop_boxes(image.height, image.width, n_crops, ALPHA)
     views = n_crops + 1
-    chw, hwc = crops.image_to_tensor(image), crops_proposed.image_to_tensor(image)
-    u8 = crops_proposed.uint8_views(image, boxes, prep)
+    chw, hwc = crops_baseline.image_to_tensor(image), crops.image_to_tensor(image)
+    u8 = crops.uint8_views(image, boxes, prep)
 
     def resize_all(pixels: Tensor) -> None:
         for left, top, right, bottom in boxes.tolist():
@@ -117,16 +118,14 @@ def stage_profile(path: Path, n_crops: int, prep: crops.Preprocessing, authors, 
         "decode JPEG (per image / views)": lambda: crops.load_image(path),
         "authors: PIL crop + open_clip transform, all views": lambda: crops.fidelity_views(
             image, boxes, authors),
-        "fast: uint8 resize of the crops, CHW copy (current)": lambda: resize_all(chw),
-        "fast: uint8 resize of the crops, channels-last (proposed)": lambda: resize_all(hwc),
-        "fast: normalize_pixels, 4 temporaries (current)": lambda: crops.normalize_pixels(u8, prep),
-        "fast: normalise, 1 allocation + in place (proposed)": lambda: (
-            crops_proposed.normalize_pixels(u8, prep)),
-        "fast: all views, float (current fast_views)": lambda: crops.fast_views(image, boxes, prep),
-        "fast: all views, float (proposed fast_views)": lambda: crops_proposed.fast_views(
-            image, boxes, prep),
-        "fast: all views, uint8 (proposed uint8_views)": lambda: crops_proposed.uint8_views(
-            image, boxes, prep),
+        "before b13b9ce: uint8 resize of the crops, CHW copy": lambda: resize_all(chw),
+        "now: uint8 resize of the crops, channels-last": lambda: resize_all(hwc),
+        "before b13b9ce: normalise, 4 temporaries": lambda: crops_baseline.normalize_pixels(
+            u8, prep),
+        "now: normalize_pixels, 1 allocation, in place": lambda: crops.normalize_pixels(u8, prep),
+        "before b13b9ce: all views, float": lambda: crops_baseline.fast_views(image, boxes, prep),
+        "now: all views, float (fast_views)": lambda: crops.fast_views(image, boxes, prep),
+        "now: all views, uint8 (uint8_views)": lambda: crops.uint8_views(image, boxes, prep),
     }
     rows = []
     for name, stage in stages.items():
@@ -159,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         "fidelity (PIL per crop, authors')": functools.partial(
             crops.fidelity_views, preprocess=authors
         ),
-        "fast (wca.crops.fast_views)": functools.partial(crops.fast_views, prep=prep),
-        "proposed fast, float out": functools.partial(crops_proposed.fast_views, prep=prep),
-        "proposed fast, uint8 out*": functools.partial(crops_proposed.uint8_views, prep=prep),
+        "fast before b13b9ce, float": functools.partial(crops_baseline.fast_views, prep=prep),
+        "fast, float (fast_views)": functools.partial(crops.fast_views, prep=prep),
+        "fast, uint8 (uint8_views)*": functools.partial(crops.uint8_views, prep=prep),
     }
     with tempfile.TemporaryDirectory() as folder:
         images = JpegDataset(make_jpegs(Path(folder), args.images))
@@ -176,10 +175,10 @@ def main(argv: list[str] | None = None) -> int:
                                         args.repeats)
                 baseline = baseline or rate
                 rows.append([name, workers, rate, rate / (args.crops + 1), rate / baseline])
-            dataset = ViewDataset(images, args.crops, paths_by_name["proposed fast, uint8 out*"])
+            dataset = ViewDataset(images, args.crops, paths_by_name["fast, uint8 (uint8_views)*"])
             rate = views_per_second(dataset, workers, args.repeats,
-                                    lambda views, _: crops_proposed.normalize_pixels(views, prep))
-            rows.append(["proposed, uint8 out, normalised in main process", workers, rate,
+                                    lambda views, _: crops.normalize_pixels(views, prep))
+            rows.append(["fast, uint8, normalised in the main process", workers, rate,
                          rate / (args.crops + 1), rate / baseline])
             if args.device.startswith("cuda"):
                 dataset = ViewDataset(images, args.crops, decode_only)
@@ -195,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nWhere the time goes: one image, N={args.crops}, one thread, best of "
               f"{args.repeats + 1}\n")
         print(table(["stage", "ms per view"], profile))
-    print("\n* uint8 out: views before normalisation, which the encoder's device would do (next "
-          "row: done in the main process instead, as on a CPU-only machine).")
+    print("\n* uint8: views before normalisation, as extract_features' loader hands them over; "
+          "it normalises whole batches (next row: that work done in the main process too).")
     return 0
 
 
@@ -206,11 +205,11 @@ def _check_same_views(images: JpegDataset, n: int, prep, authors) -> None:
     boxes = crops.crop_boxes(image.height, image.width, n, ALPHA)
     fast = crops.fast_views(image, boxes, prep)
     fidelity = crops.fidelity_views(image, boxes, authors)
-    proposed = crops_proposed.fast_views(image, boxes, prep)
+    before = crops_baseline.fast_views(image, boxes, prep)
     print(
         f"view agreement: fast vs fidelity max |diff| {float((fast - fidelity).abs().max()):.3g} "
-        f"(normalised units); proposed vs fast max |diff| "
-        f"{float((proposed - fast).abs().max()):.3g}"
+        f"(normalised units); fast before b13b9ce vs now max |diff| "
+        f"{float((before - fast).abs().max()):.3g}"
     )
 
 

@@ -55,12 +55,12 @@ def test_preprocess_quick(capsys):
     assert len(rows) == 10 and all(float(row[2]) > 0 for row in rows)
     assert len(profile) == 9 and all(float(row[1]) > 0 for row in profile)
     agreement = next(line for line in output.splitlines() if line.startswith("view agreement"))
-    assert float(agreement.rsplit(" ", 1)[1]) < 1e-4  # the proposed views equal the library's
+    assert float(agreement.rsplit(" ", 1)[1]) < 1e-4  # the fast path's views, before and now
 
 
 def test_extract_quick(capsys):
     rows = table_rows(run(capsys, "extract", "--quick"))
-    labels = ["fp32 batch 4 workers 0", "bf16 batch 4 workers 1 uint8_views"]
+    labels = ["fp32 batch 4 workers 0", "bf16 batch 4 workers 1 float_views"]
     assert [row[0] for row in rows] == labels
     assert all(float(row[1]) > 0 and float(row[3]) > 0 for row in rows)
 
