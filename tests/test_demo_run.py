@@ -43,7 +43,7 @@ def test_export_reads_back_as_an_imagefolder(tmp_path):
     assert names == original.classnames
     assert set(json.loads((tmp_path / "cupl.json").read_text())) == set(names)
     assert set(json.loads((tmp_path / "clip-d.json").read_text())) == set(names)
-    assert (tmp_path / "wca-demo-rn.pt").is_file()
+    assert (tmp_path / "wca-demo-rn.pt").is_file() and (tmp_path / "wca-demo-rn.json").is_file()
 
 
 def test_demo_rejects_bad_sizes(capsys):
@@ -60,6 +60,13 @@ def test_training_saves_what_an_openai_loader_rebuilds(tmp_path):
     with torch.no_grad():
         assert torch.allclose(model.encode_image(images), loaded.encode_image(images), atol=1e-4)
         assert torch.allclose(model.encode_text(tokens), loaded.encode_text(tokens), atol=1e-4)
+
+
+def test_training_is_seeded(tmp_path):
+    config = TrainConfig(steps=3, batch_size=8, warmup_steps=1, frozen_text_steps=1)
+    a = train(config, tmp_path / "a.pt", log=lambda _: None).state_dict()
+    b = train(config, tmp_path / "b.pt", log=lambda _: None).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_train_rejects_bad_steps(tmp_path, capsys):

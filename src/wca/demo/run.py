@@ -130,8 +130,11 @@ def _scaled(prediction, factor: float):
 
 def export(out: str | Path, *, per_class: int = 20, test_seed: int = TEST_SEED, model=None) -> Path:
     """Write the test set as an image folder (``images/<class>/<n>.png``), the class names and
-    descriptions (``classnames.json``, ``cupl.json``, ``clip-d.json``, ``descriptions.json``) and
-    the model file, so other tools can run on exactly the same data and model."""
+    descriptions (``classnames.json``, ``cupl.json``, ``clip-d.json``, ``descriptions.json``),
+    the model file and its open_clip model config, so other tools can run on exactly the same
+    data and model."""
+    from wca.demo.train import MODEL_CONFIG
+
     out = Path(out)
     model = Path(model) if model is not None else model_file()
     dataset = DemoTestSet(per_class, test_seed)
@@ -151,4 +154,5 @@ def export(out: str | Path, *, per_class: int = 20, test_seed: int = TEST_SEED, 
     dump("clip-d.json", class_descriptors(classes))
     dump("descriptions.json", {c.name: c.descriptions() for c in classes})
     shutil.copyfile(model, out / model.name)
+    shutil.copyfile(MODEL_CONFIG, out / MODEL_CONFIG.name)
     return out

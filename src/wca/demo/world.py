@@ -431,7 +431,8 @@ class TrainingStream:
     def _composite(self, n: int) -> tuple[Scene, list[str]]:
         g = self.g
         named = self._rand(n) < 0.6
-        # Named composites come in sibling groups (hard negatives differing in the side colour).
+        # Named composites cycle through the members of random families: with 8 families, a
+        # batch holds siblings of most families (hard negatives differing in the side colour).
         family = torch.randint(len(self.families), (n,), generator=g)
         cls = self.families[family, torch.arange(n).remainder(self.families.shape[1])]
         parts = torch.stack(
