@@ -123,6 +123,8 @@ def stage_profile(path: Path, n_crops: int, prep: crops.Preprocessing, authors, 
         "before b13b9ce: normalise, 4 temporaries": lambda: crops_baseline.normalize_pixels(
             u8, prep),
         "now: normalize_pixels, 1 allocation, in place": lambda: crops.normalize_pixels(u8, prep),
+        "now: normalize_pixels straight to bf16": lambda: crops.normalize_pixels(
+            u8, prep, torch.bfloat16),
         "before b13b9ce: all views, float": lambda: crops_baseline.fast_views(image, boxes, prep),
         "now: all views, float (fast_views)": lambda: crops.fast_views(image, boxes, prep),
         "now: all views, uint8 (uint8_views)": lambda: crops.uint8_views(image, boxes, prep),

@@ -53,7 +53,7 @@ def test_preprocess_quick(capsys):
     rows, profile = tables(output)
     assert sorted({row[1] for row in rows}) == ["0", "1"]  # both worker counts measured
     assert len(rows) == 10 and all(float(row[2]) > 0 for row in rows)
-    assert len(profile) == 9 and all(float(row[1]) > 0 for row in profile)
+    assert len(profile) == 10 and all(float(row[1]) > 0 for row in profile)
     agreement = next(line for line in output.splitlines() if line.startswith("view agreement"))
     assert float(agreement.rsplit(" ", 1)[1]) < 1e-4  # the fast path's views, before and now
 
