@@ -29,13 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"wca {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"wca.cli.{name}")
-        except ModuleNotFoundError as error:  # a command module not written yet
-            if error.name != f"wca.cli.{name}":
-                raise
-            continue
-        module.register(subparsers)
+        importlib.import_module(f"wca.cli.{name}").register(subparsers)
     return parser
 
 
