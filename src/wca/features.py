@@ -406,7 +406,8 @@ def _encode_shard(
         nonlocal pending, queued, written
         views = torch.cat(pending) if len(pending) > 1 else pending[0]
         batch = views[:count]
-        if batch.dtype == torch.uint8:
+        if batch.dtype == torch.uint8:  # normalised where the encoder runs: 4x fewer bytes moved
+            batch = batch.to(encoder.device, non_blocking=True)
             batch = crops.normalize_pixels(batch, encoder.preprocessing)
         with torch.inference_mode():
             emb = encoder.encode_images(batch)
