@@ -10,6 +10,7 @@ table for both paths and the mean absolute pixel difference of their views (in [
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import torch
@@ -22,7 +23,7 @@ from wca.evaluate import evaluate
 from wca.features import extract_features
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, default=20, help="test images per class")
     parser.add_argument("--crops", type=int, default=60, help="pool of crops per image")
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         ]
         print(f"| {name} | " + " | ".join(cells) + " |")
     print(f"\n{time.time() - start:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

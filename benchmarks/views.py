@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
@@ -27,7 +28,7 @@ from wca.features import extract_features
 DETERMINISTIC = {"grid"}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, default=20, help="test images per class")
     parser.add_argument("--crops", default="1,2,4,8,16,32,60", help="values of N")
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
             cells.append(f"{statistics.mean(accuracies):.2f} ± {spread:.2f}")
         print(f"| {strategy} | " + " | ".join(cells) + " |")
     print(f"\n{time.time() - start:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

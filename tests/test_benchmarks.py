@@ -76,3 +76,17 @@ def test_scoring_quick(capsys):
 def test_gpu_mode_is_skipped_without_cuda(capsys, script):
     output = run(capsys, script, "--device", "cuda", "--quick")
     assert "GPU mode skipped" in output
+
+
+def test_views_quick(capsys):
+    output = run(capsys, "views", "--quick")
+    rows = table_rows(output)
+    assert [row[0] for row in rows] == ["random", "diverse", "grid"]
+    assert all(len(row) == 3 for row in rows)  # N=1 and N=4 measured for every strategy
+
+
+def test_paths_quick(capsys):
+    output = run(capsys, "paths", "--quick")
+    difference = next(line for line in output.splitlines() if line.startswith("mean absolute"))
+    assert float(difference.split(": ")[1].split()[0]) < 0.02
+    assert [row[0] for row in table_rows(output)] == ["clip", "clip-d", "cupl", "wca"]
