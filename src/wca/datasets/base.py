@@ -117,6 +117,21 @@ def read_lines(path: Path) -> list[tuple[int, str]]:
     return [(number, line) for number, line in lines if line and not line.startswith("#")]
 
 
+def read_class_listing(
+    listing: Path, classes: Sequence[str], image_path: Callable[[str], Path]
+) -> tuple[list[Path], list[int]]:
+    """An official split file of ``<class>/<image>`` lines -> image paths and labels."""
+    index = {name: i for i, name in enumerate(classes)}
+    paths, labels = [], []
+    for number, line in read_lines(listing):
+        name = line.split("/")[0]
+        if name not in index or "/" not in line:
+            raise ValueError(f"{listing}: line {number} {line!r} is not <class>/<image>")
+        paths.append(image_path(line))
+        labels.append(index[name])
+    return paths, labels
+
+
 def parse_fields(path: Path, number: int, line: str, count: int, form: str) -> list[str]:
     """Split a line into at least ``count`` whitespace fields, or a ValueError naming it."""
     fields = line.split()

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wca.datasets.base import Dataset, check_split, class_folders, find_layout, read_lines, register
+from wca.datasets.base import (
+    Dataset,
+    check_split,
+    class_folders,
+    find_layout,
+    read_class_listing,
+    register,
+)
 from wca.datasets.names import checked_classnames
 
 LAYOUT = "<root>[/dtd]/images/<class>/<image> and <root>[/dtd]/labels/<split><partition>.txt"
@@ -35,15 +42,8 @@ def dtd(
         ("dtd", "dtd/dtd"),
     )
     classes = class_folders(folder / "images")
-    index = {name: i for i, name in enumerate(classes)}
     listing = folder / "labels" / f"{split}{partition}.txt"
-    paths, labels = [], []
-    for number, line in read_lines(listing):
-        name = line.split("/")[0]
-        if name not in index or "/" not in line:
-            raise ValueError(f"{listing}: line {number} {line!r} is not <class folder>/<image>")
-        paths.append(folder / "images" / line)
-        labels.append(index[name])
+    paths, labels = read_class_listing(listing, classes, lambda line: folder / "images" / line)
     return Dataset(
         name="dtd",
         split=f"{split}{partition}",

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wca.datasets.base import Dataset, check_split, find_layout, read_lines, register
+from wca.datasets.base import (
+    Dataset,
+    check_split,
+    find_layout,
+    read_class_listing,
+    read_lines,
+    register,
+)
 from wca.datasets.names import checked_classnames
 
 LAYOUT = "<root>[/food-101]/meta/{classes,test,train}.txt and <root>[/food-101]/images/<class>/"
@@ -29,15 +36,10 @@ def food101(
         ("food-101",),
     )
     classes = [line for _, line in read_lines(folder / "meta" / "classes.txt")]
-    index = {name: i for i, name in enumerate(classes)}
     listing = folder / "meta" / f"{split}.txt"
-    paths, labels = [], []
-    for number, line in read_lines(listing):
-        name = line.split("/")[0]
-        if name not in index or "/" not in line:
-            raise ValueError(f"{listing}: line {number} {line!r} is not <class>/<image id>")
-        paths.append(folder / "images" / f"{line}.jpg")
-        labels.append(index[name])
+    paths, labels = read_class_listing(
+        listing, classes, lambda line: folder / "images" / f"{line}.jpg"
+    )
     return Dataset(
         name="food101",
         split=split,
