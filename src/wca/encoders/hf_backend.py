@@ -136,30 +136,21 @@ def load_hf(
                 f"with its processor: {message[:300]}"
             ) from error
         identity = f"{spec}#{file_fingerprint(folder)}"
-        return HFEncoder(
-            clip,
-            processor,
-            name=spec,
-            identity=identity,
-            device=device,
-            dtype=dtype,
-            batch_size=batch_size,
+    else:
+        try:
+            validate_repo_id(model)
+        except HFValidationError as error:
+            raise ValueError(
+                f"{spec} is malformed: {model!r} is neither an existing folder nor a "
+                f"Hub id ORG/NAME ({error})"
+            ) from None
+        how = (
+            f"Download it where there is network (`hf download {model}`) into "
+            f"{hf_cache_hint()}, or save it with save_pretrained and use hf:/path/to/folder"
         )
-    try:
-        validate_repo_id(model)
-    except HFValidationError as error:
-        raise ValueError(
-            f"{spec} is malformed: {model!r} is neither an existing folder nor a "
-            f"Hub id ORG/NAME ({error})"
-        ) from None
-
-    how = (
-        f"Download it where there is network (`hf download {model}`) into "
-        f"{hf_cache_hint()}, or save it with save_pretrained and use hf:/path/to/folder"
-    )
-    clip, processor = load_from_hub(spec, lambda: _load(model, dtype, device), how)
-    commit = cached_commit(model, "config.json")
-    identity = f"{spec}@{commit}" if commit else spec
+        clip, processor = load_from_hub(spec, lambda: _load(model, dtype, device), how)
+        commit = cached_commit(model, "config.json")
+        identity = f"{spec}@{commit}" if commit else spec
     return HFEncoder(
         clip,
         processor,
