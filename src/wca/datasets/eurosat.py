@@ -11,7 +11,6 @@ files (``AnnualCrop`` is "annual crop land"), since the folder names are not Eng
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from wca.datasets.base import (
@@ -23,6 +22,7 @@ from wca.datasets.base import (
     scan_class_folders,
 )
 from wca.datasets.names import checked_classnames
+from wca.descriptions.io import read_json
 
 CLASSNAMES = {
     "AnnualCrop": "annual crop land",
@@ -45,14 +45,12 @@ LAYOUT = "<root>[/2750 | /EuroSAT_RGB | /eurosat/2750]/<class>/<image> with the 
 def _split_entries(path: Path, split: str) -> list[str]:
     """The ``<class>/<image>`` paths of ``split`` in a CoOp split file."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{path}: no such file; the {split} split of eurosat needs CoOp's {SPLIT_FILE} "
             "(pass split_file, or use split 'all')"
         ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
     entries = data.get(split) if isinstance(data, dict) else None
     if not isinstance(entries, list) or not all(
         isinstance(entry, list) and entry and isinstance(entry[0], str) for entry in entries

@@ -11,7 +11,6 @@ ships (the same 200 classes; checked equal for both datasets).
 
 from __future__ import annotations
 
-import json
 import pkgutil
 import re
 from functools import cache
@@ -26,6 +25,7 @@ from wca.datasets.base import (
     scan_class_folders,
 )
 from wca.datasets.names import reference_classnames, resolve_descriptions_dir
+from wca.descriptions.io import read_json
 
 NUM_CLASSES = 1000
 WNID = re.compile(r"n\d{8}")
@@ -116,10 +116,7 @@ def _subset_indices(descriptions_name: str, descriptions_dir: str | Path | None)
     directory, _ = resolve_descriptions_dir(descriptions_dir)
     path = directory / descriptions_name / "imagenet-indices.json"
     if path.is_file():
-        try:
-            indices = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from error
+        indices = read_json(path)
         valid = isinstance(indices, list) and all(isinstance(i, int) for i in indices)
         if not valid or not indices or any(not 0 <= i < NUM_CLASSES for i in indices):
             raise ValueError(f"{path}: expected a list of ImageNet indices 0..{NUM_CLASSES - 1}")

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _read_json(path: str | Path) -> Any:
+def read_json(path: str | Path) -> Any:
+    """A JSON file's content; a missing file or bad JSON is an error that names the file."""
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -19,7 +20,7 @@ def _read_json(path: str | Path) -> Any:
 
 def load_descriptions(path: str | Path) -> dict[str, list[str]]:
     """A description set ``{class name: [text, ...]}`` (CuPL sentences or CLIP-D descriptors)."""
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected an object {{class: [text, ...]}}, got {type(data)}")
     for name, texts in data.items():
@@ -33,7 +34,7 @@ def load_classnames(path: str | Path) -> list[str]:
     synonym is taken), or from a text file with one name per line. Underscores become spaces."""
     path = Path(path)
     if path.suffix == ".json":
-        data = _read_json(path)
+        data = read_json(path)
     else:
         try:
             data = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
@@ -54,7 +55,7 @@ def load_classnames(path: str | Path) -> list[str]:
 
 def load_templates(path: str | Path) -> list[str]:
     """Prompt templates: a JSON list of strings with ``{}`` where the class name goes."""
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, list) or not data:
         raise ValueError(f"{path}: expected a non-empty list of templates")
     for template in data:
@@ -65,7 +66,7 @@ def load_templates(path: str | Path) -> list[str]:
 
 def load_words(path: str | Path) -> list[str]:
     """A word list (JSON list of strings), e.g. WaffleCLIP's random words; blanks dropped."""
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, list) or not all(isinstance(w, str) for w in data):
         raise ValueError(f"{path}: expected a JSON list of words")
     words = [w for w in data if w.strip()]
