@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import platform
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from wca.features import Features
+from wca.files import write_atomic
 from wca.methods import Head
 
 PROTOCOLS = ("pool", "fresh")
@@ -268,18 +268,10 @@ def library_versions() -> dict[str, str | None]:
 
 def write_json(evaluation: Evaluation, path: str | Path, config: Mapping[str, Any]) -> Path:
     """Write results, the full resolved ``config`` and library versions as JSON (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "results": evaluation.to_dict(),
         "config": dict(config),
         "versions": library_versions(),
     }
     text = json.dumps(document, indent=1, default=str, allow_nan=False)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))

@@ -24,7 +24,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
 import queue
 import threading
 import warnings
@@ -39,6 +38,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from wca import crops
+from wca.files import write_atomic
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -179,18 +179,6 @@ def _file_sha256(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through ``write(tmp)`` then rename, so ``path`` is either old or complete."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 class ShardCache:
     """One cache folder: the manifest and the shards of one cache key."""
 
@@ -237,7 +225,7 @@ class ShardCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.shard_path(shard)
         metadata = {"key_hash": self.key_hash, "shard": str(shard)}
-        _write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+        write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
         self.shards[str(shard)] = {
             "file": path.name,
             "start": self.shard_range(shard).start,
@@ -257,7 +245,7 @@ class ShardCache:
             "shards": self.shards,
         }
         text = json.dumps(manifest, indent=1, sort_keys=True)
-        _write_atomic(self.manifest_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        write_atomic(self.manifest_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def load(self, shard: int, verify: bool = True) -> dict[str, Tensor] | None:
         """A shard's tensors, memory-mapped, if it is recorded in the manifest, complete,

@@ -16,13 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
 import httpx
+
+from wca.files import write_atomic
 
 REGISTRY_FILE = "published.json"
 SOURCES = {
@@ -164,10 +165,9 @@ def fetch(
         f"To install it by hand, download {entry.url} and save it as {destination} "
         f"({entry.size} bytes, SHA-256 {entry.sha256})."
     )
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=destination.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
+
+    def download_verified(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
             _download(entry, handle, httpx.Timeout(timeout, connect=connect_timeout), by_hand)
         problem = verify(tmp, entry)
         if problem:
@@ -175,10 +175,8 @@ def fetch(
                 f"{entry.url}: the downloaded file does not match the published one ({problem}); "
                 f"it was not kept. {by_hand}"
             )
-        os.replace(tmp, destination)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return destination
+
+    return write_atomic(destination, download_verified)
 
 
 def _download(entry: PublishedFile, handle, timeout: httpx.Timeout, by_hand: str) -> None:

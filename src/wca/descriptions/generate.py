@@ -21,7 +21,6 @@ import email.utils
 import json
 import os
 import random
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +34,7 @@ from tqdm.auto import tqdm
 
 from wca.descriptions.clean import dedupe, parse_descriptors, parse_sentences
 from wca.descriptions.io import load_descriptions
+from wca.files import write_atomic
 
 STYLES = ("cupl", "clip-d")
 
@@ -382,18 +382,8 @@ def _read_done(out: Path, classes: set[str]) -> dict[str, list[str]]:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temporary file beside ``path`` and rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=4, ensure_ascii=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(data, indent=4, ensure_ascii=False) + "\n"
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def generate_descriptions(
