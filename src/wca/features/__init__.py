@@ -1,0 +1,19 @@
+"""Features: the full view and a pool of crops of every image through the image encoder, kept in
+a safetensors shard cache that is safe to interrupt, resume and share.
+
+- :mod:`wca.features.cache`: the cache key, the shards and their verification, :class:`Features`.
+- :mod:`wca.features.views`: decoding and view making, in a thread or loader workers.
+- :mod:`wca.features.extract`: the encoding loop, :func:`extract_features`.
+"""
+
+from wca.features.cache import MANIFEST, Features, ShardCache, cache_key
+from wca.features.extract import DEFAULT_BATCH_SIZE, extract_features
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "MANIFEST",
+    "Features",
+    "ShardCache",
+    "cache_key",
+    "extract_features",
+]
