@@ -1,0 +1,46 @@
+"""The text side of every method and how it becomes class scores, in one registry.
+
+- ``clip``:   "a photo of a {c}."
+- ``clip-e``: a template ensemble (CLIP-E): normalised mean of the template embeddings.
+- ``clip-d``: "{c}, which (is/has/...) {descriptor}" (CLIP-D, Menon & Vondrick 2023).
+- ``waffle``: WaffleCLIP's random-word and random-character descriptors (Roth et al. 2023).
+- ``cupl``:   the mean embedding of LLM-written sentences (CuPL, Pratt et al. 2023).
+- ``wca``:    the sentences weighted against "a photo of a {c}." and aligned with image crops.
+
+``build_head(name, encode_texts, sources, **options)`` looks the method up in the registry and
+returns a head that turns image (and crop) embeddings into ``[B, C]`` scores.
+"""
+
+from wca.methods import prompts, wca  # noqa: F401  (each module registers its methods)
+from wca.methods.prompts import (
+    LABEL_TEMPLATE,
+    PromptHead,
+    clip_prompts,
+    descriptor_prompts,
+    descriptor_sentence,
+    encode_prompts,
+    template_prompts,
+    waffle_descriptors,
+)
+from wca.methods.registry import METHODS, EncodeTexts, Head, build_head, register_method
+from wca.methods.sources import TextSources, load_text_sources
+from wca.methods.wca import WCAHead
+
+__all__ = [
+    "LABEL_TEMPLATE",
+    "METHODS",
+    "EncodeTexts",
+    "Head",
+    "PromptHead",
+    "TextSources",
+    "WCAHead",
+    "build_head",
+    "clip_prompts",
+    "descriptor_prompts",
+    "descriptor_sentence",
+    "encode_prompts",
+    "load_text_sources",
+    "register_method",
+    "template_prompts",
+    "waffle_descriptors",
+]

@@ -1,0 +1,101 @@
+"""The method registry: ``register_method(name)`` binds a head builder to a name (as timm's
+model registry does), ``build_head(name, encode_texts, sources, **options)`` builds one.
+
+A builder takes ``encode_texts`` (a list of strings -> L2-normalised ``[T, D]``), the task's
+:class:`~wca.methods.sources.TextSources` and its own keyword options, and returns a
+:class:`Head`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from torch import Tensor
+
+from wca.descriptions.io import duplicate_names
+from wca.methods.sources import TextSources
+
+EncodeTexts = Callable[[list[str]], Tensor]
+
+
+class Head(Protocol):
+    """Turns L2-normalised image embeddings ``[B, D]`` (and crops ``[B, N, D]``) into scores."""
+
+    uses_crops: bool
+    n_draws: int  # independent random draws of the text side (WaffleCLIP); 1 otherwise
+
+    def logits(
+        self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0
+    ) -> Tensor: ...
+
+
+def require(value, method: str, what: str):
+    if value is None:
+        raise ValueError(f"method {method!r} needs {what}, which this description source lacks")
+    return value
+
+
+MethodBuilder = Callable[..., Head]
+METHODS: dict[str, MethodBuilder] = {}
+
+
+def register_method(name: str) -> Callable[[MethodBuilder], MethodBuilder]:
+    def decorate(builder: MethodBuilder) -> MethodBuilder:
+        METHODS[name] = builder
+        return builder
+
+    return decorate
+
+
+def build_head(
+    method: str,
+    encode_texts: EncodeTexts,
+    sources: TextSources,
+    allow_duplicates: bool = False,
+    **options,
+) -> Head:
+    """Build the text side of ``method`` (a name in :data:`METHODS`) for the given classes.
+
+    Duplicate class names are an error unless ``allow_duplicates`` (such classes can never be
+    told apart: the published ImageNet names have "missile" and "sunglasses" twice).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    duplicates = duplicate_names(sources.names(method))
+    if duplicates and not allow_duplicates:
+        raise ValueError(
+            f"duplicate class names for {method}: {', '.join(map(repr, duplicates))} "
+            "(allow them explicitly with allow_duplicates / --allow-duplicate-classes)"
+        )
+    try:
+        options = options_model(method).model_validate(options).model_dump(exclude_unset=True)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        if first["type"] == "extra_forbidden":
+            takes = ", ".join(options_model(method).model_fields) or "none"
+            raise ValueError(f"method {method!r} has no option {where}; it takes {takes}") from None
+        got = first["input"]
+        raise ValueError(f"method {method!r}: {where}: {first['msg']}, got {got!r}") from None
+    return METHODS[method](encode_texts, sources, **options)
+
+
+@functools.cache
+def options_model(name: str) -> type[BaseModel]:
+    """A pydantic model of method ``name``'s options, from its builder's typed signature
+    (every parameter after ``encode_texts`` and ``sources``, with its default): options from
+    the API, a config file, ``--set`` or a flag are all checked by it."""
+    builder = METHODS[name]
+    hints = typing.get_type_hints(builder, include_extras=True)
+    fields: dict[str, Any] = {
+        parameter: (hints.get(parameter, Any), spec.default)
+        for parameter, spec in inspect.signature(builder).parameters.items()
+        if parameter not in ("encode_texts", "sources")
+    }
+    config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    return create_model(f"{name}-options", __config__=config, **fields)

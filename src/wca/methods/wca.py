@@ -1,0 +1,87 @@
+"""WCA's head: crops weighted against the full view, descriptions against the class label,
+scored by :mod:`wca.scoring`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor
+
+from wca.descriptions.io import match_descriptions
+from wca.methods.prompts import LABEL_TEMPLATE, encode_prompts
+from wca.methods.registry import EncodeTexts, Head, register_method, require
+from wca.methods.sources import TextSources
+from wca.scoring import description_weights, image_side, text_side
+
+# exp(scale) multiplies cosines inside a softmax: beyond this the weights are one-hot anyway
+LogScale = Annotated[float, Field(ge=-50.0, le=50.0)]
+
+
+@dataclass(frozen=True)
+class WCAHead:
+    """WCA: crops weighted against the full view, descriptions against the class label.
+
+    Frozen, because the text side sum_j v_j desc_j is computed once at construction (use
+    ``dataclasses.replace`` to try other scales).
+    """
+
+    desc_emb: Tensor  # [C, M, D], zero padding
+    mask: Tensor  # [C, M]
+    label_emb: Tensor  # [C, D]
+    image_scale: float = 4.0
+    text_scale: float = 2.0
+    form: str = "reference"
+    uses_crops: bool = True
+    n_draws: int = 1
+    text: Tensor = field(init=False, repr=False)  # [C, D] the text side of every class
+
+    def __post_init__(self) -> None:
+        side = text_side(self.desc_emb, self.label_emb, self.text_scale, self.mask, self.form)
+        object.__setattr__(self, "text", side)
+
+    def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0) -> Tensor:
+        if crop_emb is None:
+            raise ValueError("wca scores crops: pass crop embeddings [B, N, D]")
+        return image_side(crop_emb.float(), image_emb.float(), self.image_scale, self.form) @ (
+            self.text.T
+        )
+
+    def pool_logits(self, image_emb: Tensor, crop_pool: Tensor, indices: Tensor) -> Tensor:
+        """Scores ``[R, B, C]`` of R runs that each draw crops ``indices[r]`` from the pool.
+
+        Run r's image side sum_k w_rk crop[idx_rk] equals sum_j W_rj crop_j, where W_rj adds
+        up the weights of the draws of pool crop j: one batched product with the pool instead
+        of R gathered copies of the crops.
+        """
+        crop_pool, image_emb = crop_pool.float(), image_emb.float()
+        similarity = torch.einsum("bpd,bd->bp", crop_pool, image_emb)
+        weights = torch.softmax(math.exp(self.image_scale) * similarity[:, indices], dim=-1)
+        one_hot = F.one_hot(indices, crop_pool.shape[1]).to(weights.dtype)  # [R, K, pool]
+        pooled = torch.einsum("brk,rkp->brp", weights, one_hot)
+        images = torch.bmm(pooled, crop_pool)  # [B, R, D]
+        if self.form == "reference":
+            images = F.normalize(images, dim=-1)
+        return (images @ self.text.T).transpose(0, 1)
+
+    def description_weights(self) -> Tensor:
+        return description_weights(self.desc_emb, self.label_emb, self.text_scale, self.mask)
+
+
+@register_method("wca")
+def _wca(
+    encode_texts: EncodeTexts,
+    sources: TextSources,
+    image_scale: LogScale = 4.0,
+    text_scale: LogScale = 2.0,
+    form: Literal["reference", "paper"] = "reference",
+) -> Head:
+    names = sources.names("wca")
+    sentences = require(sources.sentences, "wca", "sentences (cupl.json)")
+    desc_emb, mask = encode_prompts(encode_texts, match_descriptions(names, sentences, "wca"))
+    label_emb = encode_texts([LABEL_TEMPLATE.format(name) for name in names]).float()
+    return WCAHead(desc_emb, mask, label_emb, image_scale, text_scale, form)
