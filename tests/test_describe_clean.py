@@ -202,7 +202,7 @@ def test_cli_clean(tmp_path, capsys, monkeypatch):
         loaded.append((spec, device))
         return Encoder()
 
-    monkeypatch.setattr(describe, "_load_encoder", fake_load)
+    monkeypatch.setattr(describe, "load_text_encoder", fake_load)
     data = {"bird": list(_VECTORS)}
     source.write_text(json.dumps(data))
     args = ["descriptions", "clean", str(source), "--out", str(out), "--near-dup-encoder",

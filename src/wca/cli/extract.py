@@ -1,0 +1,67 @@
+"""`wca extract`: the feature pass of `wca eval` alone (fill the cache)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from wca.cli.options import (
+    crop_options,
+    data_options,
+    describe,
+    extract,
+    load_dataset,
+    load_encoder,
+    model_options,
+    resolve,
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "extract",
+        help="run only the feature pass of `wca eval` (fill the cache)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=describe(
+            "Embed every image's full view and --n-samples crops into the feature cache, e.g. "
+            "on a GPU machine before scoring elsewhere. An interrupted run resumes from the "
+            "last complete shard; damaged shards are found and recomputed.",
+            "wca extract --dataset imagenet --data-root ~/data/imagenet \\\n"
+            "      --model open_clip:ViT-B-32/openai --device cuda --precision fp16 \\\n"
+            "      --batch-size 1024 --num-workers 8",
+        ),
+    )
+    data_options(parser)
+    model_options(parser)
+    crop_options(parser)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="YAML settings (as for wca eval); flags override it",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key (repeatable)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = resolve(args, protocol_flags=False)
+    dataset = load_dataset(config, args)
+    encoder = load_encoder(args, config.model_spec, config.batch_size)
+    started = time.perf_counter()
+    features = extract(config, args, encoder, dataset)
+    seconds = time.perf_counter() - started
+    where = features.source if features.source is not None else "memory (--no-cache)"
+    print(
+        f"{len(features)} images x {config.n_samples + 1} views in {seconds:.1f} s "
+        f"({len(features) / seconds:.2f} images/s); features in {where}"
+    )
+    return 0

@@ -1,0 +1,255 @@
+"""Option groups and steps that several commands share: data, model, crops, settings, texts."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from wca.cli import UsageError
+
+IMAGENET_FAMILY = ("imagenet", "imagenetv2", "imagenet-sketch", "imagenet-r", "imagenet-a")
+
+
+def default_cache_dir() -> Path:
+    """``$WCA_CACHE_DIR/features``, else ``$XDG_CACHE_HOME/wca/features`` (``~/.cache``)."""
+    if os.environ.get("WCA_CACHE_DIR"):
+        return Path(os.environ["WCA_CACHE_DIR"]) / "features"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "wca" / "features"
+
+
+def describe(paragraph: str, examples: str) -> str:
+    """A sub-command description: the paragraph wrapped for the terminal, examples verbatim."""
+    return textwrap.fill(paragraph, 78) + "\n\nexamples:\n  " + examples
+
+
+def data_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--dataset",
+        help="dataset name: imagefolder, imagenet, imagenetv2, "
+        "imagenet-sketch, imagenet-r, imagenet-a, cub, dtd, food101, "
+        "oxford_pets, places365, eurosat",
+    )
+    group.add_argument(
+        "--data-root",
+        type=Path,
+        metavar="DIR",
+        help="where the dataset is, as downloaded (or data_path in --config)",
+    )
+    group.add_argument("--split", help="split to read (default: the paper's test split)")
+    group.add_argument(
+        "--descriptions-dir",
+        type=Path,
+        metavar="DIR",
+        help="description sets laid out <dataset>/cupl.json, clip-d.json, "
+        "clip-e.json, classnames.json (default: $WCA_DESCRIPTIONS_DIR, else "
+        "~/.cache/wca/descriptions; `wca descriptions fetch` fills it)",
+    )
+    group.add_argument(
+        "--descriptions",
+        type=Path,
+        metavar="PATH",
+        help="texts for this run: a folder laid out like one dataset of "
+        "--descriptions-dir (replaces it), or a {class: [sentence, ...]} JSON (replaces its "
+        "sentences, used by cupl and wca); needed for imagefolder",
+    )
+    group.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="feature cache (default: $WCA_CACHE_DIR/features, else ~/.cache/wca/features)",
+    )
+    group.add_argument("--no-cache", action="store_true", help="keep features in memory only")
+
+
+def model_options(parser: argparse.ArgumentParser, with_workers: bool = True) -> None:
+    group = parser.add_argument_group("model and speed")
+    group.add_argument(
+        "--model",
+        metavar="SPEC",
+        help="open_clip:ViT-B-32/openai, open_clip:hf-hub:org/name, "
+        "open_clip:ARCH@/path.pt, hf:openai/clip-vit-base-patch32, hf:/dir "
+        "(eval default: the OpenAI weights of model_size in --config)",
+    )
+    group.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda:0")
+    group.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "fp16", "bf16"),
+        help="model precision (fp16 on GPUs only; default fp32)",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=int,
+        help="views per encoder forward pass (default 256; no effect on results)",
+    )
+    if with_workers:
+        group.add_argument(
+            "--num-workers",
+            type=int,
+            default=0,
+            help="loader processes decoding images and making crops (default 0:"
+            " one background thread)",
+        )
+        group.add_argument(
+            "--shard-size", type=int, default=1000, help="images per cache shard (default 1000)"
+        )
+
+
+def crop_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("crops")
+    group.add_argument(
+        "--alpha",
+        type=float,
+        help="smallest crop side as a fraction of the short side (0.5; places365 0.7)",
+    )
+    group.add_argument("--beta", type=float, help="largest crop side fraction (0.9)")
+    group.add_argument(
+        "--n-samples", type=int, help="crop pool per image (100; 60 for the ImageNet family)"
+    )
+    group.add_argument("--seed", type=int, help="seed of crops and run draws (0)")
+    group.add_argument(
+        "--crop-strategy",
+        metavar="NAME",
+        help="random: the paper's uniform crops (default); diverse: random "
+        "without near-duplicates (IoU filter); grid: a multi-scale grid",
+    )
+    group.add_argument(
+        "--fidelity",
+        action="store_true",
+        default=None,
+        help="make crops with the model's own PIL preprocessing per crop (the "
+        "authors' way, slower) instead of the fast tensor path",
+    )
+    group.add_argument(
+        "--fp16-cache",
+        dest="half",
+        action="store_true",
+        default=None,
+        help="store features in fp16 (half the disk)",
+    )
+
+
+def resolve(args: argparse.Namespace, protocol_flags: bool):
+    from wca.config import resolve_config
+
+    overrides: dict[str, Any] = {
+        "alpha": args.alpha,
+        "beta": args.beta,
+        "n_samples": args.n_samples,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "split": args.split,
+        "crop_strategy": args.crop_strategy,
+        "fidelity": args.fidelity,
+        "half": args.half,
+        "model": args.model,
+        "data_path": None if args.data_root is None else str(args.data_root),
+    }
+    settings = list(args.set)
+    if protocol_flags:
+        overrides.update(n_run=args.n_run, patch_n=args.patch_n, protocol=args.protocol)
+        if args.methods is not None:
+            settings.insert(0, f"methods={args.methods}")
+        for flag in ("image_scale", "text_scale"):
+            if getattr(args, flag) is not None:
+                settings.append(f"methods.wca.{flag}={getattr(args, flag)}")
+    config = resolve_config(args.dataset, args.config, overrides, settings)
+    if not config.dataset:
+        raise UsageError("no dataset: pass --dataset NAME (or dataset: in --config)")
+    if not config.data_path:
+        raise UsageError("no data root: pass --data-root DIR (or data_path: in --config)")
+    return config
+
+
+def load_dataset(config, args: argparse.Namespace):
+    from wca.datasets import load_dataset
+
+    return load_dataset(
+        config.dataset, config.data_path, config.split, descriptions_dir=args.descriptions_dir
+    )
+
+
+def text_sources(dataset, args: argparse.Namespace):
+    """The texts of every method and where they came from.
+
+    ``--descriptions FOLDER`` replaces the dataset's folder of the descriptions directory;
+    ``--descriptions FILE`` replaces only its sentences (cupl, wca). Class names come from the
+    folder when it has its own lists, else from the dataset; ImageNet and its variants use
+    ImageNet's lists (CuPL names; OpenAI names for clip-d and waffle), as the authors do.
+    """
+    from wca.datasets import resolve_descriptions_dir
+    from wca.descriptions import load_descriptions
+    from wca.methods import TextSources, load_text_sources
+
+    folder = None
+    if args.descriptions is not None and args.descriptions.is_dir():
+        folder = args.descriptions
+    elif dataset.descriptions_name:
+        directory, _ = resolve_descriptions_dir(args.descriptions_dir)
+        folder = directory / dataset.descriptions_name
+    if folder is None or (args.descriptions is not None and not folder.is_dir()):
+        if args.descriptions is None:
+            raise UsageError(
+                f"{dataset.name}: no descriptions for these classes: pass --descriptions FOLDER "
+                "or a {class: [sentence, ...]} JSON file"
+            )
+        sources = TextSources(list(dataset.classnames))
+    else:
+        own_names = any((folder / n).is_file() for n in ("classnames.json", "classnames-cupl.json"))
+        sources = load_text_sources(folder, None if own_names else list(dataset.classnames))
+        names = folder.parent / "imagenet"
+        if dataset.name in IMAGENET_FAMILY and (names / "classnames-openai.json").is_file():
+            # the authors score every ImageNet variant with ImageNet's name lists
+            imagenet = load_text_sources(names)
+            sources.classnames, sources.classnames_for = (
+                imagenet.classnames,
+                imagenet.classnames_for,
+            )
+    if len(sources.classnames) != len(dataset.classnames):
+        raise ValueError(
+            f"{folder}: {len(sources.classnames)} class names, the dataset has "
+            f"{len(dataset.classnames)}"
+        )
+    if args.descriptions is not None and not args.descriptions.is_dir():
+        sources.sentences = load_descriptions(args.descriptions)
+        return sources, args.descriptions if folder is None else f"{folder} + {args.descriptions}"
+    return sources, folder
+
+
+def load_encoder(args: argparse.Namespace, spec: str, batch_size: int | None):
+    from wca.encoders import load_encoder
+
+    return load_encoder(spec, device=args.device, precision=args.precision, batch_size=batch_size)
+
+
+def extract(config, args: argparse.Namespace, encoder, dataset):
+    from wca.features import extract_features
+
+    if args.num_workers < 0:
+        raise UsageError(f"--num-workers must be >= 0, got {args.num_workers}")
+    return extract_features(
+        encoder,
+        dataset,
+        config.n_samples,
+        config.alpha,
+        config.beta,
+        config.seed,
+        None if args.no_cache else (args.cache_dir or default_cache_dir()),
+        batch_size=config.batch_size,
+        num_workers=args.num_workers,
+        shard_size=args.shard_size,
+        fidelity=config.fidelity,
+        half=config.half,
+        strategy=config.crop_strategy,
+        progress=not args.no_progress,
+    )
+
+
+def slug(text: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-._" else "-" for c in text)
+    return "-".join(part for part in keep.split("-") if part)[-80:]
