@@ -229,11 +229,11 @@ def test_corrupted_shard_is_detected_and_recomputed(world, tmp_path, image_calls
         ({"--dataset": "nope"}, "unknown dataset 'nope'"),
         ({"--descriptions": "{drop}"}, "green frog"),
         ({"--model": "nothing"}, "model spec 'nothing' is malformed"),
-        ({"--set": "n_run=many"}, "n_run: expected int, got 'many'"),
+        ({"--set": "n_run=many"}, "n_run: Input should be a valid integer"),
         ({"--set": "colour=red"}, "unknown key 'colour'"),
         ({"--methods": "clip,best"}, "unknown method 'best'"),
         ({"--protocol": "fresh"}, "protocol 'fresh' needs n_run * patch_n = 12"),
-        ({"--alpha": "0.95"}, "need 0 < alpha <= beta <= 1"),
+        ({"--alpha": "0.95"}, "need alpha <= beta"),
     ],
 )
 def test_bad_arguments_give_one_clear_line(world, tmp_path, capsys, change, message):
@@ -333,10 +333,10 @@ def test_defaults_follow_the_reference_per_dataset():
 def test_bad_config_files_name_the_file_and_key(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("alpha: 0.5\nn_samples: [1]\n")
-    with pytest.raises(ValueError, match="bad.yaml: n_samples: expected int"):
+    with pytest.raises(ValueError, match="bad.yaml: n_samples: Input should be a valid integer"):
         resolve_config(path=path)
     path.write_text("methods:\n  - clip: {name: clipper}\n")
-    with pytest.raises(ValueError, match="bad.yaml: methods: unknown method 'clipper'"):
+    with pytest.raises(ValueError, match="bad.yaml: methods.clipper: unknown method 'clipper'"):
         resolve_config(path=path)
     path.write_text("alpha: [\n")
     with pytest.raises(ValueError, match="bad.yaml: not valid YAML"):
@@ -347,7 +347,7 @@ def test_bad_config_files_name_the_file_and_key(tmp_path):
 
 @pytest.mark.parametrize("name", ["imagenet-a", "imagenetv2"])
 def test_imagenet_variants_use_imagenet_name_lists(descriptors_dir, name):
-    from wca.cli.evaluate import _text_sources
+    from wca.cli.options import text_sources as _text_sources
     from wca.descriptions import load_classnames
 
     dataset = argparse.Namespace(

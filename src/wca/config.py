@@ -1,4 +1,5 @@
-"""Evaluation settings: defaults from the authors' protocol, their YAML files, and overrides.
+"""Evaluation settings: defaults from the authors' protocol, their YAML files, and overrides,
+all validated by pydantic before any work starts.
 
 A config file in the authors' shape loads as is::
 
@@ -15,28 +16,37 @@ A config file in the authors' shape loads as is::
       - wca: {name: wca, enabled: True, image_scale: 4.0, text_scale: 2.0}
 
 ``methods`` may also be a mapping ``{wca: {image_scale: 4.0}}`` or a list of names; a method's
-keys other than ``name`` and ``enabled`` are options of its head (``image_scale``,
-``text_scale``, ``form`` for wca; ``draws``, ``seed`` for waffle; ``aggregate`` for clip-d).
-Precedence: defaults (per dataset, see :func:`dataset_defaults`) < file < overrides
-``key=value`` (``methods.wca.image_scale=3``, ``methods=clip,wca``). ``batch_size`` counts
-views per encoder pass in wca (images in the authors' code); it does not change results.
+keys other than ``name`` and ``enabled`` are options of its head, checked against the typed
+signature of its builder in :data:`wca.methods.METHODS` (so ``image_scale: abc`` or ``inf`` is
+refused before the feature pass, not after it). Precedence: defaults (per dataset, see
+:func:`dataset_defaults`) < file < overrides ``key=value`` (``methods.wca.image_scale=3``,
+``methods=clip,wca``). ``batch_size`` counts views per encoder pass in wca (images in the
+authors' code); it does not change results.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from wca.crops import CROP_STRATEGIES, DEFAULT_BETA
-from wca.evaluate import PROTOCOLS
+from wca.methods import METHODS
+from wca.methods.registry import options_model
 
-ALL_METHODS = ("clip", "clip-e", "clip-d", "waffle", "cupl", "wca")
 IMAGENET_FAMILY = ("imagenet", "imagenetv2", "imagenet-sketch", "imagenet-r", "imagenet-a")
+DEFAULT_METHODS = ("clip", "clip-e", "clip-d", "waffle", "cupl", "wca")
 # The authors' CLIP model names -> the wca spec of the same OpenAI weights.
 OPENAI_MODELS = {
     "ViT-B/32": "ViT-B-32",
@@ -46,43 +56,112 @@ OPENAI_MODELS = {
     "RN50": "RN50",
     "RN101": "RN101",
 }
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-@dataclass
-class MethodConfig:
-    """One method of the evaluation: its registry name, whether it runs, its head options."""
+class MethodConfig(BaseModel):
+    """One method of the evaluation: its registry name, whether it runs, its head options
+    (only those set explicitly, validated and coerced by
+    :func:`wca.methods.registry.options_model`)."""
+
+    model_config = STRICT
 
     name: str
     enabled: bool = True
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_options(self) -> MethodConfig:
+        if self.name not in METHODS:
+            raise ValueError(f"unknown method {self.name!r} (known: {', '.join(METHODS)})")
+        options = options_model(self.name).model_validate(self.options)
+        self.options = options.model_dump(exclude_unset=True)
+        return self
 
 
 def _default_methods() -> list[MethodConfig]:
-    wca = MethodConfig("wca", options={"image_scale": 4.0, "text_scale": 2.0})
-    return [MethodConfig(name) for name in ALL_METHODS[:-1]] + [wca]
+    wca = MethodConfig(name="wca", options={"image_scale": 4.0, "text_scale": 2.0})
+    return [MethodConfig(name=name) for name in DEFAULT_METHODS[:-1]] + [wca]
 
 
-@dataclass
-class EvalConfig:
+def _method_entries(value: Any) -> list[dict[str, Any]]:
+    """The methods list in any of its shapes (see module doc) as ``{name, enabled, options}``."""
+    if isinstance(value, str):
+        value = [name.strip() for name in value.split(",") if name.strip()]
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, list):
+        pairs = []
+        for item in value:
+            if isinstance(item, MethodConfig):
+                item = item.model_dump()
+            if isinstance(item, Mapping) and "options" in item:  # {name, enabled, options}
+                body = {"enabled": item.get("enabled", True), **item["options"]}
+                pairs.append((item["name"], body))
+            elif isinstance(item, str):
+                pairs.append((item, {}))
+            elif isinstance(item, Mapping) and len(item) == 1:
+                pairs.append(next(iter(item.items())))
+            else:
+                raise ValueError(f"entry {item!r} is not a name or {{name: {{options}}}}")
+    else:
+        raise ValueError(f"expected a list or mapping, got {value!r}")
+    entries = []
+    for key, body in pairs:
+        if body is not None and not isinstance(body, Mapping):
+            raise ValueError(f"{key}: expected a mapping of options, got {body!r}")
+        body = dict(body or {})
+        name = str(body.pop("name", key))
+        enabled = body.pop("enabled", True)
+        entries.append({"name": name, "enabled": enabled, "options": body})
+    if not entries:
+        raise ValueError("no method listed")
+    return entries
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class EvalConfig(BaseModel):
     """Every setting of ``wca eval``; defaults are the authors' (REFERENCE.md)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
 
     model_size: str = "ViT-B/32"
     model: str | None = None  # a wca model spec; None: the OpenAI weights of model_size
     dataset: str | None = None
     data_path: str | None = None
     split: str | None = None
-    batch_size: int = 256
-    alpha: float = 0.5
-    beta: float = DEFAULT_BETA
-    n_samples: int = 100
+    batch_size: PositiveInt = 256
+    alpha: Annotated[float, Field(gt=0, le=1)] = 0.5
+    beta: Annotated[float, Field(gt=0, le=1)] = DEFAULT_BETA
+    n_samples: PositiveInt = 100
     crop_strategy: str = "random"  # the paper's uniform random crops; see wca.crops
-    n_run: int = 20
-    patch_n: int = 60
-    seed: int = 0
-    protocol: str = "pool"
+    n_run: PositiveInt = 20
+    patch_n: PositiveInt = 60
+    seed: Annotated[int, Field(ge=0)] = 0
+    protocol: Literal["pool", "fresh"] = "pool"
     fidelity: bool = False  # per-crop PIL preprocessing (the authors' views) instead of tensors
     half: bool = False  # store features in fp16
-    methods: list[MethodConfig] = field(default_factory=_default_methods)
+    methods: list[MethodConfig] = Field(default_factory=_default_methods)
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _methods_shapes(cls, value: Any) -> list[dict[str, Any]]:
+        return _method_entries(value)
+
+    @field_validator("crop_strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        if value not in CROP_STRATEGIES:
+            raise ValueError(f"must be one of {', '.join(CROP_STRATEGIES)}, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _crop_bounds(self) -> EvalConfig:
+        if self.alpha > self.beta:
+            raise ValueError(f"need alpha <= beta, got alpha={self.alpha}, beta={self.beta}")
+        return self
 
     @property
     def model_spec(self) -> str:
@@ -102,12 +181,41 @@ class EvalConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values in the authors' shape (methods as a list of one-key mappings)."""
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data = self.model_dump(exclude={"methods"})
         data["model"] = self.model_spec
         data["methods"] = [
             {m.name: {"name": m.name, "enabled": m.enabled, **m.options}} for m in self.methods
         ]
         return data
+
+
+def _one_line(error: ValidationError, data: Mapping[str, Any], source: str) -> ValueError:
+    """The first problem of a validation error as ``source: key: what was wrong``, a method
+    named by its name rather than its position in the list."""
+    first = error.errors()[0]
+    loc = [part for part in first["loc"] if part != "options"]
+    if len(loc) > 1 and loc[0] == "methods" and isinstance(loc[1], int):
+        with contextlib.suppress(ValueError, IndexError, KeyError):
+            loc[1] = _method_entries(data["methods"])[loc[1]]["name"]
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        known = f" (known: {', '.join(EvalConfig.model_fields)})" if len(loc) == 1 else ""
+        message, loc = f"unknown key {loc[-1]!r}{known}", loc[:-1]
+    elif "input" in first and first["type"] not in ("value_error", "assertion_error"):
+        message += f", got {first['input']!r}"
+    where = ".".join(map(str, loc))
+    return ValueError(f"{source}: {where + ': ' if where else ''}{message}")
+
+
+def _validated(data: Mapping[str, Any], source: str) -> EvalConfig:
+    try:
+        return EvalConfig.model_validate(dict(data))
+    except ValidationError as error:
+        raise _one_line(error, data, source) from None
+
+
+def _merge(config: EvalConfig, values: Mapping[str, Any], source: str) -> EvalConfig:
+    return _validated({**config.model_dump(), **values}, source)
 
 
 def dataset_defaults(dataset: str | None) -> dict[str, Any]:
@@ -120,106 +228,6 @@ def dataset_defaults(dataset: str | None) -> dict[str, Any]:
     if key == "places365":
         values["alpha"] = 0.7
     return values
-
-
-_SCALARS = {f.name: f.type for f in dataclasses.fields(EvalConfig) if f.name != "methods"}
-
-
-def _coerce(key: str, value: Any, source: str) -> Any:
-    kind = _SCALARS[key]
-    if value is None and "None" in kind:
-        return None
-    try:
-        if kind.startswith("int"):
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if kind.startswith("float"):
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if kind.startswith("bool"):
-            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
-                return value.lower() in ("true", "yes")
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-    except (TypeError, ValueError):
-        raise ValueError(f"{source}: {key}: expected {kind.split()[0]}, got {value!r}") from None
-    if not isinstance(value, str | int | float):
-        raise ValueError(f"{source}: {key}: expected text, got {value!r}")
-    return str(value)
-
-
-def _parse_methods(value: Any, source: str) -> list[MethodConfig]:
-    """The methods list in any of its shapes (see module doc)."""
-    if isinstance(value, str):
-        value = [name.strip() for name in value.split(",") if name.strip()]
-    entries: list[tuple[str, Any]] = []
-    if isinstance(value, Mapping):
-        entries = list(value.items())
-    elif isinstance(value, list):
-        for item in value:
-            if isinstance(item, str):
-                entries.append((item, {}))
-            elif isinstance(item, Mapping) and len(item) == 1:
-                entries.append(next(iter(item.items())))
-            else:
-                raise ValueError(
-                    f"{source}: methods: entry {item!r} is not a name or {{name: {{options}}}}"
-                )
-    else:
-        raise ValueError(f"{source}: methods: expected a list or mapping, got {value!r}")
-    methods = []
-    for key, body in entries:
-        body = dict(body or {})
-        name = str(body.pop("name", key))
-        if name not in ALL_METHODS:
-            raise ValueError(
-                f"{source}: methods: unknown method {name!r} (known: {', '.join(ALL_METHODS)})"
-            )
-        enabled = body.pop("enabled", True)
-        if not isinstance(enabled, bool):
-            raise ValueError(f"{source}: methods: {name}: enabled must be true or false")
-        methods.append(MethodConfig(name, enabled, body))
-    if not methods:
-        raise ValueError(f"{source}: methods: no method listed")
-    return methods
-
-
-def _merge(config: EvalConfig, values: Mapping[str, Any], source: str) -> EvalConfig:
-    updates: dict[str, Any] = {}
-    for key, value in values.items():
-        if key == "methods":
-            updates["methods"] = _parse_methods(value, source)
-        elif key in _SCALARS:
-            updates[key] = _coerce(key, value, source)
-        else:
-            raise ValueError(
-                f"{source}: unknown key {key!r} (known: {', '.join([*_SCALARS, 'methods'])})"
-            )
-    result = dataclasses.replace(config, **updates)
-    _check(result, source)
-    return result
-
-
-def _check(config: EvalConfig, source: str) -> None:
-    if not 0 < config.alpha <= config.beta <= 1:
-        raise ValueError(
-            f"{source}: need 0 < alpha <= beta <= 1, got alpha={config.alpha}, beta={config.beta}"
-        )
-    for key in ("n_samples", "n_run", "patch_n", "batch_size"):
-        if getattr(config, key) < 1:
-            raise ValueError(f"{source}: {key} must be >= 1, got {getattr(config, key)}")
-    if config.seed < 0:
-        raise ValueError(f"{source}: seed must be >= 0, got {config.seed}")
-    if config.crop_strategy not in CROP_STRATEGIES:
-        raise ValueError(
-            f"{source}: crop_strategy must be one of {', '.join(CROP_STRATEGIES)}, "
-            f"got {config.crop_strategy!r}"
-        )
-    if config.protocol not in PROTOCOLS:
-        raise ValueError(f"{source}: protocol must be one of {', '.join(PROTOCOLS)}")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -253,25 +261,21 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, value
 
 
-def _apply_method_override(config: EvalConfig, path: list[str], value: Any) -> EvalConfig:
+def _apply_method_override(config: EvalConfig, path: list[str], value: Any, source: str):
     """``methods.<name>.<option>=value`` (``enabled`` switches the method on or off)."""
     if len(path) != 3:
-        raise ValueError(f"override {'.'.join(path)}: use methods.<method>.<option>=VALUE")
+        raise ValueError(f"{source}: use methods.<method>.<option>=VALUE")
     _, name, option = path
-    if name not in ALL_METHODS:
-        raise ValueError(f"override: unknown method {name!r} (known: {', '.join(ALL_METHODS)})")
-    methods = [dataclasses.replace(m, options=dict(m.options)) for m in config.methods]
-    target = next((m for m in methods if m.name == name), None)
+    methods = [m.model_dump() for m in config.methods]
+    target = next((m for m in methods if m["name"] == name), None)
     if target is None:
-        target = MethodConfig(name)
+        target = {"name": name, "enabled": True, "options": {}}
         methods.append(target)
     if option == "enabled":
-        if not isinstance(value, bool):
-            raise ValueError(f"override methods.{name}.enabled: expected true or false")
-        target.enabled = value
+        target["enabled"] = value
     else:
-        target.options[option] = value
-    return dataclasses.replace(config, methods=methods)
+        target["options"][option] = value
+    return _merge(config, {"methods": methods}, source)
 
 
 def resolve_config(
@@ -291,7 +295,7 @@ def resolve_config(
         key, value = parse_override(text)
         if key == ["dataset"]:
             named = value
-    config = _merge(EvalConfig(), dataset_defaults(named), "defaults")
+    config = _validated(dataset_defaults(named), "defaults")
     if path is not None:
         config = _merge(config, file_values, str(path))
     if dataset is not None:
@@ -300,7 +304,7 @@ def resolve_config(
     for text in settings:
         key, value = parse_override(text)
         if key[0] == "methods" and len(key) > 1:
-            config = _apply_method_override(config, key, value)
+            config = _apply_method_override(config, key, value, f"--set {text}")
         elif len(key) == 1:
             config = _merge(config, {key[0]: value}, f"--set {text}")
         else:
