@@ -66,6 +66,8 @@ class Prediction:
     crop_weights: Tensor  # [N] w_i
     descriptions: dict[str, list[DescriptionScore]]  # per top-k label, by decreasing contribution
     image_size: tuple[int, int]  # (width, height)
+    image_emb: Tensor  # [D] the full view's embedding (L2-normalised), for other heads
+    crop_emb: Tensor  # [N, D] the crops' embeddings, for per-crop evidence
 
     def as_pipeline(self) -> list[dict[str, float | str]]:
         """The Hugging Face zero-shot-image-classification output shape."""
@@ -162,6 +164,8 @@ class WCAClassifier:
                     crop_weights=w,
                     descriptions=evidence,
                     image_size=image.size,
+                    image_emb=image_emb[0].float(),
+                    crop_emb=crop_emb[0].float(),
                 )
             )
         return predictions
