@@ -13,7 +13,7 @@ import sys
 from wca import __version__
 
 # Modules under wca.cli that contribute sub-commands, in the order --help lists them.
-COMMAND_MODULES = ("demo", "evaluate", "extract", "classify", "describe", "descriptions")
+COMMAND_MODULES = ("demo", "evaluate", "extract", "classify", "explain", "describe", "descriptions")
 
 
 class UsageError(Exception):

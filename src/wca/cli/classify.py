@@ -53,6 +53,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="preprocess every crop with the model's own transform",
     )
+    parser.add_argument(
+        "--explain",
+        type=Path,
+        metavar="DIR",
+        help="also write explanations (figures, JSON, index.html) to DIR, as `wca explain`",
+    )
     model_options(parser, with_workers=False)
     parser.set_defaults(handler=run)
 
@@ -85,6 +91,12 @@ def run(args: argparse.Namespace) -> int:
         fidelity=args.fidelity,
     )
     predictions = classifier.predict(args.images, top_k=args.top_k)
+    if args.explain is not None:
+        from wca.explain import write_explanations
+
+        write_explanations(
+            classifier, args.images, args.explain, top_k=args.top_k, predictions=predictions
+        )
     if args.json:
         document = [
             {"image": str(path), "predictions": prediction.as_pipeline()}

@@ -57,9 +57,14 @@ def render_explanation(
         figure = descriptions_figure(image, prediction, classifier, label)
     else:
         figure = _figure(as_image(image), _from_prediction(prediction), MAX_ROWS, label)
+    return save_png(figure, path)
+
+
+def save_png(figure: Figure, path: str | Path) -> Path:
+    """Write ``figure`` as a PNG at its own size (fast zlib level: the figures hold photos)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+    figure.savefig(path, format="png", pil_kwargs={"compress_level": 1})
     return path
 
 
@@ -88,9 +93,7 @@ def _from_prediction(prediction: Prediction) -> list[ClassEvidence]:
     ]
 
 
-def _figure(
-    picture, classes: list[ClassEvidence], max_rows: int, label: str | None
-) -> Figure:
+def _figure(picture, classes: list[ClassEvidence], max_rows: int, label: str | None) -> Figure:
     shown = [c.by_weight(max_rows) for c in classes]
     values = [
         x for c in classes for d in c.descriptions for x in (d.local, d.whole) if x is not None

@@ -9,9 +9,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from wca.classifier import WCAClassifier
+from wca.classifier import Prediction, WCAClassifier
 from wca.explain.evidence import ImageLike, as_image
-from wca.explain.figures import descriptions_figure
+from wca.explain.figures import descriptions_figure, save_png
 from wca.explain.record import explanation_record
 from wca.explain.where import where_figure
 from wca.files import write_atomic
@@ -23,19 +23,22 @@ def write_explanations(
     out_dir: str | Path,
     label: str | Sequence[str | None] | None = None,
     top_k: int = 3,
+    predictions: Sequence[Prediction] | None = None,
 ) -> list[Path]:
     """Explain every image: ``NAME-descriptions.png``, ``NAME-where.png`` and ``NAME.json``
     (NAME: the file's stem, else ``image-<n>``), then ``index.html`` with all of them.
 
     ``label`` is the true class of every image, or one (or None) per image; ``top_k`` is how
-    many classes the JSON and the page list with their descriptions. Returns the files written,
-    ``index.html`` last.
+    many classes the JSON and the page list with their descriptions. ``predictions``: those
+    ``classifier.predict(images)`` already made, to avoid encoding the images again. Returns the
+    files written, ``index.html`` last.
     """
     labels = _labels(label, len(images))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pictures = [as_image(image) for image in images]
-    predictions = classifier.predict(pictures, top_k=max(top_k, 2))
+    if predictions is None:
+        predictions = classifier.predict(pictures, top_k=max(top_k, 2))
     written, sections = [], []
     for name, picture, prediction, truth in zip(
         _names(images), pictures, predictions, labels, strict=True
@@ -46,8 +49,7 @@ def write_explanations(
             f"{name}-where.png": where_figure(picture, prediction, classifier),
         }
         for filename, figure in figures.items():
-            figure.savefig(out / filename)
-            written.append(out / filename)
+            written.append(save_png(figure, out / filename))
         document = json.dumps({"image": name, **record}, indent=1) + "\n"
         _write_text(out / f"{name}.json", document)
         written.append(out / f"{name}.json")

@@ -29,11 +29,19 @@ def explanation_record(
         "image_size": list(prediction.image_size),
         "label": label,
         "correct": None if label is None else order[0] == class_index(classifier, label),
-        "settings": {"image_scale": head.image_scale, "text_scale": head.text_scale,
-                     "form": head.form, "n_crops": len(prediction.boxes)},  # fmt: skip
+        "settings": {
+            "image_scale": head.image_scale,
+            "text_scale": head.text_scale,
+            "form": head.form,
+            "n_crops": len(prediction.boxes),
+        },
         "classes": [
-            {"rank": rank, "name": classifier.classnames[c], "score": float(scores[c]),
-             "probability": float(probabilities[c])}  # fmt: skip
+            {
+                "rank": rank,
+                "name": classifier.classnames[c],
+                "score": float(scores[c]),
+                "probability": float(probabilities[c]),
+            }
             for rank, c in enumerate(order, 1)
         ],
         "crops": [
@@ -48,8 +56,12 @@ def explanation_record(
                 "score": c.score,
                 "probability": c.probability,
                 "descriptions": [
-                    {"text": d.text, "weight": d.weight, "local_match": d.local,
-                     "whole_image": d.whole}  # fmt: skip
+                    {
+                        "text": d.text,
+                        "weight": d.weight,
+                        "local_match": d.local,
+                        "whole_image": d.whole,
+                    }
                     for d in c.descriptions
                 ],
             }

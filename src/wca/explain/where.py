@@ -135,7 +135,13 @@ def where_figure(
     for k, (j, heat) in enumerate(zip(chosen, means, strict=True)):
         title = textwrap.fill(f'"{texts[j]}"', 48, max_lines=3, placeholder=" ...")
         _heat_panel(
-            figure, axes[2 + k], shown, heat, title, "local match (cosine)", "viridis",
+            figure,
+            axes[2 + k],
+            shown,
+            heat,
+            title,
+            "local match (cosine)",
+            "viridis",
             colour_limits(weight_map, heat),
         )
     return figure

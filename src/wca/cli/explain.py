@@ -1,0 +1,88 @@
+"""`wca explain`: figures, numbers and one HTML page saying why WCA chose each image's class."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from wca.cli import UsageError
+from wca.cli.options import describe, load_encoder, model_options
+
+DEFAULT_OUT = "wca-explain"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "explain",
+        help="show why WCA chose a class: description figures, where-maps, JSON, one HTML page",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=describe(
+            "For each image write NAME-descriptions.png (every description of the prediction, "
+            "the runner-up and the true class: WCA's local match beside CLIP-D's whole-image "
+            "similarity), NAME-where.png (where the top descriptions match, where the crop "
+            "weights lie), NAME.json (the numbers) and one index.html with all of them.",
+            "wca explain bird.jpg --classes-file classes.txt --descriptions cupl.json \\\n"
+            "      --model open_clip:ViT-B-32/openai --label 'blue jay' --out why",
+        ),
+    )
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
+    names = parser.add_mutually_exclusive_group(required=True)
+    names.add_argument("--classes", help="comma-separated class names")
+    names.add_argument(
+        "--classes-file", type=Path, metavar="FILE", help="class names: JSON list or one per line"
+    )
+    parser.add_argument(
+        "--descriptions",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="JSON {class: [sentence, ...]} with every class",
+    )
+    parser.add_argument("--label", metavar="NAME", help="the true class of the images")
+    parser.add_argument(
+        "--top-k", type=int, default=3, help="classes listed with their evidence (3)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path(DEFAULT_OUT), help=f"output folder ({DEFAULT_OUT})"
+    )
+    parser.add_argument("--n-crops", type=int, default=60, help="crops per image (60)")
+    parser.add_argument(
+        "--alpha", type=float, default=0.5, help="smallest crop side, fraction of the short side"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="crop sampler seed (0)")
+    model_options(parser, with_workers=False)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from wca.classifier import WCAClassifier
+    from wca.descriptions import load_classnames
+    from wca.explain import write_explanations
+
+    if args.classes is not None:
+        classnames = [name.strip() for name in args.classes.split(",") if name.strip()]
+    else:
+        classnames = load_classnames(args.classes_file)
+    if len(classnames) < 2:
+        raise UsageError("give at least two classes (--classes a,b or --classes-file FILE)")
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.label is not None and args.label not in classnames:
+        raise UsageError(f"--label {args.label!r} is not one of the {len(classnames)} classes")
+    missing = [str(path) for path in args.images if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)}: no such image file")
+    if not args.model:
+        raise UsageError("no model: pass --model SPEC, e.g. open_clip:ViT-B-32/openai")
+    encoder = load_encoder(args, args.model, args.batch_size)
+    classifier = WCAClassifier(
+        encoder,
+        classnames,
+        args.descriptions,
+        n_crops=args.n_crops,
+        alpha=args.alpha,
+        seed=args.seed,
+    )
+    written = write_explanations(classifier, args.images, args.out, args.label, args.top_k)
+    print(f"wrote {len(written)} files to {args.out}; open {written[-1]}")
+    return 0
