@@ -226,3 +226,10 @@ def test_item19_dataset_names_are_the_same_everywhere():
     assert canonical_name("oxford_pet") == canonical_name("oxford-pets") == "oxford_pets"
     assert canonical_name("place365") == "places365"
     assert resolve_config("oxford_pet").dataset == "oxford_pets"
+
+
+def test_item19_descriptions_fetch_takes_the_eval_dataset_names():
+    from wca.descriptions.fetch import published_file
+
+    assert published_file("oxford_pets", "cupl") == published_file("oxford_pet", "cupl")
+    assert published_file("places365", "cupl") == published_file("place365", "cupl")
