@@ -90,3 +90,13 @@ def test_paths_quick(capsys):
     difference = next(line for line in output.splitlines() if line.startswith("mean absolute"))
     assert float(difference.split(": ")[1].split()[0]) < 0.02
     assert [row[0] for row in table_rows(output)] == ["clip", "clip-d", "cupl", "wca"]
+
+
+def test_classify_quick(capsys):
+    rows = table_rows(run(capsys, "classify", "--quick"))
+    assert [row[0] for row in rows] == [
+        "extract_features",
+        "predict (list, packed batches)",
+        "predict (one call per image)",
+    ]
+    assert all(float(row[1]) > 0 for row in rows) and rows[0][3] == "1"
