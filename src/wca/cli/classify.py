@@ -13,6 +13,7 @@ from wca.cli.options import (
     describe,
     image_limit_option,
     load_encoder,
+    log,
     model_options,
 )
 
@@ -63,7 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="print JSON with the evidence: crop boxes and weights, description scores",
     )
-    parser.add_argument("--n-crops", type=int, default=60, help="crops per image (60)")
+    parser.add_argument(
+        "--n-crops", "--n-samples", dest="n_crops", type=int, default=60,
+        help="crops per image (60)",
+    )
     parser.add_argument(
         "--alpha",
         type=float,
@@ -141,10 +145,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.model:
         raise UsageError("no model: pass --model SPEC, e.g. open_clip:ViT-B-32/openai")
     if args.descriptions is None:
-        print(
-            f"wca: no --descriptions: each class is described by the CLIP prompt "
-            f"{CLIP_PROMPT.format('{class}')!r} alone (`wca describe` writes richer ones)",
-            file=sys.stderr,
+        log.info(
+            f"no --descriptions: each class is described by the CLIP prompt "
+            f"{CLIP_PROMPT.format('{class}')!r} alone (`wca describe` writes richer ones)"
         )
     encoder = load_encoder(args, args.model, args.batch_size)
     classifier = WCAClassifier(

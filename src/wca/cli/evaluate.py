@@ -10,6 +10,7 @@ from pathlib import Path
 
 from wca.cli import UsageError
 from wca.cli.options import (
+    build_heads,
     crop_options,
     data_options,
     describe,
@@ -56,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--methods",
         help="comma-separated subset of clip,clip-e,clip-d,waffle,cupl,wca (default: all)",
     )
-    protocol.add_argument("--n-run", type=int, help="runs to average (default 20)")
+    protocol.add_argument("--n-run", "--runs", dest="n_run", type=int, help="runs to average (20)")
     protocol.add_argument("--patch-n", type=int, help="crops drawn per run (default 60)")
     protocol.add_argument(
         "--protocol",
@@ -102,7 +103,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from wca.evaluate import evaluate, run_indices, write_json
-    from wca.methods import build_head
 
     config = resolve(args, protocol_flags=True)
     methods = config.enabled_methods()
@@ -112,16 +112,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_dataset(config, args)
     sources, text_source = text_sources(dataset, args)
     encoder = load_encoder(args, config.model_spec, config.batch_size)
-    heads = {
-        method.name: build_head(
-            method.name,
-            encoder.encode_texts,
-            sources,
-            allow_duplicates=args.allow_duplicate_classes,
-            **method.options,
-        )
-        for method in methods
-    }
+    heads = build_heads(config, sources, encoder, args.allow_duplicate_classes)
     started = time.perf_counter()
     reasons: dict[int, str] = {}
     if args.skip_bad_images:
