@@ -27,7 +27,7 @@ DEFAULT_BATCH_SIZE = 256  # views per encoder forward pass
 
 def _encode_shard(
     encoder: Any,
-    stream: Iterator[tuple[int, Tensor, Tensor, int]],
+    stream: Iterator[tuple[int, Tensor, Tensor, Tensor, int]],
     indices: range,
     n_samples: int,
     batch_size: int,
@@ -39,6 +39,7 @@ def _encode_shard(
     views_per_image = n_samples + 1
     out = torch.empty(len(indices) * views_per_image, encoder.embed_dim, dtype=torch.float32)
     boxes = torch.empty(len(indices), n_samples, 4, dtype=torch.int64)
+    flips = torch.empty(len(indices), n_samples, dtype=torch.bool)
     labels = torch.empty(len(indices), dtype=torch.int64)
     pending: list[Tensor] = []
     queued = written = 0
@@ -63,12 +64,12 @@ def _encode_shard(
         item = next(stream)
         if len(item) == 2:
             raise item[1]
-        index, views, image_boxes, label = item
+        index, views, image_boxes, image_flips, label = item
         if index != expected:
             raise RuntimeError(f"feature pipeline out of order: got image {index}, want {expected}")
         if views.shape[0] != views_per_image:
             raise ValueError(f"image {index}: {views.shape[0]} views, want {views_per_image}")
-        boxes[row], labels[row] = image_boxes, label
+        boxes[row], flips[row], labels[row] = image_boxes, image_flips, label
         pending.append(views)
         queued += len(views)
         while queued >= batch_size:
@@ -81,6 +82,7 @@ def _encode_shard(
         "image_emb": emb[:, 0].contiguous(),
         "crop_emb": emb[:, 1:].contiguous(),
         "boxes": boxes,
+        "flips": flips,
         "labels": labels,
     }
 
@@ -141,7 +143,11 @@ def extract_features(
 
     if todo:
         if fidelity:
-            make_views = functools.partial(crops.fidelity_views, preprocess=encoder.preprocess)
+            make_views = functools.partial(
+                crops.fidelity_views,
+                preprocess=encoder.preprocess,
+                size=encoder.preprocessing.image_size,
+            )
         else:
             # uint8 views travel from the workers; flush() normalises whole batches
             make_views = functools.partial(crops.uint8_views, prep=encoder.preprocessing)
