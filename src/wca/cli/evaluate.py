@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     protocol.add_argument(
         "--methods",
-        help="comma-separated subset of clip,clip-e,clip-d,waffle,cupl,wca (default: all)",
+        help="comma-separated methods (default: clip,clip-e,clip-d,waffle,cupl,wca); also "
+        "wca-uniform-crops, wca-uniform-text, wca-full-view, wca-paper, zero, mta, awt",
     )
     protocol.add_argument("--n-run", type=int, help="runs to average (default 20)")
     protocol.add_argument("--patch-n", type=int, help="crops drawn per run (default 60)")
@@ -94,6 +95,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def model_temperature(method: str, encoder) -> dict[str, float]:
+    """``logit_scale``: the encoder's own, for the heads that take one (zero, mta, awt)."""
+    from wca.methods.registry import options_model
+
+    takes = "logit_scale" in options_model(method).model_fields
+    return {"logit_scale": float(encoder.logit_scale)} if takes else {}
+
+
 def run(args: argparse.Namespace) -> int:
     from wca.evaluate import evaluate, run_indices, write_json
     from wca.methods import build_head
@@ -112,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
             encoder.encode_texts,
             sources,
             allow_duplicates=args.allow_duplicate_classes,
-            **method.options,
+            **{**model_temperature(method.name, encoder), **method.options},
         )
         for method in methods
     }

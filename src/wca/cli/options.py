@@ -116,7 +116,8 @@ def crop_options(parser: argparse.ArgumentParser) -> None:
         "--crop-strategy",
         metavar="NAME",
         help="random: the paper's uniform crops (default); diverse: random "
-        "without near-duplicates (IoU filter); grid: a multi-scale grid",
+        "without near-duplicates (IoU filter); grid: a multi-scale grid; rrc: "
+        "RandomResizedCrop boxes with random flips, as ZERO, MTA and AWT augment",
     )
     group.add_argument(
         "--fidelity",
