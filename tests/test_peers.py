@@ -232,7 +232,9 @@ def encode(texts):
 
 def sources(counts=(3, 1, 2)):
     names = [f"class {i}" for i in range(len(counts))]
-    sentences = {n: [f"{n} looks like {j}." for j in range(k)] for n, k in zip(names, counts)}
+    sentences = {
+        n: [f"{n} looks like {j}." for j in range(k)] for n, k in zip(names, counts, strict=True)
+    }
     return TextSources(names, sentences=sentences, templates=["a {}.", "the {}."])
 
 

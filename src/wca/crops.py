@@ -2,7 +2,8 @@
 
 Crop boxes (and, for ``rrc``, a horizontal flip per view) are a pure function of (seed, image
 index, crop index), so any batching, worker count or process layout sees the same crops. Each
-crop is resized to the model's input in both directions (square boxes keep their aspect). Two ways turn an image and its boxes into model inputs:
+crop is resized to the model's input in both directions (square boxes keep their aspect).
+Two ways turn an image and its boxes into model inputs:
 
 - the fast path (:func:`fast_views`) decodes the image once and crops and resizes tensors;
 - the fidelity path (:func:`fidelity_views`) crops with PIL and calls the model's own

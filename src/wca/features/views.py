@@ -1,9 +1,9 @@
 """The view pipeline: decode each image once, cut its views, and hand them to the encoder loop
 in order, from one prefetching thread (``num_workers == 0``) or loader worker processes.
 
-Boxes and flips come from :func:`wca.crops.crop_views` keyed on ``(seed, image index)``, so the numbers
-do not depend on batching, worker count or which shards a run happens to compute. At most a
-bounded number of images is in flight.
+Boxes and flips come from :func:`wca.crops.crop_views` keyed on ``(seed, image index)``, so the
+numbers do not depend on batching, worker count or which shards a run happens to compute. At
+most a bounded number of images is in flight.
 """
 
 from __future__ import annotations
