@@ -10,6 +10,7 @@ from pathlib import Path
 
 from wca.cli import UsageError
 from wca.cli.options import (
+    build_heads,
     crop_options,
     data_options,
     describe,
@@ -57,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated methods (default: clip,clip-e,clip-d,waffle,cupl,wca); also "
         "wca-uniform-crops, wca-uniform-text, wca-full-view, wca-paper, zero, mta, awt",
     )
-    protocol.add_argument("--n-run", type=int, help="runs to average (default 20)")
+    protocol.add_argument("--n-run", "--runs", dest="n_run", type=int, help="runs to average (20)")
     protocol.add_argument("--patch-n", type=int, help="crops drawn per run (default 60)")
     protocol.add_argument(
         "--protocol",
@@ -95,17 +96,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def model_temperature(method: str, encoder) -> dict[str, float]:
-    """``logit_scale``: the encoder's own, for the heads that take one (zero, mta, awt)."""
-    from wca.methods.registry import options_model
-
-    takes = "logit_scale" in options_model(method).model_fields
-    return {"logit_scale": float(encoder.logit_scale)} if takes else {}
-
-
 def run(args: argparse.Namespace) -> int:
     from wca.evaluate import evaluate, run_indices, write_json
-    from wca.methods import build_head
 
     config = resolve(args, protocol_flags=True)
     methods = config.enabled_methods()
@@ -115,16 +107,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_dataset(config, args)
     sources, text_source = text_sources(dataset, args)
     encoder = load_encoder(args, config.model_spec, config.batch_size)
-    heads = {
-        method.name: build_head(
-            method.name,
-            encoder.encode_texts,
-            sources,
-            allow_duplicates=args.allow_duplicate_classes,
-            **{**model_temperature(method.name, encoder), **method.options},
-        )
-        for method in methods
-    }
+    heads = build_heads(config, sources, encoder, args.allow_duplicate_classes)
     started = time.perf_counter()
     features = extract(config, args, encoder, dataset)
     extracted = time.perf_counter()
