@@ -55,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     protocol.add_argument(
         "--methods",
-        help="comma-separated subset of clip,clip-e,clip-d,waffle,cupl,wca (default: all)",
+        help="comma-separated methods (default: clip,clip-e,clip-d,waffle,cupl,wca); also "
+        "wca-uniform-crops, wca-uniform-text, wca-full-view, wca-paper, zero, mta, awt",
     )
     protocol.add_argument("--n-run", "--runs", dest="n_run", type=int, help="runs to average (20)")
     protocol.add_argument("--patch-n", type=int, help="crops drawn per run (default 60)")

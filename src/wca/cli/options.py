@@ -151,7 +151,8 @@ def crop_options(parser: argparse.ArgumentParser) -> None:
         "--crop-strategy",
         metavar="NAME",
         help="random: the paper's uniform crops (default); diverse: random "
-        "without near-duplicates (IoU filter); grid: a multi-scale grid",
+        "without near-duplicates (IoU filter); grid: a multi-scale grid; rrc: "
+        "RandomResizedCrop boxes with random flips, as ZERO, MTA and AWT augment",
     )
     group.add_argument(
         "--fidelity",
@@ -204,6 +205,14 @@ def resolve(args: argparse.Namespace, protocol_flags: bool):
     return config
 
 
+def model_temperature(method: str, encoder) -> dict[str, float]:
+    """``logit_scale``: the encoder's own, for the heads that take one (zero, mta, awt)."""
+    from wca.methods.registry import options_model
+
+    takes = "logit_scale" in options_model(method).model_fields
+    return {"logit_scale": float(encoder.logit_scale)} if takes else {}
+
+
 def build_heads(config, sources, encoder, allow_duplicates: bool) -> dict[str, Any]:
     """The heads of the enabled methods; a default method whose texts the task lacks (no
     clip-e.json, no word list) is skipped with one line, a method asked for by name fails."""
@@ -212,7 +221,7 @@ def build_heads(config, sources, encoder, allow_duplicates: bool) -> dict[str, A
 
     heads = {}
     for method in config.enabled_methods():
-        options = dict(method.options)
+        options = {**model_temperature(method.name, encoder), **method.options}
         try:
             heads[method.name] = build_head(
                 method.name,

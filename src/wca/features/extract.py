@@ -29,7 +29,7 @@ SKIPPED = -1  # the label of an image skipped as unreadable
 
 def _encode_shard(
     encoder: Any,
-    stream: Iterator[tuple[int, Tensor, Tensor, int]],
+    stream: Iterator[tuple[int, Tensor, Tensor, Tensor, int]],
     indices: range,
     n_samples: int,
     batch_size: int,
@@ -43,6 +43,7 @@ def _encode_shard(
     views_per_image = n_samples + 1
     out = torch.empty(len(indices) * views_per_image, encoder.embed_dim, dtype=torch.float32)
     boxes = torch.empty(len(indices), n_samples, 4, dtype=torch.int64)
+    flips = torch.empty(len(indices), n_samples, dtype=torch.bool)
     labels = torch.empty(len(indices), dtype=torch.int64)
     pending: list[Tensor] = []
     queued = written = 0
@@ -71,15 +72,15 @@ def _encode_shard(
             if on_bad_image is None:
                 raise item[1]
             on_bad_image(*item)
-            boxes[row], labels[row] = 0, SKIPPED
+            boxes[row], flips[row], labels[row] = 0, False, SKIPPED
             bar.update(1)
             continue
-        index, views, image_boxes, label = item
+        index, views, image_boxes, image_flips, label = item
         if index != expected:
             raise RuntimeError(f"feature pipeline out of order: got image {index}, want {expected}")
         if views.shape[0] != views_per_image:
             raise ValueError(f"image {index}: {views.shape[0]} views, want {views_per_image}")
-        boxes[row], labels[row] = image_boxes, label
+        boxes[row], flips[row], labels[row] = image_boxes, image_flips, label
         good.append(row)
         pending.append(views)
         queued += len(views)
@@ -97,6 +98,7 @@ def _encode_shard(
         "image_emb": emb[:, 0].contiguous(),
         "crop_emb": emb[:, 1:].contiguous(),
         "boxes": boxes,
+        "flips": flips,
         "labels": labels,
     }
 
@@ -164,7 +166,11 @@ def extract_features(
 
     if todo:
         if fidelity:
-            make_views = functools.partial(crops.fidelity_views, preprocess=encoder.preprocess)
+            make_views = functools.partial(
+                crops.fidelity_views,
+                preprocess=encoder.preprocess,
+                size=encoder.preprocessing.image_size,
+            )
         else:
             # uint8 views travel from the workers; flush() normalises whole batches
             make_views = functools.partial(crops.uint8_views, prep=encoder.preprocessing)
