@@ -115,7 +115,8 @@ def check_template(template: str) -> list[str]:
 
 
 def output_path(template: str, values: Mapping[str, Any]) -> Path:
-    """The template filled with path-safe values (see :func:`path_safe`)."""
+    """The template filled with path-safe values (see :func:`path_safe`); ``{model}`` is
+    meant to be the whole model spec, ``{pretrained}`` its weights (:func:`model_fields`)."""
     check_template(template)
     safe = {key: path_safe(str(values.get(key))) for key in OUTPUT_FIELDS}
     return Path(template.format(**safe)).expanduser()

@@ -186,6 +186,7 @@ def plan(args: argparse.Namespace) -> list[Cell]:
                 config.n_samples, config.n_run, config.patch_n, config.seed, config.protocol
             )
             values = {**config.model_dump(), **model_fields(config.model_spec)}
+            values["model"] = config.model_spec  # the whole spec: two checkpoints stay apart
             cells.append(Cell(cell_args, config, output_path(template, values).resolve()))
     seen: dict[Path, Cell] = {}
     for cell in cells:
