@@ -256,6 +256,8 @@ def plot(rows: Sequence[Row], path: str | Path) -> Path:
                     errors.append(std)
             ax.bar(xs, heights, width, yerr=errors, capsize=2, label=method)
         ax.set_xticks(range(len(datasets)), datasets)
+        ax.set_xlim(-0.5, len(datasets) - 0.5)
+        ax.set_ylim(0, min(100, max(10, 1.15 * max(Row._mean_std(r.top1)[0] for r in rows))))
         ax.set_ylabel("top-1 (%)")
         ax.set_title(model, fontsize=9)
         ax.legend(fontsize=7, ncols=min(len(methods), 6))

@@ -53,7 +53,10 @@ def print_report(
         records, missing = [row.record() for row in rows], []
     print(report.table(records, markdown=markdown))
     if missing:
-        listed = ", ".join(f"{dataset} {model} {method}" for dataset, model, method in missing)
+        by_model: dict[str, list[str]] = {}
+        for dataset, model, method in missing:
+            by_model.setdefault(f"{model} {method}", []).append(dataset)
+        listed = "; ".join(f"{key}: {', '.join(names)}" for key, names in by_model.items())
         print(f"\npaper cells with no result ({len(missing)}): {listed}")
     if csv is not None:
         print(f"wrote {report.write_csv(records, csv)}", file=sys.stderr)
