@@ -12,7 +12,7 @@ import pytest
 from mini_datasets import make_dtd, make_pets
 from tiny_models import save_openai_state_dict
 from wca import report
-from wca.cli import main
+from wca.cli import build_parser, main
 from wca.encoders import Encoder
 from wca.evaluate import Evaluation, MethodResult, benchmark_fields, write_json
 
@@ -136,3 +136,25 @@ def test_reproduce_runs_the_paper_table_and_resumes(tmp_path, descriptors_dir, m
     views.clear()
     assert main(args) == 0  # resumed: every cell is complete
     assert views == [] and capsys.readouterr().err.count("skip ") == 2
+
+
+def test_reproduce_gives_imagenet_configs_the_published_name_lists(tmp_path, descriptors_dir):
+    from wca.cli.reproduce import config_files, eval_argv, model_specs
+
+    assert model_specs(["ViT-B-32/openai,hf:/m", "ViT-L-14/openai"]) == [
+        "open_clip:ViT-B-32/openai",
+        "hf:/m",
+        "open_clip:ViT-L-14/openai",
+    ]
+    configs = config_files(None, None)
+    assert len(configs) == 10 and config_files(None, "imagenet-a")[0].stem == "imagenet-a"
+    args = build_parser().parse_args(
+        ["reproduce", "--data-root", "d/{dataset}", "--descriptions-dir", str(descriptors_dir)]
+    )
+    argv = eval_argv(args, config_files(None, "imagenet")[0], ["open_clip:ViT-B-32/openai"])
+    assert "--allow-duplicate-classes" in argv and "--skip-existing" in argv
+    cupl = descriptors_dir / "cupl-original" / "imagenet_prompts_base.json"
+    assert argv[argv.index("--descriptions") + 1] == str(cupl)
+    assert "--allow-duplicate-classes" not in eval_argv(args, config_files(None, "cub")[0], [])
+    assert main(["reproduce", "--data-root", "d", "--datasets", "cub"]) == 2
+    assert main(["reproduce", "--data-root", "d/{dataset}", "--datasets", "mnist"]) == 2

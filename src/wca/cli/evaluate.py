@@ -22,7 +22,6 @@ from wca.cli.options import (
     resolve,
     text_sources,
 )
-from wca.evaluate import run_indices
 from wca.sweep import (
     DEFAULT_OUTPUT,
     OUTPUT_FIELDS,
@@ -154,6 +153,7 @@ def _absolute(path: Path | None) -> Path | None:
 def plan(args: argparse.Namespace) -> list[Cell]:
     """Every cell of the sweep, settings resolved and checked before any work starts."""
     from wca.config import read_config_file
+    from wca.evaluate import run_indices
 
     models = _names(args.model, args.models_file)
     datasets = _names(args.dataset, args.datasets_file)
