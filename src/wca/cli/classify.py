@@ -40,7 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--top-k", type=int, default=5, help="classes shown per image (5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    parser.add_argument("--n-crops", type=int, default=60, help="crops per image (60)")
+    parser.add_argument(
+        "--n-crops", "--n-samples", dest="n_crops", type=int, default=60,
+        help="crops per image (60)",
+    )
     parser.add_argument(
         "--alpha",
         type=float,

@@ -12,6 +12,7 @@ from typing import Any
 
 from wca.cli import UsageError
 from wca.cli.options import (
+    build_heads,
     crop_options,
     data_options,
     describe,
@@ -71,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--methods",
         help="comma-separated subset of clip,clip-e,clip-d,waffle,cupl,wca (default: all)",
     )
-    protocol.add_argument("--n-run", type=int, help="runs to average (default 20)")
+    protocol.add_argument("--n-run", "--runs", dest="n_run", type=int, help="runs to average (20)")
     protocol.add_argument("--patch-n", type=int, help="crops drawn per run (default 60)")
     protocol.add_argument(
         "--protocol",
@@ -152,7 +153,7 @@ def _absolute(path: Path | None) -> Path | None:
 
 def plan(args: argparse.Namespace) -> list[Cell]:
     """Every cell of the sweep, settings resolved and checked before any work starts."""
-    from wca.config import read_config_file
+    from wca.config import config_path, read_config_file
     from wca.evaluate import run_indices
 
     models = _names(args.model, args.models_file)
@@ -168,6 +169,7 @@ def plan(args: argparse.Namespace) -> list[Cell]:
             cell_args = argparse.Namespace(**vars(args))
             cell_args.model = None if model is None else absolute_spec(model)
             cell_args.dataset = dataset
+            cell_args.config = None if args.config is None else config_path(args.config)
             named = dataset or (read_config_file(args.config).get("dataset") if args.config else "")
             if root is not None:
                 cell_args.data_root = Path(root.replace("{dataset}", str(named or "")))
@@ -273,22 +275,12 @@ def _primary(args: argparse.Namespace, evaluated: list[str]) -> str:
 def run_cell(cell: Cell, encoders: _Encoders) -> Path:
     """Extract (or read cached) features of one cell, score every method, write its JSON."""
     from wca.evaluate import benchmark_fields, evaluate, write_json
-    from wca.methods import build_head
 
     args, config = cell.args, cell.config
     dataset = load_dataset(config, args)
     sources, text_source = text_sources(dataset, args)
     encoder = encoders.get(args, config.model_spec, config.batch_size)
-    heads = {
-        method.name: build_head(
-            method.name,
-            encoder.encode_texts,
-            sources,
-            allow_duplicates=args.allow_duplicate_classes,
-            **method.options,
-        )
-        for method in config.enabled_methods()
-    }
+    heads = build_heads(config, sources, encoder, args.allow_duplicate_classes)
     started = time.perf_counter()
     features = extract(config, args, encoder, dataset)
     extracted = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import textwrap
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 from wca.cli import UsageError
 
+log = logging.getLogger("wca")
 IMAGENET_FAMILY = ("imagenet", "imagenetv2", "imagenet-sketch", "imagenet-r", "imagenet-a")
 
 
@@ -116,7 +118,11 @@ def crop_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--beta", type=float, help="largest crop side fraction (0.9)")
     group.add_argument(
-        "--n-samples", type=int, help="crop pool per image (100; 60 for the ImageNet family)"
+        "--n-crops",
+        "--n-samples",
+        dest="n_samples",
+        type=int,
+        help="crop pool per image, config key n_samples (100; 60 for ImageNet and -R/-A/-Sketch)",
     )
     group.add_argument("--seed", type=int, help="seed of crops and run draws (0)")
     group.add_argument(
@@ -159,18 +165,45 @@ def resolve(args: argparse.Namespace, protocol_flags: bool):
     }
     settings = list(args.set)
     if protocol_flags:
-        overrides.update(n_run=args.n_run, patch_n=args.patch_n, protocol=args.protocol)
-        if args.methods is not None:
-            settings.insert(0, f"methods={args.methods}")
+        overrides.update(
+            n_run=args.n_run, patch_n=args.patch_n, protocol=args.protocol, methods=args.methods
+        )
         for flag in ("image_scale", "text_scale"):
-            if getattr(args, flag) is not None:
-                settings.append(f"methods.wca.{flag}={getattr(args, flag)}")
+            overrides[f"methods.wca.{flag}"] = getattr(args, flag)
     config = resolve_config(args.dataset, args.config, overrides, settings)
     if not config.dataset:
         raise UsageError("no dataset: pass --dataset NAME (or dataset: in --config)")
     if not config.data_path:
         raise UsageError("no data root: pass --data-root DIR (or data_path: in --config)")
+    for note in config.notes:
+        log.info(note)
     return config
+
+
+def build_heads(config, sources, encoder, allow_duplicates: bool) -> dict[str, Any]:
+    """The heads of the enabled methods; a default method whose texts the task lacks (no
+    clip-e.json, no word list) is skipped with one line, a method asked for by name fails."""
+    from wca.methods import build_head
+    from wca.methods.registry import MissingTextSource
+
+    heads = {}
+    for method in config.enabled_methods():
+        options = dict(method.options)
+        try:
+            heads[method.name] = build_head(
+                method.name,
+                encoder.encode_texts,
+                sources,
+                allow_duplicates=allow_duplicates,
+                **options,
+            )
+        except MissingTextSource as error:
+            if config.named(method.name):
+                raise
+            log.info(f"skipped {method.name}: {error}")
+    if not heads:
+        raise UsageError("no method can run on these texts (see the lines above)")
+    return heads
 
 
 def load_dataset(config, args: argparse.Namespace):
@@ -243,7 +276,7 @@ def extract(config, args: argparse.Namespace, encoder, dataset):
         encoder,
         dataset,
         config.n_samples,
-        config.alpha,
+        config.crop_alpha,
         config.beta,
         config.seed,
         None if args.no_cache else (args.cache_dir or default_cache_dir()),

@@ -1,4 +1,4 @@
-"""`wca reproduce`: the paper's table in one command: every config of configs/ x every model,
+"""`wca reproduce`: the paper's table in one command: every shipped config x every model,
 all methods with the authors' protocol, resumable, ending with the report beside the paper."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import wca
 from wca.cli import UsageError
 from wca.cli.options import IMAGENET_FAMILY, describe
 
@@ -22,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the paper's whole table: every dataset config x model, all methods, with report",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=describe(
-            "Run `wca eval` on every config of --configs (the authors' settings of each "
+            "Run `wca eval` on every shipped config (the authors' settings of each "
             "dataset) with every model, all six methods and the authors' protocol, writing one "
             "result file per cell into --output-dir. Cells already complete with the same "
             "settings are skipped, so an interrupted run resumes. Ends with `wca report "
@@ -53,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--configs",
         type=Path,
         metavar="DIR",
-        help="folder of dataset configs (default: ./configs, else the checkout's configs/)",
+        help="folder of dataset configs (default: those shipped with wca, the authors')",
     )
     parser.add_argument(
         "--output-dir",
@@ -82,11 +81,9 @@ def model_specs(lists: list[str] | None) -> list[str]:
 
 def config_files(folder: Path | None, datasets: str | None) -> list[Path]:
     """The config files of the run, every one of the folder or those of ``datasets``."""
-    if folder is None:
-        candidates = [Path("configs"), Path(wca.__file__).resolve().parents[2] / "configs"]
-        folder = next((path for path in candidates if path.is_dir()), None)
-        if folder is None:
-            raise UsageError("no configs/ folder here or in the checkout: pass --configs DIR")
+    from wca.config import PACKAGED_CONFIGS
+
+    folder = PACKAGED_CONFIGS if folder is None else folder
     files = {path.stem: path for path in sorted(Path(folder).glob("*.yaml"))}
     if not files:
         raise UsageError(f"--configs {folder}: no *.yaml config files")
