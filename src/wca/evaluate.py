@@ -65,6 +65,16 @@ class MethodResult:
     def top5_mean_std(self) -> tuple[float, float]:
         return self._mean_std(self.top5)
 
+    def metrics(self) -> dict[str, float]:
+        """clip_benchmark's metrics as fractions in [0, 1]: top-1 and top-5 (mean of runs) and
+        the mean over classes with images of their top-1 recall (balanced accuracy)."""
+        recalls = [value for value in self.per_class_top1 if value is not None]
+        return {
+            "acc1": self.top1_mean_std[0] / 100,
+            "acc5": self.top5_mean_std[0] / 100,
+            "mean_per_class_recall": sum(recalls) / len(recalls) / 100 if recalls else 0.0,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         (m1, s1), (m5, s5) = self.top1_mean_std, self.top5_mean_std
         return {
@@ -273,9 +283,40 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
-def write_json(evaluation: Evaluation, path: str | Path, config: Mapping[str, Any]) -> Path:
-    """Write results, the full resolved ``config`` and library versions as JSON (atomically)."""
+def benchmark_fields(
+    evaluation: Evaluation, dataset: str, model: str, pretrained: str, primary: str
+) -> dict[str, Any]:
+    """clip_benchmark's fields of a result file (``clip_benchmark build`` reads them): the
+    ``metrics`` of the ``primary`` method, and ours, ``metrics_by_method``, for every method."""
+    if primary not in evaluation.methods:
+        raise ValueError(
+            f"primary method {primary!r} was not evaluated (methods: "
+            f"{', '.join(evaluation.methods)})"
+        )
+    return {
+        "dataset": dataset,
+        "model": model,
+        "pretrained": pretrained,
+        "task": "zeroshot_classification",
+        "language": "en",
+        "metrics": evaluation.methods[primary].metrics(),
+        "primary_method": primary,
+        "metrics_by_method": {
+            name: result.metrics() for name, result in evaluation.methods.items()
+        },
+    }
+
+
+def write_json(
+    evaluation: Evaluation,
+    path: str | Path,
+    config: Mapping[str, Any],
+    benchmark: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write results, the full resolved ``config`` and library versions as JSON (atomically);
+    ``benchmark`` (see :func:`benchmark_fields`) goes first, at the top level."""
     document = {
+        **(benchmark or {}),
         "results": evaluation.to_dict(),
         "config": dict(config),
         "versions": library_versions(),

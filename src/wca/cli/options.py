@@ -29,11 +29,13 @@ def describe(paragraph: str, examples: str) -> str:
     return textwrap.fill(paragraph, 78) + "\n\nexamples:\n  " + examples
 
 
-def data_options(parser: argparse.ArgumentParser) -> None:
+def data_options(parser: argparse.ArgumentParser, many: bool = False) -> None:
+    """``many``: ``--dataset`` may be repeated (a sweep), giving a list."""
     group = parser.add_argument_group("data")
     group.add_argument(
         "--dataset",
-        help="dataset name: imagefolder, imagenet, imagenetv2, "
+        action="append" if many else "store",
+        help=("repeatable; " if many else "") + "dataset name: imagefolder, imagenet, imagenetv2, "
         "imagenet-sketch, imagenet-r, imagenet-a, cub, dtd, food101, "
         "oxford_pets, places365, eurosat",
     )
@@ -97,12 +99,17 @@ def apply_image_limit(args: argparse.Namespace) -> None:
     os.environ[MAX_PIXELS_ENV] = str(limit)
 
 
-def model_options(parser: argparse.ArgumentParser, with_workers: bool = True) -> None:
+def model_options(
+    parser: argparse.ArgumentParser, with_workers: bool = True, many: bool = False
+) -> None:
+    """``many``: ``--model`` may be repeated (a sweep), giving a list."""
     group = parser.add_argument_group("model and speed")
     group.add_argument(
         "--model",
         metavar="SPEC",
-        help="open_clip:ViT-B-32/openai, open_clip:hf-hub:org/name, "
+        action="append" if many else "store",
+        help=("repeatable; " if many else "")
+        + "open_clip:ViT-B-32/openai, open_clip:hf-hub:org/name, "
         "open_clip:ARCH@/path.pt, hf:openai/clip-vit-base-patch32, hf:/dir "
         "(eval default: the OpenAI weights of model_size in --config)",
     )
