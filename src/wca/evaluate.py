@@ -13,7 +13,8 @@ Protocols (every run scores every method on every image):
 Methods that do not look at crops are scored once (their runs have std 0) unless they have
 several random draws of their text side (WaffleCLIP): run ``r`` then uses draw ``r % n_draws``.
 Accuracies are percentages; std is the population std over runs (``numpy.std``, as the authors
-report). Images are scored in chunks, so memory stays bounded at ImageNet size.
+report). Images are scored in chunks, so memory stays bounded at ImageNet size. Images skipped
+as unreadable (label -1, ``wca eval --skip-bad-images``) are left out.
 """
 
 from __future__ import annotations
@@ -63,6 +64,16 @@ class MethodResult:
     @property
     def top5_mean_std(self) -> tuple[float, float]:
         return self._mean_std(self.top5)
+
+    def metrics(self) -> dict[str, float]:
+        """clip_benchmark's metrics as fractions in [0, 1]: top-1 and top-5 (mean of runs) and
+        the mean over classes with images of their top-1 recall (balanced accuracy)."""
+        recalls = [value for value in self.per_class_top1 if value is not None]
+        return {
+            "acc1": self.top1_mean_std[0] / 100,
+            "acc5": self.top5_mean_std[0] / 100,
+            "mean_per_class_recall": sum(recalls) / len(recalls) / 100 if recalls else 0.0,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         (m1, s1), (m5, s5) = self.top1_mean_std, self.top5_mean_std
@@ -205,7 +216,9 @@ def evaluate(
         raise ValueError("no methods to evaluate")
     indices = run_indices(features.n_samples, n_run, patch_n, seed, protocol)
     subset = None if class_subset is None else torch.as_tensor(list(class_subset), dtype=torch.long)
-    labels_all = features.labels.long()
+    labels_all = features.labels.long()[features.valid]  # skipped images do not count
+    if len(labels_all) == 0:
+        raise ValueError("no images to score: every image was skipped as unreadable")
     tallies: dict[str, _Tally] = {}
     num_classes = 0
     bar = tqdm(total=len(features), unit="img", desc="scoring", disable=not progress)
@@ -213,6 +226,10 @@ def evaluate(
         image_emb = chunk.image_emb.float()
         crop_emb = chunk.crop_emb.float() if any(h.uses_crops for h in heads.values()) else None
         labels = chunk.labels.long()
+        keep = chunk.valid
+        if not bool(keep.all()):
+            image_emb, labels = image_emb[keep], labels[keep]
+            crop_emb = None if crop_emb is None else crop_emb[keep]
         for name, head in heads.items():
             for runs, logits in _scored_runs(head, image_emb, crop_emb, indices):
                 if name not in tallies:
@@ -227,7 +244,7 @@ def evaluate(
         bar.update(len(chunk))
     bar.close()
 
-    count = len(features)
+    count = len(labels_all)
     per_class_total = torch.bincount(labels_all, minlength=num_classes)
     results = {}
     for name, tally in tallies.items():
@@ -266,9 +283,40 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
-def write_json(evaluation: Evaluation, path: str | Path, config: Mapping[str, Any]) -> Path:
-    """Write results, the full resolved ``config`` and library versions as JSON (atomically)."""
+def benchmark_fields(
+    evaluation: Evaluation, dataset: str, model: str, pretrained: str, primary: str
+) -> dict[str, Any]:
+    """clip_benchmark's fields of a result file (``clip_benchmark build`` reads them): the
+    ``metrics`` of the ``primary`` method, and ours, ``metrics_by_method``, for every method."""
+    if primary not in evaluation.methods:
+        raise ValueError(
+            f"primary method {primary!r} was not evaluated (methods: "
+            f"{', '.join(evaluation.methods)})"
+        )
+    return {
+        "dataset": dataset,
+        "model": model,
+        "pretrained": pretrained,
+        "task": "zeroshot_classification",
+        "language": "en",
+        "metrics": evaluation.methods[primary].metrics(),
+        "primary_method": primary,
+        "metrics_by_method": {
+            name: result.metrics() for name, result in evaluation.methods.items()
+        },
+    }
+
+
+def write_json(
+    evaluation: Evaluation,
+    path: str | Path,
+    config: Mapping[str, Any],
+    benchmark: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write results, the full resolved ``config`` and library versions as JSON (atomically);
+    ``benchmark`` (see :func:`benchmark_fields`) goes first, at the top level."""
     document = {
+        **(benchmark or {}),
         "results": evaluation.to_dict(),
         "config": dict(config),
         "versions": library_versions(),

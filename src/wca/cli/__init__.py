@@ -14,7 +14,10 @@ import sys
 from wca import __version__
 
 # Modules under wca.cli that contribute sub-commands, in the order --help lists them.
-COMMAND_MODULES = ("demo", "evaluate", "extract", "classify", "explain", "describe", "descriptions")
+COMMAND_MODULES = (
+    "demo", "evaluate", "extract", "classify", "explain", "describe", "descriptions", "report",
+    "reproduce",
+)
 
 
 class UsageError(Exception):

@@ -1,12 +1,14 @@
 """`wca eval`: extract features once, then score every method over the authors' multi-run
-protocol; a markdown table and a JSON file."""
+protocol; a markdown table and a JSON file per (model, dataset) cell of a sweep."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from wca.cli import UsageError
 from wca.cli.options import (
@@ -19,8 +21,18 @@ from wca.cli.options import (
     load_encoder,
     model_options,
     resolve,
-    slug,
     text_sources,
+)
+from wca.sweep import (
+    DEFAULT_OUTPUT,
+    OUTPUT_FIELDS,
+    absolute_spec,
+    check_template,
+    finished,
+    model_fields,
+    output_path,
+    read_list,
+    weights_file,
 )
 
 
@@ -39,11 +51,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "  wca eval --config cub.yaml --data-root ~/data/CUB_200_2011 --n-run 5 \\\n"
             "      --set methods.wca.image_scale=3\n"
             "  wca eval --dataset imagefolder --data-root my_photos --descriptions my.json \\\n"
-            "      --methods clip,cupl,wca --model open_clip:ViT-B-32/openai",
+            "      --methods clip,cupl,wca --model open_clip:ViT-B-32/openai\n"
+            "  wca eval --dataset cub --dataset dtd --data-root ~/data/{dataset} \\\n"
+            "      --model open_clip:ViT-B-32/openai --model open_clip:ViT-B-16/openai \\\n"
+            "      --output 'results/{dataset}__{model}__{protocol}.json' --skip-existing",
         ),
     )
-    data_options(parser)
-    model_options(parser)
+    data_options(parser, many=True)
+    model_options(parser, many=True)
     crop_options(parser)
     protocol = parser.add_argument_group("protocol and methods")
     protocol.add_argument(
@@ -55,7 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     protocol.add_argument(
         "--methods",
-        help="comma-separated subset of clip,clip-e,clip-d,waffle,cupl,wca (default: all)",
+        help="comma-separated methods (default: clip,clip-e,clip-d,waffle,cupl,wca); also "
+        "wca-uniform-crops, wca-uniform-text, wca-full-view, wca-paper, zero, mta, awt",
     )
     protocol.add_argument("--n-run", "--runs", dest="n_run", type=int, help="runs to average (20)")
     protocol.add_argument("--patch-n", type=int, help="crops drawn per run (default 60)")
@@ -84,31 +100,207 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="score class lists with repeated names (ImageNet's published "
         "names repeat 'missile' and 'sunglasses')",
     )
+    protocol.add_argument(
+        "--primary-method",
+        metavar="NAME",
+        help="the method of clip_benchmark's `metrics` field (default: wca, else the first "
+        "method evaluated); metrics_by_method has every method",
+    )
+    sweep = parser.add_argument_group(
+        "sweeps (every --model x every --dataset; --data-root may contain {dataset})"
+    )
+    sweep.add_argument("--models-file", type=Path, metavar="FILE", help="model specs, one a line")
+    sweep.add_argument("--datasets-file", type=Path, metavar="FILE", help="datasets, one a line")
+    sweep.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="skip cells whose result file is complete and has the same settings",
+    )
     output = parser.add_argument_group("output")
     output.add_argument(
+        "--output",
         "--out",
-        type=Path,
-        metavar="FILE",
-        help="result JSON (default: wca-results/<dataset>-<split>-<model>.json)",
+        dest="output",
+        metavar="TEMPLATE",
+        help=f"result JSON of each cell (default {DEFAULT_OUTPUT}); fields "
+        + ", ".join("{" + name + "}" for name in OUTPUT_FIELDS)
+        + ", filled path-safe",
     )
     output.add_argument("--no-progress", action="store_true", help="no progress bars")
+    output.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="skip unreadable images (each named on stderr and listed under skipped_images "
+        "in the result JSON; accuracy is over the rest) instead of stopping at the first",
+    )
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from wca.evaluate import evaluate, run_indices, write_json
+@dataclass
+class Cell:
+    """One (model, dataset) of a sweep: its arguments, settings and result file."""
 
-    config = resolve(args, protocol_flags=True)
-    methods = config.enabled_methods()
-    if not methods:
-        raise UsageError("every method is disabled: enable one (--methods clip,wca)")
-    run_indices(config.n_samples, config.n_run, config.patch_n, config.seed, config.protocol)
+    args: argparse.Namespace
+    config: Any  # wca.config.EvalConfig
+    output: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.config.dataset} x {self.config.model_spec}"
+
+
+def _names(given: list[str] | None, path: Path | None) -> list[str | None]:
+    names = list(given or []) + (read_list(path) if path is not None else [])
+    return names or [None]  # None: from --config or the defaults
+
+
+def _absolute(path: Path | None) -> Path | None:
+    return None if path is None else path.expanduser().resolve()
+
+
+def plan(args: argparse.Namespace) -> list[Cell]:
+    """Every cell of the sweep, settings resolved and checked before any work starts."""
+    from wca.config import config_path, read_config_file
+    from wca.evaluate import run_indices
+
+    models = _names(args.model, args.models_file)
+    datasets = _names(args.dataset, args.datasets_file)
+    template = args.output or DEFAULT_OUTPUT
+    check_template(template)
+    root = None if args.data_root is None else str(args.data_root)
+    if root and "{dataset}" not in root and len(set(datasets)) > 1:
+        raise UsageError(f"--data-root {root}: several datasets need {{dataset}} in the path")
+    cells: list[Cell] = []
+    for model in models:
+        for dataset in datasets:
+            cell_args = argparse.Namespace(**vars(args))
+            cell_args.model = None if model is None else absolute_spec(model)
+            cell_args.dataset = dataset
+            cell_args.config = None if args.config is None else config_path(args.config)
+            named = dataset or (read_config_file(args.config).get("dataset") if args.config else "")
+            if root is not None:
+                cell_args.data_root = Path(root.replace("{dataset}", str(named or "")))
+            for key in ("data_root", "descriptions", "descriptions_dir", "cache_dir", "config"):
+                setattr(cell_args, key, _absolute(getattr(cell_args, key)))
+            config = resolve(cell_args, protocol_flags=True)
+            enabled = [method.name for method in config.enabled_methods()]
+            if not enabled:
+                raise UsageError("every method is disabled: enable one (--methods clip,wca)")
+            if args.primary_method and args.primary_method not in enabled:
+                raise UsageError(
+                    f"--primary-method {args.primary_method}: not among the methods "
+                    f"({', '.join(enabled)})"
+                )
+            run_indices(
+                config.n_samples, config.n_run, config.patch_n, config.seed, config.protocol
+            )
+            values = {**config.model_dump(), **model_fields(config.model_spec)}
+            values["model"] = config.model_spec  # the whole spec: two checkpoints stay apart
+            cells.append(Cell(cell_args, config, output_path(template, values).resolve()))
+    seen: dict[Path, Cell] = {}
+    for cell in cells:
+        if cell.output in seen:
+            raise UsageError(
+                f"--output {template}: {seen[cell.output].label} and {cell.label} would both "
+                f"write {cell.output}; add {{dataset}} and {{model}} to the template"
+            )
+        seen[cell.output] = cell
+    return cells
+
+
+def run(args: argparse.Namespace) -> int:
+    cells = plan(args)
+    encoders = _Encoders()
+    if len(cells) == 1 and not args.skip_existing:
+        run_cell(cells[0], encoders)
+        return 0
+    done = skipped = 0
+    failed: list[str] = []
+    for cell in cells:
+        if args.skip_existing:
+            why = finished(cell.output, _settings(cell.config))
+            if why is None:
+                print(f"skip {cell.label}: {cell.output} is complete", file=sys.stderr)
+                skipped += 1
+                continue
+            if why != "not there":
+                print(f"redo {cell.label}: {cell.output}: {why}", file=sys.stderr)
+        try:
+            run_cell(cell, encoders)
+            done += 1
+        except Exception as error:  # one cell's failure must not end the sweep
+            print(f"wca: error: {cell.label}: {_one_line(error)}", file=sys.stderr)
+            failed.append(cell.label)
+    if len(cells) > 1:
+        print(
+            f"sweep: {len(cells)} cells, {done} written, {skipped} skipped, {len(failed)} failed"
+            + (f" ({'; '.join(failed)})" if failed else ""),
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
+
+
+def _one_line(error: Exception) -> str:
+    input_errors = (UsageError, FileNotFoundError, ValueError, KeyError)
+    message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    text = " ".join(str(message).split())
+    return text if isinstance(error, input_errors) else f"{type(error).__name__}: {text}"
+
+
+class _Encoders:
+    """The encoder of the last cell, reused while the next cell asks for the same one."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.encoder = None
+
+    def get(self, args: argparse.Namespace, spec: str, batch_size: int | None):
+        key = (spec, args.device, args.precision, batch_size)
+        if key != self.key:
+            self.key, self.encoder = None, None  # free the previous model first
+            self.encoder = load_encoder(args, spec, batch_size)
+            self.key = key
+        return self.encoder
+
+
+def _settings(config) -> dict[str, Any]:
+    """The settings a result file records: the config with the absolute data path, and no
+    model_size when a model spec was given (it names the model only without one)."""
+    settings = config.to_dict()
+    settings["data_path"] = str(Path(config.data_path).expanduser().resolve())
+    if config.model:
+        settings["model_size"] = None
+    return settings
+
+
+def _primary(args: argparse.Namespace, evaluated: list[str]) -> str:
+    if args.primary_method:
+        return args.primary_method
+    return "wca" if "wca" in evaluated else evaluated[0]
+
+
+def run_cell(cell: Cell, encoders: _Encoders) -> Path:
+    """Extract (or read cached) features of one cell, score every method, write its JSON."""
+    from wca.evaluate import benchmark_fields, evaluate, write_json
+
+    args, config = cell.args, cell.config
     dataset = load_dataset(config, args)
     sources, text_source = text_sources(dataset, args)
-    encoder = load_encoder(args, config.model_spec, config.batch_size)
+    encoder = encoders.get(args, config.model_spec, config.batch_size)
     heads = build_heads(config, sources, encoder, args.allow_duplicate_classes)
     started = time.perf_counter()
+    reasons: dict[int, str] = {}
+    if args.skip_bad_images:
+        args.on_bad_image = lambda index, error: reasons.setdefault(index, str(error))
     features = extract(config, args, encoder, dataset)
+    paths = getattr(dataset, "paths", None)
+    skipped = []
+    for i in (~features.valid).nonzero().flatten().tolist():
+        file = None if paths is None else str(paths[i])
+        cached = f"{file or 'image'}: unreadable when the cached features were made"
+        skipped.append({"index": i, "file": file, "error": reasons.get(i, cached)})
+    for entry in skipped:
+        print(f"wca: skipped image {entry['index']}: {entry['error']}", file=sys.stderr)
     extracted = time.perf_counter()
     where = "in memory" if features.source is None else f"cached in {features.source}"
     print(
@@ -126,20 +318,27 @@ def run(args: argparse.Namespace) -> int:
         class_subset=dataset.class_subset,
         progress=not args.no_progress,
     )
-    title = f"{dataset.name} ({dataset.split}), {config.model_spec}"
-    print(result.table(title))
-    out = args.out or Path("wca-results") / slug(
-        f"{dataset.name}-{dataset.split}-{config.model_spec}.json"
+    print(result.table(f"{dataset.name} ({dataset.split}), {config.model_spec}"))
+    names = model_fields(config.model_spec)
+    benchmark = benchmark_fields(
+        result,
+        dataset.name,
+        str(names["model"]),
+        str(names["pretrained"]),
+        _primary(args, list(result.methods)),
     )
     run = {
-        **config.to_dict(),
-        "data_path": str(Path(config.data_path).resolve()),
-        "descriptions": str(text_source),
+        **_settings(config),
+        "descriptions": str(
+            text_source.resolve() if isinstance(text_source, Path) else text_source
+        ),
         "encoder": encoder.identity,
+        "model_file": weights_file(config.model_spec),
         "device": str(encoder.device),
         "precision": args.precision,
         "num_workers": args.num_workers,
-        "feature_cache": None if features.source is None else str(features.source),
+        "feature_cache": None if features.source is None else str(Path(features.source).resolve()),
+        "skipped_images": skipped,
         "dataset_info": {
             "name": dataset.name,
             "split": dataset.split,
@@ -151,6 +350,6 @@ def run(args: argparse.Namespace) -> int:
             "scoring": round(time.perf_counter() - extracted, 3),
         },
     }
-    write_json(result, out, run)
-    print(f"\nwrote {out}", file=sys.stderr)
-    return 0
+    write_json(result, cell.output, run, benchmark)
+    print(f"\nwrote {cell.output}", file=sys.stderr)
+    return cell.output

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,13 @@ def describe(paragraph: str, examples: str) -> str:
     return textwrap.fill(paragraph, 78) + "\n\nexamples:\n  " + examples
 
 
-def data_options(parser: argparse.ArgumentParser) -> None:
+def data_options(parser: argparse.ArgumentParser, many: bool = False) -> None:
+    """``many``: ``--dataset`` may be repeated (a sweep), giving a list."""
     group = parser.add_argument_group("data")
     group.add_argument(
         "--dataset",
-        help="dataset name: imagefolder, imagenet, imagenetv2, "
+        action="append" if many else "store",
+        help=("repeatable; " if many else "") + "dataset name: imagefolder, imagenet, imagenetv2, "
         "imagenet-sketch, imagenet-r, imagenet-a, cub, dtd, food101, "
         "oxford_pets, places365, eurosat",
     )
@@ -66,14 +69,47 @@ def data_options(parser: argparse.ArgumentParser) -> None:
         help="feature cache (default: $WCA_CACHE_DIR/features, else ~/.cache/wca/features)",
     )
     group.add_argument("--no-cache", action="store_true", help="keep features in memory only")
+    image_limit_option(group)
 
 
-def model_options(parser: argparse.ArgumentParser, with_workers: bool = True) -> None:
+def image_limit_option(parser) -> None:
+    """``--max-image-pixels N``: the decompression-bomb guard of image decoding."""
+    parser.add_argument(
+        "--max-image-pixels",
+        type=int,
+        metavar="N",
+        help="refuse images larger than N pixels (width x height), a guard against "
+        "decompression bombs (default: $WCA_MAX_IMAGE_PIXELS, else PIL's 89478485; 0: no limit)",
+    )
+
+
+def apply_image_limit(args: argparse.Namespace) -> None:
+    """Pass ``--max-image-pixels`` on to the image decoder (and loader workers) by its
+    environment variable. PIL's own warning is silenced: the decoder raises a clear error."""
+    from PIL import Image
+
+    from wca.crops import MAX_PIXELS_ENV
+
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    limit = getattr(args, "max_image_pixels", None)
+    if limit is None:
+        return
+    if limit < 0:
+        raise UsageError(f"--max-image-pixels must be >= 0 (0: no limit), got {limit}")
+    os.environ[MAX_PIXELS_ENV] = str(limit)
+
+
+def model_options(
+    parser: argparse.ArgumentParser, with_workers: bool = True, many: bool = False
+) -> None:
+    """``many``: ``--model`` may be repeated (a sweep), giving a list."""
     group = parser.add_argument_group("model and speed")
     group.add_argument(
         "--model",
         metavar="SPEC",
-        help="open_clip:ViT-B-32/openai, open_clip:hf-hub:org/name, "
+        action="append" if many else "store",
+        help=("repeatable; " if many else "")
+        + "open_clip:ViT-B-32/openai, open_clip:hf-hub:org/name, "
         "open_clip:ARCH@/path.pt, hf:openai/clip-vit-base-patch32, hf:/dir "
         "(eval default: the OpenAI weights of model_size in --config)",
     )
@@ -122,7 +158,8 @@ def crop_options(parser: argparse.ArgumentParser) -> None:
         "--crop-strategy",
         metavar="NAME",
         help="random: the paper's uniform crops (default); diverse: random "
-        "without near-duplicates (IoU filter); grid: a multi-scale grid",
+        "without near-duplicates (IoU filter); grid: a multi-scale grid; rrc: "
+        "RandomResizedCrop boxes with random flips, as ZERO, MTA and AWT augment",
     )
     group.add_argument(
         "--fidelity",
@@ -142,6 +179,8 @@ def crop_options(parser: argparse.ArgumentParser) -> None:
 
 def resolve(args: argparse.Namespace, protocol_flags: bool):
     from wca.config import resolve_config
+
+    apply_image_limit(args)
 
     overrides: dict[str, Any] = {
         "alpha": args.alpha,
@@ -173,6 +212,14 @@ def resolve(args: argparse.Namespace, protocol_flags: bool):
     return config
 
 
+def model_temperature(method: str, encoder) -> dict[str, float]:
+    """``logit_scale``: the encoder's own, for the heads that take one (zero, mta, awt)."""
+    from wca.methods.registry import options_model
+
+    takes = "logit_scale" in options_model(method).model_fields
+    return {"logit_scale": float(encoder.logit_scale)} if takes else {}
+
+
 def build_heads(config, sources, encoder, allow_duplicates: bool) -> dict[str, Any]:
     """The heads of the enabled methods; a default method whose texts the task lacks (no
     clip-e.json, no word list) is skipped with one line, a method asked for by name fails."""
@@ -181,7 +228,7 @@ def build_heads(config, sources, encoder, allow_duplicates: bool) -> dict[str, A
 
     heads = {}
     for method in config.enabled_methods():
-        options = dict(method.options)
+        options = {**model_temperature(method.name, encoder), **method.options}
         try:
             heads[method.name] = build_head(
                 method.name,
@@ -280,6 +327,7 @@ def extract(config, args: argparse.Namespace, encoder, dataset):
         half=config.half,
         strategy=config.crop_strategy,
         progress=not args.no_progress,
+        on_bad_image=getattr(args, "on_bad_image", None),
     )
 
 

@@ -1,0 +1,143 @@
+"""`wca reproduce`: the paper's table in one command: every shipped config x every model,
+all methods with the authors' protocol, resumable, ending with the report beside the paper."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from wca.cli import UsageError
+from wca.cli.options import IMAGENET_FAMILY, describe
+
+PAPER_MODELS = ("ViT-B-32/openai", "ViT-B-16/openai", "ViT-L-14/openai")
+CELL_OUTPUT = "{dataset}__{model}__{protocol}.json"
+IMAGENET_CUPL = Path("cupl-original") / "imagenet_prompts_base.json"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "reproduce",
+        help="the paper's whole table: every dataset config x model, all methods, with report",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=describe(
+            "Run `wca eval` on every shipped config (the authors' settings of each "
+            "dataset) with every model, all six methods and the authors' protocol, writing one "
+            "result file per cell into --output-dir. Cells already complete with the same "
+            "settings are skipped, so an interrupted run resumes. Ends with `wca report "
+            "--paper` on the folder: our top-1 beside the published numbers. ImageNet and its "
+            "variants score with the repeated published names and, as no CuPL set of the "
+            "authors is public, CuPL's own imagenet_prompts_base.json when the descriptions "
+            "directory has it.",
+            "wca reproduce --data-root ~/data/{dataset} --descriptions-dir shared/descriptors\n"
+            "  wca reproduce --data-root ~/data/{dataset} --models ViT-B-32/openai "
+            "--datasets cub,dtd",
+        ),
+    )
+    parser.add_argument(
+        "--data-root",
+        required=True,
+        metavar="TEMPLATE",
+        help="where each dataset is, with {dataset} for the config's dataset name",
+    )
+    parser.add_argument(
+        "--models",
+        action="append",
+        metavar="LIST",
+        help="comma-separated open_clip ARCH/TAG pairs or full model specs (repeatable; "
+        f"default {','.join(PAPER_MODELS)})",
+    )
+    parser.add_argument("--datasets", metavar="LIST", help="comma-separated subset of the configs")
+    parser.add_argument(
+        "--configs",
+        type=Path,
+        metavar="DIR",
+        help="folder of dataset configs (default: those shipped with wca, the authors')",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("results") / "paper",
+        metavar="DIR",
+        help="one result JSON per cell (default results/paper)",
+    )
+    parser.add_argument("--descriptions-dir", type=Path, metavar="DIR")
+    parser.add_argument("--cache-dir", type=Path, metavar="DIR", help="feature cache")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--batch-size", type=int, help="views per encoder pass")
+    parser.add_argument("--num-workers", type=int, default=0, help="loader processes")
+    parser.add_argument("--csv", type=Path, metavar="FILE", help="the report as CSV")
+    parser.add_argument("--plot", type=Path, metavar="PNG", help="the report as a bar chart")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=run)
+
+
+def model_specs(lists: list[str] | None) -> list[str]:
+    """``ARCH/TAG`` -> ``open_clip:ARCH/TAG``; full specs (``BACKEND:...``) as they are."""
+    names = [name.strip() for text in lists or [",".join(PAPER_MODELS)] for name in text.split(",")]
+    return [name if ":" in name else f"open_clip:{name}" for name in names if name]
+
+
+def config_files(folder: Path | None, datasets: str | None) -> list[Path]:
+    """The config files of the run, every one of the folder or those of ``datasets``."""
+    from wca.config import PACKAGED_CONFIGS
+
+    folder = PACKAGED_CONFIGS if folder is None else folder
+    files = {path.stem: path for path in sorted(Path(folder).glob("*.yaml"))}
+    if not files:
+        raise UsageError(f"--configs {folder}: no *.yaml config files")
+    if datasets is None:
+        return list(files.values())
+    wanted = [name.strip() for name in datasets.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in files]
+    if unknown:
+        raise UsageError(
+            f"--datasets: no config for {', '.join(unknown)} in {folder} "
+            f"(configs: {', '.join(files)})"
+        )
+    return [files[name] for name in wanted]
+
+
+def eval_argv(args: argparse.Namespace, config: Path, models: list[str]) -> list[str]:
+    """The `wca eval` command line of one config."""
+    argv = ["eval", "--config", str(config), "--data-root", args.data_root, "--skip-existing"]
+    argv += ["--output", str(args.output_dir / CELL_OUTPUT), "--num-workers", str(args.num_workers)]
+    argv += ["--device", args.device, "--precision", args.precision]
+    for model in models:
+        argv += ["--model", model]
+    for flag in ("descriptions_dir", "cache_dir", "batch_size"):
+        if getattr(args, flag) is not None:
+            argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    if args.no_progress:
+        argv.append("--no-progress")
+    if config.stem in IMAGENET_FAMILY:
+        from wca.datasets import resolve_descriptions_dir
+
+        argv.append("--allow-duplicate-classes")
+        cupl = resolve_descriptions_dir(args.descriptions_dir)[0] / IMAGENET_CUPL
+        if cupl.is_file():
+            argv += ["--descriptions", str(cupl)]
+    return argv
+
+
+def run(args: argparse.Namespace) -> int:
+    from wca.cli import build_parser
+    from wca.cli.report import print_report
+
+    if "{dataset}" not in args.data_root:
+        raise UsageError(f"--data-root {args.data_root}: put {{dataset}} where each name goes")
+    models = model_specs(args.models)
+    configs = config_files(args.configs, args.datasets)
+    parser = build_parser()
+    status = 0
+    for config in configs:
+        print(f"== {config.stem}: {len(models)} model(s)", file=sys.stderr)
+        eval_args = parser.parse_args(eval_argv(args, config, models))
+        try:
+            status = max(status, eval_args.handler(eval_args))
+        except (UsageError, FileNotFoundError, ValueError, KeyError) as error:
+            print(f"wca: error: {config.stem}: {error}", file=sys.stderr)
+            status = 1
+    print_report([args.output_dir], args.csv, markdown=True, plot=args.plot, paper=True)
+    return status
