@@ -118,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
     }
     started = time.perf_counter()
     features = extract(config, args, encoder, dataset)
+    if features is None:  # a rank other than 0 of a torchrun: its shards are done
+        return 0
     extracted = time.perf_counter()
     where = "in memory" if features.source is None else f"cached in {features.source}"
     print(
