@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                 best = min(best, run_extract(processes, threads, extract_args))
             times[processes] = best
             views = args.images * (args.crops + 1)
-            label = "1 process" if processes == 1 else f"torchrun, {processes} processes"
+            label = "1 process" if processes == 1 else f"torchrun {processes} processes"
             threads = max(args.threads // processes, 1)
-            rows.append([f"{label} x {threads} threads", best[0], best[1], views / best[1]])
+            rows.append([f"{label}, OMP_NUM_THREADS={threads}", best[0], best[1], views / best[1]])
     ratio_wall, ratio_extract = (times[2][i] / times[1][i] for i in (0, 1))
     rows.append(["2 processes / 1 process", ratio_wall, ratio_extract, ""])
     model = "tiny CLIP" if args.quick else "ViT-B-32 (random weights)"
