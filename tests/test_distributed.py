@@ -22,7 +22,8 @@ from torch import distributed as dist
 from fake_encoder import FakeEncoder
 from tiny_models import save_openai_state_dict
 from wca.cli import main
-from wca.features import extract_features
+from wca.features import ShardCache, extract_features
+from wca.features.cache import SHARD_TENSORS
 from wca.features.distributed import RankError, Ranks, rank_device, resolve_timeout
 
 HERE = Path(__file__).resolve().parent
@@ -148,6 +149,19 @@ def test_dead_rank_is_named_and_the_rerun_resumes(world, reference, tmp_path):
         assert main(_args(world, cache)) == 0
     assert {name: (folder / name).stat().st_ino for name in kept} == kept  # not recomputed
     _assert_same_features(reference, cache)
+
+
+def test_shard_records_are_read_checked_and_merged(tmp_path):
+    key = {"dataset": {"name": "mini", "split": None}}
+    cache = ShardCache(tmp_path, key, num_images=4, shard_size=2)
+    cache.write_shard(1, {name: torch.zeros(2, 1) for name in SHARD_TENSORS}, record=True)
+    assert not cache.manifest_path.exists() and cache.record_path(1).is_file()
+    assert ShardCache(tmp_path, key, 4, 2).load(1) is not None  # a rank's shard, resumable
+    assert ShardCache(tmp_path, key, 4, 1).load(1) is None  # another layout: not that shard
+    cache.merge_records()
+    manifest = json.loads(cache.manifest_path.read_text())
+    assert list(manifest["shards"]) == ["1"] and not manifest["complete"]
+    assert not cache.record_path(1).exists()
 
 
 def _two_ranks(timeout: float = 5.0) -> tuple[Ranks, Ranks]:

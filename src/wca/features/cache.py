@@ -218,11 +218,10 @@ class ShardCache:
                 shard = int(path.stem.removeprefix("shard-"))
             except (OSError, ValueError):
                 continue  # unreadable: that shard is verified as missing and recomputed
+            if not isinstance(record, dict) or record.get("key_hash") != self.key_hash:
+                continue
             where = self.shard_range(shard) if 0 <= shard < self.num_shards else range(0)
-            if record.get("key_hash") == self.key_hash and (
-                record.get("start"),
-                record.get("count"),
-            ) == (where.start, len(where)):
+            if (record.get("start"), record.get("count")) == (where.start, len(where)):
                 self.shards[str(shard)] = {k: v for k, v in record.items() if k != "key_hash"}
 
     def merge_records(self) -> None:
