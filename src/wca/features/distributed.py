@@ -137,16 +137,18 @@ _JOINED: Ranks | None = None
 def join(device: torch.device, timeout: float | None = None) -> Ranks | None:
     """Join the ranks torchrun started (once per process; None when not launched by it).
 
-    The process group's backend is nccl on CUDA devices and gloo elsewhere; the rendezvous and
-    every wait give up after ``timeout`` seconds (:func:`resolve_timeout`).
+    The process group's backend is nccl on CUDA devices and gloo elsewhere. Barriers give up
+    after ``timeout`` seconds (:func:`resolve_timeout`); the rendezvous, which also waits for
+    every rank to start (import, load the model), after 30 minutes or ``timeout`` if longer.
     """
     global _JOINED
     if _JOINED is not None or not launched():
         return _JOINED
     seconds = resolve_timeout(timeout)
+    start = timedelta(seconds=max(seconds, DEFAULT_TIMEOUT))
     where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
     try:
-        handshake = dist.rendezvous("env://", timeout=timedelta(seconds=seconds))
+        handshake = dist.rendezvous("env://", timeout=start)
         store, rank, world_size = next(handshake)
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -155,12 +157,12 @@ def join(device: torch.device, timeout: float | None = None) -> Ranks | None:
             store=store,
             rank=rank,
             world_size=world_size,
-            timeout=timedelta(seconds=seconds),
+            timeout=start,
         )
     except (RuntimeError, ValueError, OSError) as error:
         raise RankError(
             f"rendezvous of {os.environ.get('WORLD_SIZE')} ranks at {where} failed within "
-            f"{seconds:g} s: {error}"
+            f"{start.total_seconds():g} s: {error}"
         ) from error
     atexit.register(dist.destroy_process_group)
     _JOINED = Ranks(rank, world_size, store, seconds)
