@@ -15,7 +15,9 @@ A config is ``precision`` (fp32/bf16; fp16 on GPU), ``batch`` (views per encoder
 ``workers`` (loader processes; 0 = one prefetching thread), ``channels_last`` (0/1: model and
 pixels in channels-last memory), ``compile`` (0/1: ``torch.compile`` the image tower) and
 ``float_views`` (0/1: the pipeline as before commit b13b9ce, float views from the loader made
-by ``benchmarks/crops_baseline.py``, for the before/after comparison).
+by ``benchmarks/crops_baseline.py``, for the before/after comparison) and ``device_views``
+(0/1: ``views_on_device``, the loader only decodes and the views are cut and resized on the
+encoder's device; GPU mode compares it with the CPU-view rows).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class Config:
     channels_last: bool = False
     compile: bool = False
     float_views: bool = False
+    device_views: bool = False
 
     @classmethod
     def parse(cls, text: str) -> Config:
@@ -73,7 +76,7 @@ class Config:
         return config
 
     def label(self) -> str:
-        options = ("channels_last", "compile", "float_views")
+        options = ("channels_last", "compile", "float_views", "device_views")
         extras = [name for name in options if getattr(self, name)]
         return " ".join([self.precision, f"batch {self.batch}", f"workers {self.workers}", *extras])
 
@@ -93,6 +96,8 @@ GPU_CONFIGS = [
     Config("fp16", 256, 4),
     Config("fp16", 256, 2, channels_last=True),
     Config("fp16", 256, 2, float_views=True),
+    Config("fp16", 256, 2, device_views=True),
+    Config("fp16", 512, 2, device_views=True),
 ]
 
 
@@ -179,7 +184,7 @@ def measure(
         with pipeline_before_b13b9ce(config.float_views):
             features = extract_features(
                 encoder, dataset, n_crops, ALPHA, batch_size=config.batch,
-                num_workers=config.workers, progress=False,
+                num_workers=config.workers, progress=False, views_on_device=config.device_views,
             )
         sync()
         pipeline = max(pipeline, len(dataset) / (time.perf_counter() - start))

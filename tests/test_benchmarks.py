@@ -65,6 +65,16 @@ def test_extract_quick(capsys):
     assert all(float(row[1]) > 0 and float(row[3]) > 0 for row in rows)
 
 
+def test_distributed_quick(capsys):
+    rows = table_rows(run(capsys, "distributed", "--quick"))
+    assert [row[0] for row in rows] == [
+        "1 process, OMP_NUM_THREADS=2",
+        "torchrun 2 processes, OMP_NUM_THREADS=1",
+        "2 processes / 1 process",
+    ]
+    assert all(float(row[1]) > 0 and float(row[2]) > 0 for row in rows)
+
+
 def test_scoring_quick(capsys):
     output = run(capsys, "scoring", "--quick")
     rows = table_rows(output)

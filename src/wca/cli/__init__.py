@@ -24,6 +24,11 @@ class UsageError(Exception):
     """Bad input from the user: printed as one clear line, exit status 2."""
 
 
+class StepFailed(Exception):
+    """A step failed for a reason outside the input (another torchrun rank died): printed as
+    one line, exit status 1."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wca",
@@ -79,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"wca: error: {message}", file=sys.stderr)
         return 2
+    except StepFailed as error:
+        print(f"wca: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("wca: interrupted", file=sys.stderr)
         return 130

@@ -279,8 +279,9 @@ def _primary(args: argparse.Namespace, evaluated: list[str]) -> str:
     return "wca" if "wca" in evaluated else evaluated[0]
 
 
-def run_cell(cell: Cell, encoders: _Encoders) -> Path:
-    """Extract (or read cached) features of one cell, score every method, write its JSON."""
+def run_cell(cell: Cell, encoders: _Encoders) -> Path | None:
+    """Extract (or read cached) features of one cell, score every method, write its JSON
+    (under torchrun, ranks other than 0 only extract, and return None)."""
     from wca.evaluate import benchmark_fields, evaluate, write_json
 
     args, config = cell.args, cell.config
@@ -293,6 +294,8 @@ def run_cell(cell: Cell, encoders: _Encoders) -> Path:
     if args.skip_bad_images:
         args.on_bad_image = lambda index, error: reasons.setdefault(index, str(error))
     features = extract(config, args, encoder, dataset)
+    if features is None:  # a rank other than 0 of a torchrun: its shards are done
+        return None
     paths = getattr(dataset, "paths", None)
     skipped = []
     for i in (~features.valid).nonzero().flatten().tolist():

@@ -26,10 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=describe(
             "Embed every image's full view and --n-samples crops into the feature cache, e.g. "
             "on a GPU machine before scoring elsewhere. An interrupted run resumes from the "
-            "last complete shard; damaged shards are found and recomputed.",
+            "last complete shard; damaged shards are found and recomputed. Under torchrun, "
+            "every rank encodes its share of the shards and rank 0 reports.",
             "wca extract --dataset imagenet --data-root ~/data/imagenet \\\n"
             "      --model open_clip:ViT-B-32/openai --device cuda --precision fp16 \\\n"
-            "      --batch-size 1024 --num-workers 8",
+            "      --batch-size 1024 --num-workers 8\n"
+            "  torchrun --nproc-per-node 4 -m wca extract --dataset imagenet \\\n"
+            "      --data-root ~/data/imagenet --model open_clip:ViT-B-32/openai",
         ),
     )
     data_options(parser)
@@ -58,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     encoder = load_encoder(args, config.model_spec, config.batch_size)
     started = time.perf_counter()
     features = extract(config, args, encoder, dataset)
+    if features is None:  # a rank other than 0 of a torchrun: its shards are done
+        return 0
     seconds = time.perf_counter() - started
     where = features.source if features.source is not None else "memory (--no-cache)"
     print(

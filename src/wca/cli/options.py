@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from wca.cli import UsageError
+from wca.cli import StepFailed, UsageError
 
 log = logging.getLogger("wca")
 IMAGENET_FAMILY = ("imagenet", "imagenetv2", "imagenet-sketch", "imagenet-r", "imagenet-a")
@@ -135,6 +135,19 @@ def model_options(
         )
         group.add_argument(
             "--shard-size", type=int, default=1000, help="images per cache shard (default 1000)"
+        )
+        group.add_argument(
+            "--views-on-device",
+            action=argparse.BooleanOptionalAction,
+            help="decode on the CPU, cut and resize the views on the model's device "
+            "(default: on for CUDA)",
+        )
+        group.add_argument(
+            "--dist-timeout",
+            type=float,
+            metavar="SECONDS",
+            help="under torchrun: how long a rank waits for the others before failing, naming "
+            "them (default: $WCA_DIST_TIMEOUT, else 1800)",
         )
 
 
@@ -303,32 +316,41 @@ def text_sources(dataset, args: argparse.Namespace):
 
 def load_encoder(args: argparse.Namespace, spec: str, batch_size: int | None):
     from wca.encoders import load_encoder
+    from wca.features.distributed import rank_device
 
-    return load_encoder(spec, device=args.device, precision=args.precision, batch_size=batch_size)
+    device = rank_device(args.device)  # under torchrun: cuda:LOCAL_RANK
+    return load_encoder(spec, device=device, precision=args.precision, batch_size=batch_size)
 
 
 def extract(config, args: argparse.Namespace, encoder, dataset):
+    """The features of every image; under torchrun, on rank 0 only (the other ranks: None)."""
     from wca.features import extract_features
+    from wca.features.distributed import RankError, join
 
     if args.num_workers < 0:
         raise UsageError(f"--num-workers must be >= 0, got {args.num_workers}")
-    return extract_features(
-        encoder,
-        dataset,
-        config.n_samples,
-        config.crop_alpha,
-        config.beta,
-        config.seed,
-        None if args.no_cache else (args.cache_dir or default_cache_dir()),
-        batch_size=config.batch_size,
-        num_workers=args.num_workers,
-        shard_size=args.shard_size,
-        fidelity=config.fidelity,
-        half=config.half,
-        strategy=config.crop_strategy,
-        progress=not args.no_progress,
-        on_bad_image=getattr(args, "on_bad_image", None),
-    )
+    try:
+        return extract_features(
+            encoder,
+            dataset,
+            config.n_samples,
+            config.crop_alpha,
+            config.beta,
+            config.seed,
+            None if args.no_cache else (args.cache_dir or default_cache_dir()),
+            batch_size=config.batch_size,
+            num_workers=args.num_workers,
+            shard_size=args.shard_size,
+            fidelity=config.fidelity,
+            half=config.half,
+            strategy=config.crop_strategy,
+            progress=not args.no_progress,
+            on_bad_image=getattr(args, "on_bad_image", None),
+            views_on_device=args.views_on_device,
+            ranks=join(encoder.device, args.dist_timeout),
+        )
+    except RankError as error:  # another rank failed or never arrived
+        raise StepFailed(str(error)) from error
 
 
 def slug(text: str) -> str:

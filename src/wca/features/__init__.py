@@ -4,6 +4,7 @@ a safetensors shard cache that is safe to interrupt, resume and share.
 - :mod:`wca.features.cache`: the cache key, the shards and their verification, :class:`Features`.
 - :mod:`wca.features.views`: decoding and view making, in a thread or loader workers.
 - :mod:`wca.features.extract`: the encoding loop, :func:`extract_features`.
+- :mod:`wca.features.distributed`: the same split over the ranks that torchrun starts.
 """
 
 from wca.features.cache import MANIFEST, Features, ShardCache, cache_key

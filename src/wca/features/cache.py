@@ -4,7 +4,9 @@ hold it.
 ``<cache_dir>/<dataset>/<key hash>/`` holds ``shard-NNNNN.safetensors`` files of ``shard_size``
 images each and ``manifest.json`` (the full cache key and a sha256 per shard). Shards are
 written to a temporary name and renamed, so a file under a shard's name is always complete; a
-shard whose checksum or header does not verify is recomputed, never used.
+shard whose checksum or header does not verify is recomputed, never used. Ranks of a
+distributed run (:mod:`wca.features.distributed`) record each shard in a ``shard-NNNNN.json``
+beside it instead of rewriting the manifest; rank 0 merges the records into it.
 """
 
 from __future__ import annotations
@@ -191,6 +193,7 @@ class ShardCache:
         if manifest is not None:
             self.shard_size = manifest["shard_size"]  # resume with the layout already on disk
             self.shards = manifest["shards"]
+        self.read_records()
 
     def _read_manifest(self) -> dict[str, Any] | None:
         try:
@@ -215,7 +218,32 @@ class ShardCache:
     def shard_path(self, shard: int) -> Path:
         return self.folder / f"shard-{shard:05d}.safetensors"
 
-    def write_shard(self, shard: int, tensors: dict[str, Tensor]) -> None:
+    def record_path(self, shard: int) -> Path:
+        return self.folder / f"shard-{shard:05d}.json"
+
+    def read_records(self) -> None:
+        """Add the shards recorded beside their files (by ranks, since the last manifest) whose
+        key and place in the layout match this cache."""
+        for path in sorted(self.folder.glob("shard-*.json")):
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+                shard = int(path.stem.removeprefix("shard-"))
+            except (OSError, ValueError):
+                continue  # unreadable: that shard is verified as missing and recomputed
+            if not isinstance(record, dict) or record.get("key_hash") != self.key_hash:
+                continue
+            where = self.shard_range(shard) if 0 <= shard < self.num_shards else range(0)
+            if (record.get("start"), record.get("count")) == (where.start, len(where)):
+                self.shards[str(shard)] = {k: v for k, v in record.items() if k != "key_hash"}
+
+    def merge_records(self) -> None:
+        """Rank 0, after every rank finished: the records into the manifest."""
+        self.read_records()
+        self._write_manifest()
+
+    def write_shard(self, shard: int, tensors: dict[str, Tensor], record: bool = False) -> None:
+        """Write a shard and note it in the manifest, or (``record``, a rank of a distributed
+        run) in its own record file, so ranks never write the same file."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.shard_path(shard)
         metadata = {"key_hash": self.key_hash, "shard": str(shard)}
@@ -227,7 +255,11 @@ class ShardCache:
             "bytes": path.stat().st_size,
             "sha256": _file_sha256(path),
         }
-        self._write_manifest()
+        if record:
+            text = json.dumps({"key_hash": self.key_hash, **self.shards[str(shard)]}, indent=1)
+            write_atomic(self.record_path(shard), lambda tmp: tmp.write_text(text, "utf-8"))
+        else:
+            self._write_manifest()
 
     def _write_manifest(self) -> None:
         manifest = {
@@ -240,6 +272,8 @@ class ShardCache:
         }
         text = json.dumps(manifest, indent=1, sort_keys=True)
         write_atomic(self.manifest_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        for shard in self.shards:  # merged: a stale record must not override a newer entry
+            self.record_path(int(shard)).unlink(missing_ok=True)
 
     def load(self, shard: int, verify: bool = True) -> dict[str, Tensor] | None:
         """A shard's tensors, memory-mapped, if it is recorded in the manifest, complete,

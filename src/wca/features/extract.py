@@ -4,7 +4,8 @@ the shard cache (:mod:`wca.features.cache`) from the view pipeline (:mod:`wca.fe
 Views of consecutive images are packed into encoder batches of ``batch_size`` views; one shard
 of outputs is held in memory. Encoder batches never straddle shards, so a resumed run repeats
 exactly the batches an uninterrupted run makes and its features are bit-identical (same device,
-precision and ``batch_size``).
+precision and ``batch_size``) -- and so are those of a run split over ranks
+(:mod:`wca.features.distributed`).
 """
 
 from __future__ import annotations
@@ -20,11 +21,25 @@ from tqdm.auto import tqdm
 
 from wca import crops
 from wca.features.cache import DEFAULT_SHARD_SIZE, Features, ShardCache, assemble, cache_key
+from wca.features.distributed import Ranks
 from wca.features.views import ViewItems, iterate_views
 from wca.scoring import require_finite
 
 DEFAULT_BATCH_SIZE = 256  # views per encoder forward pass
 SKIPPED = -1  # the label of an image skipped as unreadable
+
+
+def _decoded(image: Any, boxes: Tensor, flips: Tensor | None = None) -> Tensor:
+    """The loader's half of views on the device: the decoded image alone, ``uint8 [3, H, W]``."""
+    return crops.image_to_tensor(image)
+
+
+def _views_on(
+    pixels: Tensor, boxes: Tensor, flips: Tensor, device: torch.device, prep: Any
+) -> Tensor:
+    """The encoder's half: the image moved to ``device`` once, every view cut and resized there
+    (the fast path's antialiased resize, on that device's kernels)."""
+    return crops.uint8_views(pixels.to(device), boxes, prep, flips)
 
 
 def _encode_shard(
@@ -36,10 +51,13 @@ def _encode_shard(
     store_dtype: torch.dtype,
     bar: tqdm,
     on_bad_image: Callable[[int, Exception], None] | None = None,
+    cut: Any = None,
 ) -> dict[str, Tensor]:
     """Encode the images ``indices`` (next in ``stream``), views packed ``batch_size`` at a time
     across images; the last batch of a shard may be short. An unreadable image raises, or with
-    ``on_bad_image`` is reported to it and stored as skipped (label -1, zero embeddings)."""
+    ``on_bad_image`` is reported to it and stored as skipped (label -1, zero embeddings).
+    ``cut(pixels, boxes, flips)``: makes the views of a decoded image (views on the device),
+    else the stream carries them."""
     views_per_image = n_samples + 1
     out = torch.empty(len(indices) * views_per_image, encoder.embed_dim, dtype=torch.float32)
     boxes = torch.empty(len(indices), n_samples, 4, dtype=torch.int64)
@@ -78,6 +96,8 @@ def _encode_shard(
         index, views, image_boxes, image_flips, label = item
         if index != expected:
             raise RuntimeError(f"feature pipeline out of order: got image {index}, want {expected}")
+        if cut is not None:
+            views = cut(views, image_boxes, image_flips)
         if views.shape[0] != views_per_image:
             raise ValueError(f"image {index}: {views.shape[0]} views, want {views_per_image}")
         boxes[row], flips[row], labels[row] = image_boxes, image_flips, label
@@ -121,7 +141,9 @@ def extract_features(
     verify: bool = True,
     progress: bool = True,
     on_bad_image: Callable[[int, Exception], None] | None = None,
-) -> Features:
+    views_on_device: bool | None = None,
+    ranks: Ranks | None = None,
+) -> Features | None:
     """Embed every image of ``dataset``: its full view and ``n_samples`` crops.
 
     ``cache_dir``: keep features in resumable safetensors shards there (None: in memory only).
@@ -133,7 +155,10 @@ def extract_features(
     stops at the first unreadable image (its error is raised); a function ``(index, error)``
     is told of each one instead, and the image is kept as skipped: label :data:`SKIPPED`, zero
     embeddings (:attr:`Features.valid` is False there; a cached shard with skipped images is
-    recomputed by a run that does not skip).
+    recomputed by a run that does not skip). ``views_on_device``: the
+    loader only decodes; views are cut and resized on the encoder's device (default: on CUDA,
+    fast path). ``ranks`` (:func:`wca.features.distributed.join`): encode this rank's shards of
+    the cache; rank 0 returns every image's features once all ranks are done, the others None.
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
@@ -148,6 +173,12 @@ def extract_features(
         )
     if num_images == 0:
         raise ValueError(f"dataset {getattr(dataset, 'name', '')!r} has no images")
+    if views_on_device is None:
+        views_on_device = encoder.device.type == "cuda" and not fidelity
+    if views_on_device and fidelity:
+        raise ValueError("views on the device use the fast path: not with fidelity views")
+    if ranks is not None and cache_dir is None:
+        raise ValueError("a distributed run needs a feature cache that every rank sees")
     store_dtype = torch.float16 if half else torch.float32
     key = cache_key(encoder, dataset, n_samples, alpha, beta, seed, fidelity, store_dtype, strategy)
     if cache_dir is None:
@@ -156,58 +187,120 @@ def extract_features(
             range(lo, min(lo + shard_size, num_images)) for lo in range(0, num_images, shard_size)
         ]
         parts: list[dict[str, Tensor] | None] = [None] * len(ranges)
+        mine = list(range(len(ranges)))
     else:
         cache = ShardCache(Path(cache_dir), key, num_images, shard_size)
         ranges = [cache.shard_range(s) for s in range(cache.num_shards)]
-        parts = [cache.load(s, verify) for s in range(cache.num_shards)]
+        mine = [s for s in range(cache.num_shards) if ranks is None or ranks.owns(s)]
+        parts = [cache.load(s, verify) if s in mine else None for s in range(cache.num_shards)]
         if on_bad_image is None:  # a shard that skipped images is not used by a strict run
             parts = [p if p is None or bool((p["labels"] >= 0).all()) else None for p in parts]
-    todo = [s for s, part in enumerate(parts) if part is None]
-
-    if todo:
-        if fidelity:
-            make_views = functools.partial(
-                crops.fidelity_views,
-                preprocess=encoder.preprocess,
-                size=encoder.preprocessing.image_size,
-            )
-        else:
-            # uint8 views travel from the workers; flush() normalises whole batches
-            make_views = functools.partial(crops.uint8_views, prep=encoder.preprocessing)
-        indices = [i for s in todo for i in ranges[s]]
-        items = ViewItems(dataset, indices, make_views, n_samples, alpha, beta, seed, strategy)
-        name = getattr(dataset, "name", "images")
-        bar = tqdm(
-            total=num_images,
-            initial=num_images - len(indices),
-            unit="img",
-            desc=f"features {name}",
-            disable=not progress,
-        )
-        stream = iterate_views(items, num_workers)
-        try:
-            for shard in todo:
-                tensors = _encode_shard(
-                    encoder,
-                    stream,
-                    ranges[shard],
-                    n_samples,
-                    batch_size,
-                    store_dtype,
-                    bar,
-                    on_bad_image,
-                )
-                if cache is not None:
-                    cache.write_shard(shard, tensors)
-                    tensors = cache.load(shard, verify=False)
-                    if tensors is None:
-                        raise RuntimeError(f"{cache.shard_path(shard)}: unreadable after writing")
-                parts[shard] = tensors
-        finally:
-            bar.close()
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
-            del stream
+    todo = [s for s in mine if parts[s] is None]
+    work = functools.partial(
+        _fill,
+        encoder,
+        dataset,
+        parts,
+        ranges,
+        todo,
+        cache,
+        (n_samples, alpha, beta, seed, strategy),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        fidelity=fidelity,
+        store_dtype=store_dtype,
+        views_on_device=views_on_device,
+        on_bad_image=on_bad_image,
+        bar_total=sum(len(ranges[s]) for s in mine),
+        progress=progress and (ranks is None or ranks.rank == 0),
+        record=ranks is not None,
+    )
+    if ranks is None:
+        work()
+    else:
+        with ranks.together("the feature pass"):
+            work()
+        if ranks.rank != 0:
+            return None
+        cache.merge_records()
+        for shard, part in enumerate(parts):
+            parts[shard] = part if part is not None else cache.load(shard, verify=False)
+            if parts[shard] is None:
+                raise RuntimeError(f"{cache.shard_path(shard)}: missing after every rank finished")
     complete = [part for part in parts if part is not None]  # every shard, after the loop
     return assemble(complete, None if cache is None else cache.folder)
+
+
+def _fill(
+    encoder: Any,
+    dataset: Any,
+    parts: list[dict[str, Tensor] | None],
+    ranges: list[range],
+    todo: list[int],
+    cache: ShardCache | None,
+    box_args: tuple[int, float, float, int, str],
+    *,
+    batch_size: int,
+    num_workers: int,
+    fidelity: bool,
+    store_dtype: torch.dtype,
+    views_on_device: bool,
+    on_bad_image: Callable[[int, Exception], None] | None,
+    bar_total: int,
+    progress: bool,
+    record: bool,
+) -> None:
+    """Encode the shards ``todo`` into ``parts`` (and the cache): the loader or thread makes
+    views, this process packs and encodes them, one shard at a time. ``box_args``: n_samples,
+    alpha, beta, seed and strategy of the crop boxes."""
+    if not todo:
+        return
+    cut = None
+    if fidelity:
+        make_views = functools.partial(
+            crops.fidelity_views,
+            preprocess=encoder.preprocess,
+            size=encoder.preprocessing.image_size,
+        )
+    elif views_on_device:
+        make_views = _decoded
+        cut = functools.partial(_views_on, device=encoder.device, prep=encoder.preprocessing)
+    else:
+        # uint8 views travel from the workers; flush() normalises whole batches
+        make_views = functools.partial(crops.uint8_views, prep=encoder.preprocessing)
+    indices = [i for s in todo for i in ranges[s]]
+    items = ViewItems(dataset, indices, make_views, *box_args)
+    name = getattr(dataset, "name", "images")
+    bar = tqdm(
+        total=bar_total,
+        initial=bar_total - len(indices),
+        unit="img",
+        desc=f"features {name}",
+        disable=not progress,
+    )
+    stream = iterate_views(items, num_workers)
+    try:
+        for shard in todo:
+            tensors = _encode_shard(
+                encoder,
+                stream,
+                ranges[shard],
+                box_args[0],
+                batch_size,
+                store_dtype,
+                bar,
+                on_bad_image,
+                cut,
+            )
+            if cache is not None:
+                cache.write_shard(shard, tensors, record=record)
+                tensors = cache.load(shard, verify=False)
+                if tensors is None:
+                    raise RuntimeError(f"{cache.shard_path(shard)}: unreadable after writing")
+            parts[shard] = tensors
+    finally:
+        bar.close()
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+        del stream
