@@ -96,6 +96,16 @@ def test_paths_quick(capsys):
     assert [row[0] for row in table_rows(output)] == ["clip", "clip-d", "cupl", "wca"]
 
 
+def test_classify_quick(capsys):
+    rows = table_rows(run(capsys, "classify", "--quick"))
+    assert [row[0] for row in rows] == [
+        "extract_features",
+        "predict (list, packed batches)",
+        "predict (one call per image)",
+    ]
+    assert all(float(row[1]) > 0 for row in rows) and rows[0][3] == "1"
+
+
 def test_peers_quick(capsys):
     rows = table_rows(run(capsys, "peers", "--quick"))
     assert [row[0] for row in rows][-3:] == ["zero", "mta", "awt"]

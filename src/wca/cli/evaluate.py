@@ -93,6 +93,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="result JSON (default: wca-results/<dataset>-<split>-<model>.json)",
     )
     output.add_argument("--no-progress", action="store_true", help="no progress bars")
+    output.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="skip unreadable images (each named on stderr and listed under skipped_images "
+        "in the result JSON; accuracy is over the rest) instead of stopping at the first",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -109,7 +115,18 @@ def run(args: argparse.Namespace) -> int:
     encoder = load_encoder(args, config.model_spec, config.batch_size)
     heads = build_heads(config, sources, encoder, args.allow_duplicate_classes)
     started = time.perf_counter()
+    reasons: dict[int, str] = {}
+    if args.skip_bad_images:
+        args.on_bad_image = lambda index, error: reasons.setdefault(index, str(error))
     features = extract(config, args, encoder, dataset)
+    paths = getattr(dataset, "paths", None)
+    skipped = []
+    for i in (~features.valid).nonzero().flatten().tolist():
+        file = None if paths is None else str(paths[i])
+        cached = f"{file or 'image'}: unreadable when the cached features were made"
+        skipped.append({"index": i, "file": file, "error": reasons.get(i, cached)})
+    for entry in skipped:
+        print(f"wca: skipped image {entry['index']}: {entry['error']}", file=sys.stderr)
     extracted = time.perf_counter()
     where = "in memory" if features.source is None else f"cached in {features.source}"
     print(
@@ -141,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         "precision": args.precision,
         "num_workers": args.num_workers,
         "feature_cache": None if features.source is None else str(features.source),
+        "skipped_images": skipped,
         "dataset_info": {
             "name": dataset.name,
             "split": dataset.split,

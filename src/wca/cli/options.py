@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,34 @@ def data_options(parser: argparse.ArgumentParser) -> None:
         help="feature cache (default: $WCA_CACHE_DIR/features, else ~/.cache/wca/features)",
     )
     group.add_argument("--no-cache", action="store_true", help="keep features in memory only")
+    image_limit_option(group)
+
+
+def image_limit_option(parser) -> None:
+    """``--max-image-pixels N``: the decompression-bomb guard of image decoding."""
+    parser.add_argument(
+        "--max-image-pixels",
+        type=int,
+        metavar="N",
+        help="refuse images larger than N pixels (width x height), a guard against "
+        "decompression bombs (default: $WCA_MAX_IMAGE_PIXELS, else PIL's 89478485; 0: no limit)",
+    )
+
+
+def apply_image_limit(args: argparse.Namespace) -> None:
+    """Pass ``--max-image-pixels`` on to the image decoder (and loader workers) by its
+    environment variable. PIL's own warning is silenced: the decoder raises a clear error."""
+    from PIL import Image
+
+    from wca.crops import MAX_PIXELS_ENV
+
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    limit = getattr(args, "max_image_pixels", None)
+    if limit is None:
+        return
+    if limit < 0:
+        raise UsageError(f"--max-image-pixels must be >= 0 (0: no limit), got {limit}")
+    os.environ[MAX_PIXELS_ENV] = str(limit)
 
 
 def model_options(parser: argparse.ArgumentParser, with_workers: bool = True) -> None:
@@ -143,6 +172,8 @@ def crop_options(parser: argparse.ArgumentParser) -> None:
 
 def resolve(args: argparse.Namespace, protocol_flags: bool):
     from wca.config import resolve_config
+
+    apply_image_limit(args)
 
     overrides: dict[str, Any] = {
         "alpha": args.alpha,
@@ -289,6 +320,7 @@ def extract(config, args: argparse.Namespace, encoder, dataset):
         half=config.half,
         strategy=config.crop_strategy,
         progress=not args.no_progress,
+        on_bad_image=getattr(args, "on_bad_image", None),
     )
 
 

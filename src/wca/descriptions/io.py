@@ -37,13 +37,23 @@ def read_json(path: str | Path) -> Any:
 
 def load_descriptions(path: str | Path) -> dict[str, list[str]]:
     """A description set ``{class name: [text, ...]}`` (CuPL sentences or CLIP-D descriptors)."""
-    data = read_json(path)
+    return validate_descriptions(read_json(path), path)
+
+
+def validate_descriptions(data: Any, source: str | Path = "descriptions") -> dict[str, list[str]]:
+    """``data`` if it is ``{class name: [text, ...]}``, else an error naming ``source`` and the
+    first entry of the wrong type (a string where a list belongs would read as characters)."""
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected an object {{class: [text, ...]}}, got {type(data)}")
+        kind = type(data).__name__
+        raise ValueError(f"{source}: expected an object {{class: [text, ...]}}, got a {kind}")
     for name, texts in data.items():
-        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            raise ValueError(f"{path}: the descriptions of {name!r} are not a list of strings")
-    return data
+        if not isinstance(name, str):
+            raise ValueError(f"{source}: class name {name!r} is not a string")
+        if not isinstance(texts, list | tuple) or not all(isinstance(t, str) for t in texts):
+            raise ValueError(
+                f"{source}: the descriptions of {name!r} must be a list of strings, got {texts!r}"
+            )
+    return {name: list(texts) for name, texts in data.items()}
 
 
 def load_classnames(path: str | Path) -> list[str]:

@@ -81,6 +81,11 @@ class Features:
         return self.image_emb.shape[1]
 
     @property
+    def valid(self) -> Tensor:
+        """``[B]`` bool: False for images skipped as unreadable (label -1)."""
+        return self.labels >= 0
+
+    @property
     def crop_emb(self) -> Tensor:
         return self._parts[0] if len(self._parts) == 1 else torch.cat(self._parts)
 
