@@ -29,10 +29,16 @@ def normalize_pixels(views: Tensor, prep: Preprocessing) -> Tensor:
     return (views.float() / 255.0 - mean) / std
 
 
-def fast_views(image: Image.Image | Tensor, boxes: Tensor, prep: Preprocessing) -> Tensor:
-    """The old fast path: float views ``[N+1, 3, S, S]``, full view first."""
+def fast_views(
+    image: Image.Image | Tensor, boxes: Tensor, prep: Preprocessing, flips: Tensor | None = None
+) -> Tensor:
+    """The old fast path: float views ``[N+1, 3, S, S]``, full view first (square boxes; the
+    ``flips`` of today's views mirrored afterwards)."""
     pixels = image if isinstance(image, Tensor) else image_to_tensor(image)
     views = [_resize_and_crop(pixels, prep)]
     for left, top, right, bottom in boxes.tolist():
         views.append(_resize_and_crop(pixels[:, top:bottom, left:right], prep))
-    return normalize_pixels(torch.stack(views), prep)
+    views = torch.stack(views)
+    if flips is not None and bool(flips.any()):
+        views[1:][flips] = views[1:][flips].flip(-1)
+    return normalize_pixels(views, prep)

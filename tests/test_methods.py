@@ -194,7 +194,13 @@ def test_unknown_method_option_and_missing_source_are_clear_errors(sources):
     bare = TextSources(sources.classnames)
     with pytest.raises(ValueError, match="cupl.json"):
         build_head("cupl", HashEncoder(), bare)
-    assert set(METHODS) == {"clip", "clip-e", "clip-d", "waffle", "cupl", "wca"}
+    assert set(METHODS) == {"clip", "clip-e", "clip-d", "waffle", "cupl", "wca", "zero", "mta"} | {
+        "awt",
+        "wca-uniform-crops",
+        "wca-uniform-text",
+        "wca-full-view",
+        "wca-paper",
+    }
 
 
 def test_encode_prompts_pads_ragged_lists():
