@@ -7,6 +7,7 @@ with ``parser.set_defaults(handler=fn)``; ``fn(args) -> int`` returns the exit s
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -33,6 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_os_error(error: OSError) -> str:
+    """``PATH: strerror (errno NAME)``, or the error's own text when it carries no errno."""
+    if error.errno is None:
+        return str(error)
+    where = f"{error.filename}: " if error.filename is not None else ""
+    name = errno.errorcode.get(error.errno, str(error.errno))
+    return f"{where}{error.strerror} (errno {name})"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -45,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"wca: error: {message}", file=sys.stderr)
         return 2
+    except OSError as error:  # disk full, a directory where a file goes, no permission...
+        print(f"wca: error: {describe_os_error(error)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("wca: interrupted", file=sys.stderr)
         return 130
