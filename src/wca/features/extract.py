@@ -19,7 +19,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from wca import crops
-from wca.features.cache import DEFAULT_SHARD_SIZE, Features, ShardCache, assemble, cache_key
+from wca.features.cache import (
+    DEFAULT_SHARD_SIZE,
+    Features,
+    ShardCache,
+    assemble,
+    cache_key,
+    image_identities,
+)
 from wca.features.views import ViewItems, iterate_views
 
 DEFAULT_BATCH_SIZE = 256  # views per encoder forward pass
@@ -134,7 +141,7 @@ def extract_features(
         ]
         parts: list[dict[str, Tensor] | None] = [None] * len(ranges)
     else:
-        cache = ShardCache(Path(cache_dir), key, num_images, shard_size)
+        cache = ShardCache(Path(cache_dir), key, num_images, shard_size, image_identities(dataset))
         ranges = [cache.shard_range(s) for s in range(cache.num_shards)]
         parts = [cache.load(s, verify) for s in range(cache.num_shards)]
     todo = [s for s, part in enumerate(parts) if part is None]
