@@ -12,6 +12,7 @@ requests per class, and plays a per-class script of behaviours before answering 
     "429"        429 with ``Retry-After: <retry_after>``
     "500"        500 with a JSON error body
     "401"        401 (a wrong API key)
+    "404"        404 (a model the server does not have)
     "malformed"  200 with a body that is not valid JSON
     "nochoices"  200 with valid JSON but an empty ``choices`` list
     "drop"       closes the connection without sending a response
@@ -35,7 +36,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-BEHAVIOURS = ("ok", "slow", "429", "500", "401", "malformed", "nochoices", "drop")
+BEHAVIOURS = ("ok", "slow", "429", "500", "401", "404", "malformed", "nochoices", "drop")
 
 
 def default_answer(classname: str, prompt: str, index: int) -> str:
@@ -65,6 +66,7 @@ class FakeLLMServer:
         self.delay = delay
         self.always: dict[str, str] = {}
         self.counts: Counter[str] = Counter()
+        self.probes = 0  # requests about no class (the endpoint probe)
         self._served: Counter[tuple[str, str]] = Counter()  # answers per (class, prompt)
         self.log: list[dict[str, Any]] = []
         self._scripts: dict[str, deque[str]] = defaultdict(deque)
@@ -119,7 +121,10 @@ class FakeLLMServer:
 
     def _next_behaviour(self, classname: str, record: dict[str, Any]) -> str:
         with self._lock:
-            self.counts[classname] += 1
+            if classname:
+                self.counts[classname] += 1
+            else:
+                self.probes += 1
             queue = self._scripts.get(classname)
             behaviour = queue.popleft() if queue else self.always.get(classname, "ok")
             record["behaviour"] = behaviour
@@ -175,6 +180,10 @@ class FakeLLMServer:
                     return
                 if behaviour == "401":
                     self._send_json(401, {"error": {"message": "bad key", "type": "auth"}}, {})
+                    return
+                if behaviour == "404":
+                    error = {"error": {"message": "model not found", "type": "not_found"}}
+                    self._send_json(404, error, {})
                     return
                 if behaviour == "malformed":
                     self._send_json(200, b'{"id": "x", "choices": [{"mess', {})

@@ -148,6 +148,7 @@ def test_offline_fails_fast_and_says_where_to_put_the_file(descriptors_dir, tmp_
     destination = tmp_path / "cub" / "clip-e.json"
     assert str(destination) in message and "by hand" in message
     # following the instructions works with no network
+    destination.parent.mkdir()
     shutil.copy(descriptors_dir / "cub" / "clip-e.json", destination)
     assert fetch("cub", "clip-e", tmp_path, base_url=_closed_port_url()) == destination
 
@@ -178,3 +179,22 @@ def test_cli_fetch(mirror, tmp_path, monkeypatch, capsys):
             str(tmp_path / "d"), "--base-url", _closed_port_url()]
     assert main(args) == 1
     assert "by hand" in capsys.readouterr().err
+
+
+def test_item23_failed_fetch_leaves_no_empty_folder(tmp_path):
+    cache = tmp_path / "cache"
+    with pytest.raises(FetchError):
+        fetch("cub", "clip-e", cache, base_url=_closed_port_url(), connect_timeout=1.0)
+    assert not cache.exists()
+    (tmp_path / "kept").mkdir()  # a folder that was there before stays
+    with pytest.raises(FetchError):
+        fetch("cub", "clip-e", tmp_path / "kept", base_url=_closed_port_url())
+    assert list((tmp_path / "kept").iterdir()) == []
+
+
+def test_item23_file_url_mirror_is_accepted(descriptors_dir, tmp_path):
+    path = fetch("cub", "cupl", tmp_path / "c", base_url=descriptors_dir.resolve().as_uri())
+    assert path.read_bytes() == (descriptors_dir / "cub" / "cupl.json").read_bytes()
+    with pytest.raises(FetchError, match="No such file"):
+        fetch("cub", "cupl", tmp_path / "d", base_url=(tmp_path / "nowhere").as_uri())
+    assert not (tmp_path / "d").exists()

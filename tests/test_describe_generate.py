@@ -40,6 +40,11 @@ def api_key(monkeypatch):
     monkeypatch.setenv("WCA_TEST_KEY", KEY)
 
 
+def _asked(server: FakeLLMServer) -> list[dict]:
+    """The logged requests about a class (not the endpoint probe)."""
+    return [record for record in server.log if record["class"]]
+
+
 def config(server: FakeLLMServer, **options) -> GenerationConfig:
     settings = {
         "model": "fake-model",
@@ -70,7 +75,7 @@ def test_cupl_prompts_sent_to_the_server(server, tmp_path):
     assert report.ok
     prompts = {r["body"]["messages"][-1]["content"] for r in server.log if r["class"] == "owl"}
     assert prompts == {q.replace("{a}", "an").replace("{c}", "owl") for q in CUPL_QUESTIONS}
-    body = server.log[0]["body"]
+    body = _asked(server)[0]["body"]
     assert body["n"] == 3 and body["model"] == "fake-model"
     assert body["temperature"] == 0.99 and body["max_tokens"] == 50
     assert server.counts == {"owl": 5, "cat": 5}
@@ -123,7 +128,7 @@ def test_permanent_failure_is_reported_and_a_rerun_asks_only_for_it(server, tmp_
     assert list(json.loads(out.read_text())) == CLASSES[:20]
     # CLIP-D answers became short descriptor phrases
     assert report.descriptions["bird 07"] == [f"feature {k} of the bird 07" for k in (1, 2, 3)]
-    assert server.log[0]["body"]["messages"][-1]["content"] == (
+    assert _asked(server)[0]["body"]["messages"][-1]["content"] == (
         "What are useful features for distinguishing a bird 07 in a photo?"
     )
 
@@ -168,7 +173,7 @@ def test_retry_after_is_honoured(tmp_path):
         srv.script("owl", "429")
         cfg = config(srv, style="clip-d", backoff_base=0.0)
         assert generate_descriptions(["owl"], tmp_path / "o.json", cfg, progress=False).ok
-        first, second = (r["time"] for r in srv.log)
+        first, second = (r["time"] for r in _asked(srv))
     assert srv.counts["owl"] == 2 and second - first >= 0.95
 
 
@@ -212,7 +217,8 @@ def test_user_questions_and_validation(server, tmp_path):
     cfg = config(server, questions=["Draw {a} {c}"], n=1, system_prompt="")
     report = generate_descriptions(["umbrella"], tmp_path / "o.json", cfg, progress=False)
     assert report.ok
-    assert server.log[0]["body"]["messages"] == [{"role": "user", "content": "Draw an umbrella"}]
+    asked = _asked(server)[0]["body"]["messages"]
+    assert asked == [{"role": "user", "content": "Draw an umbrella"}]
     with pytest.raises(ValueError, match="no \\{c\\}"):
         config(server, questions=["Describe it"])
     with pytest.raises(ValueError, match="style"):
@@ -266,7 +272,7 @@ def test_killed_cli_run_resumes_without_asking_again(tmp_path):
     out = tmp_path / "out.json"
     with FakeLLMServer(names, delay=0.1) as srv:
         command = [sys.executable, "-m", "wca", "describe", "--classes-file", str(classes),
-                   "--out", str(out), "--style", "clip-d", "--model", "m", "--base-url",
+                   "--out", str(out), "--style", "clip-d", "--llm", "m", "--base-url",
                    srv.url, "--concurrency", "1", "--no-progress"]
         env = {**os.environ, "OPENAI_API_KEY": ""}
         process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
@@ -307,3 +313,61 @@ def test_cli_without_api_key_is_a_clear_error(tmp_path, monkeypatch, capsys):
             "--model", "gpt-4o-mini"]
     assert main(args) == 2
     assert "set the environment variable OPENAI_API_KEY" in capsys.readouterr().err
+
+
+def _closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def test_item12_refused_connection_fails_before_the_run(tmp_path, capsys):
+    classes = _write_classes(tmp_path, CLASSES[:3])
+    out = tmp_path / "o.json"
+    # with retries this slow, any retry of a refused connection would hang the test
+    args = ["describe", "--classes-file", str(classes), "--out", str(out), "--llm", "m",
+            "--base-url", _closed_port_url(), "--api-key-env", "WCA_TEST_KEY",
+            "--retries", "5", "--backoff", "600", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("wca: error: cannot reach the LLM endpoint http://127.0.0.1:")
+    assert "\n" not in err and not out.exists()
+
+
+@pytest.mark.parametrize(("behaviour", "message"), [
+    ("401", "HTTP 401.*check the API key in \\$WCA_TEST_KEY"),
+    ("404", "HTTP 404.*is the model name 'fake-model' right"),
+])
+def test_item12_wrong_key_or_model_stops_at_the_probe(server, tmp_path, behaviour, message):
+    server.always[""] = behaviour
+    cfg = config(server, backoff_base=600)
+    with pytest.raises(ValueError, match=message):
+        generate_descriptions(CLASSES[:3], tmp_path / "o.json", cfg, progress=False)
+    assert server.probes == 1 and sum(server.counts.values()) == 0  # no class asked
+
+
+def test_item12_probe_lets_rate_limits_and_server_errors_retry(server, tmp_path):
+    server.script("", "429")
+    report = generate_descriptions(CLASSES[:2], tmp_path / "o.json", config(server), progress=False)
+    assert report.ok and server.probes == 1
+    server.script("", "500")
+    report = generate_descriptions(CLASSES[:3], tmp_path / "o.json", config(server), progress=False)
+    assert report.ok and server.probes == 2
+    generate_descriptions(CLASSES[:3], tmp_path / "o.json", config(server), progress=False)
+    assert server.probes == 2  # nothing left to ask: no probe
+
+
+def test_item19_describe_llm_with_model_as_deprecated_alias(server, tmp_path, capsys):
+    classes = _write_classes(tmp_path, ["owl"])
+    base = ["describe", "--classes-file", str(classes), "--style", "clip-d",
+            "--base-url", server.url, "--api-key-env", "WCA_TEST_KEY", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "a.json"), "--llm", "m1"]) == 0
+    assert "deprecated" not in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "b.json"), "--model", "m2"]) == 0
+    assert "--model is deprecated, use --llm" in capsys.readouterr().err
+    assert [r["body"]["model"] for r in server.log if r["class"]] == ["m1", "m2"]
+    assert main([*base, "--out", str(tmp_path / "c.json")]) == 2
+    assert "--llm is required" in capsys.readouterr().err

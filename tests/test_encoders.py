@@ -366,3 +366,30 @@ def test_wca_classifier_runs_end_to_end(kind, encoders, image):
     assert sorted(prediction.labels) == ["car", "cat", "dog"]
     assert sum(prediction.scores) == pytest.approx(1.0, abs=1e-4)
     assert prediction.crop_weights.shape == (4,)
+
+
+class _RunsCode:
+    """Unpickling this runs ``exec``: what a crafted checkpoint does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
+
+
+@pytest.mark.parametrize("form", ["openai", "arch"])
+def test_item22_crafted_pickle_does_not_run(tmp_path, monkeypatch, form):
+    marker = tmp_path / "marker"
+    path = tmp_path / "evil.pt"
+    torch.save({"visual.proj": torch.zeros(2), "payload": _RunsCode(marker)}, path)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    arch = "" if form == "openai" else f"{tiny_models.TINY_ARCH}@"
+    with pytest.raises(ValueError) as error:
+        load_encoder(f"open_clip:{arch}{path}", device="cpu")
+    assert not marker.exists()
+    message = str(error.value)
+    assert "\n" not in message and str(path) in message
+    if form == "openai":
+        assert "refusing to unpickle" in message
+

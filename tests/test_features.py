@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -203,3 +206,70 @@ def test_manifest_is_json_with_checksums(tmp_path: Path):
         for entry in manifest["shards"].values():
             assert len(entry["sha256"]) == 64
             assert (features.source / entry["file"]).stat().st_size == entry["bytes"]
+
+
+def _folder_dataset(root: Path, per_class: int = 3):
+    """An image folder of 3 classes, images in path order (shard_size 3: one class a shard)."""
+    from wca.datasets.folder import imagefolder
+
+    for c in range(3):
+        for k in range(per_class):
+            path = root / f"c{c}" / f"{k}.png"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                TinyDataset(count=12)[3 * c + k][0].save(path)
+    return imagefolder(root)
+
+
+def test_item06_changed_image_is_recomputed(tmp_path):
+    root, cache = tmp_path / "images", tmp_path / "cache"
+    dataset = _folder_dataset(root)
+    _extract(FakeEncoder(), dataset, cache)
+    changed = dataset.paths[4]  # shard 1
+    Image.new("RGB", (61, 47), (250, 10, 10)).save(changed)  # edited in place, same name
+    encoder = FakeEncoder()
+    with pytest.warns(UserWarning, match="shard-00001.*images changed on disk"):
+        cached = _copy(_extract(encoder, _folder_dataset(root), cache))
+    assert encoder.views == 3 * 6  # one shard, not the cache
+    _same(cached, _extract(FakeEncoder(), _folder_dataset(root), None))
+    assert len(list(cache.glob("*/*"))) == 1  # the same cache folder, nothing orphaned
+    # touching a file (same bytes, new mtime) is a change too
+    stamp = changed.stat()
+    os.utime(changed, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))
+    encoder = FakeEncoder()
+    with pytest.warns(UserWarning, match="shard-00001"):
+        _extract(encoder, _folder_dataset(root), cache)
+    assert encoder.views == 3 * 6
+
+
+def test_item06_deleting_an_image_keeps_the_shards_before_it(tmp_path):
+    root, cache = tmp_path / "images", tmp_path / "cache"
+    dataset = _folder_dataset(root, per_class=4)  # 12 images, shards of 3
+    _extract(FakeEncoder(), dataset, cache)
+    dataset.paths[7].unlink()  # image 7, in shard 2: images 7.. shift down one place
+    smaller = _folder_dataset(root, per_class=0)
+    assert len(smaller) == 11
+    encoder = FakeEncoder()
+    features = _copy(_extract(encoder, smaller, cache))
+    assert encoder.views == (11 - 6) * 6  # shards 0 and 1 kept
+    _same(features, _extract(FakeEncoder(), smaller, None))
+    folder = next(cache.glob("*/*"))
+    assert sorted(p.name for p in folder.glob("shard-*")) == [
+        f"shard-{s:05d}.safetensors" for s in range(4)
+    ]
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["complete"] and manifest["num_images"] == 11
+    assert all(len(e["images_sha256"]) == 64 for e in manifest["shards"].values())
+
+
+def test_item23_identical_runs_write_identical_shard_bytes(tmp_path):
+    """safetensors writes several metadata entries in a random order (per process)."""
+    script = (
+        "import sys; sys.path.insert(0, 'tests'); from test_features import TinyDataset, _extract;"
+        "from fake_encoder import FakeEncoder; _extract(FakeEncoder(), TinyDataset(), sys.argv[1])"
+    )
+    for run in ("a", "b", "c"):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / run)], check=True)
+    shards = [sorted((tmp_path / run).glob("*/*/shard-*")) for run in ("a", "b", "c")]
+    for files in zip(*shards, strict=True):
+        assert len({f.read_bytes() for f in files}) == 1, files[0].name

@@ -7,6 +7,7 @@ with ``parser.set_defaults(handler=fn)``; ``fn(args) -> int`` returns the exit s
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -48,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_os_error(error: OSError) -> str:
+    """``PATH: strerror (errno NAME)``, or the error's own text when it carries no errno."""
+    if error.errno is None:
+        return str(error)
+    where = f"{error.filename}: " if error.filename is not None else ""
+    name = errno.errorcode.get(error.errno, str(error.errno))
+    return f"{where}{error.strerror} (errno {name})"
+
+
 def _remember_parsers(parser: argparse.ArgumentParser) -> None:
     """Let every (sub-)command know its own parser, so that a bad flag prints its usage."""
     parser.set_defaults(command_parser=parser)
@@ -86,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except StepFailed as error:
         print(f"wca: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # disk full, a directory where a file goes, no permission...
+        print(f"wca: error: {describe_os_error(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("wca: interrupted", file=sys.stderr)

@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     describe.add_argument("--style", choices=("cupl", "clip-d"), default="cupl",
                           help="cupl: 5 questions, full sentences; clip-d: one bulleted list "
                           "of short visual features per class (default: cupl)")
-    describe.add_argument("--model", required=True, help="model name at the endpoint")
+    describe.add_argument("--llm", help="the LLM: its model name at the endpoint (required)")
+    describe.add_argument("--model", dest="llm_alias", metavar="LLM",
+                          help="deprecated spelling of --llm")
     describe.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL"),
                           help="endpoint, e.g. http://localhost:11434/v1 "
                           "(default: $OPENAI_BASE_URL, else OpenAI)")
@@ -87,11 +89,20 @@ def near_duplicate_filter(args: argparse.Namespace) -> Callable | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from wca.cli import UsageError
     from wca.descriptions.generate import GenerationConfig, generate_descriptions, load_questions
 
+    llm = args.llm
+    if args.llm_alias is not None:
+        if llm is not None and llm != args.llm_alias:
+            raise UsageError(f"--llm {llm!r} and --model {args.llm_alias!r} disagree")
+        print("wca describe: --model is deprecated, use --llm", file=sys.stderr)
+        llm = args.llm_alias
+    if llm is None:
+        raise UsageError("describe: --llm is required (the model name at the endpoint)")
     classnames = load_classnames(args.classes_file)
     config = GenerationConfig(
-        model=args.model,
+        model=llm,
         style=args.style,
         base_url=args.base_url,
         api_key_env=args.api_key_env,

@@ -8,7 +8,9 @@ wherever a descriptions folder is expected.
 
 Upstream homes: the WCA authors' repository for ``<dataset>/<set>.json`` and the CuPL authors'
 repository for ``cupl-original/<file>.json``. ``WCA_DESCRIPTIONS_URL`` (or ``base_url``)
-replaces both with one server laid out like the descriptors folder, e.g. a mirror.
+replaces both with one server laid out like the descriptors folder, e.g. a mirror; a
+``file://`` URL names such a folder on this machine. A failed fetch leaves no file and no
+folder behind that it created.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import httpx
 
@@ -181,11 +185,32 @@ def fetch(
                 f"it was not kept. {by_hand}"
             )
 
-    return write_atomic(destination, download_verified)
+    created = _missing_folders(destination.parent)
+    try:
+        return write_atomic(destination, download_verified)
+    except BaseException:
+        for folder in created:  # innermost first; rmdir refuses a folder something else filled
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, innermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def _download(entry: PublishedFile, handle, timeout: httpx.Timeout, by_hand: str) -> None:
     """Stream ``entry.url`` into ``handle``, stopping once it is longer than expected."""
+    if urlparse(entry.url).scheme == "file":
+        _copy_local(entry, handle, by_hand)
+        return
     written = 0
     try:
         with httpx.stream("GET", entry.url, timeout=timeout, follow_redirects=True) as response:
@@ -203,3 +228,19 @@ def _download(entry: PublishedFile, handle, timeout: httpx.Timeout, by_hand: str
         raise FetchError(
             f"could not download {entry.url} ({type(error).__name__}: {error}); offline? {by_hand}"
         ) from error
+
+
+def _copy_local(entry: PublishedFile, handle, by_hand: str) -> None:
+    """Copy a ``file://`` mirror's file into ``handle``, with the same size limit as a download."""
+    source = Path(url2pathname(urlparse(entry.url).path))
+    try:
+        with open(source, "rb") as local:
+            data = local.read(entry.size + 1)
+    except OSError as error:
+        raise FetchError(f"{entry.url}: {error.strerror or error}. {by_hand}") from error
+    if len(data) > entry.size:
+        raise FetchError(
+            f"{entry.url}: longer than the published {entry.size} bytes; the file was not kept. "
+            f"{by_hand}"
+        )
+    handle.write(data)

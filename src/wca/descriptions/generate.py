@@ -9,7 +9,10 @@ LM Studio). The run is built to survive ImageNet-sized jobs:
 - each finished class is appended at once to a JSONL progress file next to the output
   (``<out>.partial.jsonl``), and the output JSON is rewritten atomically at the end, so an
   interrupted run resumes where it stopped and never asks again for a class it already has;
-- a class whose requests failed is reported with the reason and left out, for the next run.
+- a class whose requests failed is reported with the reason and left out, for the next run;
+- one small request probes the endpoint before the run, so a server that is not there (refused
+  connection, unknown host), a wrong key (401/403) or an unknown model (404) stops it at once
+  instead of costing every class its retries.
 
 The output is exactly the published format, ``{class: [text, ...]}`` in class-list order.
 The API key is read from the environment and only handed to the client.
@@ -203,6 +206,41 @@ def make_client(config: GenerationConfig) -> openai.OpenAI:
     )
 
 
+def probe_endpoint(client: openai.OpenAI, config: GenerationConfig) -> None:
+    """One one-token request; ValueError (one line) for a failure no retry can fix. A timeout,
+    429, 5xx or dropped connection passes: the run's own retries deal with those."""
+    where = f"LLM endpoint {client.base_url}"
+    try:
+        client.chat.completions.create(
+            model=config.model,
+            messages=[{"role": "user", "content": "Reply with OK."}],
+            max_tokens=1,
+            timeout=config.timeout,
+        )
+    except openai.APITimeoutError:
+        return
+    except openai.APIConnectionError as error:
+        cause = error.__cause__
+        # refused, unknown host, no route (the HTTP library's ConnectError, by name: openai
+        # may bring its own copy of httpx)
+        if any(kind.__name__ == "ConnectError" for kind in type(cause).__mro__):
+            raise ValueError(
+                f"cannot reach the {where} ({' '.join(str(cause).split())}); is the server "
+                "running and --base-url right?"
+            ) from error
+    except openai.APIStatusError as error:
+        status = error.status_code
+        if status in _FATAL_STATUS:
+            hint = (
+                f"is the model name {config.model!r} right (and the URL)?"
+                if status == 404
+                else f"check the API key in ${config.api_key_env}"
+            )
+            raise ValueError(f"{where}: HTTP {status}: {error.message}; {hint}") from error
+    except Exception:  # a malformed answer: the run's parser and retries judge it
+        return
+
+
 class RequestFailed(Exception):
     """A request that failed for good; ``fatal`` failures stop the whole run."""
 
@@ -394,12 +432,14 @@ def generate_descriptions(
     overwrite: bool = False,
     postprocess: Callable[[dict[str, list[str]]], dict[str, list[str]]] | None = None,
     progress: bool = True,
+    probe: bool = True,
 ) -> GenerationReport:
     """Ask the LLM about every class not yet in ``out`` and write ``{class: [text, ...]}``.
 
     Repeated class names are asked about once. ``postprocess`` (e.g. near-duplicate removal)
     runs on the merged result before it is written. Interrupting (Ctrl-C) keeps every
     finished class on disk. Returns a report; ``report.failed`` maps classes to reasons.
+    ``probe``: check the endpoint with :func:`probe_endpoint` first (when there is work).
     """
     out = Path(out)
     names = list(dict.fromkeys(classnames))
@@ -413,8 +453,11 @@ def generate_descriptions(
     report = GenerationReport(descriptions={}, resumed=[c for c in names if c in done])
     todo = [c for c in names if c not in done]
 
+    client = client or make_client(config)
+    if probe and todo:
+        probe_endpoint(client, config)
     stop = threading.Event()
-    runner = _Runner(client or make_client(config), config, stop)
+    runner = _Runner(client, config, stop)
     requests = {c: _plan(c, config) for c in todo}
     answers: dict[str, list] = {c: [None] * len(requests[c]) for c in todo}
     pending = {c: len(requests[c]) for c in todo}

@@ -9,11 +9,16 @@ Specs (after ``open_clip:``):
   ``open_clip.add_model_config``) with weights from a local checkpoint.
 - ``/path/file.pt``: an OpenAI-format checkpoint (state dict or TorchScript archive); the
   architecture is inferred from the weights, as ``clip.load`` does.
+
+Checkpoints are never unpickled as arbitrary Python: state dicts load with
+``torch.load(weights_only=True)`` (passed explicitly, so ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``
+cannot turn it off), and a file that holds other objects is refused.
 """
 
 from __future__ import annotations
 
 import difflib
+import pickle
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -21,7 +26,11 @@ from pathlib import Path
 
 import open_clip
 import torch
-from open_clip.model import get_model_preprocess_cfg
+from open_clip.model import (
+    build_model_from_openai_state_dict,
+    get_cast_dtype,
+    get_model_preprocess_cfg,
+)
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 from torch import Tensor
 
@@ -197,18 +206,57 @@ def _load_arch_checkpoint(spec: str, arch: str, path: Path, **options) -> OpenCl
 
 def _load_openai_file(spec: str, path: Path, **options) -> OpenClipEncoder:
     _check_archive(spec, path)
+    precision = options["precision"]
+    state = _openai_state_dict(spec, path)
     try:
-        with warnings.catch_warnings():  # open_clip tries torch.jit.load first, now deprecated
-            warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
-            model = open_clip.load_openai_model(
-                str(path), precision=options["precision"], device=options["device"]
-            )
+        if "state_dict" in state:  # a training checkpoint saved through DataParallel
+            state = {k.removeprefix("module."): v for k, v in state["state_dict"].items()}
+        model = build_model_from_openai_state_dict(state, cast_dtype=get_cast_dtype(precision))
     except Exception as error:
         raise _checkpoint_error(spec, path, "an OpenAI-format CLIP model", error) from error
+    model = model.to(options["device"])
+    if precision != "fp16":  # OpenAI weights are stored fp16; as open_clip.load_openai_model
+        model.float()
+        if precision == "bf16":
+            open_clip.model.convert_weights_to_lp(model, dtype=torch.bfloat16)
+    model.visual.image_mean = open_clip.OPENAI_DATASET_MEAN
+    model.visual.image_std = open_clip.OPENAI_DATASET_STD
     tokenizer = open_clip.SimpleTokenizer(context_length=model.context_length)
     return OpenClipEncoder(
         model, tokenizer, name=spec, identity=f"{spec}#{file_fingerprint(path)}", **options
     )
+
+
+def _openai_state_dict(spec: str, path: Path) -> dict[str, Tensor]:
+    """The weights of an OpenAI-format file, a TorchScript archive (whose loader resolves only
+    TorchScript's own types) or a state dict read with ``weights_only=True``."""
+    try:
+        if _is_torchscript(path):
+            with warnings.catch_warnings():  # torch.jit.load is deprecated, OpenAI ships it
+                warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+                return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" not in str(error):  # not a pickle at all: corrupt
+            raise _checkpoint_error(spec, path, "an OpenAI-format CLIP model", error) from error
+        raise ValueError(
+            f"{spec}: {path} holds Python objects besides weights; refusing to unpickle it, "
+            "which could run code from the file (save its state_dict, or use safetensors)"
+        ) from error
+    except Exception as error:
+        raise _checkpoint_error(spec, path, "an OpenAI-format CLIP model", error) from error
+    if not isinstance(state, dict):
+        raise ValueError(f"{spec}: {path} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def _is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip with ``constants.pkl`` and code)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def _checkpoint_error(spec: str, path: Path, what: str, error: Exception) -> ValueError:

@@ -7,6 +7,19 @@ written to a temporary name and renamed, so a file under a shard's name is alway
 shard whose checksum or header does not verify is recomputed, never used. Ranks of a
 distributed run (:mod:`wca.features.distributed`) record each shard in a ``shard-NNNNN.json``
 beside it instead of rewriting the manifest; rank 0 merges the records into it.
+
+The key holds what changes the numbers of every image (model, preprocessing, crop settings,
+seed, dataset name, split and root); the images themselves are checked per shard. Each shard
+records a digest of its images' identities (path, label, size and mtime in nanoseconds, the
+test ``make`` and ``rsync`` use; a content hash would read the whole dataset on every run), and
+a shard whose images differ from the files now on disk is recomputed alone: an image edited,
+replaced or fixed in place costs one shard, not the cache.
+
+Shards are indexed by position. Deleting or inserting an image shifts the images after it, so
+every shard from that one on is recomputed, and the shards before it are kept. This is exact
+rather than merely cautious: crops are drawn from ``(seed, image index)`` (the authors'
+protocol), so a shifted image gets other crops and its cached numbers would be wrong.
+Datasets that do not list their files (no ``paths``) are identified by their length instead.
 """
 
 from __future__ import annotations
@@ -14,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,7 +41,7 @@ from torch import Tensor
 from wca import crops
 from wca.files import write_atomic
 
-FORMAT_VERSION = 2  # 2: shards hold the per-view flips
+FORMAT_VERSION = 3  # 2: shards hold per-view flips; 3: images checked per shard, not by key
 MANIFEST = "manifest.json"
 DEFAULT_SHARD_SIZE = 1000  # images per shard: ~125 MB at N=60, D=512, fp32
 
@@ -118,21 +132,34 @@ class Features:
 
 
 def dataset_identity(dataset: Any) -> dict[str, Any]:
-    """What identifies a dataset's images for the cache key: name, split, root, length, and a
-    hash of its image files and labels when it lists them (``paths`` and ``labels``)."""
+    """What identifies a dataset for the cache key: name, split and root, and its length when
+    it does not list its files (listed files are checked per shard: :func:`image_identities`)."""
     identity: dict[str, Any] = {
         "name": getattr(dataset, "name", type(dataset).__name__),
         "split": getattr(dataset, "split", None),
         "root": str(Path(dataset.root).resolve()) if getattr(dataset, "root", None) else None,
-        "len": len(dataset),
     }
-    paths, labels = getattr(dataset, "paths", None), getattr(dataset, "labels", None)
-    if paths is not None and labels is not None:
-        digest = hashlib.sha256()
-        for path, label in zip(paths, labels, strict=True):
-            digest.update(f"{path}\t{label}\n".encode())
-        identity["samples_sha256"] = digest.hexdigest()
+    if image_identities(dataset) is None:
+        identity["len"] = len(dataset)
     return identity
+
+
+def image_identities(dataset: Any) -> list[str] | None:
+    """One line per image, ``path, label, size, mtime_ns``, when the dataset lists its files
+    (``paths`` and ``labels``); a file that cannot be stat'ed is marked missing."""
+    paths, labels = getattr(dataset, "paths", None), getattr(dataset, "labels", None)
+    if paths is None or labels is None:
+        return None
+    lines = []
+    for path, label in zip(paths, labels, strict=True):
+        try:
+            info = os.stat(path)
+        except OSError:
+            stamp = "missing"
+        else:
+            stamp = f"{info.st_size}\t{info.st_mtime_ns}"
+        lines.append(f"{path}\t{label}\t{stamp}")
+    return lines
 
 
 def cache_key(
@@ -176,10 +203,24 @@ def _file_sha256(path: Path) -> str:
 
 
 class ShardCache:
-    """One cache folder: the manifest and the shards of one cache key."""
+    """One cache folder: the manifest and the shards of one cache key.
 
-    def __init__(self, root: Path, key: dict[str, Any], num_images: int, shard_size: int):
+    ``images``: :func:`image_identities` of the dataset, checked per shard (None: not checked,
+    the key alone identifies the images).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        key: dict[str, Any],
+        num_images: int,
+        shard_size: int,
+        images: Sequence[str] | None = None,
+    ):
+        if images is not None and len(images) != num_images:
+            raise ValueError(f"{len(images)} image identities for {num_images} images")
         self.key = key
+        self.images = images
         self.key_hash = _key_hash(key)
         name = str(key["dataset"]["name"]) + (
             f"-{key['dataset']['split']}" if key["dataset"]["split"] else ""
@@ -192,7 +233,8 @@ class ShardCache:
         manifest = self._read_manifest()
         if manifest is not None:
             self.shard_size = manifest["shard_size"]  # resume with the layout already on disk
-            self.shards = manifest["shards"]
+            # entries past the end (images were removed) are dropped, their files at next write
+            self.shards = {k: v for k, v in manifest["shards"].items() if int(k) < self.num_shards}
         self.read_records()
 
     def _read_manifest(self) -> dict[str, Any] | None:
@@ -241,12 +283,26 @@ class ShardCache:
         self.read_records()
         self._write_manifest()
 
+    def images_sha256(self, shard: int) -> str | None:
+        """The digest of the identities of a shard's images (None when they are not checked)."""
+        if self.images is None:
+            return None
+        rows = self.shard_range(shard)
+        return hashlib.sha256("\n".join(self.images[rows.start : rows.stop]).encode()).hexdigest()
+
     def write_shard(self, shard: int, tensors: dict[str, Tensor], record: bool = False) -> None:
         """Write a shard and note it in the manifest, or (``record``, a rank of a distributed
         run) in its own record file, so ranks never write the same file."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.shard_path(shard)
-        metadata = {"key_hash": self.key_hash, "shard": str(shard)}
+        identity = {
+            "key_hash": self.key_hash,
+            "shard": shard,
+            "images_sha256": self.images_sha256(shard),
+        }
+        # one metadata entry: safetensors writes several in a random order, and equal runs
+        # must give equal bytes
+        metadata = {"wca": json.dumps(identity, sort_keys=True)}
         write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
         self.shards[str(shard)] = {
             "file": path.name,
@@ -254,6 +310,7 @@ class ShardCache:
             "count": len(self.shard_range(shard)),
             "bytes": path.stat().st_size,
             "sha256": _file_sha256(path),
+            "images_sha256": identity["images_sha256"],
         }
         if record:
             text = json.dumps({"key_hash": self.key_hash, **self.shards[str(shard)]}, indent=1)
@@ -274,6 +331,10 @@ class ShardCache:
         write_atomic(self.manifest_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         for shard in self.shards:  # merged: a stale record must not override a newer entry
             self.record_path(int(shard)).unlink(missing_ok=True)
+        for stale in self.folder.glob("shard-*.safetensors"):  # past the end: images removed
+            index = stale.stem.removeprefix("shard-")
+            if index.isdigit() and int(index) >= self.num_shards:
+                stale.unlink(missing_ok=True)
 
     def load(self, shard: int, verify: bool = True) -> dict[str, Tensor] | None:
         """A shard's tensors, memory-mapped, if it is recorded in the manifest, complete,
@@ -282,6 +343,16 @@ class ShardCache:
         entry = self.shards.get(str(shard))
         path = self.shard_path(shard)
         if entry is None or not path.is_file():
+            return None
+        rows = self.shard_range(shard)
+        if (entry["start"], entry["count"]) != (rows.start, len(rows)):
+            return None  # images were added or removed before or in this shard
+        if entry.get("images_sha256") != self.images_sha256(shard):
+            warnings.warn(
+                f"{path}: its images changed on disk (size, mtime or list) since it was cached; "
+                "recomputing this shard",
+                stacklevel=3,
+            )
             return None
         if path.stat().st_size != entry["bytes"]:
             problem = f"size {path.stat().st_size} bytes, manifest says {entry['bytes']}"

@@ -20,7 +20,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from wca import crops
-from wca.features.cache import DEFAULT_SHARD_SIZE, Features, ShardCache, assemble, cache_key
+from wca.features.cache import (
+    DEFAULT_SHARD_SIZE,
+    Features,
+    ShardCache,
+    assemble,
+    cache_key,
+    image_identities,
+)
 from wca.features.distributed import Ranks
 from wca.features.views import ViewItems, iterate_views
 from wca.scoring import require_finite
@@ -189,7 +196,7 @@ def extract_features(
         parts: list[dict[str, Tensor] | None] = [None] * len(ranges)
         mine = list(range(len(ranges)))
     else:
-        cache = ShardCache(Path(cache_dir), key, num_images, shard_size)
+        cache = ShardCache(Path(cache_dir), key, num_images, shard_size, image_identities(dataset))
         ranges = [cache.shard_range(s) for s in range(cache.num_shards)]
         mine = [s for s in range(cache.num_shards) if ranks is None or ranks.owns(s)]
         parts = [cache.load(s, verify) if s in mine else None for s in range(cache.num_shards)]
