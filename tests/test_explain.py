@@ -101,7 +101,8 @@ def test_ranking_equals_classify(explained, images, demo_args, tmp_path, capsys)
         assert [c["name"] for c in again["classes"]] == [c["name"] for c in record["classes"]]
         assert [c["box"] for c in again["crops"]] == [c["box"] for c in record["crops"]]
         weights = [c["weight"] for c in record["crops"]]
-        assert [c["weight"] for c in again["crops"]] == pytest.approx(weights, abs=1e-6)
+        # classify encodes in batches (predict_each): float32 sums in another order
+        assert [c["weight"] for c in again["crops"]] == pytest.approx(weights, abs=1e-5)
 
 
 class OneHeavyCrop(FakeEncoder):
