@@ -98,7 +98,11 @@ def test_ranking_equals_classify(explained, images, demo_args, tmp_path, capsys)
         record = json.loads((explained / f"{path.stem}.json").read_text())
         assert [c["name"] for c in record["classes"]] == [p["label"] for p in entry["predictions"]]
         again = json.loads((tmp_path / f"{path.stem}.json").read_text())
-        assert again["classes"] == record["classes"] and again["crops"] == record["crops"]
+        assert [c["name"] for c in again["classes"]] == [c["name"] for c in record["classes"]]
+        assert [c["box"] for c in again["crops"]] == [c["box"] for c in record["crops"]]
+        weights = [c["weight"] for c in record["crops"]]
+        # classify encodes in batches (predict_each): float32 sums in another order
+        assert [c["weight"] for c in again["crops"]] == pytest.approx(weights, abs=1e-5)
 
 
 class OneHeavyCrop(FakeEncoder):
