@@ -233,7 +233,10 @@ def test_missing_files(tmp_path):
         load_encoder(f"open_clip:ViT-B-16@{tmp_path / 'nothing.pt'}", device="cpu")
     with pytest.raises(FileNotFoundError, match="model folder .* does not exist"):
         load_encoder(f"hf:{tmp_path / 'nothing'}", device="cpu")
-    with pytest.raises(ValueError, match="not a loadable transformers"):
+    with pytest.raises(ValueError, match="has no config.json"):
+        load_encoder(f"hf:{tmp_path}", device="cpu")
+    (tmp_path / "config.json").write_text('{"model_type": "clip"}')
+    with pytest.raises(ValueError, match="not a loadable transformers clip model"):
         load_encoder(f"hf:{tmp_path}", device="cpu")
 
 

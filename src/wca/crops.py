@@ -38,6 +38,9 @@ class Preprocessing:
 
     ``resize_mode`` is ``"shortest"`` (resize the short side to ``image_size``, then centre
     crop: OpenAI CLIP and most open_clip models) or ``"squash"`` (resize both sides).
+    ``resize_size``, where set, is the side resized to before a centre crop to ``image_size``
+    (ALIGN squashes to 346 and crops 289). ``crop_rounding`` places an off-centre-by-half crop:
+    ``"round"`` as torchvision (open_clip) or ``"floor"`` as transformers' image processors.
     """
 
     image_size: int = 224
@@ -45,6 +48,8 @@ class Preprocessing:
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
     interpolation: str = "bicubic"
     resize_mode: str = "shortest"
+    resize_size: int | None = None
+    crop_rounding: str = "round"
 
 
 def crop_boxes(
@@ -276,12 +281,16 @@ def image_to_tensor(image: Image.Image) -> Tensor:
 def _resize_and_crop(pixels: Tensor, prep: Preprocessing) -> Tensor:
     """The model's resize + centre crop on a ``uint8`` tensor, antialiased like PIL."""
     interpolation = InterpolationMode(prep.interpolation)
-    size = prep.image_size
+    size, resize = prep.image_size, prep.resize_size or prep.image_size
     if prep.resize_mode == "squash":
-        return TF.resize(pixels, [size, size], interpolation=interpolation, antialias=True)
-    if prep.resize_mode != "shortest":
+        pixels = TF.resize(pixels, [resize, resize], interpolation=interpolation, antialias=True)
+    elif prep.resize_mode == "shortest":
+        pixels = TF.resize(pixels, resize, interpolation=interpolation, antialias=True)
+    else:
         raise ValueError(f"unknown resize_mode {prep.resize_mode!r} (shortest or squash)")
-    pixels = TF.resize(pixels, size, interpolation=interpolation, antialias=True)
+    if prep.crop_rounding == "floor":
+        top, left = (pixels.shape[-2] - size) // 2, (pixels.shape[-1] - size) // 2
+        return pixels[..., top : top + size, left : left + size]
     return TF.center_crop(pixels, [size, size])
 
 

@@ -43,6 +43,7 @@ class Encoder(ABC):
         logit_scale: float,
         batch_size: int,
         transform: Callable[[Image.Image], Tensor],
+        logit_bias: float = 0.0,
     ) -> None:
         self.name = name
         self.identity = identity
@@ -51,6 +52,9 @@ class Encoder(ABC):
         self.dtype = dtype
         self.preprocessing = preprocessing
         self.logit_scale = logit_scale
+        # The model's logit bias (SigLIP's sigmoid loss; 0 otherwise): sigmoid probabilities
+        # are sigmoid(logit_scale * cosine + logit_bias); a softmax over classes ignores it.
+        self.logit_bias = logit_bias
         self.batch_size = batch_size
         self._transform = transform
         self._text_cache: dict[str, Tensor] = {}

@@ -1,36 +1,46 @@
-"""The Hugging Face transformers backend: CLIP and SigLIP-family models by Hub id or folder.
+"""The Hugging Face transformers backend: dual encoders by Hub id or save_pretrained folder.
 
 Specs (after ``hf:``): a Hub id such as ``openai/clip-vit-base-patch32`` or
-``google/siglip-base-patch16-224``, or a local folder written by ``save_pretrained`` (model and
-processor). Features come from the model's own ``get_image_features`` / ``get_text_features``,
-pixels from its own image processor, tokens from its own tokenizer (padded to and truncated at
-the model's text length, as SigLIP requires).
+``kakaobrain/align-base``, or a local folder written by ``save_pretrained`` (model and
+processor). The family (one of :mod:`wca.encoders.hf_families`) comes from the checkpoint
+config's ``model_type``, not from its name.
+Features come from the model's own ``get_image_features`` / ``get_text_features``, pixels from
+its own processor, tokens from its own tokenizer with the padding and truncation its processor
+declares (SigLIP pads to a fixed length).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
+from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
-from PIL import Image
 from torch import Tensor
 from transformers import AutoModel, AutoProcessor
 
-from wca.crops import Preprocessing
 from wca.encoders.base import PRECISIONS, Encoder
+from wca.encoders.hf_families import Family, family_for
 from wca.encoders.hub import cached_commit, file_fingerprint, hf_cache_hint, load_from_hub
 from wca.encoders.registry import register_backend
 
+# Hub ids and folder forms, for `wca models` and error messages.
+SPEC_FORMS = (
+    ("hf:ORG/NAME", "a Hub model (cache first)", "hf:openai/clip-vit-base-patch32"),
+    ("hf:/path/to/folder", "a save_pretrained folder (model + processor)", "hf:./my-align"),
+)
+
 
 class HFEncoder(Encoder):
-    """A transformers model with ``get_image_features``/``get_text_features`` and a processor."""
+    """A transformers dual encoder of a known :class:`Family` and its processor."""
 
     def __init__(
         self,
         model,
         processor,
+        family: Family,
         *,
         name: str,
         identity: str,
@@ -41,43 +51,50 @@ class HFEncoder(Encoder):
         for method in ("get_image_features", "get_text_features"):
             if not hasattr(model, method):
                 raise ValueError(
-                    f"{name}: {type(model).__name__} is not a CLIP-style model "
-                    f"(it has no {method}); use a CLIP or SigLIP model"
+                    f"{name}: {type(model).__name__} is not a dual encoder (it has no {method})"
                 )
         self.model = model.eval()
-        self.image_processor = processor.image_processor
+        self.family = family
+        self.processor = processor
         self.tokenizer = processor.tokenizer
-        self.max_length = int(model.config.text_config.max_position_embeddings)
+        self.text_options = _text_options(processor, model.config.text_config, family)
         self.device = device  # the probe below runs before Encoder.__init__ sets it
         with torch.inference_mode():
             embed_dim = int(self._text_features(["a"]).shape[-1])
+        preprocessing = family.vision.preprocessing(processor, name)
         super().__init__(
             name=name,
             identity=identity,
             embed_dim=embed_dim,
             device=device,
             dtype=dtype,
-            preprocessing=_preprocessing(self.image_processor, name),
-            logit_scale=float(model.logit_scale.detach().float().exp().item()),
+            preprocessing=preprocessing,
+            logit_scale=family.logit_scale(model),
+            logit_bias=family.logit_bias(model),
             batch_size=batch_size,
-            transform=self._pixels,
+            transform=family.vision.transform(processor, preprocessing),
         )
-
-    def _pixels(self, image: Image.Image) -> Tensor:
-        return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
 
     def _image_features(self, pixels: Tensor) -> Tensor:
-        return _features(self.model.get_image_features(pixel_values=pixels))
+        inputs = self.family.vision.inputs(self.model, pixels)
+        return _features(self.model.get_image_features(**inputs))
 
     def _text_features(self, texts: list[str]) -> Tensor:
-        tokens = self.tokenizer(
-            texts,
-            padding="max_length",
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-        )
+        tokens = self.tokenizer(texts, return_tensors="pt", **self.text_options)
         return _features(self.model.get_text_features(**tokens.to(self.device)))
+
+
+def _text_options(processor, text_config, family: Family) -> dict:
+    """Padding and truncation as the processor declares them, else the family's padding; the
+    length within the text model's positions and the tokenizer's own limit."""
+    declared = dict(getattr(processor, "text_kwargs", None) or {})
+    positions = int(text_config.max_position_embeddings) - family.position_offset
+    limit = min(positions, int(getattr(processor.tokenizer, "model_max_length", positions)))
+    return {
+        "padding": declared.get("padding", family.text_padding),
+        "truncation": True,
+        "max_length": int(declared.get("max_length") or limit),
+    }
 
 
 def _features(output) -> Tensor:
@@ -85,38 +102,7 @@ def _features(output) -> Tensor:
     return output if isinstance(output, Tensor) else output.pooler_output
 
 
-def _side(size, key: str) -> int | None:
-    """One entry of a transformers size dict (``SizeDict`` or plain dict), or ``None``."""
-    return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
-
-
-def _preprocessing(processor, name: str) -> Preprocessing:
-    """The image processor's resize, crop and normalisation as :class:`Preprocessing`."""
-    size, crop = processor.size, getattr(processor, "crop_size", None)
-    if getattr(processor, "do_center_crop", False) and crop is not None:
-        side, resize_mode = (_side(crop, "height"), _side(crop, "width")), "shortest"
-        if _side(size, "shortest_edge") != side[0]:
-            raise ValueError(
-                f"{name}: resize to {_side(size, 'shortest_edge')} then crop "
-                f"{side[0]} is not supported (wca needs resize size == crop size)"
-            )
-    else:
-        side, resize_mode = (_side(size, "height"), _side(size, "width")), "squash"
-    if side[0] is None or side[0] != side[1]:
-        raise ValueError(
-            f"{name}: image processor size {size} is not a square input, which wca does not support"
-        )
-    normalise = getattr(processor, "do_normalize", True)
-    return Preprocessing(
-        image_size=int(side[0]),
-        mean=tuple(float(v) for v in processor.image_mean) if normalise else (0.0, 0.0, 0.0),
-        std=tuple(float(v) for v in processor.image_std) if normalise else (1.0, 1.0, 1.0),
-        interpolation=Image.Resampling(int(processor.resample)).name.lower(),
-        resize_mode=resize_mode,
-    )
-
-
-@register_backend("hf")
+@register_backend("hf", forms=SPEC_FORMS)
 def load_hf(
     spec: str, model: str, *, device: torch.device, precision: str, batch_size: int
 ) -> HFEncoder:
@@ -127,12 +113,19 @@ def load_hf(
         if not folder.is_dir():
             what = "is a file, not a model folder" if folder.exists() else "does not exist"
             raise FileNotFoundError(f"{spec}: model folder {folder} {what}")
+        config = folder / "config.json"
+        if not config.is_file():
+            raise ValueError(
+                f"{spec}: {folder} has no config.json, so it is not a transformers model "
+                "folder (write one with save_pretrained)"
+            )
+        family = family_for(_model_type(spec, config), spec)
         try:
             clip, processor = _load(str(folder), dtype, device)
-        except (OSError, ValueError, KeyError, RuntimeError) as error:
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
             message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
             raise ValueError(
-                f"{spec}: {folder} is not a loadable transformers CLIP-style model "
+                f"{spec}: {folder} is not a loadable transformers {family.model_type} model "
                 f"with its processor: {message[:300]}"
             ) from error
         identity = f"{spec}#{file_fingerprint(folder)}"
@@ -148,18 +141,32 @@ def load_hf(
             f"Download it where there is network (`hf download {model}`) into "
             f"{hf_cache_hint()}, or save it with save_pretrained and use hf:/path/to/folder"
         )
+        config = load_from_hub(spec, lambda: hf_hub_download(model, "config.json"), how)
+        family = family_for(_model_type(spec, Path(config)), spec)
         clip, processor = load_from_hub(spec, lambda: _load(model, dtype, device), how)
         commit = cached_commit(model, "config.json")
         identity = f"{spec}@{commit}" if commit else spec
     return HFEncoder(
         clip,
         processor,
+        family,
         name=spec,
         identity=identity,
         device=device,
         dtype=dtype,
         batch_size=batch_size,
     )
+
+
+def _model_type(spec: str, config: Path) -> object:
+    """The ``model_type`` of a checkpoint's ``config.json``, with a clear error if unreadable."""
+    try:
+        settings = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{spec}: {config} is not a readable JSON config ({error})") from error
+    if not isinstance(settings, dict) or "model_type" not in settings:
+        raise ValueError(f"{spec}: {config} names no model_type, so its model family is unknown")
+    return settings["model_type"]
 
 
 def _load(source: str, dtype: torch.dtype, device: torch.device):

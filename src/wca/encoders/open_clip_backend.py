@@ -40,6 +40,16 @@ from wca.encoders.hub import cached_commit, file_fingerprint, hf_cache_hint, loa
 from wca.encoders.registry import register_backend
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+# The spec forms, for `wca models` (see the module docstring).
+SPEC_FORMS = (
+    ("open_clip:ARCH/TAG", "an open_clip.list_pretrained() pair", "open_clip:ViT-B-32/openai"),
+    ("open_clip:hf-hub:ORG/NAME", "an open_clip model repository on the Hub",
+     "open_clip:hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K"),
+    ("open_clip:ARCH@/path/weights.pt", "an architecture with local weights",
+     "open_clip:ViT-B-16@/models/vit-b-16.pt"),
+    ("open_clip:/path/file.pt", "an OpenAI-format checkpoint (architecture inferred)",
+     "open_clip:/models/ViT-B-32.pt"),
+)
 
 
 class OpenClipEncoder(Encoder):
@@ -72,6 +82,7 @@ class OpenClipEncoder(Encoder):
             logit_scale=float(model.logit_scale.detach().float().exp().item()),
             batch_size=batch_size,
             transform=transform,
+            logit_bias=_logit_bias(model),
         )
         self.model = model
         self.tokenizer = tokenizer
@@ -81,6 +92,12 @@ class OpenClipEncoder(Encoder):
 
     def _text_features(self, texts: list[str]) -> Tensor:
         return self.model.encode_text(self.tokenizer(texts).to(self.device))
+
+
+def _logit_bias(model: torch.nn.Module) -> float:
+    """The bias of open_clip's SigLIP models (``init_logit_bias``); 0 for the others."""
+    bias = getattr(model, "logit_bias", None)
+    return 0.0 if bias is None else float(bias.detach().float().item())
 
 
 def _preprocessing(cfg: PreprocessCfg, name: str) -> Preprocessing:
@@ -99,7 +116,7 @@ def _preprocessing(cfg: PreprocessCfg, name: str) -> Preprocessing:
     )
 
 
-@register_backend("open_clip")
+@register_backend("open_clip", forms=SPEC_FORMS)
 def load_open_clip(
     spec: str, model: str, *, device: torch.device, precision: str, batch_size: int
 ) -> OpenClipEncoder:

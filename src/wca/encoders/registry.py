@@ -25,18 +25,24 @@ class BackendLoader(Protocol):
 
 
 BACKENDS: dict[str, BackendLoader] = {}
+# Per backend: (form, what it names, one example), for `wca models`.
+SPEC_FORMS: dict[str, tuple[tuple[str, str, str], ...]] = {}
 EXAMPLES = (
     "open_clip:ViT-B-32/openai, open_clip:/path/to/ViT-B-32.pt, hf:openai/clip-vit-base-patch32"
 )
 
 
-def register_backend(prefix: str) -> Callable[[BackendLoader], BackendLoader]:
-    """Register a loader for specs ``prefix:MODEL``."""
+def register_backend(
+    prefix: str, forms: tuple[tuple[str, str, str], ...] = ()
+) -> Callable[[BackendLoader], BackendLoader]:
+    """Register a loader for specs ``prefix:MODEL``, with the spec ``forms`` it accepts
+    (``(form, what it names, example)`` each, listed by `wca models`)."""
 
     def register(loader: BackendLoader) -> BackendLoader:
         if prefix in BACKENDS:
             raise ValueError(f"a model backend {prefix!r} is already registered")
         BACKENDS[prefix] = loader
+        SPEC_FORMS[prefix] = tuple(forms)
         return loader
 
     return register
