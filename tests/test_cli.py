@@ -12,7 +12,7 @@ import pytest
 from wca import __version__
 from wca.cli import main
 
-COMMANDS = ["demo", "eval", "extract", "classify", "describe", "descriptions"]
+COMMANDS = ["demo", "eval", "extract", "classify", "describe", "descriptions", "serve"]
 
 
 def test_help_lists_every_command(capsys):

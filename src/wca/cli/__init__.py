@@ -13,7 +13,15 @@ import sys
 from wca import __version__
 
 # Modules under wca.cli that contribute sub-commands, in the order --help lists them.
-COMMAND_MODULES = ("demo", "evaluate", "extract", "classify", "describe", "descriptions")
+COMMAND_MODULES = (
+    "demo",
+    "evaluate",
+    "extract",
+    "classify",
+    "describe",
+    "descriptions",
+    "serve",
+)
 
 
 class UsageError(Exception):
