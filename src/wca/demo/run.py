@@ -113,19 +113,12 @@ def run_demo(
     image, label = dataset[0]
     prediction = classifier.predict([image], top_k=3)[0]
     render_explanation(
-        image.resize((512, 512)), _scaled(prediction, 512 / image.width), out / "explanation.png"
+        image, prediction, out / "explanation.png", classifier, dataset.classnames[label]
     )
     log(table)
     log(f"true class of the explained image: {dataset.classnames[label]}")
     log(f"wrote {out}/results.json, results.md and explanation.png in {time.time() - start:.0f}s")
     return result
-
-
-def _scaled(prediction, factor: float):
-    """The prediction with its crop boxes scaled to an enlarged copy of the image."""
-    from dataclasses import replace
-
-    return replace(prediction, boxes=(prediction.boxes.float() * factor).round().long())
 
 
 def export(out: str | Path, *, per_class: int = 20, test_seed: int = TEST_SEED, model=None) -> Path:
