@@ -4,13 +4,13 @@ the explanation figures and the JSON out. ``/classify`` is the same answer for A
 from __future__ import annotations
 
 import functools
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
+from matplotlib.figure import Figure
 
+from wca.explain import descriptions_figure, where_figure
 from wca.web.inputs import MAX_CROPS, InputError, classnames_text
 from wca.web.service import TOP_K, Preloaded, Result, Service
 
@@ -55,12 +55,14 @@ def messages(function: Callable) -> Callable:
     return wrapped
 
 
-def figures(result: Result) -> list[str]:
-    """The explanation figures of ``result`` as PNG files."""
-    from wca.explain import render_explanation
-
-    out = Path(tempfile.mkdtemp(prefix="wca-web-")) / "explanation.png"
-    return [str(render_explanation(result.image, result.prediction, out))]
+def figures(result: Result) -> tuple[Figure, Figure]:
+    """The explanation figures of ``wca.explain``: each description's local match (WCA) beside
+    its whole-image similarity (CLIP-D), and where the top descriptions match."""
+    image, prediction, classifier = result.image, result.prediction, result.classifier
+    return (
+        descriptions_figure(image, prediction, classifier),
+        where_figure(image, prediction, classifier),
+    )
 
 
 @dataclass
@@ -116,12 +118,13 @@ def build_app(service: Service) -> gr.Blocks:
                         gr.Label(label=title, num_top_classes=TOP_K, elem_id=f"{key}-label")
                         for key, title in (("wca", "WCA"), ("clip", "CLIP"), ("clipd", "CLIP-D"))
                     ]
-                explanation = gr.Image(
-                    label="Why: the weighted crops and the descriptions that decided",
-                    type="filepath",
-                    interactive=False,
+                explanation = [
+                    gr.Plot(label="Why: each description's local match and whole-image match"),
+                    gr.Plot(label="Where: the weighted crops and where the top descriptions match"),
+                ]
+                record = gr.JSON(
+                    label="JSON: rankings, settings, notes and WCA's evidence", open=False
                 )
-                record = gr.JSON(label="JSON", open=True)
 
         @messages
         def page(image, classes_text, descriptions, descriptors, n_crops, alpha):
@@ -136,7 +139,7 @@ def build_app(service: Service) -> gr.Blocks:
             rankings = [result.wca, *result.baselines]
             labels = [gr.Label(r.as_dict(), label=r.title) for r in rankings]
             notes_text = "\n".join(f"- {note}" for note in result.notes)
-            return notes_text, *labels, figures(result), result.record()
+            return notes_text, *labels, *figures(result), result.record()
 
         @messages
         def classify(image, classes_text, descriptions, n_crops, alpha):
@@ -154,7 +157,7 @@ def build_app(service: Service) -> gr.Blocks:
             page,
             [given.image, given.classes, given.descriptions, given.descriptors]
             + [given.n_crops, given.alpha],
-            [notes, *rankings, explanation, record],
+            [notes, *rankings, *explanation, record],
             api_visibility="private",
             **unchecked,
         )

@@ -65,7 +65,10 @@ class Result:
     notes: list[str]
 
     def record(self) -> dict:
-        """The answer as JSON: every method's ranking, the settings and the notes."""
+        """The answer as JSON: every method's ranking, the settings, the notes and WCA's
+        evidence (``wca.explain.explanation_record``)."""
+        from wca.explain import explanation_record
+
         return {
             "methods": {r.title: r.as_pipeline() for r in [self.wca, *self.baselines]},
             "settings": {
@@ -74,6 +77,7 @@ class Result:
                 "seed": self.classifier.seed,
             },
             "notes": self.notes,
+            "explanation": explanation_record(self.prediction, self.classifier),
         }
 
 
