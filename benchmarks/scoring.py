@@ -14,6 +14,13 @@ Variants (both by default): ``library`` (the heads as ``wca.methods`` builds the
 ``pool_logits`` scores all runs of a chunk from the pool at once) and ``per-run`` (the same WCA
 head without ``pool_logits``: one gathered copy of the crops and one ``logits`` call per run);
 the table checks that they agree on WCA's top-1 of every run.
+
+Per head (a second table): the seconds one head takes to score 1000 images of one run (the full
+view + 60 crops, 1000 classes, 50 descriptions), for every method in ``wca.methods`` including
+the peers (zero, mta, awt) and WCA's ablations, timed on ``--per-head-images`` images and
+scaled to 1000. ``--per-head-only`` skips the protocol variants.
+
+    .venv/bin/python benchmarks/scoring.py --per-head-only  # per-head table alone
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from torch import Tensor
 from _common import current_rss_gb, machine_report, peak_rss_gb, reset_peak_rss, table
 from wca.evaluate import evaluate
 from wca.features import Features
+from wca.methods import METHODS as ALL_METHODS
 from wca.methods import Head, TextSources, build_head
 
 METHODS = ("clip", "clip-e", "clip-d", "waffle", "cupl", "wca")
@@ -102,6 +110,25 @@ def run_variant(
     return {name: result.methods[name].top1 for name in METHODS}
 
 
+def time_heads(features: Features, sources: TextSources, encode, args) -> list[list]:
+    """Seconds per 1000 images of one run (``patch_n`` crops) for every registered head."""
+    chunk = next(features.chunks(args.per_head_images))[1]
+    image_emb, crop_emb = chunk.image_emb.float(), chunk.crop_emb[:, : args.patch_n].float()
+    rows = []
+    for name in ALL_METHODS:
+        head = build_head(name, encode, sources)
+        crops = crop_emb if head.uses_crops else None
+        head.logits(image_emb[:2], None if crops is None else crops[:2])  # warm-up
+        start = time.perf_counter()
+        logits = head.logits(image_emb, crops)
+        seconds = time.perf_counter() - start
+        if not torch.isfinite(logits).all():
+            raise RuntimeError(f"{name}: scores that are not finite")
+        rows.append([name, f"{seconds / len(image_emb) * 1000:.3g}"])
+        print(f"{name}: {seconds:.2f} s for {len(image_emb)} images", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=50_000)
@@ -112,10 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--variant", choices=VARIANTS, nargs="+", default=list(VARIANTS))
+    parser.add_argument("--per-head-images", type=int, default=100, help="images timed per head")
+    parser.add_argument("--per-head-only", action="store_true", help="only the per-head table")
     parser.add_argument("--quick", action="store_true", help="tiny sizes for the smoke test")
     args = parser.parse_args(argv)
     if args.quick:
         args.images, args.classes, args.descriptions, args.runs = 300, 20, 5, 2
+        args.per_head_images = 8
+    if args.per_head_only:
+        args.images = args.per_head_images
     print(machine_report("cpu"))
 
     start = time.perf_counter()
@@ -131,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     wca_runs = {}
-    for variant in args.variant:
+    for variant in [] if args.per_head_only else args.variant:
         before = current_rss_gb()
         resettable = reset_peak_rss()
         start = time.perf_counter()
@@ -144,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
                      f"{peak - before:.2f}" if resettable else "n/a", f"{agree:.3g}"])
         print(f"{variant}: {seconds:.1f} s", flush=True)
 
+    per_head = time_heads(features, sources, encode, args)
+    print(f"\nper head: one run of {args.patch_n} crops + the full view, {args.classes} classes, "
+          f"{args.descriptions} descriptions, timed on {args.per_head_images} images\n")
+    print(table(["method", "s per 1000 images"], per_head))
+    if args.per_head_only:
+        return 0
     print(f"\n{args.images} images, {args.classes} classes, {args.descriptions} descriptions per "
           f"class, pool {args.pool}, {args.runs} runs of {args.patch_n} crops, D={args.dim}; "
           "features fp16, scored by wca.evaluate in fp32 chunks\n")

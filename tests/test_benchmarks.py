@@ -66,9 +66,13 @@ def test_extract_quick(capsys):
 
 
 def test_scoring_quick(capsys):
-    rows = table_rows(run(capsys, "scoring", "--quick"))
+    output = run(capsys, "scoring", "--quick")
+    rows = table_rows(output)
     assert [row[0] for row in rows] == ["library", "per-run"]
     assert all(float(row[4]) < 1e-9 for row in rows)  # both ways score WCA identically
+    per_head = tables(output)[-2]
+    assert {"zero", "mta", "awt", "wca-paper"} <= {row[0] for row in per_head}
+    assert all(float(row[1]) > 0 for row in per_head)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here: the GPU mode would run")
@@ -90,3 +94,19 @@ def test_paths_quick(capsys):
     difference = next(line for line in output.splitlines() if line.startswith("mean absolute"))
     assert float(difference.split(": ")[1].split()[0]) < 0.02
     assert [row[0] for row in table_rows(output)] == ["clip", "clip-d", "cupl", "wca"]
+
+
+def test_classify_quick(capsys):
+    rows = table_rows(run(capsys, "classify", "--quick"))
+    assert [row[0] for row in rows] == [
+        "extract_features",
+        "predict (list, packed batches)",
+        "predict (one call per image)",
+    ]
+    assert all(float(row[1]) > 0 for row in rows) and rows[0][3] == "1"
+
+
+def test_peers_quick(capsys):
+    rows = table_rows(run(capsys, "peers", "--quick"))
+    assert [row[0] for row in rows][-3:] == ["zero", "mta", "awt"]
+    assert all(len(row) == 3 and all("±" in cell for cell in row[1:]) for row in rows)

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from fake_encoder import FakeEncoder
-from wca.classifier import WCAClassifier
+from wca.classifier import WCAClassifier, image_key
 from wca.crops import crop_boxes
 
 CLASSES = ["red square", "green circle", "blue star"]
@@ -34,7 +34,9 @@ def test_predict_returns_ranked_probabilities_and_evidence(classifier):
     assert len(prediction.labels) == 2 and prediction.labels[0] in CLASSES
     assert prediction.scores[0] >= prediction.scores[1]
     assert prediction.boxes.shape == (8, 4)
-    assert torch.equal(prediction.boxes, crop_boxes(70, 90, 8, 0.5, seed=0, image_index=0))
+    assert torch.equal(
+        prediction.boxes, crop_boxes(70, 90, 8, 0.5, seed=0, image_index=image_key(picture()))
+    )
     assert prediction.crop_weights.shape == (8,)
     assert prediction.crop_weights.sum().item() == pytest.approx(1.0)
     assert set(prediction.descriptions) == set(prediction.labels)
@@ -46,7 +48,7 @@ def test_predict_returns_ranked_probabilities_and_evidence(classifier):
 def test_probabilities_follow_the_wca_scores(classifier):
     encoder = classifier.encoder
     image = picture(1)
-    boxes, views = classifier.views(image, 0)
+    boxes, views = classifier.views(image)
     emb = encoder.encode_images(views)
     scores = classifier.head.logits(emb[:1], emb[1:].unsqueeze(0))[0]
     (prediction,) = classifier.predict(image, top_k=3)
@@ -58,7 +60,7 @@ def test_probabilities_follow_the_wca_scores(classifier):
 def test_description_scores_decompose_the_paper_score():
     classifier = WCAClassifier(FakeEncoder(), CLASSES, DESCRIPTIONS, n_crops=8, form="paper")
     image = picture(2)
-    _, views = classifier.views(image, 0)
+    _, views = classifier.views(image)
     emb = classifier.encoder.encode_images(views)
     scores = classifier.head.logits(emb[:1], emb[1:].unsqueeze(0))[0]
     (prediction,) = classifier.predict(image, top_k=3)

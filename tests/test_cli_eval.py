@@ -362,3 +362,33 @@ def test_imagenet_variants_use_imagenet_name_lists(descriptors_dir, name):
     assert sources.names("clip-d") == load_classnames(imagenet / "classnames-openai.json")
     assert sources.names("wca") == load_classnames(imagenet / "classnames-cupl.json")
     assert sources.descriptors is not None and len(sources.templates) == 80
+
+
+def test_eval_scores_the_peers_on_rrc_views_with_the_models_temperature(
+    world, tmp_path, monkeypatch, capsys
+):
+    import wca.methods
+
+    built = {}
+    original = wca.methods.build_head
+
+    def spy(method, encode_texts, sources, **options):
+        built[method] = options.get("logit_scale")
+        return original(method, encode_texts, sources, **options)
+
+    monkeypatch.setattr(wca.methods, "build_head", spy)
+    methods = "clip,cupl,wca,wca-full-view,zero,mta,awt"
+    extra = ("--methods", methods, "--crop-strategy", "rrc", "--set", "methods.mta.logit_scale=7")
+    assert main(_eval_args(world, tmp_path, *extra)) == 0
+    results = json.loads((tmp_path / "result.json").read_text())["results"]["methods"]
+    assert list(results) == methods.split(",")
+    assert all(0 <= r["top1"]["mean"] <= 100 for r in results.values())
+    from wca.encoders import load_encoder
+
+    scale = load_encoder(world["spec"]).logit_scale
+    assert built == {
+        "clip": None, "cupl": None, "wca": None, "wca-full-view": None,
+        "zero": scale, "mta": 7.0, "awt": scale,
+    }  # fmt: skip
+    shards = _shards(tmp_path / "cache")
+    assert all("flips" in tensors for tensors in shards.values())

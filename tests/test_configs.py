@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from wca.config import resolve_config
+from wca.config import packaged_configs, resolve_config
 from wca.datasets import DATASETS
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = list(packaged_configs().values())
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -18,8 +16,11 @@ def test_config_loads_with_the_authors_settings(path):
     assert config.dataset == path.stem and config.dataset in DATASETS
     assert config.model_spec == "open_clip:ViT-B-32/openai"
     assert (config.n_run, config.patch_n) == (20, 60)
-    assert config.n_samples == (60 if path.stem.startswith("imagenet") else 100)
+    imagenet_pool = path.stem.startswith("imagenet") and path.stem != "imagenetv2"
+    assert config.n_samples == (60 if imagenet_pool else 100)  # the authors' configs
     assert config.alpha == (0.7 if path.stem == "places365" else 0.5)
+    assert config.crop_alpha == 0.1  # what the authors' code crops with
+    assert any("U(0.1, 0.9)" in note for note in config.notes)
     assert [m.name for m in config.enabled_methods()] == [
         "clip",
         "clip-e",

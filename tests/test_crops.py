@@ -29,7 +29,7 @@ sizes = st.tuples(st.integers(1, 4000), st.integers(1, 4000)) | st.sampled_from(
 
 @settings(max_examples=200, deadline=None)
 @given(
-    strategy=st.sampled_from(list(CROP_STRATEGIES)),
+    strategy=st.sampled_from([name for name in CROP_STRATEGIES if name != "rrc"]),
     size=sizes,
     alpha=st.floats(0.05, 0.9),
     seed=st.integers(0, 2**31),

@@ -1,7 +1,9 @@
-"""Localized visual prompting: random square crops of an image and their preprocessed views.
+"""Localized visual prompting: random crops of an image and their preprocessed views.
 
-Crop boxes are a pure function of (seed, image index, crop index), so any batching, worker count
-or process layout sees the same crops. Two ways turn an image and its boxes into model inputs:
+Crop boxes (and, for ``rrc``, a horizontal flip per view) are a pure function of (seed, image
+index, crop index), so any batching, worker count or process layout sees the same crops. Each
+crop is resized to the model's input in both directions (square boxes keep their aspect).
+Two ways turn an image and its boxes into model inputs:
 
 - the fast path (:func:`fast_views`) decodes the image once and crops and resizes tensors;
 - the fidelity path (:func:`fidelity_views`) crops with PIL and calls the model's own
@@ -13,6 +15,7 @@ standard preprocessing of the whole image (resize of the short side + centre cro
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,11 +57,26 @@ def crop_boxes(
     image_index: int = 0,
     strategy: str = "random",
 ) -> Tensor:
-    """Return ``n`` square boxes ``[n, 4]`` as ``(left, top, right, bottom)`` pixel corners.
+    """The boxes of :func:`crop_views` alone, ``[n, 4]``."""
+    return crop_views(height, width, n, alpha, beta, seed, image_index, strategy)[0]
 
-    ``strategy`` names a sampler in :data:`CROP_STRATEGIES`. The paper's ``"random"``: side =
-    floor(U(alpha, beta) * min(height, width)) (at least 1 pixel), placed uniformly inside the
-    image; row ``i`` depends only on ``(seed, image_index, i)``.
+
+def crop_views(
+    height: int,
+    width: int,
+    n: int,
+    alpha: float,
+    beta: float = DEFAULT_BETA,
+    seed: int = 0,
+    image_index: int = 0,
+    strategy: str = "random",
+) -> tuple[Tensor, Tensor]:
+    """Return ``n`` boxes ``[n, 4]`` as ``(left, top, right, bottom)`` pixel corners and a
+    horizontal flip flag per view ``bool [n]``.
+
+    ``strategy`` names a sampler in :data:`CROP_STRATEGIES`. The paper's ``"random"``: square
+    side = floor(U(alpha, beta) * min(height, width)) (at least 1 pixel), placed uniformly
+    inside the image, never flipped; row ``i`` depends only on ``(seed, image_index, i)``.
     """
     if height < 1 or width < 1:
         raise ValueError(f"image of size {width}x{height} has no pixels to crop")
@@ -69,7 +87,8 @@ def crop_boxes(
     if strategy not in CROP_STRATEGIES:
         raise ValueError(f"unknown crop strategy {strategy!r}; choose from {list(CROP_STRATEGIES)}")
     rng = np.random.default_rng((seed, image_index))
-    return torch.from_numpy(CROP_STRATEGIES[strategy](height, width, n, alpha, beta, rng))
+    boxes, flips = CROP_STRATEGIES[strategy](height, width, n, alpha, beta, rng)
+    return torch.from_numpy(boxes), torch.from_numpy(flips)
 
 
 def _place(height: int, width: int, scale: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -125,20 +144,109 @@ def _grid_boxes(height, width, n, alpha, beta, rng) -> np.ndarray:
     return np.concatenate(boxes)[:n]
 
 
-# Crop-set samplers by name: fn(height, width, n, alpha, beta, numpy Generator) -> int [n, 4].
-CROP_STRATEGIES = {"random": _random_boxes, "diverse": _diverse_boxes, "grid": _grid_boxes}
+RRC_SCALE = (0.08, 1.0)  # torchvision RandomResizedCrop's defaults, as ZERO, MTA and AWT use
+RRC_RATIO = (3 / 4, 4 / 3)
+RRC_ATTEMPTS = 10
+
+
+def _rrc_boxes(height, width, n, alpha, beta, rng) -> tuple[np.ndarray, np.ndarray]:
+    """torchvision ``RandomResizedCrop.get_params`` (area fraction U(0.08, 1), log-uniform
+    aspect in [3/4, 4/3], 10 attempts, then its centre-crop fallback) and a horizontal flip
+    with p = 0.5 per view. ``alpha`` and ``beta`` are not used. Every view reads its own row
+    of 41 uniforms, so view ``i`` depends only on ``(seed, image_index, i)``."""
+    u = rng.random((n, 4 * RRC_ATTEMPTS + 1))
+    area = height * width
+    target = area * (RRC_SCALE[0] + (RRC_SCALE[1] - RRC_SCALE[0]) * u[:, :RRC_ATTEMPTS])
+    log_lo, log_hi = np.log(RRC_RATIO)
+    aspect = np.exp(log_lo + (log_hi - log_lo) * u[:, RRC_ATTEMPTS : 2 * RRC_ATTEMPTS])
+    w = np.round(np.sqrt(target * aspect)).astype(np.int64)  # round half to even, as Python
+    h = np.round(np.sqrt(target / aspect)).astype(np.int64)
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.argmax(axis=1)
+    rows = np.arange(n)
+    w, h, found = w[rows, first], h[rows, first], fits[rows, first]
+    top = np.floor(u[rows, 2 * RRC_ATTEMPTS + first] * (height - h + 1)).astype(np.int64)
+    left = np.floor(u[rows, 3 * RRC_ATTEMPTS + first] * (width - w + 1)).astype(np.int64)
+    # the fallback: the largest centred box with the aspect clamped to the ratio bounds
+    in_ratio = width / height
+    fw, fh = width, height
+    if in_ratio < RRC_RATIO[0]:
+        fh = int(round(width / RRC_RATIO[0]))
+    elif in_ratio > RRC_RATIO[1]:
+        fw = int(round(height * RRC_RATIO[1]))
+    w, h = np.where(found, w, fw), np.where(found, h, fh)
+    top = np.where(found, top, (height - fh) // 2)
+    left = np.where(found, left, (width - fw) // 2)
+    boxes = np.stack([left, top, left + w, top + h], axis=1).reshape(-1, 4)
+    return boxes, u[:, -1] < 0.5
+
+
+def _unflipped(sampler):
+    """A square-box sampler as a strategy: no view is flipped."""
+
+    def strategy(height, width, n, alpha, beta, rng) -> tuple[np.ndarray, np.ndarray]:
+        return sampler(height, width, n, alpha, beta, rng), np.zeros(n, dtype=bool)
+
+    strategy.__doc__ = sampler.__doc__
+    return strategy
+
+
+# Crop-set samplers by name: fn(height, width, n, alpha, beta, numpy Generator) ->
+# (int boxes [n, 4], bool flips [n]).
+CROP_STRATEGIES = {
+    "random": _unflipped(_random_boxes),
+    "diverse": _unflipped(_diverse_boxes),
+    "grid": _unflipped(_grid_boxes),
+    "rrc": _rrc_boxes,
+}
+
+
+MAX_PIXELS_ENV = "WCA_MAX_IMAGE_PIXELS"  # 0 or "none": no limit
+
+
+def max_image_pixels() -> int | None:
+    """The largest image (width x height) :func:`load_image` decodes: ``$WCA_MAX_IMAGE_PIXELS``
+    (``0``/``none``: no limit), else PIL's ``Image.MAX_IMAGE_PIXELS`` (about 89 megapixels),
+    which guards against decompression bombs (a tiny file declaring a huge image)."""
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip().lower()
+    if not value:
+        return Image.MAX_IMAGE_PIXELS
+    if value == "none":
+        return None
+    try:
+        limit = int(value)
+    except ValueError:
+        raise ValueError(f"{MAX_PIXELS_ENV}={value!r} is not a number of pixels") from None
+    if limit < 0:
+        raise ValueError(f"{MAX_PIXELS_ENV}={value!r} must be >= 0 (0: no limit)")
+    return limit or None
+
+
+def _open(source: str | Path) -> Image.Image:
+    """Decode a file, refusing images above :func:`max_image_pixels` with a clear error."""
+    limit = max_image_pixels()
+    if os.environ.get(MAX_PIXELS_ENV):
+        Image.MAX_IMAGE_PIXELS = limit  # PIL refuses above twice its own global
+    try:
+        image = Image.open(source)
+        if limit is not None and image.width * image.height > limit:
+            raise Image.DecompressionBombError(f"{image.width}x{image.height}")
+        image.load()
+    except Image.DecompressionBombError as error:
+        raise ValueError(
+            f"{source}: image too large ({error}; the limit is {limit} pixels, a guard against "
+            f"decompression bombs): raise it with --max-image-pixels N or {MAX_PIXELS_ENV}=N "
+            "(0: no limit) if you trust the file"
+        ) from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"{source}: not a readable image ({error})") from error
+    return image
 
 
 def load_image(source: str | Path | Image.Image) -> Image.Image:
-    """Open an image as 8-bit RGB, upright by its EXIF orientation, with a clear error if not."""
-    if isinstance(source, Image.Image):
-        image = source
-    else:
-        try:
-            image = Image.open(source)
-            image.load()
-        except (UnidentifiedImageError, OSError) as error:
-            raise ValueError(f"{source}: not a readable image ({error})") from error
+    """Open an image as 8-bit RGB, upright by its EXIF orientation, with a clear error if not
+    (unreadable, or larger than :func:`max_image_pixels`)."""
+    image = source if isinstance(source, Image.Image) else _open(source)
     if image.width < 1 or image.height < 1:
         raise ValueError(f"{getattr(image, 'filename', '') or 'image'}: has no pixels")
     image = ImageOps.exif_transpose(image)
@@ -189,28 +297,54 @@ def normalize_pixels(
     return out.mul_(scale.to(views.device, dtype)).add_(shift.to(views.device, dtype))
 
 
-def uint8_views(image: Image.Image | Tensor, boxes: Tensor, prep: Preprocessing) -> Tensor:
+def _flip_flags(flips: Tensor | None, n: int) -> list[bool]:
+    return [False] * n if flips is None else [bool(f) for f in flips.tolist()]
+
+
+def uint8_views(
+    image: Image.Image | Tensor, boxes: Tensor, prep: Preprocessing, flips: Tensor | None = None
+) -> Tensor:
     """All views of one image before normalisation, ``uint8 [N+1, 3, S, S]`` (full view first):
-    a quarter of the bytes of float views, for loader workers to hand to the encoder."""
+    a quarter of the bytes of float views, for loader workers to hand to the encoder. Crops
+    are resized to ``S x S`` (a square box keeps its aspect) and mirrored where ``flips``."""
     pixels = image if isinstance(image, Tensor) else image_to_tensor(image)
     size = prep.image_size
+    interpolation = InterpolationMode(prep.interpolation)
     views = torch.empty(len(boxes) + 1, size, size, 3, dtype=torch.uint8, device=pixels.device)
     views = views.permute(0, 3, 1, 2)  # channels-last, like the decoded image
     views[0] = _resize_and_crop(pixels, prep)
+    flags = _flip_flags(flips, len(boxes))
     for i, (left, top, right, bottom) in enumerate(boxes.tolist(), start=1):
-        views[i] = _resize_and_crop(pixels[:, top:bottom, left:right], prep)
+        crop = pixels[:, top:bottom, left:right]
+        view = TF.resize(crop, [size, size], interpolation=interpolation, antialias=True)
+        views[i] = view.flip(-1) if flags[i - 1] else view
     return views
 
 
-def fast_views(image: Image.Image | Tensor, boxes: Tensor, prep: Preprocessing) -> Tensor:
+def fast_views(
+    image: Image.Image | Tensor, boxes: Tensor, prep: Preprocessing, flips: Tensor | None = None
+) -> Tensor:
     """All views of one image, normalised, as one tensor ``[N+1, 3, S, S]`` (full view first)."""
-    return normalize_pixels(uint8_views(image, boxes, prep), prep)
+    return normalize_pixels(uint8_views(image, boxes, prep, flips), prep)
 
 
 def fidelity_views(
-    image: Image.Image, boxes: Tensor, preprocess: Callable[[Image.Image], Tensor]
+    image: Image.Image,
+    boxes: Tensor,
+    preprocess: Callable[[Image.Image], Tensor],
+    flips: Tensor | None = None,
+    size: int | None = None,
 ) -> Tensor:
-    """All views as the authors make them: PIL crop, then the model's own preprocessing."""
+    """All views as the authors make them: PIL crop, then the model's own preprocessing.
+
+    A box that is not square is first resized (bicubic) to ``size x size``, the model's input,
+    as RandomResizedCrop does; views are mirrored where ``flips``."""
     views = [preprocess(image)]
-    views += [preprocess(image.crop(tuple(box))) for box in boxes.tolist()]
+    for box, flip in zip(boxes.tolist(), _flip_flags(flips, len(boxes)), strict=True):
+        crop = image.crop(tuple(box))
+        if crop.width != crop.height:
+            if size is None:
+                raise ValueError("fidelity views of boxes that are not square need size")
+            crop = crop.resize((size, size), Image.BICUBIC)
+        views.append(preprocess(ImageOps.mirror(crop) if flip else crop))
     return torch.stack(views)

@@ -13,7 +13,8 @@ Protocols (every run scores every method on every image):
 Methods that do not look at crops are scored once (their runs have std 0) unless they have
 several random draws of their text side (WaffleCLIP): run ``r`` then uses draw ``r % n_draws``.
 Accuracies are percentages; std is the population std over runs (``numpy.std``, as the authors
-report). Images are scored in chunks, so memory stays bounded at ImageNet size.
+report). Images are scored in chunks, so memory stays bounded at ImageNet size. Images skipped
+as unreadable (label -1, ``wca eval --skip-bad-images``) are left out.
 """
 
 from __future__ import annotations
@@ -205,7 +206,9 @@ def evaluate(
         raise ValueError("no methods to evaluate")
     indices = run_indices(features.n_samples, n_run, patch_n, seed, protocol)
     subset = None if class_subset is None else torch.as_tensor(list(class_subset), dtype=torch.long)
-    labels_all = features.labels.long()
+    labels_all = features.labels.long()[features.valid]  # skipped images do not count
+    if len(labels_all) == 0:
+        raise ValueError("no images to score: every image was skipped as unreadable")
     tallies: dict[str, _Tally] = {}
     num_classes = 0
     bar = tqdm(total=len(features), unit="img", desc="scoring", disable=not progress)
@@ -213,6 +216,10 @@ def evaluate(
         image_emb = chunk.image_emb.float()
         crop_emb = chunk.crop_emb.float() if any(h.uses_crops for h in heads.values()) else None
         labels = chunk.labels.long()
+        keep = chunk.valid
+        if not bool(keep.all()):
+            image_emb, labels = image_emb[keep], labels[keep]
+            crop_emb = None if crop_emb is None else crop_emb[keep]
         for name, head in heads.items():
             for runs, logits in _scored_runs(head, image_emb, crop_emb, indices):
                 if name not in tallies:
@@ -227,7 +234,7 @@ def evaluate(
         bar.update(len(chunk))
     bar.close()
 
-    count = len(features)
+    count = len(labels_all)
     per_class_total = torch.bincount(labels_all, minlength=num_classes)
     results = {}
     for name, tally in tallies.items():

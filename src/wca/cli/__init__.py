@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from wca import __version__
@@ -34,16 +35,46 @@ def build_parser() -> argparse.ArgumentParser:
         description="Zero-shot image classification with weighted visual-text cross alignment "
         "(Li et al., ICML 2024) and its baselines (CLIP, CLIP-E, CLIP-D, WaffleCLIP, CuPL).",
     )
-    parser.add_argument("--version", action="version", version=f"wca {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"wca {__version__}")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument(
+        "-q", "--quiet", action="store_true", help="errors only: no notes, no progress bars"
+    )
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"wca.cli.{name}").register(subparsers)
+    _remember_parsers(parser)
     return parser
+
+
+def _remember_parsers(parser: argparse.ArgumentParser) -> None:
+    """Let every (sub-)command know its own parser, so that a bad flag prints its usage."""
+    parser.set_defaults(command_parser=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _remember_parsers(sub)
+
+
+def _log_to_stderr(level: int) -> None:
+    """The library's ``wca`` logger (notes, skipped methods) as ``wca: ...`` lines on stderr."""
+    logger = logging.getLogger("wca")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("wca: %(message)s"))
+    logger.handlers = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    _log_to_stderr(logging.ERROR if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
+    if args.quiet and hasattr(args, "no_progress"):
+        args.no_progress = True
     if not hasattr(args, "handler"):
         parser.print_help()
         return 0

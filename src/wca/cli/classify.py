@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from wca.cli import UsageError
-from wca.cli.options import describe, load_encoder, model_options
+from wca.cli.options import (
+    apply_image_limit,
+    describe,
+    image_limit_option,
+    load_encoder,
+    log,
+    model_options,
+)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,30 +27,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=describe(
             "Score each image's crops against descriptions of each class (JSON "
-            "{class: [sentence, ...]}, e.g. from `wca describe`) and print the top classes.",
+            "{class: [sentence, ...]}, e.g. from `wca describe`) and print the top classes "
+            "of each image as soon as it is done. Without --descriptions every class is "
+            "described by the CLIP prompt 'a photo of a {class}.'. An unreadable image is "
+            "reported and skipped; the exit status is then 1.",
             "wca classify bird.jpg --classes 'blue jay,cardinal' --descriptions birds.json \\\n"
-            "      --model open_clip:ViT-B-32/openai",
+            "      --model open_clip:ViT-B-32/openai\n"
+            "  wca classify photos/ --classes-file classes.txt --json --model hf:/models/clip",
         ),
     )
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        type=Path,
+        metavar="IMAGE",
+        help="image files, or folders (every image in them, recursively, sorted)",
+    )
     names = parser.add_mutually_exclusive_group(required=True)
     names.add_argument("--classes", help="comma-separated class names")
     names.add_argument(
         "--classes-file",
         type=Path,
         metavar="FILE",
-        help="class names: JSON list or one name per line",
+        help="class names: JSON list or one name per line ('#' lines are comments)",
     )
     parser.add_argument(
         "--descriptions",
         type=Path,
-        required=True,
         metavar="FILE",
-        help="JSON {class: [sentence, ...]} with every class",
+        help="JSON {class: [sentence, ...]} with every class (default: the CLIP prompt "
+        "'a photo of a {class}.' per class)",
     )
     parser.add_argument("--top-k", type=int, default=5, help="classes shown per image (5)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    parser.add_argument("--n-crops", type=int, default=60, help="crops per image (60)")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON with the evidence: crop boxes and weights, description scores",
+    )
+    parser.add_argument(
+        "--n-crops", "--n-samples", dest="n_crops", type=int, default=60,
+        help="crops per image (60)",
+    )
     parser.add_argument(
         "--alpha",
         type=float,
@@ -53,12 +80,55 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="preprocess every crop with the model's own transform",
     )
+    parser.add_argument(
+        "--allow-duplicate-classes",
+        action="store_true",
+        help="accept class lists with repeated names (they can never be told apart)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    image_limit_option(parser)
     model_options(parser, with_workers=False)
     parser.set_defaults(handler=run)
 
 
+def image_paths(arguments: list[Path]) -> list[Path]:
+    """The image files named, a folder standing for every image file under it (sorted)."""
+    paths = []
+    for argument in arguments:
+        if argument.is_dir():
+            found = sorted(
+                p for p in argument.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
+            if not found:
+                raise FileNotFoundError(f"{argument}: a folder with no image files")
+            paths += found
+        elif argument.is_file():
+            paths.append(argument)
+        else:
+            raise FileNotFoundError(f"{argument}: no such image file or folder")
+    return paths
+
+
+def evidence(prediction) -> dict:
+    """A prediction as JSON: the top classes, every crop's box and weight, and per top class
+    its descriptions with their weights and crop-weighted similarities."""
+    return {
+        "predictions": prediction.as_pipeline(),
+        "image_size": list(prediction.image_size),
+        "crops": [
+            {"box": box, "weight": weight}
+            for box, weight in zip(
+                prediction.boxes.tolist(), prediction.crop_weights.tolist(), strict=True
+            )
+        ],
+        "descriptions": {
+            label: [vars(row) for row in rows] for label, rows in prediction.descriptions.items()
+        },
+    }
+
+
 def run(args: argparse.Namespace) -> int:
-    from wca.classifier import WCAClassifier
+    from wca.classifier import CLIP_PROMPT, WCAClassifier, check_settings
     from wca.descriptions import load_classnames
 
     if args.classes is not None:
@@ -69,11 +139,16 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give at least two classes (--classes a,b or --classes-file FILE)")
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
-    missing = [str(path) for path in args.images if not path.is_file()]
-    if missing:
-        raise FileNotFoundError(f"{', '.join(missing)}: no such image file")
+    check_settings(n_crops=args.n_crops, alpha=args.alpha, seed=args.seed)
+    images = image_paths(args.images)
+    apply_image_limit(args)
     if not args.model:
         raise UsageError("no model: pass --model SPEC, e.g. open_clip:ViT-B-32/openai")
+    if args.descriptions is None:
+        log.info(
+            f"no --descriptions: each class is described by the CLIP prompt "
+            f"{CLIP_PROMPT.format('{class}')!r} alone (`wca describe` writes richer ones)"
+        )
     encoder = load_encoder(args, args.model, args.batch_size)
     classifier = WCAClassifier(
         encoder,
@@ -83,19 +158,27 @@ def run(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         seed=args.seed,
         fidelity=args.fidelity,
+        allow_duplicates=args.allow_duplicate_classes,
     )
-    predictions = classifier.predict(args.images, top_k=args.top_k)
+    document, failed = [], 0
+    results = classifier.predict_each(images, top_k=args.top_k, progress=not args.no_progress)
+    for position, prediction in results:
+        path = images[position]
+        if isinstance(prediction, Exception):
+            failed += 1
+            print(f"wca: error: {prediction}", file=sys.stderr)
+            document.append({"image": str(path), "error": str(prediction)})
+        elif args.json:
+            document.append({"image": str(path), **evidence(prediction)})
+        else:
+            print(path)
+            for rank, (label, score) in enumerate(
+                zip(prediction.labels, prediction.scores, strict=True), 1
+            ):
+                print(f"  {rank}. {label}  {score:.3f}", flush=rank == len(prediction.labels))
     if args.json:
-        document = [
-            {"image": str(path), "predictions": prediction.as_pipeline()}
-            for path, prediction in zip(args.images, predictions, strict=True)
-        ]
         print(json.dumps(document, indent=1))
-        return 0
-    for path, prediction in zip(args.images, predictions, strict=True):
-        print(path)
-        for rank, (label, score) in enumerate(
-            zip(prediction.labels, prediction.scores, strict=True), 1
-        ):
-            print(f"  {rank}. {label}  {score:.3f}")
+    if failed:
+        print(f"wca: {failed} of {len(images)} images could not be classified", file=sys.stderr)
+        return 1
     return 0

@@ -23,8 +23,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument("--export", metavar="DIR", help="write the test set, texts and model here")
     parser.add_argument("--per-class", type=int, default=20, help="test images per class (20)")
-    parser.add_argument("--crops", type=int, default=60, help="crop pool per image (60)")
-    parser.add_argument("--runs", type=int, default=10, help="evaluation runs (10)")
+    parser.add_argument(
+        "--n-crops", "--crops", dest="n_samples", type=int, default=60,
+        help="crop pool per image (60)",
+    )
+    parser.add_argument(
+        "--n-run", "--runs", dest="n_run", type=int, default=10, help="evaluation runs (10)"
+    )
     parser.add_argument("--patch-n", type=int, default=60, help="crops per run (60)")
     parser.add_argument("--alpha", type=float, default=0.5, help="smallest crop scale (0.5)")
     parser.add_argument("--seed", type=int, default=0, help="crop and run seed (0)")
@@ -44,17 +49,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.set_defaults(handler=run_train)
 
 
+FLAGS = {"n_samples": "--n-crops"}
+
+
 def _positive(args: argparse.Namespace, *names: str) -> None:
     for name in names:
         if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+            flag = FLAGS.get(name, "--" + name.replace("_", "-"))
+            raise UsageError(f"{flag} must be >= 1, got {getattr(args, name)}")
 
 
 def run(args: argparse.Namespace) -> int:
     from wca.demo.run import export, run_demo
 
-    _positive(args, "per_class", "crops", "runs", "patch_n")
+    _positive(args, "per_class", "n_samples", "n_run", "patch_n")
     if args.export:
+        if Path(args.export).exists() and not Path(args.export).is_dir():
+            raise UsageError(f"--export {args.export}: is a file, expected a folder to write")
         out = export(args.export, per_class=args.per_class, model=args.model)
         print(f"wrote the demo test set, class names, descriptions and model to {out}")
         return 0
@@ -62,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         model=args.model,
         per_class=args.per_class,
-        n_samples=args.crops,
-        n_run=args.runs,
+        n_samples=args.n_samples,
+        n_run=args.n_run,
         patch_n=args.patch_n,
         alpha=args.alpha,
         seed=args.seed,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from wca.cli import UsageError
 from wca.cli.options import (
+    build_heads,
     crop_options,
     data_options,
     describe,
@@ -54,9 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     protocol.add_argument(
         "--methods",
-        help="comma-separated subset of clip,clip-e,clip-d,waffle,cupl,wca (default: all)",
+        help="comma-separated methods (default: clip,clip-e,clip-d,waffle,cupl,wca); also "
+        "wca-uniform-crops, wca-uniform-text, wca-full-view, wca-paper, zero, mta, awt",
     )
-    protocol.add_argument("--n-run", type=int, help="runs to average (default 20)")
+    protocol.add_argument("--n-run", "--runs", dest="n_run", type=int, help="runs to average (20)")
     protocol.add_argument("--patch-n", type=int, help="crops drawn per run (default 60)")
     protocol.add_argument(
         "--protocol",
@@ -91,12 +93,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="result JSON (default: wca-results/<dataset>-<split>-<model>.json)",
     )
     output.add_argument("--no-progress", action="store_true", help="no progress bars")
+    output.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="skip unreadable images (each named on stderr and listed under skipped_images "
+        "in the result JSON; accuracy is over the rest) instead of stopping at the first",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from wca.evaluate import evaluate, run_indices, write_json
-    from wca.methods import build_head
 
     config = resolve(args, protocol_flags=True)
     methods = config.enabled_methods()
@@ -106,18 +113,20 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_dataset(config, args)
     sources, text_source = text_sources(dataset, args)
     encoder = load_encoder(args, config.model_spec, config.batch_size)
-    heads = {
-        method.name: build_head(
-            method.name,
-            encoder.encode_texts,
-            sources,
-            allow_duplicates=args.allow_duplicate_classes,
-            **method.options,
-        )
-        for method in methods
-    }
+    heads = build_heads(config, sources, encoder, args.allow_duplicate_classes)
     started = time.perf_counter()
+    reasons: dict[int, str] = {}
+    if args.skip_bad_images:
+        args.on_bad_image = lambda index, error: reasons.setdefault(index, str(error))
     features = extract(config, args, encoder, dataset)
+    paths = getattr(dataset, "paths", None)
+    skipped = []
+    for i in (~features.valid).nonzero().flatten().tolist():
+        file = None if paths is None else str(paths[i])
+        cached = f"{file or 'image'}: unreadable when the cached features were made"
+        skipped.append({"index": i, "file": file, "error": reasons.get(i, cached)})
+    for entry in skipped:
+        print(f"wca: skipped image {entry['index']}: {entry['error']}", file=sys.stderr)
     extracted = time.perf_counter()
     where = "in memory" if features.source is None else f"cached in {features.source}"
     print(
@@ -149,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         "precision": args.precision,
         "num_workers": args.num_workers,
         "feature_cache": None if features.source is None else str(features.source),
+        "skipped_images": skipped,
         "dataset_info": {
             "name": dataset.name,
             "split": dataset.split,

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Any
 
 from wca.cli import UsageError
 
+log = logging.getLogger("wca")
 IMAGENET_FAMILY = ("imagenet", "imagenetv2", "imagenet-sketch", "imagenet-r", "imagenet-a")
 
 
@@ -64,6 +67,34 @@ def data_options(parser: argparse.ArgumentParser) -> None:
         help="feature cache (default: $WCA_CACHE_DIR/features, else ~/.cache/wca/features)",
     )
     group.add_argument("--no-cache", action="store_true", help="keep features in memory only")
+    image_limit_option(group)
+
+
+def image_limit_option(parser) -> None:
+    """``--max-image-pixels N``: the decompression-bomb guard of image decoding."""
+    parser.add_argument(
+        "--max-image-pixels",
+        type=int,
+        metavar="N",
+        help="refuse images larger than N pixels (width x height), a guard against "
+        "decompression bombs (default: $WCA_MAX_IMAGE_PIXELS, else PIL's 89478485; 0: no limit)",
+    )
+
+
+def apply_image_limit(args: argparse.Namespace) -> None:
+    """Pass ``--max-image-pixels`` on to the image decoder (and loader workers) by its
+    environment variable. PIL's own warning is silenced: the decoder raises a clear error."""
+    from PIL import Image
+
+    from wca.crops import MAX_PIXELS_ENV
+
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    limit = getattr(args, "max_image_pixels", None)
+    if limit is None:
+        return
+    if limit < 0:
+        raise UsageError(f"--max-image-pixels must be >= 0 (0: no limit), got {limit}")
+    os.environ[MAX_PIXELS_ENV] = str(limit)
 
 
 def model_options(parser: argparse.ArgumentParser, with_workers: bool = True) -> None:
@@ -109,14 +140,19 @@ def crop_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--beta", type=float, help="largest crop side fraction (0.9)")
     group.add_argument(
-        "--n-samples", type=int, help="crop pool per image (100; 60 for the ImageNet family)"
+        "--n-crops",
+        "--n-samples",
+        dest="n_samples",
+        type=int,
+        help="crop pool per image, config key n_samples (100; 60 for ImageNet and -R/-A/-Sketch)",
     )
     group.add_argument("--seed", type=int, help="seed of crops and run draws (0)")
     group.add_argument(
         "--crop-strategy",
         metavar="NAME",
         help="random: the paper's uniform crops (default); diverse: random "
-        "without near-duplicates (IoU filter); grid: a multi-scale grid",
+        "without near-duplicates (IoU filter); grid: a multi-scale grid; rrc: "
+        "RandomResizedCrop boxes with random flips, as ZERO, MTA and AWT augment",
     )
     group.add_argument(
         "--fidelity",
@@ -137,6 +173,8 @@ def crop_options(parser: argparse.ArgumentParser) -> None:
 def resolve(args: argparse.Namespace, protocol_flags: bool):
     from wca.config import resolve_config
 
+    apply_image_limit(args)
+
     overrides: dict[str, Any] = {
         "alpha": args.alpha,
         "beta": args.beta,
@@ -152,18 +190,53 @@ def resolve(args: argparse.Namespace, protocol_flags: bool):
     }
     settings = list(args.set)
     if protocol_flags:
-        overrides.update(n_run=args.n_run, patch_n=args.patch_n, protocol=args.protocol)
-        if args.methods is not None:
-            settings.insert(0, f"methods={args.methods}")
+        overrides.update(
+            n_run=args.n_run, patch_n=args.patch_n, protocol=args.protocol, methods=args.methods
+        )
         for flag in ("image_scale", "text_scale"):
-            if getattr(args, flag) is not None:
-                settings.append(f"methods.wca.{flag}={getattr(args, flag)}")
+            overrides[f"methods.wca.{flag}"] = getattr(args, flag)
     config = resolve_config(args.dataset, args.config, overrides, settings)
     if not config.dataset:
         raise UsageError("no dataset: pass --dataset NAME (or dataset: in --config)")
     if not config.data_path:
         raise UsageError("no data root: pass --data-root DIR (or data_path: in --config)")
+    for note in config.notes:
+        log.info(note)
     return config
+
+
+def model_temperature(method: str, encoder) -> dict[str, float]:
+    """``logit_scale``: the encoder's own, for the heads that take one (zero, mta, awt)."""
+    from wca.methods.registry import options_model
+
+    takes = "logit_scale" in options_model(method).model_fields
+    return {"logit_scale": float(encoder.logit_scale)} if takes else {}
+
+
+def build_heads(config, sources, encoder, allow_duplicates: bool) -> dict[str, Any]:
+    """The heads of the enabled methods; a default method whose texts the task lacks (no
+    clip-e.json, no word list) is skipped with one line, a method asked for by name fails."""
+    from wca.methods import build_head
+    from wca.methods.registry import MissingTextSource
+
+    heads = {}
+    for method in config.enabled_methods():
+        options = {**model_temperature(method.name, encoder), **method.options}
+        try:
+            heads[method.name] = build_head(
+                method.name,
+                encoder.encode_texts,
+                sources,
+                allow_duplicates=allow_duplicates,
+                **options,
+            )
+        except MissingTextSource as error:
+            if config.named(method.name):
+                raise
+            log.info(f"skipped {method.name}: {error}")
+    if not heads:
+        raise UsageError("no method can run on these texts (see the lines above)")
+    return heads
 
 
 def load_dataset(config, args: argparse.Namespace):
@@ -236,7 +309,7 @@ def extract(config, args: argparse.Namespace, encoder, dataset):
         encoder,
         dataset,
         config.n_samples,
-        config.alpha,
+        config.crop_alpha,
         config.beta,
         config.seed,
         None if args.no_cache else (args.cache_dir or default_cache_dir()),
@@ -247,6 +320,7 @@ def extract(config, args: argparse.Namespace, encoder, dataset):
         half=config.half,
         strategy=config.crop_strategy,
         progress=not args.no_progress,
+        on_bad_image=getattr(args, "on_bad_image", None),
     )
 
 

@@ -9,7 +9,8 @@
   ``imagenet-r`` and ``imagenet-a``: labelled by ImageNet index 0..999 with the 1000 ImageNet
   class names; R and A add ``class_subset``, the 200 indices predictions are chosen from;
 - ``cub`` (``test``), ``dtd`` (``test`` of ``partition`` 1), ``food101`` (``test``),
-  ``oxford_pets`` (``test``), ``places365`` (``val``), ``eurosat`` (``all``).
+  ``oxford_pets`` (``test``), ``places365`` (``val``), ``eurosat`` (``all``); the WCA authors'
+  names ``oxford_pet`` and ``place365`` are aliases.
 
 Every loader but ``imagefolder`` takes ``descriptions_dir``: the directory of description sets
 (see :mod:`wca.datasets.names` for how it is found) whose ``classnames.json`` gives or checks
@@ -41,14 +42,26 @@ __all__ = [
     "ENV_VAR",
     "Dataset",
     "default_descriptions_dir",
+    "canonical_name",
     "load_dataset",
     "register",
     "resolve_descriptions_dir",
 ]
 
 
+# Other spellings of registered names: the WCA authors' (their configs and description sets).
+ALIASES = {"oxford-pet": "oxford-pets", "place365": "places365"}
+
+
 def _key(name: str) -> str:
     return name.lower().replace("_", "-")
+
+
+def canonical_name(name: str) -> str:
+    """The registered name of dataset ``name`` (``-``/``_`` and the authors' spellings alike);
+    unknown names come back as they are."""
+    key = ALIASES.get(_key(name), _key(name))
+    return next((known for known in DATASETS if _key(known) == key), name)
 
 
 def load_dataset(name: str, root: str | Path, split: str | None = None, **options: Any) -> Dataset:
@@ -57,8 +70,7 @@ def load_dataset(name: str, root: str | Path, split: str | None = None, **option
     Unknown names and options give a ValueError listing the known ones; a missing root or an
     unexpected layout gives a FileNotFoundError naming the path and the layout expected.
     """
-    loaders = {_key(key): loader for key, loader in DATASETS.items()}
-    loader = loaders.get(_key(name))
+    loader = DATASETS.get(canonical_name(name))
     if loader is None:
         raise ValueError(f"unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))})")
     parameters = inspect.signature(loader).parameters

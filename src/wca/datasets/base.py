@@ -10,6 +10,7 @@ from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 from wca.crops import load_image
+from wca.descriptions.io import read_text
 
 # Registry name -> loader ``fn(root: Path, split: str | None, **options) -> Dataset``.
 DATASETS: dict[str, Callable[..., Dataset]] = {}
@@ -102,17 +103,14 @@ def find_layout(
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: data root does not exist or is not a folder")
     for candidate in (root, *(root / sub for sub in subfolders)):
-        if check(candidate):
+        if candidate.is_dir() and check(candidate):
             return candidate
     raise FileNotFoundError(f"{root}: not the expected layout: {layout}")
 
 
 def read_lines(path: Path) -> list[tuple[int, str]]:
     """``(line number, stripped line)`` for the non-blank, non-comment lines of a text file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
+    text = read_text(path)
     lines = ((number, line.strip()) for number, line in enumerate(text.splitlines(), 1))
     return [(number, line) for number, line in lines if line and not line.startswith("#")]
 

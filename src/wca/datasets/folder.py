@@ -18,7 +18,8 @@ def imagefolder(
     descriptions_name: str | None = None,
     descriptions_dir: str | Path | None = None,
 ) -> Dataset:
-    """Labels are the sorted class folders; ``split`` names a sub-folder of ``root``.
+    """Labels are the sorted class folders; ``split`` names a sub-folder of ``root``. A root
+    whose only folder is ``images/`` (a ``wca demo --export`` folder) is read from there.
 
     Class names are the folder names (``_`` as spaces) or, with ``classnames_file`` (a JSON list
     or a text file with one name per line), that file's names for the sorted folders. With
@@ -26,7 +27,10 @@ def imagefolder(
     """
     layout = "<root>/<class>/<image>" if split is None else f"<root>/{split}/<class>/<image>"
     folder = Path(root) / split if split is not None else Path(root)
-    folder = find_layout(folder, layout, lambda path: bool(class_folders(path)))
+    # a `wca demo --export` folder keeps its image folder in images/, beside its texts
+    folder = find_layout(
+        folder, layout, lambda path: class_folders(path) not in ([], ["images"]), ["images"]
+    )
     classes = class_folders(folder)
     paths, labels = scan_class_folders(folder, {name: i for i, name in enumerate(classes)})
     names = classes

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wca.descriptions.io import class_key, duplicate_names
+from wca.descriptions.io import class_key, duplicate_names, read_text
 
 
 @dataclass
@@ -54,15 +54,11 @@ class CheckReport:
 
 def read_pairs(path: str | Path) -> list[tuple[str, object]]:
     """The (key, value) pairs of a JSON object file, duplicates included, in file order."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
+    text = read_text(path)
     try:
         pairs = json.loads(text, object_pairs_hook=lambda items: items)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(pairs, list) or not all(isinstance(p, tuple) for p in pairs):
         raise ValueError(f"{path}: expected an object {{class: [text, ...]}}")
     return pairs

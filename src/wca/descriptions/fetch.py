@@ -109,8 +109,13 @@ def published_sets() -> dict[str, list[str]]:
 
 def published_file(dataset: str, set_name: str, base_url: str | None = None) -> PublishedFile:
     """The registry entry of ``dataset``/``set_name``; ``base_url`` (or $WCA_DESCRIPTIONS_URL)
-    is a mirror laid out like the descriptors folder."""
+    is a mirror laid out like the descriptors folder. ``dataset`` is a name of ``wca eval``
+    (``oxford_pets``) or the authors' folder name (``oxford_pet``)."""
+    from wca.datasets import canonical_name
+
     registry = _registry()
+    published = {canonical_name(name): name for name in published_sets()}
+    dataset = published.get(canonical_name(dataset), dataset)
     path = f"{dataset}/{set_name}.json"
     if path not in registry["files"]:
         sets = published_sets()

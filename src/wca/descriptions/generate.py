@@ -33,7 +33,7 @@ import openai
 from tqdm.auto import tqdm
 
 from wca.descriptions.clean import dedupe, parse_descriptors, parse_sentences
-from wca.descriptions.io import load_descriptions
+from wca.descriptions.io import load_descriptions, read_json, read_text
 from wca.files import write_atomic
 
 STYLES = ("cupl", "clip-d")
@@ -99,13 +99,12 @@ def fill_template(template: str, classname: str) -> str:
 def load_questions(path: str | Path) -> list[str]:
     """Question templates from a JSON list of strings or a text file with one per line."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
     if path.suffix.lower() == ".json":
-        questions = json.loads(text)
+        questions = read_json(path)
         if not isinstance(questions, list) or not all(isinstance(q, str) for q in questions):
             raise ValueError(f"{path}: expected a JSON list of question templates (strings)")
     else:
-        questions = [line.strip() for line in text.splitlines() if line.strip()]
+        questions = [line.strip() for line in read_text(path).splitlines() if line.strip()]
     return questions
 
 

@@ -7,40 +7,65 @@ from pathlib import Path
 from typing import Any
 
 
-def read_json(path: str | Path) -> Any:
-    """A JSON file's content; a missing file or bad JSON is an error that names the file."""
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file's content; a missing file, a folder or other bytes than UTF-8 is an
+    error that names the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder, expected a file")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+            f"{error.start}); save it as UTF-8"
+        ) from None
+    except OSError as error:
+        raise ValueError(f"{path}: cannot be read ({error.strerror})") from None
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file's content; a missing file or bad JSON is an error that names the file."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
 
 
 def load_descriptions(path: str | Path) -> dict[str, list[str]]:
     """A description set ``{class name: [text, ...]}`` (CuPL sentences or CLIP-D descriptors)."""
-    data = read_json(path)
+    return validate_descriptions(read_json(path), path)
+
+
+def validate_descriptions(data: Any, source: str | Path = "descriptions") -> dict[str, list[str]]:
+    """``data`` if it is ``{class name: [text, ...]}``, else an error naming ``source`` and the
+    first entry of the wrong type (a string where a list belongs would read as characters)."""
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected an object {{class: [text, ...]}}, got {type(data)}")
+        kind = type(data).__name__
+        raise ValueError(f"{source}: expected an object {{class: [text, ...]}}, got a {kind}")
     for name, texts in data.items():
-        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            raise ValueError(f"{path}: the descriptions of {name!r} are not a list of strings")
-    return data
+        if not isinstance(name, str):
+            raise ValueError(f"{source}: class name {name!r} is not a string")
+        if not isinstance(texts, list | tuple) or not all(isinstance(t, str) for t in texts):
+            raise ValueError(
+                f"{source}: the descriptions of {name!r} must be a list of strings, got {texts!r}"
+            )
+    return {name: list(texts) for name, texts in data.items()}
 
 
 def load_classnames(path: str | Path) -> list[str]:
     """Class names in label order from a JSON list (of names, or of synonym lists: the first
-    synonym is taken), or from a text file with one name per line. Underscores become spaces."""
+    synonym is taken), or from a text file with one name per line (blank lines and lines
+    starting with ``#`` are skipped). Underscores become spaces."""
     path = Path(path)
     if path.suffix == ".json":
         data = read_json(path)
     else:
-        try:
-            data = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no such file") from None
-        data = [line for line in data if line]
+        lines = [line.strip() for line in read_text(path).splitlines()]
+        data = [line for line in lines if line and not line.startswith("#")]
     if not isinstance(data, list) or not data:
         raise ValueError(f"{path}: expected a non-empty list of class names")
     names = []

@@ -17,6 +17,7 @@ from PIL import Image
 from torch import Tensor
 
 from wca.crops import Preprocessing
+from wca.scoring import require_finite
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Images per forward pass when the caller gives no batch size.
@@ -90,7 +91,7 @@ class Encoder(ABC):
         with torch.inference_mode():
             for start in range(0, pixels.shape[0], self.batch_size):
                 batch = pixels[start : start + self.batch_size].to(self.device, self.dtype)
-                outputs.append(_normalise(self._image_features(batch)))
+                outputs.append(require_finite(_normalise(self._image_features(batch)), self.name))
         return torch.cat(outputs)
 
     def encode_texts(self, texts: Sequence[str]) -> Tensor:
@@ -104,7 +105,7 @@ class Encoder(ABC):
         with torch.inference_mode():
             for start in range(0, len(missing), self.batch_size):
                 batch = missing[start : start + self.batch_size]
-                features = _normalise(self._text_features(batch))
+                features = require_finite(_normalise(self._text_features(batch)), self.name, "text")
                 self._text_cache.update(zip(batch, features, strict=True))
         if not texts:
             return torch.zeros(0, self.embed_dim)

@@ -179,6 +179,7 @@ def _load_hf_hub(spec: str, model: str, **options) -> OpenClipEncoder:
 
 def _load_arch_checkpoint(spec: str, arch: str, path: Path, **options) -> OpenClipEncoder:
     arch = _known_arch(spec, arch)
+    _check_archive(spec, path)
     try:
         model, _, _ = open_clip.create_model_and_transforms(
             arch, pretrained=str(path), device=options["device"], precision=options["precision"]
@@ -195,6 +196,7 @@ def _load_arch_checkpoint(spec: str, arch: str, path: Path, **options) -> OpenCl
 
 
 def _load_openai_file(spec: str, path: Path, **options) -> OpenClipEncoder:
+    _check_archive(spec, path)
     try:
         with warnings.catch_warnings():  # open_clip tries torch.jit.load first, now deprecated
             warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
@@ -219,6 +221,24 @@ def _checkpoint_error(spec: str, path: Path, what: str, error: Exception) -> Val
             f"(corrupt or another format): {message}"
         )
     return ValueError(f"{spec}: the weights in {path} do not match {what}: {message}")
+
+
+def _check_archive(spec: str, path: Path) -> None:
+    """Refuse a zip checkpoint (``torch.save``, TorchScript) whose members fail their CRC-32:
+    torch reads the bytes without checking, so a corrupted file would load and answer NaN or
+    nonsense. One sequential read of the file, before the model is built."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise ValueError(f"{spec}: {path} is a damaged zip checkpoint ({error})") from None
+    if bad is not None:
+        raise ValueError(
+            f"{spec}: {path} is corrupt: its member {bad!r} fails the zip CRC check "
+            "(download or copy the checkpoint again)"
+        )
 
 
 def _is_torch_archive(path: Path) -> bool:

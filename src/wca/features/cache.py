@@ -25,7 +25,7 @@ from torch import Tensor
 from wca import crops
 from wca.files import write_atomic
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: shards hold the per-view flips
 MANIFEST = "manifest.json"
 DEFAULT_SHARD_SIZE = 1000  # images per shard: ~125 MB at N=60, D=512, fp32
 
@@ -34,7 +34,8 @@ class Features:
     """Embeddings of one feature pass, image ``i`` at row ``i``.
 
     ``image_emb [B, D]`` full views, ``crop_emb [B, N, D]`` crops, ``boxes [B, N, 4]`` crop
-    boxes ``(left, top, right, bottom)``, ``labels [B]``. Loaded from a cache, ``crop_emb`` is
+    boxes ``(left, top, right, bottom)``, ``labels [B]``, ``flips [B, N]`` whether a crop view
+    was mirrored (all False when not given). Loaded from a cache, ``crop_emb`` is
     kept as one memory-mapped part per shard: :meth:`chunks` walks it without copying, while the
     :attr:`crop_emb` property concatenates (a full copy in memory).
     """
@@ -46,6 +47,7 @@ class Features:
         boxes: Tensor,
         labels: Tensor,
         source: Path | None = None,
+        flips: Tensor | None = None,
     ) -> None:
         parts = [crop_emb] if isinstance(crop_emb, Tensor) else list(crop_emb)
         rows = len(labels)
@@ -56,6 +58,7 @@ class Features:
             )
         self.image_emb = image_emb
         self.boxes = boxes
+        self.flips = torch.zeros(boxes.shape[:2], dtype=torch.bool) if flips is None else flips
         self.labels = labels
         self.source = source  # the cache folder the features were read from, if any
         self._parts = parts
@@ -78,6 +81,11 @@ class Features:
         return self.image_emb.shape[1]
 
     @property
+    def valid(self) -> Tensor:
+        """``[B]`` bool: False for images skipped as unreadable (label -1)."""
+        return self.labels >= 0
+
+    @property
     def crop_emb(self) -> Tensor:
         return self._parts[0] if len(self._parts) == 1 else torch.cat(self._parts)
 
@@ -94,7 +102,11 @@ class Features:
                 yield (
                     offset + lo,
                     Features(
-                        self.image_emb[rows], part[lo:hi], self.boxes[rows], self.labels[rows]
+                        self.image_emb[rows],
+                        part[lo:hi],
+                        self.boxes[rows],
+                        self.labels[rows],
+                        flips=self.flips[rows],
                     ),
                 )
             offset += len(part)
@@ -257,7 +269,7 @@ class ShardCache:
         return None
 
 
-SHARD_TENSORS = ("image_emb", "crop_emb", "boxes", "labels")
+SHARD_TENSORS = ("image_emb", "crop_emb", "boxes", "flips", "labels")
 
 
 def assemble(parts: Sequence[dict[str, Tensor]], source: Path | None) -> Features:
@@ -267,4 +279,5 @@ def assemble(parts: Sequence[dict[str, Tensor]], source: Path | None) -> Feature
         torch.cat([p["boxes"] for p in parts]),
         torch.cat([p["labels"] for p in parts]),
         source=source,
+        flips=torch.cat([p["flips"] for p in parts]),
     )

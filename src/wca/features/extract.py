@@ -10,7 +10,7 @@ precision and ``batch_size``).
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,27 +21,33 @@ from tqdm.auto import tqdm
 from wca import crops
 from wca.features.cache import DEFAULT_SHARD_SIZE, Features, ShardCache, assemble, cache_key
 from wca.features.views import ViewItems, iterate_views
+from wca.scoring import require_finite
 
 DEFAULT_BATCH_SIZE = 256  # views per encoder forward pass
+SKIPPED = -1  # the label of an image skipped as unreadable
 
 
 def _encode_shard(
     encoder: Any,
-    stream: Iterator[tuple[int, Tensor, Tensor, int]],
+    stream: Iterator[tuple[int, Tensor, Tensor, Tensor, int]],
     indices: range,
     n_samples: int,
     batch_size: int,
     store_dtype: torch.dtype,
     bar: tqdm,
+    on_bad_image: Callable[[int, Exception], None] | None = None,
 ) -> dict[str, Tensor]:
     """Encode the images ``indices`` (next in ``stream``), views packed ``batch_size`` at a time
-    across images; the last batch of a shard may be short."""
+    across images; the last batch of a shard may be short. An unreadable image raises, or with
+    ``on_bad_image`` is reported to it and stored as skipped (label -1, zero embeddings)."""
     views_per_image = n_samples + 1
     out = torch.empty(len(indices) * views_per_image, encoder.embed_dim, dtype=torch.float32)
     boxes = torch.empty(len(indices), n_samples, 4, dtype=torch.int64)
+    flips = torch.empty(len(indices), n_samples, dtype=torch.bool)
     labels = torch.empty(len(indices), dtype=torch.int64)
     pending: list[Tensor] = []
     queued = written = 0
+    good: list[int] = []  # rows of the images read
 
     def flush(count: int) -> None:
         nonlocal pending, queued, written
@@ -54,6 +60,7 @@ def _encode_shard(
             emb = encoder.encode_images(batch)
         if emb.shape != (count, encoder.embed_dim):
             raise ValueError(f"encoder returned {tuple(emb.shape)} for {count} views")
+        require_finite(emb, getattr(encoder, "name", "the encoder"))
         out[written : written + count] = emb
         written += count
         rest = views[count:]
@@ -62,13 +69,19 @@ def _encode_shard(
     for row, expected in enumerate(indices):
         item = next(stream)
         if len(item) == 2:
-            raise item[1]
-        index, views, image_boxes, label = item
+            if on_bad_image is None:
+                raise item[1]
+            on_bad_image(*item)
+            boxes[row], flips[row], labels[row] = 0, False, SKIPPED
+            bar.update(1)
+            continue
+        index, views, image_boxes, image_flips, label = item
         if index != expected:
             raise RuntimeError(f"feature pipeline out of order: got image {index}, want {expected}")
         if views.shape[0] != views_per_image:
             raise ValueError(f"image {index}: {views.shape[0]} views, want {views_per_image}")
-        boxes[row], labels[row] = image_boxes, label
+        boxes[row], flips[row], labels[row] = image_boxes, image_flips, label
+        good.append(row)
         pending.append(views)
         queued += len(views)
         while queued >= batch_size:
@@ -76,11 +89,16 @@ def _encode_shard(
         bar.update(1)
     if queued:
         flush(queued)
-    emb = out.view(len(indices), views_per_image, -1).to(store_dtype)
+    emb = out.view(len(indices), views_per_image, -1)
+    if len(good) < len(indices):  # skipped images keep zero rows
+        rows = torch.tensor(good, dtype=torch.long)
+        emb = torch.zeros_like(emb).index_copy_(0, rows, emb[: len(good)])
+    emb = emb.to(store_dtype)
     return {
         "image_emb": emb[:, 0].contiguous(),
         "crop_emb": emb[:, 1:].contiguous(),
         "boxes": boxes,
+        "flips": flips,
         "labels": labels,
     }
 
@@ -102,6 +120,7 @@ def extract_features(
     strategy: str = "random",
     verify: bool = True,
     progress: bool = True,
+    on_bad_image: Callable[[int, Exception], None] | None = None,
 ) -> Features:
     """Embed every image of ``dataset``: its full view and ``n_samples`` crops.
 
@@ -110,7 +129,11 @@ def extract_features(
     prefetching thread). ``fidelity``: make views with the model's own preprocessing per crop
     (the authors' way) instead of the fast tensor path. ``half``: store fp16. ``verify``: check
     every cached shard's sha256 before use. ``strategy``: the crop sampler
-    (:data:`wca.crops.CROP_STRATEGIES`; ``"random"`` is the paper's).
+    (:data:`wca.crops.CROP_STRATEGIES`; ``"random"`` is the paper's). ``on_bad_image``: None
+    stops at the first unreadable image (its error is raised); a function ``(index, error)``
+    is told of each one instead, and the image is kept as skipped: label :data:`SKIPPED`, zero
+    embeddings (:attr:`Features.valid` is False there; a cached shard with skipped images is
+    recomputed by a run that does not skip).
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
@@ -137,11 +160,17 @@ def extract_features(
         cache = ShardCache(Path(cache_dir), key, num_images, shard_size)
         ranges = [cache.shard_range(s) for s in range(cache.num_shards)]
         parts = [cache.load(s, verify) for s in range(cache.num_shards)]
+        if on_bad_image is None:  # a shard that skipped images is not used by a strict run
+            parts = [p if p is None or bool((p["labels"] >= 0).all()) else None for p in parts]
     todo = [s for s, part in enumerate(parts) if part is None]
 
     if todo:
         if fidelity:
-            make_views = functools.partial(crops.fidelity_views, preprocess=encoder.preprocess)
+            make_views = functools.partial(
+                crops.fidelity_views,
+                preprocess=encoder.preprocess,
+                size=encoder.preprocessing.image_size,
+            )
         else:
             # uint8 views travel from the workers; flush() normalises whole batches
             make_views = functools.partial(crops.uint8_views, prep=encoder.preprocessing)
@@ -159,7 +188,14 @@ def extract_features(
         try:
             for shard in todo:
                 tensors = _encode_shard(
-                    encoder, stream, ranges[shard], n_samples, batch_size, store_dtype, bar
+                    encoder,
+                    stream,
+                    ranges[shard],
+                    n_samples,
+                    batch_size,
+                    store_dtype,
+                    bar,
+                    on_bad_image,
                 )
                 if cache is not None:
                     cache.write_shard(shard, tensors)

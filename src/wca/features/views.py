@@ -1,9 +1,9 @@
 """The view pipeline: decode each image once, cut its views, and hand them to the encoder loop
 in order, from one prefetching thread (``num_workers == 0``) or loader worker processes.
 
-Boxes come from :func:`wca.crops.crop_boxes` keyed on ``(seed, image index)``, so the numbers
-do not depend on batching, worker count or which shards a run happens to compute. At most a
-bounded number of images is in flight.
+Boxes and flips come from :func:`wca.crops.crop_views` keyed on ``(seed, image index)``, so the
+numbers do not depend on batching, worker count or which shards a run happens to compute. At
+most a bounded number of images is in flight.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ WORKER_PREFETCH = 2  # images decoded ahead per loader worker
 
 
 class ViewItems(torch.utils.data.Dataset):
-    """Image ``indices[j]`` of ``dataset`` -> ``(index, views [N+1,3,S,S], boxes, label)``."""
+    """Image ``indices[j]`` of ``dataset`` -> ``(index, views [N+1,3,S,S], boxes, flips,
+    label)``; ``make_views(image, boxes, flips=flips)``."""
 
     def __init__(
         self,
         dataset: Any,
         indices: Sequence[int],
-        make_views: Callable[[Any, Tensor], Tensor],
+        make_views: Callable[[Any, Tensor, Tensor], Tensor],
         n_samples: int,
         alpha: float,
         beta: float,
@@ -44,17 +45,19 @@ class ViewItems(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, j: int) -> tuple[int, Tensor, Tensor, int] | tuple[int, Exception]:
+    def __getitem__(
+        self, j: int
+    ) -> tuple[int, Tensor, Tensor, Tensor, int] | tuple[int, Exception]:
         """The image's views, or ``(index, error)`` when it cannot be read: the error travels
         to the main process as it is (a loader worker would wrap it in a multi-line report)."""
         index = self.indices[j]
         try:
             image, label = self.dataset[index]
             n, alpha, beta, seed, strategy = self.box_args
-            boxes = crops.crop_boxes(
+            boxes, flips = crops.crop_views(
                 image.height, image.width, n, alpha, beta, seed, index, strategy
             )
-            return index, self.make_views(image, boxes), boxes, int(label)
+            return index, self.make_views(image, boxes, flips=flips), boxes, flips, int(label)
         except Exception as error:  # re-raised by the consumer
             return index, error
 
@@ -100,7 +103,7 @@ def _prefetch(items: Sequence[Any], depth: int) -> Iterator[Any]:
 
 def iterate_views(
     items: ViewItems, num_workers: int
-) -> Iterator[tuple[int, Tensor, Tensor, int]]:
+) -> Iterator[tuple[int, Tensor, Tensor, Tensor, int]]:
     if num_workers <= 0:
         return _prefetch(items, PREFETCH_IMAGES)
     loader = torch.utils.data.DataLoader(

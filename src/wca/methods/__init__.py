@@ -5,13 +5,16 @@
 - ``clip-d``: "{c}, which (is/has/...) {descriptor}" (CLIP-D, Menon & Vondrick 2023).
 - ``waffle``: WaffleCLIP's random-word and random-character descriptors (Roth et al. 2023).
 - ``cupl``:   the mean embedding of LLM-written sentences (CuPL, Pratt et al. 2023).
-- ``wca``:    the sentences weighted against "a photo of a {c}." and aligned with image crops.
+- ``wca``:    the sentences weighted against "a photo of a {c}." and aligned with image crops;
+  its ablations ``wca-uniform-crops``, ``wca-uniform-text``, ``wca-full-view``, ``wca-paper``.
+- ``zero``, ``mta``, ``awt``: the peers that also score many views (ZERO, MTA, AWT), on the
+  same views (the full view and the crops).
 
 ``build_head(name, encode_texts, sources, **options)`` looks the method up in the registry and
 returns a head that turns image (and crop) embeddings into ``[B, C]`` scores.
 """
 
-from wca.methods import prompts, wca  # noqa: F401  (each module registers its methods)
+from wca.methods import awt, mta, prompts, wca, zero  # noqa: F401  (each module registers its methods)
 from wca.methods.prompts import (
     LABEL_TEMPLATE,
     PromptHead,

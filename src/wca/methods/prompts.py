@@ -171,3 +171,13 @@ def _cupl(encode_texts: EncodeTexts, sources: TextSources) -> Head:
     names = sources.names("cupl")
     sentences = require(sources.sentences, "cupl", "sentences (cupl.json)")
     return _prompt_head(encode_texts, match_descriptions(names, sentences, "cupl sentences"))
+
+
+# The baselines a peer method (zero, mta) may take its class vectors from.
+ClassText = Literal["clip", "clip-e", "cupl"]
+
+
+def class_vectors(text: str, encode_texts: EncodeTexts, sources: TextSources) -> Tensor:
+    """The class vectors ``[C, D]`` of baseline ``text`` (its first draw)."""
+    builders = {"clip": _clip, "clip-e": _clip_e, "cupl": _cupl}
+    return builders[text](encode_texts, sources).class_emb[0]

@@ -34,9 +34,15 @@ class Head(Protocol):
     ) -> Tensor: ...
 
 
+class MissingTextSource(ValueError):
+    """A method needs a text file (templates, descriptors, a word list) the task lacks."""
+
+
 def require(value, method: str, what: str):
     if value is None:
-        raise ValueError(f"method {method!r} needs {what}, which this description source lacks")
+        raise MissingTextSource(
+            f"method {method!r} needs {what}, which this description source lacks"
+        )
     return value
 
 

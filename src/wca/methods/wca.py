@@ -13,7 +13,7 @@ from pydantic import Field
 from torch import Tensor
 
 from wca.descriptions.io import match_descriptions
-from wca.methods.prompts import LABEL_TEMPLATE, encode_prompts
+from wca.methods.prompts import LABEL_TEMPLATE, PromptHead, encode_prompts
 from wca.methods.registry import EncodeTexts, Head, register_method, require
 from wca.methods.sources import TextSources
 from wca.scoring import description_weights, image_side, text_side
@@ -72,16 +72,74 @@ class WCAHead:
         return description_weights(self.desc_emb, self.label_emb, self.text_scale, self.mask)
 
 
+def _wca_head(
+    encode_texts: EncodeTexts, sources: TextSources, image_scale: float, text_scale: float, form
+) -> WCAHead:
+    names = sources.names("wca")
+    sentences = require(sources.sentences, "wca", "sentences (cupl.json)")
+    desc_emb, mask = encode_prompts(encode_texts, match_descriptions(names, sentences, "wca"))
+    label_emb = encode_texts([LABEL_TEMPLATE.format(name) for name in names]).float()
+    return WCAHead(desc_emb, mask, label_emb, image_scale, text_scale, form)
+
+
+Form = Literal["reference", "paper"]
+
+
 @register_method("wca")
 def _wca(
     encode_texts: EncodeTexts,
     sources: TextSources,
     image_scale: LogScale = 4.0,
     text_scale: LogScale = 2.0,
-    form: Literal["reference", "paper"] = "reference",
+    form: Form = "reference",
 ) -> Head:
-    names = sources.names("wca")
-    sentences = require(sources.sentences, "wca", "sentences (cupl.json)")
-    desc_emb, mask = encode_prompts(encode_texts, match_descriptions(names, sentences, "wca"))
-    label_emb = encode_texts([LABEL_TEMPLATE.format(name) for name in names]).float()
-    return WCAHead(desc_emb, mask, label_emb, image_scale, text_scale, form)
+    return _wca_head(encode_texts, sources, image_scale, text_scale, form)
+
+
+# The ablations: which part of WCA brings the gain. A log-scale of -inf makes exp(scale) = 0,
+# so a softmax over it gives equal weights.
+
+
+@register_method("wca-uniform-crops")
+def _wca_uniform_crops(
+    encode_texts: EncodeTexts,
+    sources: TextSources,
+    text_scale: LogScale = 2.0,
+    form: Form = "reference",
+) -> Head:
+    """WCA with every crop weighted equally (w_i = 1/N)."""
+    return _wca_head(encode_texts, sources, -math.inf, text_scale, form)
+
+
+@register_method("wca-uniform-text")
+def _wca_uniform_text(
+    encode_texts: EncodeTexts,
+    sources: TextSources,
+    image_scale: LogScale = 4.0,
+    form: Form = "reference",
+) -> Head:
+    """WCA with every description weighted equally (v_j = 1/M)."""
+    return _wca_head(encode_texts, sources, image_scale, -math.inf, form)
+
+
+@register_method("wca-full-view")
+def _wca_full_view(
+    encode_texts: EncodeTexts,
+    sources: TextSources,
+    text_scale: LogScale = 2.0,
+    form: Form = "reference",
+) -> Head:
+    """WCA's text side (weighted descriptions) against the full view alone, no crops."""
+    head = _wca_head(encode_texts, sources, 0.0, text_scale, form)
+    return PromptHead(head.text.unsqueeze(0))
+
+
+@register_method("wca-paper")
+def _wca_paper(
+    encode_texts: EncodeTexts,
+    sources: TextSources,
+    image_scale: LogScale = 4.0,
+    text_scale: LogScale = 2.0,
+) -> Head:
+    """WCA as the paper writes it (form="paper": no normalisation of the two sides)."""
+    return _wca_head(encode_texts, sources, image_scale, text_scale, "paper")
