@@ -23,8 +23,7 @@ from PIL import Image
 
 from wca.cli import main
 from wca.web.inputs import InputError, check_image_file, parse_classnames
-
-pytestmark = pytest.mark.xdist_group("web")  # one server per worker: keep the module together
+from wca.web.service import EXAMPLE_INDICES, demo_service
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -211,6 +210,26 @@ def test_page_in_a_browser_answers_like_wca_classify(server, exported, expected,
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 200
     no_traceback(log)
+
+
+def test_texts_the_page_falls_back_to_and_says_so(exported, tmp_path):
+    service = demo_service(tmp_path / "examples", device="cpu")
+    assert [p.name for p in service.preloaded.examples] == [
+        f"{service.preloaded.classnames[i]}.png" for i in EXAMPLE_INDICES
+    ]
+    classes = "fluggen\nhestra\na blue jay"  # the last one has no preloaded texts
+    result = service.classify(exported / IMAGE, classes, n_crops=8, alpha=0.6)
+    assert result.classifier.descriptions[2] == ["a photo of a a blue jay."]
+    assert "1 of 3 classes have no descriptions" in result.notes[1]
+    assert "a blue jay" in result.notes[1]
+    assert [r.title for r in result.baselines] == ["CLIP", "CuPL"]
+    assert result.record()["settings"] == {"n_crops": 8, "alpha": 0.6, "seed": 0}
+    descriptors = tmp_path / "clip-d.json"
+    descriptors.write_text(json.dumps({c: ["a small thing"] for c in classes.splitlines()}))
+    result = service.classify(exported / IMAGE, classes, None, descriptors)
+    assert [r.title for r in result.baselines] == ["CLIP", "CLIP-D"]
+    assert result.notes[-1] == "CLIP-D descriptors: from clip-d.json, for 3 classes."
+    assert result.wca.labels[0] == result.record()["explanation"]["classes"][0]["name"]
 
 
 def test_checks_without_a_server(tmp_path):

@@ -152,7 +152,8 @@ def build_app(service: Service) -> gr.Blocks:
         def read_classes(upload):
             return classnames_text(upload_path(upload)) if upload else gr.skip()
 
-        unchecked = {"preprocess": False}  # the handlers check every upload themselves
+        # the handlers check every upload themselves; both model events share one queue slot
+        unchecked = {"preprocess": False, "concurrency_id": "model"}
         given.submit.click(
             page,
             [given.image, given.classes, given.descriptions, given.descriptors]
@@ -162,7 +163,11 @@ def build_app(service: Service) -> gr.Blocks:
             **unchecked,
         )
         given.classes_file.upload(
-            read_classes, given.classes_file, given.classes, api_visibility="private", **unchecked
+            read_classes,
+            given.classes_file,
+            given.classes,
+            api_visibility="private",
+            preprocess=False,
         )
         # the API endpoint: same inputs but the descriptors, WCA's answer as JSON
         gr.Button(visible=False).click(

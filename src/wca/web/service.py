@@ -24,6 +24,7 @@ from wca.web.inputs import (
 )
 
 TOP_K = 5
+TITLES = {"clip": "CLIP", "clip-d": "CLIP-D", "cupl": "CuPL"}  # the methods as the page names them
 
 
 @dataclass
@@ -119,52 +120,61 @@ class Service:
         except ValueError:
             raise InputError(f"{Path(image_path).name}: not a readable image") from None
         descriptions = with_clip_prompts(classnames, found)
-        notes = [_texts_note("WCA descriptions", descriptions_path, len(classnames) - len(bare))]
-        if bare:
-            notes.append(
-                f"{len(bare)} of {len(classnames)} classes have no descriptions: WCA scores them "
-                f"with the plain CLIP prompt '{LABEL_TEMPLATE.format('{class}')}': "
-                + ", ".join(bare)
-            )
-        second = "clip-d" if not lacking else "cupl"
-        if lacking:
-            notes.append(
-                "CLIP-D needs descriptor phrases for every class (a clip-d.json); without them "
-                "the third column is CuPL: the mean embedding of WCA's descriptions."
-            )
-        else:
-            notes.append(_texts_note("CLIP-D descriptors", descriptors_path, len(classnames)))
+        notes = _notes(classnames, descriptions_path, bare, descriptors_path, lacking)
         sources = TextSources(
             classnames,
             sentences=descriptions,
             descriptors=None if lacking else dict(zip(classnames, descriptors, strict=True)),
         )
-        encoder = self.encoder
+        baselines = ("clip", "cupl" if lacking else "clip-d")
         with self._lock, torch.inference_mode():
             classifier = WCAClassifier(
                 self.encoder, classnames, descriptions, n_crops=n_crops, alpha=alpha
             )
             prediction = classifier.predict([image], top_k=TOP_K)[0]
-            baselines = [
-                self._rank(
-                    title, build_head(method, encoder.encode_texts, sources), prediction, classnames
-                )
-                for method, title in (("clip", "CLIP"), (second, second.upper()))
-            ]
+            rankings = [self._rank(method, sources, prediction) for method in baselines]
         wca = Ranking("WCA", prediction.labels, prediction.scores)
-        return Result(image, classifier, prediction, wca, baselines, notes)
+        return Result(image, classifier, prediction, wca, rankings, notes)
 
-    def _rank(self, title: str, head, prediction: Prediction, classnames: list[str]) -> Ranking:
+    def _rank(self, method: str, sources: TextSources, prediction: Prediction) -> Ranking:
         """A baseline's top classes, scored on the full-view embedding WCA already computed."""
+        head = build_head(method, self.encoder.encode_texts, sources)
         logits = head.logits(prediction.image_emb.unsqueeze(0))[0]
         probabilities = torch.softmax(self.encoder.logit_scale * logits, dim=-1)
-        top = probabilities.topk(min(TOP_K, len(classnames)))
-        return Ranking(title, [classnames[i] for i in top.indices.tolist()], top.values.tolist())
+        top = probabilities.topk(min(TOP_K, len(sources.classnames)))
+        labels = [sources.classnames[i] for i in top.indices.tolist()]
+        return Ranking(TITLES[method], labels, top.values.tolist())
 
 
-def _texts_note(what: str, path: str | Path | None, count: int) -> str:
-    source = f"from {Path(path).name}" if path is not None else "preloaded"
-    return f"{what}: {source}, for {count} classes."
+def _notes(
+    classnames: list[str],
+    descriptions_path: str | Path | None,
+    bare: list[str],
+    descriptors_path: str | Path | None,
+    lacking: list[str],
+) -> list[str]:
+    """What the page says about the texts used: where they came from, which classes fell back
+    to the plain CLIP prompt, and whether the third column is CLIP-D or CuPL."""
+
+    def source(what: str, path: str | Path | None, count: int) -> str:
+        origin = f"from {Path(path).name}" if path is not None else "preloaded"
+        return f"{what}: {origin}, for {count} classes."
+
+    notes = [source("WCA descriptions", descriptions_path, len(classnames) - len(bare))]
+    if bare:
+        prompt = LABEL_TEMPLATE.format("{class}")
+        notes.append(
+            f"{len(bare)} of {len(classnames)} classes have no descriptions: WCA scores them "
+            f"with the plain CLIP prompt '{prompt}': " + ", ".join(bare)
+        )
+    if lacking:
+        notes.append(
+            "CLIP-D needs descriptor phrases for every class (a clip-d.json); without them "
+            "the third column is CuPL: the mean embedding of WCA's descriptions."
+        )
+    else:
+        notes.append(source("CLIP-D descriptors", descriptors_path, len(classnames)))
+    return notes
 
 
 EXAMPLE_INDICES = (0, 7, 13, 20)  # one image each of four demo classes from different families
