@@ -12,7 +12,19 @@ import pytest
 from wca import __version__
 from wca.cli import main
 
-COMMANDS = ["demo", "eval", "extract", "classify", "explain", "describe", "descriptions"]
+COMMANDS = [
+    "demo",
+    "eval",
+    "extract",
+    "classify",
+    "explain",
+    "serve",
+    "describe",
+    "descriptions",
+    "models",
+    "report",
+    "reproduce",
+]
 
 
 def test_help_lists_every_command(capsys):

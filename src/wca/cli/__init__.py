@@ -16,8 +16,17 @@ from wca import __version__
 
 # Modules under wca.cli that contribute sub-commands, in the order --help lists them.
 COMMAND_MODULES = (
-    "demo", "evaluate", "extract", "classify", "explain", "describe", "descriptions", "models",
-    "report", "reproduce",
+    "demo",
+    "evaluate",
+    "extract",
+    "classify",
+    "explain",
+    "serve",
+    "describe",
+    "descriptions",
+    "models",
+    "report",
+    "reproduce",
 )
 
 
