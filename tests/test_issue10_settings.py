@@ -142,7 +142,7 @@ def test_item09_the_api_validates_method_options_the_same_way():
         ["descriptions", "clean", "{dir}", "--out", "{tmp}/out.json"],
         ["classify", "{file}", "--classes-file", "{dir}", "--descriptions", "{file}",
          "--model", "open_clip:RN50/openai"],
-        ["describe", "--classes-file", "{dir}", "--out", "{tmp}/o.json", "--model", "m"],
+        ["describe", "--classes-file", "{dir}", "--out", "{tmp}/o.json", "--llm", "m"],
         ["eval", "--config", "{dir}", "--dataset", "cub", "--data-root", "{tmp}"],
     ],
 )

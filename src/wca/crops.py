@@ -314,8 +314,10 @@ def uint8_views(
     image: Image.Image | Tensor, boxes: Tensor, prep: Preprocessing, flips: Tensor | None = None
 ) -> Tensor:
     """All views of one image before normalisation, ``uint8 [N+1, 3, S, S]`` (full view first):
-    a quarter of the bytes of float views, for loader workers to hand to the encoder. Crops
-    are resized to ``S x S`` (a square box keeps its aspect) and mirrored where ``flips``."""
+    a quarter of the bytes of float views, for loader workers to hand to the encoder. A square
+    crop goes through the model's own resize and centre crop, as its processor would take it;
+    a box that is not square (``rrc``) is resized to ``S x S``, as RandomResizedCrop does.
+    Views are mirrored where ``flips``."""
     pixels = image if isinstance(image, Tensor) else image_to_tensor(image)
     size = prep.image_size
     interpolation = InterpolationMode(prep.interpolation)
@@ -325,7 +327,10 @@ def uint8_views(
     flags = _flip_flags(flips, len(boxes))
     for i, (left, top, right, bottom) in enumerate(boxes.tolist(), start=1):
         crop = pixels[:, top:bottom, left:right]
-        view = TF.resize(crop, [size, size], interpolation=interpolation, antialias=True)
+        if right - left == bottom - top:
+            view = _resize_and_crop(crop, prep)
+        else:
+            view = TF.resize(crop, [size, size], interpolation=interpolation, antialias=True)
         views[i] = view.flip(-1) if flags[i - 1] else view
     return views
 
