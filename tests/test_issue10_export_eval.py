@@ -41,3 +41,34 @@ def test_item17_a_method_asked_for_by_name_still_fails(export, tmp_path, capsys)
     ]
     assert main(argv) == 2
     assert "method 'clip-e' needs templates (clip-e.json)" in capsys.readouterr().err
+
+
+def test_item04_the_export_names_each_file_by_its_role(export):
+    files = sorted(path.name for path in export.iterdir() if path.is_file())
+    assert files == [
+        "README.txt", "classnames.json", "clip-d.json", "cupl.json", "wca-demo-rn.json",
+        "wca-demo-rn.pt",
+    ]
+    readme = (export / "README.txt").read_text()
+    for name in files[1:]:
+        assert name in readme
+    assert "cupl.json" in readme and "descriptions of cupl and wca" in readme
+
+
+@pytest.mark.parametrize("name, bare", [("cupl.json", False), ("clip-d.json", True)])
+def test_item04_check_warns_on_bare_phrases(descriptors_dir, export, capsys, name, bare):
+    for folder in (descriptors_dir / "cub", export):
+        classes = folder / "classnames.json"
+        assert main(["descriptions", "check", str(folder / name), "--classes-file",
+                     str(classes)]) == 0
+        out = capsys.readouterr().out
+        assert ("warning: only" in out and "CLIP-D descriptor phrases" in out) == bare
+        assert out.strip().endswith("ok")
+
+
+def test_item17_the_readme_command_of_the_export_runs(export, monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(export)
+    argv = ["eval", "--dataset", "imagefolder", "--data-root", ".", "--descriptions", ".",
+            "--model", "open_clip:wca-demo-rn.pt", "--methods", "clip,wca", "--n-crops", "2",
+            "--patch-n", "2", "--n-run", "1", "--no-cache", "--out", str(tmp_path / "r.json")]
+    assert main(argv) == 0

@@ -121,11 +121,31 @@ def run_demo(
     return result
 
 
+EXPORT_README = """\
+The wca demo's test set, its texts and its model (written by `wca demo --export`).
+
+images/<class>/<n>.png  the test images, one folder per class (an image folder)
+classnames.json         the class names, in label order (sorted, as the folders)
+cupl.json               CuPL-style sentences per class ("A ... has a ...."): the
+                        descriptions of cupl and wca (and awt)
+clip-d.json             CLIP-D descriptor phrases per class ("a purple square body"):
+                        the descriptors of clip-d and waffle; not sentences, so not
+                        for wca
+{model:<24}the tiny CLIP (OpenAI-format state dict)
+wca-demo-rn.json        its open_clip model config
+
+Every method on this folder, from the folder itself:
+  wca eval --dataset imagefolder --data-root . --descriptions . \\
+      --model open_clip:{model}
+(clip-e and waffle are skipped: the demo has no templates or word list.)
+"""
+
+
 def export(out: str | Path, *, per_class: int = 20, test_seed: int = TEST_SEED, model=None) -> Path:
     """Write the test set as an image folder (``images/<class>/<n>.png``), the class names and
-    descriptions (``classnames.json``, ``cupl.json``, ``clip-d.json``, ``descriptions.json``),
-    the model file and its open_clip model config, so other tools can run on exactly the same
-    data and model."""
+    the texts of each method by role (``classnames.json``, ``cupl.json``, ``clip-d.json``), the
+    model file and its open_clip model config, and a ``README.txt`` saying which file serves
+    which method, so other tools can run on exactly the same data and model."""
     from wca.demo.train import MODEL_CONFIG
 
     out = Path(out)
@@ -145,7 +165,7 @@ def export(out: str | Path, *, per_class: int = 20, test_seed: int = TEST_SEED, 
     dump("classnames.json", dataset.classnames)
     dump("cupl.json", class_sentences(classes))
     dump("clip-d.json", class_descriptors(classes))
-    dump("descriptions.json", {c.name: c.descriptions() for c in classes})
+    (out / "README.txt").write_text(EXPORT_README.format(model=model.name), encoding="utf-8")
     shutil.copyfile(model, out / model.name)
     shutil.copyfile(MODEL_CONFIG, out / MODEL_CONFIG.name)
     return out

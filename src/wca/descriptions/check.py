@@ -13,6 +13,8 @@ from pathlib import Path
 
 from wca.descriptions.io import class_key, duplicate_names, read_text
 
+BARE_SHARE = 0.2
+
 
 @dataclass
 class CheckReport:
@@ -26,6 +28,14 @@ class CheckReport:
     unusable: list[str] = field(default_factory=list)
     n_classes: int = 0
     n_descriptions: int = 0
+    n_naming_class: int = 0  # descriptions that contain their class name
+
+    @property
+    def bare_phrases(self) -> bool:
+        """Whether the texts look like CLIP-D descriptor phrases ("a long, hooked bill") rather
+        than the sentences cupl, wca and awt expect ("A bald eagle has a hooked bill."): fewer
+        than 20% of them name their class (published CuPL sets: about 75%)."""
+        return self.n_descriptions > 0 and self.n_naming_class < BARE_SHARE * self.n_descriptions
 
     @property
     def ok(self) -> bool:
@@ -48,6 +58,13 @@ class CheckReport:
             if names:
                 lines.append(f"{title}: {len(names)}")
                 lines += [f"  {name}" for name in names]
+        if self.bare_phrases:
+            lines.append(
+                f"warning: only {self.n_naming_class} of {self.n_descriptions} descriptions name "
+                "their class: these look like CLIP-D descriptor phrases (clip-d.json), not the "
+                "sentences that cupl, wca and awt score (cupl.json); as WCA's descriptions they "
+                "lose accuracy"
+            )
         lines.append("ok" if self.ok else "problems found")
         return lines
 
@@ -102,6 +119,10 @@ def check_descriptions(path: str | Path, classnames: list[str]) -> CheckReport:
             continue
         if not _usable(value):
             report.unusable.append(name)
+        elif isinstance(value, list):
+            report.n_naming_class += sum(
+                isinstance(t, str) and class_key(name) in class_key(t) for t in value
+            )
     report.extra = [key for key, _ in pairs if class_key(key) not in used]
     report.extra = list(dict.fromkeys(report.extra))
     return report
