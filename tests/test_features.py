@@ -1,4 +1,4 @@
-"""Feature extraction and the shard cache, with a small fake encoder (the CONTRACTS interface)."""
+"""Feature extraction and the shard cache, with a small fake encoder (the Encoder interface)."""
 
 from __future__ import annotations
 

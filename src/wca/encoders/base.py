@@ -25,7 +25,7 @@ DEFAULT_BATCH_SIZE = {"cuda": 256, "mps": 64, "cpu": 32}
 
 
 class Encoder(ABC):
-    """A CLIP-style model behind one small interface (see CONTRACTS.md "Encoder interface").
+    """A CLIP-style model behind one small interface, the one every backend fills.
 
     Backends implement :meth:`_image_features` and :meth:`_text_features`, which take a batch
     already on the model's device (pixels) or raw strings (texts) and return raw features.

@@ -74,7 +74,7 @@ def load_encoder(
     precision: str = "fp32",
     batch_size: int | None = None,
 ) -> Encoder:
-    """Load the model named by ``spec`` as an :class:`Encoder` (see CONTRACTS.md for specs).
+    """Load the model named by ``spec`` as an :class:`Encoder` (spec forms: ``wca models``).
 
     ``device`` is ``auto`` (cuda, then mps, then cpu) or a torch device; ``precision`` is fp32,
     fp16 (not on the CPU) or bf16; ``batch_size`` defaults to a per-device value.
