@@ -10,14 +10,15 @@ from pathlib import Path
 from wca.cli import UsageError
 from wca.cli.options import (
     apply_image_limit,
+    class_options,
     describe,
     image_limit_option,
+    image_paths,
     load_encoder,
     log,
     model_options,
+    read_classes,
 )
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,14 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="IMAGE",
         help="image files, or folders (every image in them, recursively, sorted)",
     )
-    names = parser.add_mutually_exclusive_group(required=True)
-    names.add_argument("--classes", help="comma-separated class names")
-    names.add_argument(
-        "--classes-file",
-        type=Path,
-        metavar="FILE",
-        help="class names: JSON list or one name per line ('#' lines are comments)",
-    )
+    class_options(parser)
     parser.add_argument(
         "--descriptions",
         type=Path,
@@ -97,24 +91,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def image_paths(arguments: list[Path]) -> list[Path]:
-    """The image files named, a folder standing for every image file under it (sorted)."""
-    paths = []
-    for argument in arguments:
-        if argument.is_dir():
-            found = sorted(
-                p for p in argument.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-            )
-            if not found:
-                raise FileNotFoundError(f"{argument}: a folder with no image files")
-            paths += found
-        elif argument.is_file():
-            paths.append(argument)
-        else:
-            raise FileNotFoundError(f"{argument}: no such image file or folder")
-    return paths
-
-
 def evidence(prediction) -> dict:
     """A prediction as JSON: the top classes, every crop's box and weight, and per top class
     its descriptions with their weights and crop-weighted similarities."""
@@ -135,14 +111,8 @@ def evidence(prediction) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from wca.classifier import CLIP_PROMPT, WCAClassifier, check_settings
-    from wca.descriptions import load_classnames
 
-    if args.classes is not None:
-        classnames = [name.strip() for name in args.classes.split(",") if name.strip()]
-    else:
-        classnames = load_classnames(args.classes_file)
-    if len(classnames) < 2:
-        raise UsageError("give at least two classes (--classes a,b or --classes-file FILE)")
+    classnames = read_classes(args)
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     check_settings(n_crops=args.n_crops, alpha=args.alpha, seed=args.seed)

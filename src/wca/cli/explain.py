@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 
 from wca.cli import UsageError
-from wca.cli.options import describe, load_encoder, model_options
+from wca.cli.options import (
+    class_options,
+    describe,
+    image_paths,
+    load_encoder,
+    model_options,
+    read_classes,
+)
 
 DEFAULT_OUT = "wca-explain"
 
@@ -25,12 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "      --model open_clip:ViT-B-32/openai --label 'blue jay' --out why",
         ),
     )
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
-    names = parser.add_mutually_exclusive_group(required=True)
-    names.add_argument("--classes", help="comma-separated class names")
-    names.add_argument(
-        "--classes-file", type=Path, metavar="FILE", help="class names: JSON list or one per line"
+    parser.add_argument(
+        "images", nargs="+", type=Path, metavar="IMAGE", help="image files, or folders of them"
     )
+    class_options(parser)
     parser.add_argument(
         "--descriptions",
         type=Path,
@@ -55,23 +60,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wca.classifier import WCAClassifier
-    from wca.descriptions import load_classnames
+    from wca.classifier import WCAClassifier, check_settings
     from wca.explain import write_explanations
 
-    if args.classes is not None:
-        classnames = [name.strip() for name in args.classes.split(",") if name.strip()]
-    else:
-        classnames = load_classnames(args.classes_file)
-    if len(classnames) < 2:
-        raise UsageError("give at least two classes (--classes a,b or --classes-file FILE)")
+    classnames = read_classes(args)
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     if args.label is not None and args.label not in classnames:
         raise UsageError(f"--label {args.label!r} is not one of the {len(classnames)} classes")
-    missing = [str(path) for path in args.images if not path.is_file()]
-    if missing:
-        raise FileNotFoundError(f"{', '.join(missing)}: no such image file")
+    check_settings(n_crops=args.n_crops, alpha=args.alpha, seed=args.seed)
+    images = image_paths(args.images)
     if not args.model:
         raise UsageError("no model: pass --model SPEC, e.g. open_clip:ViT-B-32/openai")
     encoder = load_encoder(args, args.model, args.batch_size)
@@ -83,6 +81,6 @@ def run(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         seed=args.seed,
     )
-    written = write_explanations(classifier, args.images, args.out, args.label, args.top_k)
+    written = write_explanations(classifier, images, args.out, args.label, args.top_k)
     print(f"wrote {len(written)} files to {args.out}; open {written[-1]}")
     return 0

@@ -16,6 +16,9 @@ log = logging.getLogger("wca")
 IMAGENET_FAMILY = ("imagenet", "imagenetv2", "imagenet-sketch", "imagenet-r", "imagenet-a")
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
 def default_cache_dir() -> Path:
     """``$WCA_CACHE_DIR/features``, else ``$XDG_CACHE_HOME/wca/features`` (``~/.cache``)."""
     if os.environ.get("WCA_CACHE_DIR"):
@@ -356,3 +359,46 @@ def extract(config, args: argparse.Namespace, encoder, dataset):
 def slug(text: str) -> str:
     keep = "".join(c if c.isalnum() or c in "-._" else "-" for c in text)
     return "-".join(part for part in keep.split("-") if part)[-80:]
+
+
+def class_options(parser: argparse.ArgumentParser) -> None:
+    """``--classes a,b`` or ``--classes-file FILE`` (classify, explain)."""
+    names = parser.add_mutually_exclusive_group(required=True)
+    names.add_argument("--classes", help="comma-separated class names")
+    names.add_argument(
+        "--classes-file",
+        type=Path,
+        metavar="FILE",
+        help="class names: JSON list or one name per line ('#' lines are comments)",
+    )
+
+
+def read_classes(args: argparse.Namespace) -> list[str]:
+    """The class names of :func:`class_options`; at least two."""
+    from wca.descriptions import load_classnames
+
+    if args.classes is not None:
+        classnames = [name.strip() for name in args.classes.split(",") if name.strip()]
+    else:
+        classnames = load_classnames(args.classes_file)
+    if len(classnames) < 2:
+        raise UsageError("give at least two classes (--classes a,b or --classes-file FILE)")
+    return classnames
+
+
+def image_paths(arguments: list[Path]) -> list[Path]:
+    """The image files named, a folder standing for every image file under it (sorted)."""
+    paths = []
+    for argument in arguments:
+        if argument.is_dir():
+            found = sorted(
+                p for p in argument.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
+            if not found:
+                raise FileNotFoundError(f"{argument}: a folder with no image files")
+            paths += found
+        elif argument.is_file():
+            paths.append(argument)
+        else:
+            raise FileNotFoundError(f"{argument}: no such image file or folder")
+    return paths
