@@ -10,11 +10,11 @@ from pathlib import Path
 from wca.cli import UsageError
 from wca.cli.options import (
     apply_image_limit,
+    build_classifier,
     class_options,
     describe,
     image_limit_option,
     image_paths,
-    load_encoder,
     log,
     model_options,
     read_classes,
@@ -110,7 +110,7 @@ def evidence(prediction) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wca.classifier import CLIP_PROMPT, WCAClassifier, check_settings
+    from wca.classifier import CLIP_PROMPT, check_settings
 
     classnames = read_classes(args)
     if args.top_k < 1:
@@ -118,23 +118,13 @@ def run(args: argparse.Namespace) -> int:
     check_settings(n_crops=args.n_crops, alpha=args.alpha, seed=args.seed)
     images = image_paths(args.images)
     apply_image_limit(args)
-    if not args.model:
-        raise UsageError("no model: pass --model SPEC, e.g. open_clip:ViT-B-32/openai")
-    if args.descriptions is None:
+    if args.model and args.descriptions is None:
         log.info(
             f"no --descriptions: each class is described by the CLIP prompt "
             f"{CLIP_PROMPT.format('{class}')!r} alone (`wca describe` writes richer ones)"
         )
-    encoder = load_encoder(args, args.model, args.batch_size)
-    classifier = WCAClassifier(
-        encoder,
-        classnames,
-        args.descriptions,
-        n_crops=args.n_crops,
-        alpha=args.alpha,
-        seed=args.seed,
-        fidelity=args.fidelity,
-        allow_duplicates=args.allow_duplicate_classes,
+    classifier = build_classifier(
+        args, classnames, fidelity=args.fidelity, allow_duplicates=args.allow_duplicate_classes
     )
     document, failed, explained = [], 0, []
     results = classifier.predict_each(images, top_k=args.top_k, progress=not args.no_progress)

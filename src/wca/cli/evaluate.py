@@ -264,12 +264,10 @@ class _Encoders:
 
 
 def _settings(config) -> dict[str, Any]:
-    """The settings a result file records: the config with the absolute data path, and no
-    model_size when a model spec was given (it names the model only without one)."""
+    """The settings a result file records: the config (no model_size when a spec was given, see
+    ``EvalConfig.to_dict``) with the absolute data path."""
     settings = config.to_dict()
     settings["data_path"] = str(Path(config.data_path).expanduser().resolve())
-    if config.model:
-        settings["model_size"] = None
     return settings
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from wca.cli import UsageError
 from wca.cli.options import (
+    build_classifier,
     class_options,
     describe,
     image_paths,
-    load_encoder,
     model_options,
     read_classes,
 )
@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wca.classifier import WCAClassifier, check_settings
+    from wca.classifier import check_settings
     from wca.explain import write_explanations
 
     classnames = read_classes(args)
@@ -70,17 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--label {args.label!r} is not one of the {len(classnames)} classes")
     check_settings(n_crops=args.n_crops, alpha=args.alpha, seed=args.seed)
     images = image_paths(args.images)
-    if not args.model:
-        raise UsageError("no model: pass --model SPEC, e.g. open_clip:ViT-B-32/openai")
-    encoder = load_encoder(args, args.model, args.batch_size)
-    classifier = WCAClassifier(
-        encoder,
-        classnames,
-        args.descriptions,
-        n_crops=args.n_crops,
-        alpha=args.alpha,
-        seed=args.seed,
-    )
+    classifier = build_classifier(args, classnames)
     written = write_explanations(classifier, images, args.out, args.label, args.top_k)
     print(f"wrote {len(written)} files to {args.out}; open {written[-1]}")
     return 0

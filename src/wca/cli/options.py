@@ -402,3 +402,22 @@ def image_paths(arguments: list[Path]) -> list[Path]:
         else:
             raise FileNotFoundError(f"{argument}: no such image file or folder")
     return paths
+
+
+def build_classifier(args: argparse.Namespace, classnames: list[str], **options: Any):
+    """The WCA classifier of ``--model``, ``--descriptions``, ``--n-crops``, ``--alpha`` and
+    ``--seed`` (classify, explain); ``options`` go to :class:`wca.WCAClassifier` as well."""
+    from wca.classifier import WCAClassifier
+
+    if not args.model:
+        raise UsageError("no model: pass --model SPEC, e.g. open_clip:ViT-B-32/openai")
+    encoder = load_encoder(args, args.model, args.batch_size)
+    return WCAClassifier(
+        encoder,
+        classnames,
+        args.descriptions,
+        n_crops=args.n_crops,
+        alpha=args.alpha,
+        seed=args.seed,
+        **options,
+    )
