@@ -27,9 +27,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
 
+from wca import defaults
+
 # Version of the crop sampler; part of every feature-cache key.
 SAMPLER_VERSION = 1
-DEFAULT_BETA = 0.9  # the authors hard-code the upper bound of the crop scale
+DEFAULT_BETA = defaults.BETA
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,58 @@ class Preprocessing:
     resize_mode: str = "shortest"
     resize_size: int | None = None
     crop_rounding: str = "round"
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """The crops of every image, validated once: ``n`` views per image, sides from ``alpha``
+    to ``beta`` x the short side (the paper's U(alpha, beta)), the random stream ``seed`` and
+    the sampler ``strategy`` (:data:`CROP_STRATEGIES`). The classifier, the evaluation config,
+    the feature cache's key, the view pipeline and the web page all take one.
+
+    An invalid value raises a ``ValueError`` that names the setting (``n``, ``alpha``, ...).
+    """
+
+    n: int = defaults.N_CROPS
+    alpha: float = defaults.ALPHA
+    beta: float = defaults.BETA
+    seed: int = defaults.SEED
+    strategy: str = "random"
+
+    def __post_init__(self) -> None:
+        for name in ("n", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise ValueError(f"crops: {name} must be an integer, got {value!r}")
+        if self.n < 1:
+            raise ValueError(f"crops: n must be >= 1, got {self.n}")
+        if self.seed < 0:
+            raise ValueError(f"crops: seed must be >= 0, got {self.seed}")
+        for name in ("alpha", "beta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+                raise ValueError(f"crops: {name} must be a number, got {value!r}")
+            if not 0 < value <= 1:  # also refuses NaN
+                raise ValueError(f"crops: {name} must be in (0, 1], got {value}")
+        if self.alpha > self.beta:
+            raise ValueError(
+                f"crops: alpha must be <= beta, got alpha={self.alpha}, beta={self.beta}"
+            )
+        if self.strategy not in CROP_STRATEGIES:
+            raise ValueError(
+                f"crops: strategy must be one of {', '.join(CROP_STRATEGIES)}, "
+                f"got {self.strategy!r}"
+            )
+        object.__setattr__(self, "n", int(self.n))
+        object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(self, "alpha", float(self.alpha))
+        object.__setattr__(self, "beta", float(self.beta))
+
+    def views(self, height: int, width: int, image_index: int) -> tuple[Tensor, Tensor]:
+        """Boxes ``[n, 4]`` and flips ``bool [n]`` of one image (:func:`crop_views`)."""
+        return crop_views(
+            height, width, self.n, self.alpha, self.beta, self.seed, image_index, self.strategy
+        )
 
 
 def crop_boxes(

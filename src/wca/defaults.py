@@ -1,0 +1,44 @@
+"""The defaults every entry point shares (the API, the CLI, the web page, the benchmarks), each
+defined once. A leaf module: it imports nothing of wca, so the core can read it too.
+
+The method's defaults are the paper's (Li et al., ICML 2024, section 4): N = 60 crops of side
+U(0.5, 0.9) x the short side, crop weights softmax(exp(4) cos), description weights
+softmax(exp(2) cos). Speed defaults never change a number.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# WCA, as the paper states it
+N_CROPS = 60
+ALPHA = 0.5  # the authors' code crops with 0.1 whatever its config says: see wca.config
+BETA = 0.9  # the authors hard-code the upper bound of the crop scale
+IMAGE_SCALE = 4.0  # w_i = softmax_i(exp(image_scale) * cos(crop_i, full view))
+TEXT_SCALE = 2.0  # v_j = softmax_j(exp(text_scale) * cos(desc_j, label prompt))
+SEED = 0
+LABEL_TEMPLATE = "a photo of a {}."  # CLIP's prompt, WCA's reference text, the fallback
+
+# Speed: views per encoder forward pass, loader processes (0: one prefetching thread), images
+# per cache shard, model precision. The API and the CLI take the same values.
+BATCH_SIZE = 256
+NUM_WORKERS = 0
+SHARD_SIZE = 1000
+PRECISION = "fp32"
+
+# ImageNet and its test-only variants share ImageNet's class lists (the authors' convention)
+IMAGENET_FAMILY = ("imagenet", "imagenetv2", "imagenet-sketch", "imagenet-r", "imagenet-a")
+
+CACHE_ENV = "WCA_CACHE_DIR"
+
+
+def cache_dir(kind: str) -> Path:
+    """The cache folder of one ``kind`` (``features``, ``texts``, ``descriptions``):
+    ``$WCA_CACHE_DIR/<kind>``, else the platform's user cache folder (``~/.cache/wca`` or
+    ``$XDG_CACHE_HOME/wca`` on Linux) + ``/<kind>``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser() / kind
+    from platformdirs import user_cache_path
+
+    return user_cache_path("wca", appauthor=False) / kind
