@@ -36,7 +36,8 @@ def build_world(base: Path) -> dict[str, Path | str]:
             Image.fromarray(pixels.to(torch.uint8).numpy()).save(path, quality=95)
     texts = base / "descriptions" / "mini"
     texts.mkdir(parents=True)
-    sentences = {n: [f"A photo of a {n}, which is {w}." for w in ("small", "bright")] for n in CLASSES}
+    sentences = {n: [f"A photo of a {n}, which is {w}." for w in ("small", "bright")]
+                 for n in CLASSES}  # fmt: skip
     (texts / "cupl.json").write_text(json.dumps(sentences))
     (texts / "classnames.json").write_text(json.dumps(list(CLASSES)))
     (texts / "clip-d.json").write_text(json.dumps({n: ["four legs", "a tail"] for n in CLASSES}))

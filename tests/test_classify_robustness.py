@@ -167,7 +167,7 @@ def test_item01_corrupt_zip_checkpoint_fails_its_crc(world, tmp_path, capsys):
         ({"n_crops": 0}, "n_crops"),
         ({"n_crops": -3}, "n_crops"),
         ({"alpha": float("nan")}, "alpha"),
-        ({"alpha": 0.95}, "alpha <= beta"),
+        ({"alpha": 0.95}, "alpha: must be <= beta"),
         ({"beta": 2.0}, "beta"),
         ({"seed": -1}, "seed"),
         ({"image_scale": float("inf")}, "image_scale"),
@@ -185,10 +185,7 @@ def test_item02_cli_n_crops_zero_is_one_line(world, capsys):
     args[args.index("--n-crops") + 1] = "0"
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert (
-        err
-        == "wca: error: WCAClassifier: n_crops: Input should be greater than or equal to 1, got 0\n"
-    )
+    assert err == "wca: error: --n-crops: must be >= 1, got 0\n"
 
 
 @pytest.mark.parametrize(

@@ -233,7 +233,7 @@ def test_corrupted_shard_is_detected_and_recomputed(world, tmp_path, image_calls
         ({"--set": "colour=red"}, "unknown key 'colour'"),
         ({"--methods": "clip,best"}, "unknown method 'best'"),
         ({"--protocol": "fresh"}, "protocol 'fresh' needs n_run * patch_n = 12"),
-        ({"--alpha": "0.95"}, "need alpha <= beta"),
+        ({"--alpha": "0.95"}, "--alpha: alpha: must be <= beta, got 0.95 > 0.9"),
     ],
 )
 def test_bad_arguments_give_one_clear_line(world, tmp_path, capsys, change, message):
@@ -256,9 +256,9 @@ def test_bad_arguments_give_one_clear_line(world, tmp_path, capsys, change, mess
 
 def test_missing_dataset_and_root_are_usage_errors(tmp_path, capsys):
     assert main(["eval", "--data-root", str(tmp_path), "--model", "x:y"]) == 2
-    assert "no dataset: pass --dataset" in capsys.readouterr().err
+    assert "wca: error: --dataset: not set" in capsys.readouterr().err
     assert main(["eval", "--dataset", "cub", "--model", "x:y"]) == 2
-    assert "no data root: pass --data-root" in capsys.readouterr().err
+    assert "wca: error: --data-root: not set" in capsys.readouterr().err
 
 
 def test_classify_prints_top_k_and_json(world, tmp_path, capsys):
@@ -347,18 +347,18 @@ def test_bad_config_files_name_the_file_and_key(tmp_path):
 
 @pytest.mark.parametrize("name", ["imagenet-a", "imagenetv2"])
 def test_imagenet_variants_use_imagenet_name_lists(descriptors_dir, name):
-    from wca.cli.options import text_sources as _text_sources
     from wca.descriptions import load_classnames
+    from wca.options import RunOptions
+    from wca.pipeline import text_sources
 
     dataset = argparse.Namespace(
         name=name,
         classnames=load_classnames(descriptors_dir / name / "classnames.json"),
         descriptions_name=name,
     )
-    args = argparse.Namespace(descriptions=None, descriptions_dir=descriptors_dir)
-    sources, source = _text_sources(dataset, args)
+    sources, source = text_sources(dataset, RunOptions(descriptions_dir=descriptors_dir))
     imagenet = descriptors_dir / "imagenet"
-    assert source == descriptors_dir / name
+    assert source == str((descriptors_dir / name).resolve())
     assert sources.names("clip-d") == load_classnames(imagenet / "classnames-openai.json")
     assert sources.names("wca") == load_classnames(imagenet / "classnames-cupl.json")
     assert sources.descriptors is not None and len(sources.templates) == 80

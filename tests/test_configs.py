@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from wca.config import packaged_configs, resolve_config
+from wca.config import resolve_config
+from wca.configs import packaged_configs
 from wca.datasets import DATASETS
 
 CONFIGS = list(packaged_configs().values())

@@ -13,6 +13,7 @@ from wca.cli import main
 from wca.datasets import load_dataset
 from wca.demo.train import TrainConfig, normalise, train
 from wca.demo.world import DemoTestSet
+from wca.results import read_result
 
 
 def test_demo_runs_end_to_end(tmp_path):
@@ -27,6 +28,9 @@ def test_demo_runs_end_to_end(tmp_path):
     assert results["n_images"] == 24
     assert (out / "explanation.png").stat().st_size > 0
     assert "wca" in (out / "results.md").read_text()
+    document = read_result(out / "results.json")  # the result schema, like wca eval's
+    assert document.dataset == "wca-demo" and document.config.n_samples == 6
+    assert document.results.methods["wca"].calibration is not None
 
 
 def test_export_reads_back_as_an_imagefolder(tmp_path):

@@ -22,9 +22,11 @@ from torch import distributed as dist
 from fake_encoder import FakeEncoder
 from tiny_models import save_openai_state_dict
 from wca.cli import main
+from wca.crops import CropSpec
 from wca.features import ShardCache, extract_features
 from wca.features.cache import SHARD_TENSORS
 from wca.features.distributed import RankError, Ranks, rank_device, resolve_timeout
+from wca.options import RunOptions
 
 HERE = Path(__file__).resolve().parent
 CLASSES = ("red fox", "blue whale")
@@ -216,11 +218,19 @@ def test_views_on_the_device_equal_the_fast_path(workers):
     sizes = [(20 + 7 * i, 26 - 3 * i) for i in range(4)]
     dataset = [(Image.new("RGB", size, (40 * i, 90, 9 * i)), i % 2) for i, size in enumerate(sizes)]
     encoder = FakeEncoder()
-    options = {"batch_size": 5, "num_workers": workers, "progress": False, "shard_size": 3}
-    cpu = extract_features(encoder, dataset, 4, 0.5, views_on_device=False, **options)
-    device = extract_features(encoder, dataset, 4, 0.5, views_on_device=True, **options)
+    options = RunOptions(
+        cache_dir=None, batch_size=5, num_workers=workers, progress=False, shard_size=3
+    )
+    crops = CropSpec(n=4, alpha=0.5)
+    cpu = extract_features(
+        encoder, dataset, crops, options.model_copy(update={"views_on_device": False})
+    )
+    device = extract_features(
+        encoder, dataset, crops, options.model_copy(update={"views_on_device": True})
+    )
     assert torch.allclose(device.crop_emb, cpu.crop_emb, atol=1e-6, rtol=0)
     assert torch.allclose(device.image_emb, cpu.image_emb, atol=1e-6, rtol=0)
     assert torch.equal(device.boxes, cpu.boxes)
     with pytest.raises(ValueError, match="fast path"):
-        extract_features(encoder, dataset, 4, 0.5, fidelity=True, views_on_device=True)
+        on_device = options.model_copy(update={"views_on_device": True})
+        extract_features(encoder, dataset, crops, on_device, fidelity=True)

@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from fake_encoder import FakeEncoder
-from wca.evaluate import evaluate, run_indices, write_json
+from wca.evaluate import evaluate, result_file, run_indices
 from wca.features import Features
 from wca.methods import TextSources, build_head
+from wca.results import read_result
 
 B, N, D, C = 23, 12, 16, 4
 
@@ -153,16 +154,23 @@ def test_table_and_json(tmp_path):
         m: build_head(m, encoder.encode_texts, _sources()) for m in ("clip-e", "clip-d", "wca")
     }
     result = evaluate(_features(), heads, n_run=3, patch_n=4)
-    table = result.table("tiny")
+    document = result_file(
+        result, {"dataset": "tiny", "alpha": 0.5}, dataset="tiny", model="fake", pretrained=""
+    )
+    table = document.table("tiny")
     assert "| wca |" in table and "| clip-d |" in table and "±" in table
-    path = write_json(result, tmp_path / "out" / "r.json", {"dataset": "tiny", "alpha": 0.5})
+    path = document.write(tmp_path / "out" / "r.json")
     document = json.loads(path.read_text())
     wca = document["results"]["methods"]["wca"]
     assert len(wca["top1"]["runs"]) == 3 and wca["uses_crops"]
     assert wca["top1"]["mean"] == pytest.approx(sum(wca["top1"]["runs"]) / 3)
-    assert document["config"] == {"dataset": "tiny", "alpha": 0.5}
+    assert document["config"]["dataset"] == "tiny" and document["config"]["alpha"] == 0.5
     assert document["versions"]["torch"] and "open_clip_torch" in document["versions"]
     assert len(wca["per_class_top1"]) == C
+    assert document["schema_version"] == 2 and document["primary_method"] == "wca"
+    read = read_result(path).results.methods["wca"]
+    correct = read.correct_matrix(3, B)
+    assert (correct.mean(1) * 100).tolist() == pytest.approx(wca["top1"]["runs"])
 
 
 class PerRun:

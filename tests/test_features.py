@@ -16,7 +16,9 @@ from PIL import Image
 
 from fake_encoder import FakeEncoder
 from wca import crops
+from wca.crops import CropSpec
 from wca.features import MANIFEST, Features, extract_features
+from wca.options import RunOptions
 
 
 class TinyDataset:
@@ -43,8 +45,16 @@ class TinyDataset:
 
 
 def _extract(encoder, dataset, cache_dir, **options):
-    defaults = dict(n_samples=5, alpha=0.5, seed=3, batch_size=8, shard_size=3, progress=False)
-    return extract_features(encoder, dataset, cache_dir=cache_dir, **{**defaults, **options})
+    """``extract_features`` with this module's small defaults, ``options`` split into the crop
+    spec (n, alpha, ...), the run options (batch_size, ...) and the rest (half, verify, ...)."""
+    spec = {"n": 5, "alpha": 0.5, "seed": 3}
+    run = {"cache_dir": cache_dir, "batch_size": 8, "shard_size": 3, "progress": False}
+    for name in list(options):
+        if name in ("n", "alpha", "beta", "seed", "strategy"):
+            spec[name] = options.pop(name)
+        elif name in RunOptions.model_fields:
+            run[name] = options.pop(name)
+    return extract_features(encoder, dataset, CropSpec(**spec), RunOptions(**run), **options)
 
 
 def _copy(features: Features) -> Features:
@@ -111,7 +121,7 @@ def test_cache_is_reused_without_encoding(tmp_path):
 def test_cache_key_separates_settings(tmp_path):
     dataset = TinyDataset()
     _extract(FakeEncoder(), dataset, tmp_path)
-    for options in ({"seed": 4}, {"alpha": 0.6}, {"n_samples": 4}, {"half": True}):
+    for options in ({"seed": 4}, {"alpha": 0.6}, {"n": 4}, {"half": True}):
         encoder = FakeEncoder()
         _extract(encoder, dataset, tmp_path, **options)
         assert encoder.calls > 0, options
@@ -176,8 +186,8 @@ def test_half_storage_and_chunks(tmp_path):
 def test_bad_arguments():
     with pytest.raises(ValueError, match="alpha"):
         _extract(FakeEncoder(), TinyDataset(), None, alpha=0.95)
-    with pytest.raises(ValueError, match="n_samples"):
-        _extract(FakeEncoder(), TinyDataset(), None, n_samples=0)
+    with pytest.raises(ValueError, match="^n: must be >= 1"):
+        _extract(FakeEncoder(), TinyDataset(), None, n=0)
     with pytest.raises(ValueError, match="no images"):
         _extract(FakeEncoder(), TinyDataset(count=0), None)
 
@@ -273,3 +283,14 @@ def test_item23_identical_runs_write_identical_shard_bytes(tmp_path):
     shards = [sorted((tmp_path / run).glob("*/*/shard-*")) for run in ("a", "b", "c")]
     for files in zip(*shards, strict=True):
         assert len({f.read_bytes() for f in files}) == 1, files[0].name
+
+
+def test_the_02_form_still_works_and_warns_with_the_new_spelling():
+    encoder, dataset = FakeEncoder(), TinyDataset()
+    with pytest.warns(FutureWarning, match=r"CropSpec\(n, alpha"):
+        old = extract_features(
+            encoder, dataset, 5, 0.5, seed=3, batch_size=8, shard_size=3, progress=False
+        )
+    new = _extract(encoder, dataset, None)
+    assert torch.equal(old.crop_emb, new.crop_emb) and torch.equal(old.boxes, new.boxes)
+    assert old.source is None  # the 0.2 form kept features in memory unless given cache_dir

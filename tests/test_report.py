@@ -12,9 +12,9 @@ import pytest
 from mini_datasets import make_dtd, make_pets
 from tiny_models import save_openai_state_dict
 from wca import report
-from wca.cli import build_parser, main
+from wca.cli import main
 from wca.encoders import Encoder
-from wca.evaluate import Evaluation, MethodResult, benchmark_fields, write_json
+from wca.evaluate import Evaluation, MethodResult, result_file
 
 BUILD_COLUMNS = ("acc1", "acc5", "mean_per_class_recall", "dataset", "model", "pretrained")
 
@@ -27,8 +27,10 @@ def _write(path: Path, dataset: str, model: str, pretrained: str, wca: list[floa
     }
     evaluation = Evaluation(methods, 10, len(wca), 60, 100, 0, "pool")
     config = {"model": f"open_clip:{model}/{pretrained}", "seconds": {"features": 3, "scoring": 1}}
-    fields = benchmark_fields(evaluation, dataset, model, pretrained, "wca")
-    return write_json(evaluation, path, config, fields)
+    document = result_file(
+        evaluation, config, dataset=dataset, model=model, pretrained=pretrained, primary="wca"
+    )
+    return document.write(path)
 
 
 @pytest.fixture
@@ -139,7 +141,8 @@ def test_reproduce_runs_the_paper_table_and_resumes(tmp_path, descriptors_dir, m
 
 
 def test_reproduce_gives_imagenet_configs_the_published_name_lists(tmp_path, descriptors_dir):
-    from wca.cli.reproduce import config_files, eval_argv, model_specs
+    from wca.cli.reproduce import config_files, config_options, model_specs
+    from wca.options import RunOptions
 
     assert model_specs(["ViT-B-32/openai,hf:/m", "ViT-L-14/openai"]) == [
         "open_clip:ViT-B-32/openai",
@@ -148,13 +151,10 @@ def test_reproduce_gives_imagenet_configs_the_published_name_lists(tmp_path, des
     ]
     configs = config_files(None, None)
     assert len(configs) == 10 and config_files(None, "imagenet-a")[0].stem == "imagenet-a"
-    args = build_parser().parse_args(
-        ["reproduce", "--data-root", "d/{dataset}", "--descriptions-dir", str(descriptors_dir)]
-    )
-    argv = eval_argv(args, config_files(None, "imagenet")[0], ["open_clip:ViT-B-32/openai"])
-    assert "--allow-duplicate-classes" in argv and "--skip-existing" in argv
-    cupl = descriptors_dir / "cupl-original" / "imagenet_prompts_base.json"
-    assert argv[argv.index("--descriptions") + 1] == str(cupl)
-    assert "--allow-duplicate-classes" not in eval_argv(args, config_files(None, "cub")[0], [])
+    options = RunOptions(descriptions_dir=descriptors_dir)
+    imagenet = config_options(options, config_files(None, "imagenet")[0])
+    assert imagenet.allow_duplicate_classes
+    assert imagenet.descriptions == descriptors_dir / "cupl-original" / "imagenet_prompts_base.json"
+    assert not config_options(options, config_files(None, "cub")[0]).allow_duplicate_classes
     assert main(["reproduce", "--data-root", "d", "--datasets", "cub"]) == 2
     assert main(["reproduce", "--data-root", "d/{dataset}", "--datasets", "mnist"]) == 2

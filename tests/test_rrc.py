@@ -15,8 +15,16 @@ from torchvision.transforms import RandomResizedCrop
 
 from fake_encoder import FakeEncoder
 from test_features import TinyDataset
-from wca.crops import Preprocessing, crop_views, fast_views, fidelity_views, image_to_tensor
+from wca.crops import (
+    CropSpec,
+    Preprocessing,
+    crop_views,
+    fast_views,
+    fidelity_views,
+    image_to_tensor,
+)
 from wca.features import extract_features
+from wca.options import RunOptions
 
 
 @settings(max_examples=100, deadline=None)
@@ -108,9 +116,10 @@ def test_fast_and_fidelity_rrc_views_agree():
 
 def test_extraction_stores_and_applies_the_flips(tmp_path):
     dataset, encoder = TinyDataset(5), FakeEncoder()
-    options = dict(n_samples=6, alpha=0.5, seed=2, batch_size=8, shard_size=2, progress=False)
-    features = extract_features(encoder, dataset, cache_dir=tmp_path, strategy="rrc", **options)
-    cached = extract_features(encoder, dataset, cache_dir=tmp_path, strategy="rrc", **options)
+    rrc = CropSpec(n=6, alpha=0.5, seed=2, strategy="rrc")
+    options = RunOptions(cache_dir=tmp_path, batch_size=8, shard_size=2, progress=False)
+    features = extract_features(encoder, dataset, rrc, options)
+    cached = extract_features(encoder, dataset, rrc, options)
     assert torch.equal(cached.flips, features.flips) and features.flips.any()
     for index in (1, 4):
         image, _ = dataset[index]
@@ -122,7 +131,7 @@ def test_extraction_stores_and_applies_the_flips(tmp_path):
         )
         expected = encoder.encode_images(fast_views(image, boxes, encoder.preprocessing, flips))
         torch.testing.assert_close(features.crop_emb[index], expected[1:])
-    square = extract_features(encoder, dataset, **options)
+    square = extract_features(encoder, dataset, CropSpec(n=6, alpha=0.5, seed=2), options)
     assert not square.flips.any()
     chunk = next(features.chunks(3))[1]
     assert torch.equal(chunk.flips, features.flips[: len(chunk)])

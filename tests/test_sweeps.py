@@ -72,8 +72,9 @@ def test_sweep_writes_one_file_per_cell_with_clip_benchmark_fields(
     assert document["metrics"]["mean_per_class_recall"] == pytest.approx(sum(recalls) / 200)
     assert set(document["metrics_by_method"]) == {"clip", "cupl", "wca"}
     for metrics in document["metrics_by_method"].values():
-        assert set(metrics) == {"acc1", "acc5", "mean_per_class_recall"}
-        assert all(0 <= value <= 1 for value in metrics.values())
+        assert set(metrics) == {"acc1", "acc5", "mean_per_class_recall", "ece", "nll", "brier"}
+        assert all(0 <= metrics[key] <= 1 for key in ("acc1", "acc5", "ece"))
+        assert 0 <= metrics["brier"] <= 2 and metrics["nll"] >= 0
     config = document["config"]
     for key in ("data_path", "descriptions", "feature_cache", "model_file"):
         assert Path(config[key]).is_absolute(), key
@@ -115,7 +116,7 @@ def test_a_failing_cell_is_reported_and_the_sweep_goes_on(
         (["--out", "one.json"], "would both write"),
         (["--output", "r/{dataset}_{colour}.json"], "unknown field {colour}"),
         (["--data-root", "/data/same"], "several datasets need {dataset}"),
-        (["--primary-method", "clip-d"], "--primary-method clip-d: not among the methods"),
+        (["--primary-method", "clip-d"], "--primary-method: clip-d is not among the methods"),
         (["--models-file", "/no/such/list.txt"], "list.txt: list file not found"),
     ],
 )

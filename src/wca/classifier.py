@@ -4,47 +4,60 @@
 >>> classifier = wca.WCAClassifier(encoder, classnames, "cupl.json")
 >>> classifier("bird.jpg")          # like the Hugging Face zero-shot pipeline
 [{"label": "Laysan Albatross", "score": 0.91}, ...]
+>>> classifier("bird.jpg", candidate_labels=["albatross", "gull"], top_k=None)
 >>> prediction = classifier.predict(["bird.jpg"])[0]
 >>> prediction.crop_weights, prediction.descriptions["Laysan Albatross"][0]
 
 An image's crops are drawn from ``(seed, image key)``, the key a hash of its decoded pixels
 (:func:`image_key`), so the same image gets the same crops and the same answer alone, in a
 list or in another order. (``wca eval`` keys crops on the image's index in the dataset instead,
-as the authors' protocol does.) Views of several images are packed into encoder batches of
-``encoder.batch_size`` views, as feature extraction packs them.
+as the authors' protocol does.) Images are decoded and cut in a background thread and their
+views packed into encoder batches of ``encoder.batch_size`` views, as feature extraction does
+(:mod:`wca.features.views`).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from wca import defaults
 from wca.crops import (
-    DEFAULT_BETA,
+    CropSpec,
     Preprocessing,
-    crop_boxes,
     fidelity_views,
     load_image,
     normalize_pixels,
     uint8_views,
 )
-from wca.descriptions.io import load_descriptions, match_descriptions, validate_descriptions
-from wca.methods import TextSources, WCAHead, build_head
+from wca.descriptions.io import (
+    class_key,
+    load_descriptions,
+    match_descriptions,
+    validate_descriptions,
+)
+from wca.errors import SettingError
+from wca.features.views import BadImage, ViewBatcher, ViewItems, encode_views, iterate_views
+from wca.methods import Head, TextSources, WCAHead, build_head
 from wca.scoring import crop_weights, require_finite
 
-ImageInput = str | Path | Image.Image
+log = logging.getLogger("wca")
+ImageInput = str | Path | Image.Image | np.ndarray
 PROGRESS_MIN_IMAGES = 8  # predict shows a progress bar from this many images on
-CLIP_PROMPT = "a photo of a {}."  # the descriptions when none are given
+LABEL_SETS = 8  # label sets whose text side is kept (calls with candidate_labels)
+_ARGUMENTS = {"n": "n_crops"}  # CropSpec's names -> WCAClassifier's
 
 
 class ImageTextEncoder(Protocol):
@@ -68,9 +81,10 @@ class DescriptionScore:
     similarity: float
 
 
-@dataclass
+@dataclass(repr=False)
 class Prediction:
-    """The top-k classes of one image and the evidence behind them."""
+    """The top-k classes of one image and the evidence behind them (WCA's; other methods
+    leave ``crop_weights`` and ``descriptions`` empty)."""
 
     labels: list[str]
     scores: list[float]  # softmax probabilities over all classes
@@ -81,40 +95,24 @@ class Prediction:
     image_size: tuple[int, int]  # (width, height)
     image_emb: Tensor  # [D] the full view's embedding (L2-normalised), for other heads
     crop_emb: Tensor  # [N, D] the crops' embeddings, for per-crop evidence
+    source: str | None = None  # the image's file, when it was given as a path
+
+    def __repr__(self) -> str:
+        image = self.source or "{}x{} image".format(*self.image_size)
+        return f"Prediction(label={self.labels[0]!r}, score={self.scores[0]:.4f}, image={image!r})"
 
     def as_pipeline(self) -> list[dict[str, float | str]]:
         """The Hugging Face zero-shot-image-classification output shape."""
         return [{"label": lab, "score": s} for lab, s in zip(self.labels, self.scores, strict=True)]
 
 
-class ClassifierSettings(BaseModel):
-    """The crop settings of a :class:`WCAClassifier`, checked as the evaluation config checks
-    its own (finite numbers, ranges); the head's options are checked by ``build_head``."""
+@dataclass(frozen=True)
+class _LabelSet:
+    """The classes of one call and their text side."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    n_crops: Annotated[int, Field(ge=1)] = 60
-    alpha: Annotated[float, Field(gt=0, le=1)] = 0.5
-    beta: Annotated[float, Field(gt=0, le=1)] = DEFAULT_BETA
-    seed: Annotated[int, Field(ge=0)] = 0
-    fidelity: bool = False
-
-    @model_validator(mode="after")
-    def _alpha_below_beta(self) -> ClassifierSettings:
-        if self.alpha > self.beta:
-            raise ValueError(f"need alpha <= beta, got alpha={self.alpha}, beta={self.beta}")
-        return self
-
-
-def check_settings(**values) -> ClassifierSettings:
-    """The validated crop settings (:class:`ClassifierSettings`), or one clear ``ValueError``."""
-    try:
-        return ClassifierSettings(**values)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "settings"
-        got = f", got {first['input']!r}" if first["loc"] else ""
-        raise ValueError(f"WCAClassifier: {where}: {first['msg']}{got}") from None
+    classnames: list[str]
+    descriptions: list[list[str]]
+    head: Head
 
 
 def _classnames(classnames: Sequence[str]) -> list[str]:
@@ -123,6 +121,8 @@ def _classnames(classnames: Sequence[str]) -> list[str]:
     bad = [name for name in classnames if not isinstance(name, str) or not name.strip()]
     if bad:
         raise ValueError(f"classnames must be non-empty strings, got {bad[0]!r}")
+    if len(classnames) < 2:
+        raise ValueError(f"give at least two classes, got {list(classnames)!r}")
     return list(classnames)
 
 
@@ -134,37 +134,72 @@ def image_key(image: Image.Image) -> int:
     return int.from_bytes(digest.digest(), "big") >> 1
 
 
+def _as_image(source: ImageInput) -> Image.Image:
+    """A path, a PIL image or an ``HxW`` / ``HxWxC`` uint8 array as an upright RGB image."""
+    if isinstance(source, np.ndarray):
+        if source.dtype != np.uint8 or source.ndim not in (2, 3):
+            raise ValueError(
+                f"array image: want uint8 HxW or HxWxC, got {source.dtype} {source.shape}"
+            )
+        source = Image.fromarray(source)
+    elif not isinstance(source, str | Path | Image.Image):
+        raise ValueError(f"not an image: {type(source).__name__} (a path, PIL image or array)")
+    return load_image(source)
+
+
+class _Inputs:
+    """The caller's images as a dataset: ``inputs[i] -> (RGB image, no label)``."""
+
+    def __init__(self, images: list[ImageInput]) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return _as_image(self.images[index]), -1
+
+
 class WCAClassifier:
     """Zero-shot classification by weighted visual-text cross alignment.
 
     ``descriptions`` is ``{class: [sentence, ...]}`` or a JSON file of that shape (CuPL sets or
-    ``wca describe`` output); None uses the CLIP prompt "a photo of a {class}." alone. Crops are
-    drawn from ``(seed, image_key(image))`` (see the module doc). ``fidelity=True`` preprocesses
-    every crop with the model's own transform (the authors' way) instead of the fast tensor path.
+    ``wca describe`` output) with every class; None uses the CLIP prompt "a photo of a
+    {class}." alone, as do ``candidate_labels`` of a call that have no descriptions. Crops:
+    ``crops=CropSpec(...)``, or ``n_crops``, ``alpha``, ``beta``, ``seed`` (defaults: the
+    paper's, :mod:`wca.defaults`), drawn per image from
+    ``(seed, image_key(image))``. ``method``: any per-image head of :data:`wca.METHODS`
+    (default ``wca``), ``options`` its options (``image_scale``, ``text_scale``, ``form`` for
+    WCA). ``fidelity=True`` preprocesses every crop with the model's own transform (the authors'
+    way) instead of the fast tensor path.
     """
 
     def __init__(
         self,
         encoder: ImageTextEncoder,
         classnames: Sequence[str],
-        descriptions: dict[str, list[str]] | str | Path | None,
+        descriptions: dict[str, list[str]] | str | Path | None = None,
         *,
-        n_crops: int = 60,
-        alpha: float = 0.5,
-        beta: float = DEFAULT_BETA,
-        image_scale: float = 4.0,
-        text_scale: float = 2.0,
-        form: str = "reference",
-        seed: int = 0,
+        crops: CropSpec | None = None,
+        n_crops: int | None = None,
+        alpha: float | None = None,
+        beta: float | None = None,
+        seed: int | None = None,
+        method: str = "wca",
         fidelity: bool = False,
         allow_duplicates: bool = False,
+        **options: Any,
     ) -> None:
-        settings = check_settings(
-            n_crops=n_crops, alpha=alpha, beta=beta, seed=seed, fidelity=fidelity
-        )
-        self.classnames = _classnames(classnames)
+        loose = {"n": n_crops, "alpha": alpha, "beta": beta, "seed": seed}
+        loose = {name: value for name, value in loose.items() if value is not None}
+        if crops is not None and loose:
+            raise ValueError(f"give crops=CropSpec(...) or {', '.join(loose)}, not both")
+        try:
+            self.crops = crops if crops is not None else CropSpec(**loose)
+        except SettingError as error:  # named as this class's argument
+            raise SettingError(_ARGUMENTS.get(error.setting, error.setting), error.reason) from None
         if descriptions is None:
-            descriptions = {name: [CLIP_PROMPT.format(name)] for name in self.classnames}
+            descriptions = {}
         elif isinstance(descriptions, dict):
             descriptions = validate_descriptions(descriptions)
         elif isinstance(descriptions, str | Path):
@@ -175,61 +210,104 @@ class WCAClassifier:
                 f"got a {type(descriptions).__name__}"
             )
         self.encoder = encoder
-        self.descriptions = match_descriptions(self.classnames, descriptions)
-        self.n_crops, self.alpha, self.beta = settings.n_crops, settings.alpha, settings.beta
-        self.seed, self.fidelity = settings.seed, settings.fidelity
-        sources = TextSources(
-            self.classnames, sentences=dict(zip(self.classnames, self.descriptions, strict=True))
-        )
-        self.head: WCAHead = build_head(
-            "wca",
-            encoder.encode_texts,
-            sources,
-            allow_duplicates=allow_duplicates,
-            image_scale=image_scale,
-            text_scale=text_scale,
-            form=form,
-        )
+        self.method, self.options, self.fidelity = method, options, bool(fidelity)
+        self.allow_duplicates = allow_duplicates
+        self.known = {class_key(name): texts for name, texts in descriptions.items()}
         self._model = str(getattr(encoder, "name", type(encoder).__name__))
-        require_finite(self.head.desc_emb, self._model, "description embedding")
+        self._label_sets: OrderedDict[tuple[str, ...], _LabelSet] = OrderedDict()
+        names = _classnames(classnames)
+        if descriptions:  # the classifier's own classes: every one needs its descriptions
+            match_descriptions(names, descriptions)
+        default = self._label_set(tuple(names))
+        self.classnames, self.descriptions, self.head = (
+            default.classnames,
+            default.descriptions,
+            default.head,
+        )
+
+    @property
+    def n_crops(self) -> int:
+        return self.crops.n
+
+    @property
+    def alpha(self) -> float:
+        return self.crops.alpha
+
+    @property
+    def seed(self) -> int:
+        return self.crops.seed
+
+    def _label_set(self, classnames: tuple[str, ...], **options: Any) -> _LabelSet:
+        """The text side of ``classnames`` (cached: the last :data:`LABEL_SETS` sets)."""
+        key = (*classnames, *sorted(f"{k}={v}" for k, v in options.items()))
+        if key in self._label_sets:
+            self._label_sets.move_to_end(key)
+            return self._label_sets[key]
+        names = list(classnames)
+        bare = [name for name in names if class_key(name) not in self.known]
+        if bare and self.known:  # some texts were given, these classes have none
+            log.info(
+                f"{len(bare)} of {len(names)} classes have no descriptions "
+                f"({', '.join(map(repr, bare[:5]))}{' ...' if len(bare) > 5 else ''}): each is "
+                f"described by the CLIP prompt {defaults.LABEL_TEMPLATE.format('{class}')!r}"
+            )
+        texts = [
+            self.known.get(class_key(name)) or [defaults.LABEL_TEMPLATE.format(name)]
+            for name in names
+        ]
+        sources = TextSources(names, sentences=dict(zip(names, texts, strict=True)))
+        head = build_head(
+            self.method,
+            self.encoder.encode_texts,
+            sources,
+            allow_duplicates=self.allow_duplicates,
+            **{**self.options, **options},
+        )
+        if getattr(head, "online", False):
+            raise ValueError(f"method {self.method!r} is an online method: use wca eval")
+        if isinstance(head, WCAHead):
+            require_finite(head.desc_emb, self._model, "description embedding")
+        self._label_sets[key] = _LabelSet(names, texts, head)
+        if len(self._label_sets) > LABEL_SETS:
+            self._label_sets.popitem(last=False)
+        return self._label_sets[key]
 
     def boxes(self, image: Image.Image) -> Tensor:
         """The image's crop boxes ``[N, 4]``, from ``(seed, image_key(image))``."""
-        return crop_boxes(
-            image.height, image.width, self.n_crops, self.alpha, self.beta, self.seed,
-            image_key(image),
-        )  # fmt: skip
+        return self.crops.views(image.height, image.width, image_key(image))[0]
 
     def views(self, image: Image.Image) -> tuple[Tensor, Tensor]:
         """Crop boxes ``[N, 4]`` and preprocessed views ``[N+1, 3, S, S]`` (full view first)."""
-        boxes, views = self._raw_views(image)
-        return boxes, self._normalised(views)
-
-    def _raw_views(self, image: Image.Image) -> tuple[Tensor, Tensor]:
-        """Boxes and views as the loader makes them: ``uint8`` on the fast path (normalised a
-        whole batch at a time, on the encoder's device), float on the fidelity path."""
         boxes = self.boxes(image)
-        if self.fidelity:
-            return boxes, fidelity_views(image, boxes, self.encoder.preprocess)
-        return boxes, uint8_views(image, boxes, self.encoder.preprocessing)
+        views = self._make_views(image, boxes)
+        if views.dtype == torch.uint8:
+            views = normalize_pixels(views, self.encoder.preprocessing)
+        return boxes, views
 
-    def _normalised(self, views: Tensor) -> Tensor:
-        if views.dtype != torch.uint8:
-            return views
-        views = views.to(getattr(self.encoder, "device", "cpu"))
-        return normalize_pixels(views, self.encoder.preprocessing)
+    def _make_views(self, image: Image.Image, boxes: Tensor, flips: Tensor | None = None):
+        """Views as the loader makes them: ``uint8`` on the fast path (normalised a whole batch
+        at a time, on the encoder's device), float on the fidelity path."""
+        if not self.head.uses_crops:
+            boxes = boxes[:0]
+        if self.fidelity:
+            return fidelity_views(image, boxes, self.encoder.preprocess)
+        return uint8_views(image, boxes, self.encoder.preprocessing)
 
     def predict(
         self,
         images: ImageInput | Sequence[ImageInput],
-        top_k: int = 5,
+        top_k: int | None = 5,
         *,
+        candidate_labels: Sequence[str] | None = None,
         progress: bool | None = None,
     ) -> list[Prediction]:
-        """Top-k classes of every image, with crop boxes, crop weights and description scores.
-        An image that cannot be read raises its error (:meth:`predict_each` goes on past it)."""
+        """Top-k classes of every image (all, sorted, with ``top_k=None``), with crop boxes,
+        crop weights and description scores. An image that cannot be read raises its error
+        (:meth:`predict_each` goes on past it)."""
         predictions = []
-        for _, result in self.predict_each(images, top_k, progress=progress):
+        for _, result in self.predict_each(
+            images, top_k, candidate_labels=candidate_labels, progress=progress
+        ):
             if isinstance(result, Exception):
                 raise result
             predictions.append(result)
@@ -238,131 +316,132 @@ class WCAClassifier:
     def predict_each(
         self,
         images: ImageInput | Sequence[ImageInput],
-        top_k: int = 5,
+        top_k: int | None = 5,
         *,
+        candidate_labels: Sequence[str] | None = None,
         progress: bool | None = None,
+        **options: Any,
     ) -> Iterator[tuple[int, Prediction | ValueError]]:
         """``(position, prediction)`` for every image in order, each as soon as its encoder
         batch is done; an unreadable image gives ``(position, ValueError)`` and the rest go on.
-        ``progress``: a bar on stderr (default: from :data:`PROGRESS_MIN_IMAGES` images on).
-        Non-finite embeddings or scores (a corrupt model) raise."""
-        images = [images] if isinstance(images, str | Path | Image.Image) else list(images)
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
-        top_k = min(top_k, len(self.classnames))
+        ``candidate_labels``: other classes than the classifier's (their text side is computed
+        once and kept). ``progress``: a bar on stderr (default: from :data:`PROGRESS_MIN_IMAGES`
+        images on). Non-finite embeddings or scores (a corrupt model) raise."""
+        single = isinstance(images, str | Path | Image.Image | np.ndarray)
+        images = [images] if single else list(images)
+        labels = self._label_set(
+            tuple(_classnames(candidate_labels))
+            if candidate_labels is not None
+            else tuple(self.classnames),
+            **options,
+        )
+        if top_k is not None and (
+            isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1
+        ):
+            raise ValueError(f"top_k must be an integer >= 1 or None, got {top_k!r}")
+        top_k = len(labels.classnames) if top_k is None else min(top_k, len(labels.classnames))
         show = len(images) >= PROGRESS_MIN_IMAGES if progress is None else progress
-        packer = _ViewPacker(self._encode, int(getattr(self.encoder, "batch_size", 256)))
+        items = ViewItems(
+            _Inputs(images),
+            range(len(images)),
+            self._make_views,
+            self.crops,
+            key=lambda _, image: image_key(image),
+        )
+        batcher = ViewBatcher(functools.partial(encode_views, self.encoder), self._batch_size())
         with tqdm(total=len(images), unit="img", desc="classify", disable=not show) as bar:
-            for position, source in enumerate(images):
-                try:
-                    image = load_image(source)
-                    boxes, views = self._raw_views(image)
-                except ValueError as error:
-                    yield from self._score(*packer.flush(), top_k, bar)
+            for item in iterate_views(items, 0):
+                if isinstance(item, BadImage):
+                    yield from self._score(batcher.flush(), labels, top_k, images, bar)
+                    error = item.error
+                    if not isinstance(error, ValueError):
+                        raise error
                     bar.update(1)
-                    yield position, error
+                    yield item.index, error
                     continue
-                done = packer.add((position, image.size, boxes), views)
-                yield from self._score(*done, top_k, bar)
-            yield from self._score(*packer.flush(), top_k, bar)
+                done = batcher.add(item, item.views)
+                yield from self._score(done, labels, top_k, images, bar)
+            yield from self._score(batcher.flush(), labels, top_k, images, bar)
 
-    def _encode(self, views: Tensor) -> Tensor:
-        with torch.inference_mode():
-            return require_finite(self.encoder.encode_images(self._normalised(views)), self._model)
+    def _batch_size(self) -> int:
+        return int(getattr(self.encoder, "batch_size", None) or defaults.BATCH_SIZE)
 
     def _score(
-        self, done: list[tuple[int, tuple[int, int], Tensor]], embeddings: Tensor, top_k: int, bar
+        self, done: list, labels: _LabelSet, top_k: int, images: list, bar: tqdm
     ) -> Iterator[tuple[int, Prediction]]:
-        """Predictions of the images ``done`` (position, size, boxes) from their embeddings
-        ``[len(done) * (N+1), D]``, scored together."""
+        """Predictions of the completed images ``done`` (``(ImageViews, embeddings)``), scored
+        together."""
         if not done:
             return
-        embeddings = embeddings.view(len(done), self.n_crops + 1, -1)
+        embeddings = torch.stack([emb for _, emb in done])
         image_emb, crop_emb = embeddings[:, 0], embeddings[:, 1:]
-        scores = require_finite(self.head.logits(image_emb, crop_emb), self._model, "score")
+        head = labels.head
+        scores = head.logits(image_emb, crop_emb if head.uses_crops else None)
+        require_finite(scores, self._model, "score")
         probabilities = torch.softmax(self.encoder.logit_scale * scores, dim=-1)
         top = probabilities.topk(top_k, dim=-1)
-        weights = crop_weights(crop_emb, image_emb, self.head.image_scale)
-        v = self.head.description_weights()
-        for row, (position, size, boxes) in enumerate(done):
-            weighted_crop = weights[row] @ crop_emb[row]
+        wca = isinstance(head, WCAHead)
+        weights = crop_weights(crop_emb, image_emb, head.image_scale) if wca else None
+        for row, (item, _) in enumerate(done):
             indices = top.indices[row].tolist()
-            evidence = {}
-            for c in indices:
-                similarity = self.head.desc_emb[c, : len(self.descriptions[c])] @ weighted_crop
-                rows = [
-                    DescriptionScore(text, float(v[c, j]), float(similarity[j]))
-                    for j, text in enumerate(self.descriptions[c])
-                ]
-                evidence[self.classnames[c]] = sorted(rows, key=lambda r: -r.weight * r.similarity)
+            evidence = self._evidence(labels, indices, weights[row] @ crop_emb[row]) if wca else {}
+            source = images[item.index]
             bar.update(1)
             yield (
-                position,
+                item.index,
                 Prediction(
-                    labels=[self.classnames[c] for c in indices],
+                    labels=[labels.classnames[c] for c in indices],
                     scores=top.values[row].tolist(),
                     indices=indices,
-                    boxes=boxes,
-                    crop_weights=weights[row],
+                    boxes=item.boxes,
+                    crop_weights=weights[row] if wca else torch.zeros(0),
                     descriptions=evidence,
-                    image_size=size,
+                    image_size=item.size,
                     image_emb=image_emb[row].float(),
                     crop_emb=crop_emb[row].float(),
+                    source=str(source) if isinstance(source, str | Path) else None,
                 ),
             )
 
-    def __call__(self, images: ImageInput | Sequence[ImageInput], top_k: int = 5):
-        """Hugging Face pipeline-shaped output: a list of ``{"label", "score"}`` for one image,
-        a list of such lists for several."""
-        predictions = [p.as_pipeline() for p in self.predict(images, top_k)]
-        return predictions[0] if isinstance(images, str | Path | Image.Image) else predictions
+    @staticmethod
+    def _evidence(labels: _LabelSet, indices: list[int], weighted_crop: Tensor):
+        """Each top class's descriptions: weight v_j and sum_i w_i cos(crop_i, desc_j)."""
+        head = labels.head
+        v = head.description_weights()
+        evidence = {}
+        for c in indices:
+            texts = labels.descriptions[c]
+            similarity = head.desc_emb[c, : len(texts)] @ weighted_crop
+            rows = [
+                DescriptionScore(text, float(v[c, j]), float(similarity[j]))
+                for j, text in enumerate(texts)
+            ]
+            evidence[labels.classnames[c]] = sorted(rows, key=lambda r: -r.weight * r.similarity)
+        return evidence
 
+    def __call__(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        candidate_labels: Sequence[str] | None = None,
+        top_k: int | None = 5,
+        hypothesis_template: str | None = None,
+    ):
+        """Transformers' zero-shot-image-classification pipeline call: a list of ``{"label",
+        "score"}`` (highest first; every label with ``top_k=None``) for one image, a list of
+        such lists for several. ``candidate_labels`` replace the classifier's classes for this
+        call; ``hypothesis_template`` (method ``clip``) replaces "a photo of a {}."."""
+        options = {} if hypothesis_template is None else {"template": hypothesis_template}
+        predictions = [
+            p.as_pipeline()
+            for _, p in self._each_or_raise(images, top_k, candidate_labels, options)
+        ]
+        single = isinstance(images, str | Path | Image.Image | np.ndarray)
+        return predictions[0] if single else predictions
 
-class _ViewPacker:
-    """Views of consecutive images packed into encoder calls of exactly ``batch_size`` views
-    (images straddle calls, as in feature extraction); an image comes out, in order, once all
-    its views are encoded. ``add`` and ``flush`` return ``(items, embeddings)`` of the images
-    completed, their views' embeddings concatenated."""
-
-    def __init__(self, encode, batch_size: int) -> None:
-        self.encode, self.batch_size = encode, batch_size
-        self.items: list[tuple[object, int]] = []  # (item, views) not yet returned
-        self.views: list[Tensor] = []  # views not yet encoded
-        self.queued = 0
-        self.embeddings: list[Tensor] = []  # of the items' views encoded so far
-        self.encoded = 0
-
-    def add(self, item, views: Tensor) -> tuple[list, Tensor | None]:
-        self.items.append((item, len(views)))
-        self.views.append(views)
-        self.queued += len(views)
-        while self.queued >= self.batch_size:
-            self._encode(self.batch_size)
-        return self._complete()
-
-    def flush(self) -> tuple[list, Tensor | None]:
-        if self.queued:
-            self._encode(self.queued)
-        return self._complete()
-
-    def _encode(self, count: int) -> None:
-        views = torch.cat(self.views) if len(self.views) > 1 else self.views[0]
-        self.embeddings.append(self.encode(views[:count]))
-        rest = views[count:]
-        self.views, self.queued = ([rest] if len(rest) else []), len(rest)
-        self.encoded += count
-
-    def _complete(self) -> tuple[list, Tensor | None]:
-        done, used = [], 0
-        for item, count in self.items:
-            if used + count > self.encoded:
-                break
-            done.append(item)
-            used += count
-        if not done:
-            return [], None
-        embeddings = torch.cat(self.embeddings) if len(self.embeddings) > 1 else self.embeddings[0]
-        self.embeddings = [embeddings[used:]]
-        self.encoded -= used
-        self.items = self.items[len(done) :]
-        return done, embeddings[:used]
+    def _each_or_raise(self, images, top_k, candidate_labels, options):
+        for position, result in self.predict_each(
+            images, top_k, candidate_labels=candidate_labels, **options
+        ):
+            if isinstance(result, Exception):
+                raise result
+            yield position, result

@@ -19,15 +19,15 @@ A config file in the authors' shape loads as is::
 keys other than ``name`` and ``enabled`` are options of its head, checked against the typed
 signature of its builder in :data:`wca.methods.METHODS` (so ``image_scale: abc`` or ``inf`` is
 refused before the feature pass, not after it). Precedence: defaults (per dataset, see
-:func:`dataset_defaults`) < file < overrides ``key=value`` (``methods.wca.image_scale=3``,
-``methods=clip,wca``). ``batch_size`` counts views per encoder pass in wca (images in the
-authors' code); it does not change results.
+:func:`wca.configs.dataset_defaults`) < file < overrides ``key=value``
+(``methods.wca.image_scale=3``, ``methods=clip,wca``). ``batch_size`` counts views per encoder
+pass in wca (images in the authors' code); it does not change results.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -42,12 +42,20 @@ from pydantic import (
     model_validator,
 )
 
-from wca.crops import CROP_STRATEGIES, DEFAULT_BETA
+from wca import defaults
+from wca.configs import (
+    AUTHORS_CODE_ALPHA,
+    authors_file,
+    config_path,
+    dataset_defaults,
+    read_config_file,
+)
+from wca.crops import CropSpec
 from wca.datasets import canonical_name
+from wca.errors import SettingError
 from wca.methods import METHODS
 from wca.methods.registry import options_model
 
-IMAGENET_FAMILY = ("imagenet", "imagenetv2", "imagenet-sketch", "imagenet-r", "imagenet-a")
 DEFAULT_METHODS = ("clip", "clip-e", "clip-d", "waffle", "cupl", "wca")
 # The authors' CLIP model names -> the wca spec of the same OpenAI weights.
 OPENAI_MODELS = {
@@ -60,8 +68,6 @@ OPENAI_MODELS = {
 }
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 METHOD_ALIASES = {"ours": "wca"}  # the WCA authors' name for their method in their configs
-# The authors' code crops with side U(0.1, 0.9) whatever alpha its config says (REFERENCE.md).
-AUTHORS_CODE_ALPHA = 0.1
 
 
 class MethodConfig(BaseModel):
@@ -85,7 +91,8 @@ class MethodConfig(BaseModel):
 
 
 def _default_methods() -> list[MethodConfig]:
-    wca = MethodConfig(name="wca", options={"image_scale": 4.0, "text_scale": 2.0})
+    options = {"image_scale": defaults.IMAGE_SCALE, "text_scale": defaults.TEXT_SCALE}
+    wca = MethodConfig(name="wca", options=options)
     return [MethodConfig(name=name) for name in DEFAULT_METHODS[:-1]] + [wca]
 
 
@@ -126,6 +133,7 @@ def _method_entries(value: Any) -> list[dict[str, Any]]:
 
 
 PositiveInt = Annotated[int, Field(ge=1)]
+_CROP_KEYS = {"n": "n_samples", "strategy": "crop_strategy"}  # CropSpec's names -> the config's
 
 
 class EvalConfig(BaseModel):
@@ -136,19 +144,20 @@ class EvalConfig(BaseModel):
     model_size: str = "ViT-B/32"
     model: str | None = None  # a wca model spec; None: the OpenAI weights of model_size
     dataset: str | None = None
+    dataset_name: str | None = None  # the name results carry (default: see pipeline)
     data_path: str | None = None
     split: str | None = None
-    batch_size: PositiveInt = 256
-    alpha: Annotated[float, Field(gt=0, le=1)] = 0.5
+    batch_size: PositiveInt = defaults.BATCH_SIZE
+    alpha: Annotated[float, Field(gt=0, le=1)] = defaults.ALPHA
     # the lower crop bound actually drawn with, where it differs from the stated alpha: the
     # authors' code used 0.1 for every published number (None: alpha)
     effective_alpha: Annotated[float, Field(gt=0, le=1)] | None = None
-    beta: Annotated[float, Field(gt=0, le=1)] = DEFAULT_BETA
+    beta: Annotated[float, Field(gt=0, le=1)] = defaults.BETA
     n_samples: PositiveInt = 100
     crop_strategy: str = "random"  # the paper's uniform random crops; see wca.crops
     n_run: PositiveInt = 20
     patch_n: PositiveInt = 60
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0)] = defaults.SEED
     protocol: Literal["pool", "fresh"] = "pool"
     fidelity: bool = False  # per-crop PIL preprocessing (the authors' views) instead of tensors
     half: bool = False  # store features in fp16
@@ -166,18 +175,26 @@ class EvalConfig(BaseModel):
     def _methods_shapes(cls, value: Any) -> list[dict[str, Any]]:
         return _method_entries(value)
 
-    @field_validator("crop_strategy")
-    @classmethod
-    def _known_strategy(cls, value: str) -> str:
-        if value not in CROP_STRATEGIES:
-            raise ValueError(f"must be one of {', '.join(CROP_STRATEGIES)}, got {value!r}")
-        return value
-
     @model_validator(mode="after")
-    def _crop_bounds(self) -> EvalConfig:
-        if self.crop_alpha > self.beta:
-            raise ValueError(f"need alpha <= beta, got alpha={self.crop_alpha}, beta={self.beta}")
+    def _valid_crops(self) -> EvalConfig:
+        """The crop settings are checked once, by :class:`~wca.crops.CropSpec`."""
+        try:
+            self.crops  # noqa: B018
+        except SettingError as error:
+            key = _CROP_KEYS.get(error.setting, error.setting)
+            raise ValueError(f"{key}: {error.reason}") from None
         return self
+
+    @property
+    def crops(self) -> CropSpec:
+        """The crop pool of the feature pass."""
+        return CropSpec(
+            n=self.n_samples,
+            alpha=self.crop_alpha,
+            beta=self.beta,
+            seed=self.seed,
+            strategy=self.crop_strategy,
+        )
 
     @property
     def crop_alpha(self) -> float:
@@ -224,15 +241,23 @@ class EvalConfig(BaseModel):
         return data
 
 
+def _model_level_key(first: Mapping[str, Any]) -> list[str]:
+    """The config key a model-level check names first (``"alpha: must be <= beta"``), if any."""
+    key = first["msg"].removeprefix("Value error, ").split(":", 1)[0]
+    return [key] if key in EvalConfig.model_fields else []
+
+
 def _one_line(error: ValidationError, data: Mapping[str, Any], source: str) -> ValueError:
     """The first problem of a validation error as ``source: key: what was wrong``, a method
     named by its name rather than its position in the list."""
     first = error.errors()[0]
-    loc = [part for part in first["loc"] if part != "options"]
+    loc = [part for part in first["loc"] if part != "options"] or _model_level_key(first)
     if len(loc) > 1 and loc[0] == "methods" and isinstance(loc[1], int):
         with contextlib.suppress(ValueError, IndexError, KeyError):
             loc[1] = _method_entries(data["methods"])[loc[1]]["name"]
     message = first["msg"].removeprefix("Value error, ")
+    if not first["loc"] and loc:
+        message = message.removeprefix(f"{loc[0]}: ")
     if first["type"] == "extra_forbidden":
         known = f" (known: {', '.join(EvalConfig.model_fields)})" if len(loc) == 1 else ""
         message, loc = f"unknown key {loc[-1]!r}{known}", loc[:-1]
@@ -249,7 +274,8 @@ def _validated(data: Mapping[str, Any], source: str | Mapping[str, str]) -> Eval
         return EvalConfig.model_validate(dict(data))
     except ValidationError as error:
         if not isinstance(source, str):
-            key = str(error.errors()[0]["loc"][0]) if error.errors()[0]["loc"] else ""
+            first = error.errors()[0]
+            key = str((list(first["loc"]) or _model_level_key(first) or [""])[0])
             source = source.get(key, "command line")
         raise _one_line(error, data, source) from None
 
@@ -258,59 +284,6 @@ def _merge(
     config: EvalConfig, values: Mapping[str, Any], source: str | Mapping[str, str]
 ) -> EvalConfig:
     return _validated({**config.model_dump(), **values}, source)
-
-
-def dataset_defaults(dataset: str | None) -> dict[str, Any]:
-    """The authors' per-dataset values: 60 crops for ImageNet and its test-only variants, alpha
-    0.7 for Places365, 100 crops and alpha 0.5 elsewhere (ImageNetV2 included, as their
-    config says)."""
-    key = canonical_name(dataset or "").replace("_", "-")
-    values: dict[str, Any] = {}
-    if key in IMAGENET_FAMILY and key != "imagenetv2":
-        values["n_samples"] = 60
-    if key == "places365":
-        values["alpha"] = 0.7
-    return values
-
-
-PACKAGED_CONFIGS = Path(__file__).parent / "configs"
-
-
-def packaged_configs() -> dict[str, Path]:
-    """The shipped configs of the paper's datasets, by dataset name."""
-    return {path.stem: path for path in sorted(PACKAGED_CONFIGS.glob("*.yaml"))}
-
-
-def config_path(name: str | Path) -> Path:
-    """``name`` as a file, or the shipped config of that name (``cub``, ``imagenet``...)."""
-    path = Path(name)
-    if path.exists() or path.suffix or len(path.parts) > 1:
-        return path
-    shipped = packaged_configs()
-    key = canonical_name(str(name))
-    if key not in shipped:
-        raise FileNotFoundError(
-            f"{name}: no such config file, nor a shipped one (shipped: {', '.join(shipped)})"
-        )
-    return shipped[key]
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The raw mapping of a YAML config file, with clear errors for unreadable files."""
-    path = config_path(path)
-    if path.is_dir():
-        raise ValueError(f"{path}: is a folder, expected a YAML config file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: config file not found") from None
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML ({error})".replace("\n", " ")) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
-    return data
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -350,11 +323,15 @@ def resolve_config(
     path: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     settings: Iterable[str] = (),
+    *,
+    flag: Callable[[str], str] = str,
+    setting: Callable[[str], str] = str,
 ) -> EvalConfig:
     """Defaults for the dataset, then the file at ``path``, then ``overrides`` (a mapping of
     keys, e.g. from CLI flags, ``methods.<method>.<option>`` reaching method options; None
-    values are skipped), then ``settings``
-    (``KEY=VALUE`` strings; dotted keys reach method options)."""
+    values are skipped), then ``settings`` (``KEY=VALUE`` strings; dotted keys reach method
+    options). Errors name where a value came from: the file, ``flag(key)`` for an override
+    (default: the key), ``setting(text)`` for a ``KEY=VALUE`` string (default: the string)."""
     file_values = read_config_file(path) if path is not None else {}
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     method_flags = {k: overrides.pop(k) for k in list(overrides) if k.startswith("methods.")}
@@ -368,21 +345,21 @@ def resolve_config(
     notes = []
     if path is not None:
         path = config_path(path)
-        file_values, notes = _authors_file(file_values, path)
+        file_values, notes = authors_file(file_values, path)
         config = _merge(config, file_values, str(path))
     if dataset is not None:
         overrides = {"dataset": dataset, **overrides}
-    config = _merge(config, overrides, {key: flag_name(key) for key in overrides})
+    config = _merge(config, overrides, {key: flag(key) for key in overrides})
     for key, value in method_flags.items():
-        config = _apply_method_override(config, key.split("."), value, flag_name(key))
+        config = _apply_method_override(config, key.split("."), value, flag(key))
     for text in settings:
         key, value = parse_override(text)
         if key[0] == "methods" and len(key) > 1:
-            config = _apply_method_override(config, key, value, f"--set {text}")
+            config = _apply_method_override(config, key, value, setting(text))
         elif len(key) == 1:
-            config = _merge(config, {key[0]: value}, f"--set {text}")
+            config = _merge(config, {key[0]: value}, setting(text))
         else:
-            raise ValueError(f"--set {text}: only methods.<method>.<option> keys have dots")
+            raise ValueError(f"{setting(text)}: only methods.<method>.<option> keys have dots")
     explicit = "alpha" in overrides or any(parse_override(t)[0] == ["alpha"] for t in settings)
     if explicit and config.effective_alpha is not None:
         config = _merge(config, {"effective_alpha": None}, "command line")
@@ -391,7 +368,7 @@ def resolve_config(
         notes.append(
             f"crops drawn with alpha {config.effective_alpha}, not the stated {config.alpha}: "
             f"the authors' code crops with U({AUTHORS_CODE_ALPHA}, 0.9) whatever its config "
-            "says, and the published numbers come from it; set --alpha to crop otherwise"
+            f"says, and the published numbers come from it; set {flag('alpha')} to crop otherwise"
         )
     config._notes = notes
     config._named = _named_methods(file_values, overrides, method_flags, settings)
@@ -413,32 +390,3 @@ def _named_methods(file_values, overrides, method_flags, settings) -> set[str]:
     return named
 
 
-def flag_name(key: str) -> str:
-    """The command-line flag that sets config key ``key`` (``methods.wca.image_scale``:
-    ``--image-scale``)."""
-    key = key.rsplit(".", 1)[-1]
-    return {"data_path": "--data-root", "half": "--fp16-cache", "n_samples": "--n-crops"}.get(
-        key, "--" + key.replace("_", "-")
-    )
-
-
-def _authors_file(values: dict[str, Any], path: Path) -> tuple[dict[str, Any], list[str]]:
-    """A config file's values with the authors' conventions applied: a file in their own shape
-    (it names WCA ``ours``) crops as their code does, and a relative ``data_path`` is taken
-    from the working directory as their code does, else from the file's folder."""
-    values, notes = dict(values), []
-    methods = values.get("methods")
-    entries = methods if isinstance(methods, list) else []
-    names = [next(iter(m)) for m in entries if isinstance(m, Mapping) and len(m) == 1]
-    if "ours" in names and "effective_alpha" not in values:
-        values["effective_alpha"] = AUTHORS_CODE_ALPHA
-    data_path = values.get("data_path")
-    if isinstance(data_path, str) and data_path.strip() and not Path(data_path).is_absolute():
-        data_path = data_path.strip()
-        beside = path.resolve().parent / data_path
-        if not Path(data_path).exists() and beside.exists():
-            values["data_path"] = str(beside)
-            notes.append(f"{path}: data_path {data_path!r} read from the config's folder: {beside}")
-        else:
-            values["data_path"] = data_path
-    return values, notes

@@ -28,6 +28,7 @@ from torch import Tensor
 from torchvision.transforms import InterpolationMode
 
 from wca import defaults
+from wca.errors import SettingError
 
 # Version of the crop sampler; part of every feature-cache key.
 SAMPLER_VERSION = 1
@@ -61,7 +62,8 @@ class CropSpec:
     the sampler ``strategy`` (:data:`CROP_STRATEGIES`). The classifier, the evaluation config,
     the feature cache's key, the view pipeline and the web page all take one.
 
-    An invalid value raises a ``ValueError`` that names the setting (``n``, ``alpha``, ...).
+    An invalid value raises a :class:`~wca.errors.SettingError` naming the setting (``n``,
+    ``alpha``, ...).
     """
 
     n: int = defaults.N_CROPS
@@ -74,36 +76,42 @@ class CropSpec:
         for name in ("n", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
-                raise ValueError(f"crops: {name} must be an integer, got {value!r}")
-        if self.n < 1:
-            raise ValueError(f"crops: n must be >= 1, got {self.n}")
-        if self.seed < 0:
-            raise ValueError(f"crops: seed must be >= 0, got {self.seed}")
+                raise SettingError(name, f"must be an integer, got {value!r}")
         for name in ("alpha", "beta"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
-                raise ValueError(f"crops: {name} must be a number, got {value!r}")
+                raise SettingError(name, f"must be a number, got {value!r}")
             if not 0 < value <= 1:  # also refuses NaN
-                raise ValueError(f"crops: {name} must be in (0, 1], got {value}")
+                raise SettingError(name, f"must be in (0, 1], got {value}")
+        if self.n < 1:
+            raise SettingError("n", f"must be >= 1, got {self.n}")
+        if self.seed < 0:
+            raise SettingError("seed", f"must be >= 0, got {self.seed}")
         if self.alpha > self.beta:
-            raise ValueError(
-                f"crops: alpha must be <= beta, got alpha={self.alpha}, beta={self.beta}"
-            )
+            raise SettingError("alpha", f"must be <= beta, got {self.alpha} > {self.beta}")
         if self.strategy not in CROP_STRATEGIES:
-            raise ValueError(
-                f"crops: strategy must be one of {', '.join(CROP_STRATEGIES)}, "
-                f"got {self.strategy!r}"
-            )
-        object.__setattr__(self, "n", int(self.n))
-        object.__setattr__(self, "seed", int(self.seed))
-        object.__setattr__(self, "alpha", float(self.alpha))
-        object.__setattr__(self, "beta", float(self.beta))
+            choices = ", ".join(CROP_STRATEGIES)
+            raise SettingError("strategy", f"must be one of {choices}, got {self.strategy!r}")
+        for name, kind in (("n", int), ("seed", int), ("alpha", float), ("beta", float)):
+            object.__setattr__(self, name, kind(getattr(self, name)))
 
-    def views(self, height: int, width: int, image_index: int) -> tuple[Tensor, Tensor]:
-        """Boxes ``[n, 4]`` and flips ``bool [n]`` of one image (:func:`crop_views`)."""
-        return crop_views(
-            height, width, self.n, self.alpha, self.beta, self.seed, image_index, self.strategy
-        )
+    def views(self, height: int, width: int, image_key: int) -> tuple[Tensor, Tensor]:
+        """``n`` boxes ``[n, 4]`` as ``(left, top, right, bottom)`` pixel corners and a
+        horizontal flip flag per view ``bool [n]`` for an image of ``height x width`` whose
+        crops are keyed by ``image_key`` (its index in a dataset, or a hash of its pixels).
+
+        The paper's ``"random"``: square side = floor(U(alpha, beta) * min(height, width))
+        (at least 1 pixel), placed uniformly inside the image, never flipped; row ``i``
+        depends only on ``(seed, image_key, i)``.
+        """
+        if height < 1 or width < 1:
+            raise ValueError(f"image of size {width}x{height} has no pixels to crop")
+        if image_key < 0:
+            raise ValueError(f"image key must be >= 0, got {image_key}")
+        rng = np.random.default_rng((self.seed, image_key))
+        sampler = CROP_STRATEGIES[self.strategy]
+        boxes, flips = sampler(height, width, self.n, self.alpha, self.beta, rng)
+        return torch.from_numpy(boxes), torch.from_numpy(flips)
 
 
 def crop_boxes(
@@ -130,24 +138,8 @@ def crop_views(
     image_index: int = 0,
     strategy: str = "random",
 ) -> tuple[Tensor, Tensor]:
-    """Return ``n`` boxes ``[n, 4]`` as ``(left, top, right, bottom)`` pixel corners and a
-    horizontal flip flag per view ``bool [n]``.
-
-    ``strategy`` names a sampler in :data:`CROP_STRATEGIES`. The paper's ``"random"``: square
-    side = floor(U(alpha, beta) * min(height, width)) (at least 1 pixel), placed uniformly
-    inside the image, never flipped; row ``i`` depends only on ``(seed, image_index, i)``.
-    """
-    if height < 1 or width < 1:
-        raise ValueError(f"image of size {width}x{height} has no pixels to crop")
-    if not 0 < alpha <= beta <= 1:
-        raise ValueError(f"need 0 < alpha <= beta <= 1, got alpha={alpha}, beta={beta}")
-    if seed < 0 or image_index < 0:
-        raise ValueError(f"seed and image index must be >= 0, got {seed} and {image_index}")
-    if strategy not in CROP_STRATEGIES:
-        raise ValueError(f"unknown crop strategy {strategy!r}; choose from {list(CROP_STRATEGIES)}")
-    rng = np.random.default_rng((seed, image_index))
-    boxes, flips = CROP_STRATEGIES[strategy](height, width, n, alpha, beta, rng)
-    return torch.from_numpy(boxes), torch.from_numpy(flips)
+    """:meth:`CropSpec.views` with the spec's fields given one by one."""
+    return CropSpec(n, alpha, beta, seed, strategy).views(height, width, image_index)
 
 
 def _place(height: int, width: int, scale: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""The multi-run evaluation protocol over cached features, and its result files.
+"""The multi-run evaluation protocol over cached features: accuracy, calibration and each
+image's correctness per method and run.
 
 Protocols (every run scores every method on every image):
 
@@ -12,45 +13,59 @@ Protocols (every run scores every method on every image):
 
 Methods that do not look at crops are scored once (their runs have std 0) unless they have
 several random draws of their text side (WaffleCLIP): run ``r`` then uses draw ``r % n_draws``.
-Accuracies are percentages; std is the population std over runs (``numpy.std``, as the authors
-report). Images are scored in chunks, so memory stays bounded at ImageNet size. Images skipped
-as unreadable (label -1, ``wca eval --skip-bad-images``) are left out.
+Online methods (a memory across the test stream: ``head.online``) see, in each run, the images
+in the order :func:`stream_order` gives, from an empty memory; per-image methods do not depend
+on the order. Accuracies are percentages; std is the population std over runs (``numpy.std``, as
+the authors report). Calibration (ECE over 15 equal-width bins of the top-1 confidence, NLL,
+Brier) is over each head's class probabilities (:func:`wca.methods.registry.class_probabilities`).
+Images are scored in chunks, so memory stays bounded at ImageNet size. Images skipped as
+unreadable (label -1, ``wca eval --skip-bad-images``) are left out.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import platform
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from wca import results as schema
 from wca.features import Features
-from wca.files import write_atomic
 from wca.methods import Head
+from wca.methods.registry import class_probabilities
 
 PROTOCOLS = ("pool", "fresh")
 DEFAULT_CHUNK = 4096  # images scored at once: ~500 MB of fp32 crops at N=60, D=512
 TOP_K = 5
+ECE_BINS = 15
+MIN_PROBABILITY = 1e-12  # NLL of probabilities that are exactly zero (ZERO's vote shares)
 RUN_LOGITS_BUDGET = 2**26  # logits values [runs, images, classes] held at once (256 MB fp32)
+STREAM_ORDER = "numpy.random.default_rng((seed, run)).permutation(n_images)"
 
 
 @dataclass
 class MethodResult:
-    """Accuracies of one method: top-1 and top-5 per run, and per-class top-1 (mean of runs;
-    None for classes without images), all in percent."""
+    """One method's numbers per run: top-1 and top-5 (%), ECE, NLL, Brier; per-class top-1
+    (mean of runs; None for classes without images); top-1 correctness ``bool [runs, images]``
+    (None when not tracked)."""
 
     method: str
     top1: list[float]
     top5: list[float]
     per_class_top1: list[float | None]
     uses_crops: bool
+    ece: list[float] = field(default_factory=list)
+    nll: list[float] = field(default_factory=list)
+    brier: list[float] = field(default_factory=list)
+    correct: np.ndarray | None = None
+    online: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
 
     @staticmethod
     def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -65,24 +80,24 @@ class MethodResult:
     def top5_mean_std(self) -> tuple[float, float]:
         return self._mean_std(self.top5)
 
-    def metrics(self) -> dict[str, float]:
-        """clip_benchmark's metrics as fractions in [0, 1]: top-1 and top-5 (mean of runs) and
-        the mean over classes with images of their top-1 recall (balanced accuracy)."""
-        recalls = [value for value in self.per_class_top1 if value is not None]
-        return {
-            "acc1": self.top1_mean_std[0] / 100,
-            "acc5": self.top5_mean_std[0] / 100,
-            "mean_per_class_recall": sum(recalls) / len(recalls) / 100 if recalls else 0.0,
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        (m1, s1), (m5, s5) = self.top1_mean_std, self.top5_mean_std
-        return {
-            "uses_crops": self.uses_crops,
-            "top1": {"mean": m1, "std": s1, "runs": self.top1},
-            "top5": {"mean": m5, "std": s5, "runs": self.top5},
-            "per_class_top1": self.per_class_top1,
-        }
+    def to_schema(self) -> schema.MethodResult:
+        calibration = None
+        if self.ece:
+            calibration = schema.Calibration(
+                ece=schema.RunStats.of(self.ece),
+                nll=schema.RunStats.of(self.nll),
+                brier=schema.RunStats.of(self.brier),
+            )
+        return schema.MethodResult(
+            options=self.options,
+            uses_crops=self.uses_crops,
+            online=self.online,
+            top1=schema.RunStats.of(self.top1),
+            top5=schema.RunStats.of(self.top5),
+            per_class_top1=self.per_class_top1,
+            calibration=calibration,
+            correct=None if self.correct is None else schema.pack_correct(self.correct),
+        )
 
 
 @dataclass
@@ -98,31 +113,19 @@ class Evaluation:
     protocol: str
     class_subset: list[int] | None = None
 
-    def table(self, title: str | None = None) -> str:
-        """A markdown table: top-1 and top-5 as mean +- std over runs."""
-        lines = [f"**{title}**", ""] if title else []
-        lines += ["| method | top-1 (%) | top-5 (%) | runs |", "|---|---|---|---|"]
-        for name, result in self.methods.items():
-            (m1, s1), (m5, s5) = result.top1_mean_std, result.top5_mean_std
-            lines.append(f"| {name} | {m1:.2f} ± {s1:.2f} | {m5:.2f} ± {s5:.2f} | {self.n_run} |")
-        lines.append("")
-        lines.append(
-            f"{self.n_images} images; protocol {self.protocol}: {self.n_run} runs of "
-            f"{self.patch_n} crops from a pool of {self.n_samples} (seed {self.seed})."
+    def to_schema(self) -> schema.Results:
+        online = any(result.online for result in self.methods.values())
+        return schema.Results(
+            n_images=self.n_images,
+            protocol=self.protocol,
+            n_run=self.n_run,
+            patch_n=self.patch_n,
+            n_samples=self.n_samples,
+            seed=self.seed,
+            class_subset=self.class_subset,
+            stream_order=STREAM_ORDER if online else None,
+            methods={name: result.to_schema() for name, result in self.methods.items()},
         )
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "n_images": self.n_images,
-            "protocol": self.protocol,
-            "n_run": self.n_run,
-            "patch_n": self.patch_n,
-            "n_samples": self.n_samples,
-            "seed": self.seed,
-            "class_subset": self.class_subset,
-            "methods": {name: result.to_dict() for name, result in self.methods.items()},
-        }
 
 
 def run_indices(n_samples: int, n_run: int, patch_n: int, seed: int, protocol: str) -> Tensor:
@@ -142,33 +145,88 @@ def run_indices(n_samples: int, n_run: int, patch_n: int, seed: int, protocol: s
     return torch.arange(n_run * patch_n).view(n_run, patch_n)
 
 
-class _Tally:
-    """Correct counts per run: top-1, top-5 and top-1 per class."""
+def stream_order(n_images: int, seed: int, run: int) -> Tensor:
+    """The order in which run ``run`` streams the images to an online method."""
+    return torch.from_numpy(np.random.default_rng((seed, run)).permutation(n_images))
 
-    def __init__(self, n_run: int, num_classes: int) -> None:
+
+class _Tally:
+    """Per run: correct counts (top-1, top-5, top-1 per class), calibration sums, and each
+    image's top-1 correctness."""
+
+    def __init__(self, n_run: int, num_classes: int, n_images: int) -> None:
         self.top1 = torch.zeros(n_run, dtype=torch.long)
         self.top5 = torch.zeros(n_run, dtype=torch.long)
         self.per_class = torch.zeros(n_run, num_classes, dtype=torch.long)
+        self.bins = torch.zeros(n_run, 3, ECE_BINS, dtype=torch.float64)  # count, conf, hits
+        self.nll = torch.zeros(n_run, dtype=torch.float64)
+        self.brier = torch.zeros(n_run, dtype=torch.float64)
+        self.correct = np.zeros((n_run, n_images), dtype=bool)
 
-    def add(self, runs: Sequence[int], logits: Tensor, labels: Tensor, subset: Tensor | None):
-        if subset is not None:
-            logits = logits[:, subset]
+    def add(
+        self,
+        runs: Sequence[int],
+        logits: Tensor,
+        probs: Tensor,
+        targets: Tensor,
+        labels: Tensor,
+        positions: Tensor,
+    ) -> None:
+        """Scores ``logits`` and probabilities ``probs [B, C]`` of the images ``positions`` (in
+        valid-image order) whose classes are ``targets`` among the scored columns (``labels``
+        in the full class list)."""
         top = logits.topk(min(TOP_K, logits.shape[1]), dim=1).indices
-        if subset is not None:
-            top = subset[top]
-        hits = top == labels[:, None]
+        hits = top == targets[:, None]
         hit1 = hits[:, 0]
         class_hits = torch.bincount(labels[hit1], minlength=self.per_class.shape[1])
+        confidence = probs.gather(1, top[:, :1]).squeeze(1).double()
+        bin_of = (confidence * ECE_BINS).long().clamp(0, ECE_BINS - 1)
+        true_p = probs.gather(1, targets[:, None]).squeeze(1).double()
+        one_hot = torch.nn.functional.one_hot(targets, probs.shape[1]).to(probs.dtype)
+        brier = ((probs - one_hot) ** 2).sum(1).double().sum()
+        nll = -true_p.clamp_min(MIN_PROBABILITY).log().sum()
+        sums = torch.stack(
+            [
+                torch.bincount(bin_of, minlength=ECE_BINS).double(),
+                torch.bincount(bin_of, weights=confidence, minlength=ECE_BINS),
+                torch.bincount(bin_of, weights=hit1.double(), minlength=ECE_BINS),
+            ]
+        )
         for run in runs:
             self.top1[run] += int(hit1.sum())
             self.top5[run] += int(hits.any(dim=1).sum())
             self.per_class[run] += class_hits
+            self.bins[run] += sums
+            self.nll[run] += nll
+            self.brier[run] += brier
+            self.correct[run, positions.numpy()] = hit1.numpy()
+
+    def result(self, name: str, head: Head, count: int, per_class_total: Tensor) -> MethodResult:
+        totals = per_class_total[: self.per_class.shape[1]]
+        per_class = (self.per_class.double().mean(0) / totals.clamp(min=1) * 100).tolist()
+        count_b, confidence_b, hits_b = self.bins.unbind(1)
+        ece = ((confidence_b - hits_b).abs().sum(1) / count).tolist()
+        return MethodResult(
+            method=name,
+            top1=(self.top1.double() / count * 100).tolist(),
+            top5=(self.top5.double() / count * 100).tolist(),
+            per_class_top1=[
+                value if total else None
+                for value, total in zip(per_class, totals.tolist(), strict=True)
+            ],
+            uses_crops=bool(head.uses_crops),
+            ece=ece,
+            nll=(self.nll / count).tolist(),
+            brier=(self.brier / count).tolist(),
+            correct=self.correct,
+            online=bool(getattr(head, "online", False)),
+        )
 
 
 def _scored_runs(
     head: Head, image_emb: Tensor, crop_emb: Tensor | None, indices: Tensor
 ) -> Iterator[tuple[list[int], Tensor]]:
-    """``(runs, logits [B, C])`` of one head on one chunk of images, for every run.
+    """``(runs, logits [B, C])`` of one per-image head on one chunk of images, for every run.
 
     A crop head with a ``pool_logits(image_emb, crop_pool, indices [R, P]) -> [R, B, C]``
     method scores many runs from the whole pool at once (no per-run copy of the selected
@@ -205,63 +263,83 @@ def evaluate(
     protocol: str = "pool",
     class_subset: Sequence[int] | None = None,
     chunk_size: int = DEFAULT_CHUNK,
+    logit_scale: float = 100.0,
     progress: bool = False,
 ) -> Evaluation:
     """Score every head on ``features`` over ``n_run`` runs (see the module doc).
 
     ``class_subset``: the labels predictions are chosen from (ImageNet-A/-R: argmax over their
     200 ImageNet indices of the 1000-class logits); labels are indices of the full class list.
+    ``logit_scale``: the model's temperature, for the probabilities of heads that score cosines.
     """
     if not heads:
         raise ValueError("no methods to evaluate")
     indices = run_indices(features.n_samples, n_run, patch_n, seed, protocol)
-    subset = None if class_subset is None else torch.as_tensor(list(class_subset), dtype=torch.long)
-    labels_all = features.labels.long()[features.valid]  # skipped images do not count
-    if len(labels_all) == 0:
-        raise ValueError("no images to score: every image was skipped as unreadable")
-    tallies: dict[str, _Tally] = {}
-    num_classes = 0
-    bar = tqdm(total=len(features), unit="img", desc="scoring", disable=not progress)
-    for _, chunk in features.chunks(chunk_size):
-        image_emb = chunk.image_emb.float()
-        crop_emb = chunk.crop_emb.float() if any(h.uses_crops for h in heads.values()) else None
-        labels = chunk.labels.long()
-        keep = chunk.valid
-        if not bool(keep.all()):
-            image_emb, labels = image_emb[keep], labels[keep]
-            crop_emb = None if crop_emb is None else crop_emb[keep]
-        for name, head in heads.items():
-            for runs, logits in _scored_runs(head, image_emb, crop_emb, indices):
-                if name not in tallies:
-                    if labels_all.max() >= logits.shape[1]:
-                        raise ValueError(
-                            f"method {name!r} scores {logits.shape[1]} classes but labels go up "
-                            f"to {int(labels_all.max())}"
-                        )
-                    num_classes = max(num_classes, logits.shape[1])
-                    tallies[name] = _Tally(n_run, logits.shape[1])
-                tallies[name].add(runs, logits, labels, subset)
-        bar.update(len(chunk))
-    bar.close()
-
+    subset = None if class_subset is None else torch.as_tensor(sorted(class_subset))
+    valid = features.valid
+    labels_all = features.labels.long()[valid]  # skipped images do not count
     count = len(labels_all)
-    per_class_total = torch.bincount(labels_all, minlength=num_classes)
-    results = {}
-    for name, tally in tallies.items():
-        totals = per_class_total[: tally.per_class.shape[1]]
-        per_class = (tally.per_class.double().mean(0) / totals.clamp(min=1) * 100).tolist()
-        results[name] = MethodResult(
-            method=name,
-            top1=(tally.top1.double() / count * 100).tolist(),
-            top5=(tally.top5.double() / count * 100).tolist(),
-            per_class_top1=[
-                value if total else None
-                for value, total in zip(per_class, totals.tolist(), strict=True)
-            ],
-            uses_crops=bool(heads[name].uses_crops),
-        )
+    if count == 0:
+        raise ValueError("no images to score: every image was skipped as unreadable")
+    if subset is not None and not bool(torch.isin(labels_all, subset).all()):
+        raise ValueError("class_subset: some images' labels are not in the subset")
+    position_of = torch.cumsum(valid.long(), 0) - 1  # an image's place among the valid ones
+    tallies: dict[str, _Tally] = {}
+
+    def tally(name: str, runs, logits: Tensor, labels: Tensor, positions: Tensor) -> None:
+        if name not in tallies:
+            if labels_all.max() >= logits.shape[1]:
+                raise ValueError(
+                    f"method {name!r} scores {logits.shape[1]} classes but labels go up to "
+                    f"{int(labels_all.max())}"
+                )
+            tallies[name] = _Tally(n_run, logits.shape[1], count)
+        targets = labels
+        if subset is not None:  # choose among the subset's classes
+            logits, targets = logits[:, subset], torch.searchsorted(subset, labels)
+        probs = class_probabilities(heads[name], logits.float(), logit_scale)
+        if not bool(torch.isfinite(probs).all()):
+            raise ValueError(f"method {name!r} gave non-finite scores")
+        tallies[name].add(runs, logits, probs, targets, labels, positions)
+
+    per_image = {name: head for name, head in heads.items() if not getattr(head, "online", False)}
+    online = {name: head for name, head in heads.items() if name not in per_image}
+    total = len(features) * bool(per_image) + count * n_run * len(online)
+    bar = tqdm(total=total, unit="img", desc="scoring", disable=not progress)
+    if per_image:
+        needs_crops = any(head.uses_crops for head in per_image.values())
+        for start, chunk in features.chunks(chunk_size):
+            keep = chunk.valid
+            image_emb, labels = chunk.image_emb.float()[keep], chunk.labels.long()[keep]
+            crop_emb = chunk.crop_emb.float()[keep] if needs_crops else None
+            positions = position_of[start : start + len(chunk)][keep]
+            for name, head in per_image.items():
+                for runs, logits in _scored_runs(head, image_emb, crop_emb, indices):
+                    tally(name, runs, logits, labels, positions)
+            bar.update(len(chunk))
+    rows = valid.nonzero().flatten()
+    for name, head in online.items():
+        for run in range(n_run):
+            stream = head.stream(count)
+            order = stream_order(count, seed, run)
+            for lo in range(0, count, chunk_size):
+                positions = order[lo : lo + chunk_size]
+                crops = indices[run] if head.uses_crops else None
+                image_emb, crop_emb = features.take(rows[positions], crops)
+                logits = stream.logits(
+                    image_emb.float(), None if crop_emb is None else crop_emb.float()
+                )
+                tally(name, [run], logits, labels_all[positions], positions)
+                bar.update(len(positions))
+    bar.close()
+    per_class_total = torch.bincount(
+        labels_all, minlength=max(t.per_class.shape[1] for t in tallies.values())
+    )
     return Evaluation(
-        methods=results,
+        methods={
+            name: tallies[name].result(name, head, count, per_class_total)
+            for name, head in heads.items()
+        },
         n_images=count,
         n_run=n_run,
         patch_n=patch_n,
@@ -283,43 +361,36 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
-def benchmark_fields(
-    evaluation: Evaluation, dataset: str, model: str, pretrained: str, primary: str
-) -> dict[str, Any]:
-    """clip_benchmark's fields of a result file (``clip_benchmark build`` reads them): the
-    ``metrics`` of the ``primary`` method, and ours, ``metrics_by_method``, for every method."""
-    if primary not in evaluation.methods:
-        raise ValueError(
-            f"primary method {primary!r} was not evaluated (methods: "
-            f"{', '.join(evaluation.methods)})"
-        )
-    return {
-        "dataset": dataset,
-        "model": model,
-        "pretrained": pretrained,
-        "task": "zeroshot_classification",
-        "language": "en",
-        "metrics": evaluation.methods[primary].metrics(),
-        "primary_method": primary,
-        "metrics_by_method": {
-            name: result.metrics() for name, result in evaluation.methods.items()
-        },
-    }
-
-
-def write_json(
+def result_file(
     evaluation: Evaluation,
-    path: str | Path,
-    config: Mapping[str, Any],
-    benchmark: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write results, the full resolved ``config`` and library versions as JSON (atomically);
-    ``benchmark`` (see :func:`benchmark_fields`) goes first, at the top level."""
-    document = {
-        **(benchmark or {}),
-        "results": evaluation.to_dict(),
-        "config": dict(config),
-        "versions": library_versions(),
+    settings: Mapping[str, Any],
+    *,
+    dataset: str,
+    model: str,
+    pretrained: str,
+    primary: str | None = None,
+) -> schema.ResultFile:
+    """The result file of ``evaluation``: clip_benchmark's fields (``metrics`` of the
+    ``primary`` method, default ``wca`` if scored, else the first), ours (``metrics_by_method``,
+    ``results``), the ``settings`` that made it and the library versions."""
+    results = evaluation.to_schema()
+    primary = primary or ("wca" if "wca" in results.methods else next(iter(results.methods)))
+    if primary not in results.methods:
+        raise ValueError(
+            f"primary method {primary!r} was not evaluated (methods: {', '.join(results.methods)})"
+        )
+    by_method = {
+        name: schema.metrics_of(method.model_dump(), method.calibration)
+        for name, method in results.methods.items()
     }
-    text = json.dumps(document, indent=1, default=str, allow_nan=False)
-    return write_atomic(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+    return schema.ResultFile(
+        dataset=dataset,
+        model=model,
+        pretrained=pretrained,
+        metrics=by_method[primary],
+        primary_method=primary,
+        metrics_by_method=by_method,
+        results=results,
+        config=schema.Settings(**settings),
+        versions=library_versions(),
+    )

@@ -1,20 +1,30 @@
-"""Sweeps over models x datasets: names in result files, output paths, finished cells.
+"""Sweeps over models x datasets x data roots: planning the cells, running them, and the
+pieces that need no model or data.
 
-A sweep is a list of cells, one per (model, dataset); each writes one result file whose path
-comes from a template such as ``results/{dataset}__{model}__{protocol}.json``. This module holds
-the pieces that need no model or data: reading name lists, making model specs absolute,
-splitting a spec into clip_benchmark's ``model`` and ``pretrained``, filling the template with
-path-safe values, and telling whether a result file is already complete.
+A sweep is a list of cells, one per (model, dataset, data root); each writes one result file
+whose path comes from a template such as ``results/{dataset}__{model}__{protocol}.json``.
+:func:`plan` resolves and checks every cell's settings before any work; :func:`run` runs them
+(:func:`wca.pipeline.run_cell`), loading each model once for consecutive cells, going on past a
+failed cell, and under torchrun spreading the cells over the ranks as clip_benchmark's
+``--distributed`` does. The rest: reading name lists, making model specs absolute, splitting a
+spec into clip_benchmark's ``model`` and ``pretrained``, filling the template with path-safe
+values, and telling whether a result file is already complete.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from wca.errors import SettingError
+
+log = logging.getLogger("wca")
 
 DEFAULT_OUTPUT = "results/{dataset}__{model}__{protocol}.json"
 OUTPUT_FIELDS = ("dataset", "model", "pretrained", "protocol", "split", "n_run", "patch_n", "seed")
@@ -23,7 +33,7 @@ OPEN_CLIP_BIN = "open_clip_pytorch_model.bin"
 # Settings of a result file that must match for --skip-existing to reuse it.
 SETTINGS_COMPARED = (
     "dataset", "split", "model", "alpha", "beta", "n_samples", "crop_strategy", "n_run",
-    "patch_n", "seed", "protocol", "fidelity", "half", "methods",
+    "patch_n", "seed", "protocol", "fidelity", "half", "methods", "dataset_name", "precision",
 )  # fmt: skip
 
 
@@ -173,3 +183,195 @@ def weights_file(spec: str) -> str | None:
         if isinstance(found, str):
             return found
     return None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (model, dataset, data root) of a sweep: its settings and result file."""
+
+    config: Any  # wca.config.EvalConfig
+    output: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.config.dataset_name or self.config.dataset} x {self.config.model_spec}"
+
+
+def cell_settings(config, precision: str) -> dict[str, Any]:
+    """The settings a result file records and :func:`finished` compares: the config (no
+    model_size when a spec was given, see ``EvalConfig.to_dict``) with the absolute data path,
+    and the precision it ran at."""
+    settings = config.to_dict()
+    settings["data_path"] = str(Path(config.data_path).expanduser().resolve())
+    settings["precision"] = precision
+    return settings
+
+
+def _names(given: Sequence[str] | None) -> list[str | None]:
+    return list(given or []) or [None]  # None: from the config file or the defaults
+
+
+def plan(
+    models: Sequence[str] | None,
+    datasets: Sequence[str] | None,
+    data_roots: Sequence[str] | None,
+    *,
+    template: str = DEFAULT_OUTPUT,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    settings: Sequence[str] = (),
+    primary_method: str | None = None,
+    flag: Callable[[str], str] = str,
+    setting: Callable[[str], str] = str,
+) -> list[Cell]:
+    """Every cell of models x datasets x data roots (a root may hold ``{dataset}``), settings
+    resolved (:func:`wca.config.resolve_config`) and checked before any work starts; two cells
+    may not write the same file. ``flag``/``setting`` name where values came from in errors."""
+    from wca.config import resolve_config
+    from wca.configs import config_path, read_config_file
+    from wca.evaluate import run_indices
+    from wca.pipeline import dataset_name
+
+    check_template(template)
+    datasets, roots = _names(datasets), _names(data_roots)
+    if any(r and "{dataset}" not in r for r in roots) and len(set(datasets)) > 1:
+        raise SettingError("data_path", f"several datasets need {{dataset}} in {', '.join(roots)}")
+    config_file = None if config_file is None else config_path(config_file).resolve()
+    cells: list[Cell] = []
+    for model in _names(models):
+        for dataset in datasets:
+            named = dataset or (read_config_file(config_file).get("dataset") if config_file else "")
+            for root in roots:
+                values = dict(overrides or {})
+                values["model"] = None if model is None else absolute_spec(model)
+                if root is not None:
+                    path = Path(root.replace("{dataset}", str(named or ""))).expanduser()
+                    values["data_path"] = str(path.resolve())
+                config = resolve_config(
+                    dataset, config_file, values, settings, flag=flag, setting=setting
+                )
+                if not config.dataset:
+                    raise SettingError("dataset", "not set (a name, or dataset: in a config)")
+                if not config.data_path:
+                    raise SettingError("data_path", "not set (where the dataset is)")
+                enabled = [method.name for method in config.enabled_methods()]
+                if not enabled:
+                    raise SettingError("methods", "every method is disabled (enable one)")
+                if primary_method and primary_method not in enabled:
+                    raise SettingError(
+                        "primary_method",
+                        f"{primary_method} is not among the methods ({', '.join(enabled)})",
+                    )
+                run_indices(
+                    config.n_samples, config.n_run, config.patch_n, config.seed, config.protocol
+                )
+                fields = {**config.model_dump(), **model_fields(config.model_spec)}
+                fields["model"] = config.model_spec  # the whole spec: two checkpoints stay apart
+                fields["dataset"] = dataset_name(config)
+                cells.append(Cell(config, output_path(template, fields).resolve()))
+    seen: dict[Path, Cell] = {}
+    for cell in cells:
+        if cell.output in seen:
+            raise SettingError(
+                "output",
+                f"{template}: {seen[cell.output].label} and {cell.label} would both write "
+                f"{cell.output}; add {{dataset}} and {{model}} to the template",
+            )
+        seen[cell.output] = cell
+    return cells
+
+
+@dataclass
+class Summary:
+    """What a sweep did, cell by cell (labels)."""
+
+    cells: int = 0
+    reports: bool = True  # False on torchrun ranks other than 0
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        failed = f" ({'; '.join(self.failed)})" if self.failed else ""
+        return (
+            f"sweep: {self.cells} cells, {len(self.written)} written, {len(self.skipped)} "
+            f"skipped, {len(self.failed)} failed{failed}"
+        )
+
+
+def one_line(error: BaseException) -> str:
+    """An error as one line: input errors by their message, others with their type."""
+    message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    text = " ".join(str(message).split())
+    input_errors = (FileNotFoundError, ValueError, KeyError)
+    return text if isinstance(error, input_errors) else f"{type(error).__name__}: {text}"
+
+
+def run(
+    cells: Sequence[Cell],
+    options=None,
+    *,
+    skip_existing: bool = False,
+    primary_method: str | None = None,
+    on_result: Callable[[Cell, Any], None] | None = None,
+) -> Summary:
+    """Run every cell (:func:`wca.pipeline.run_cell`), each model loaded once for consecutive
+    cells; a failed cell is logged in one line and the others go on. ``skip_existing`` passes
+    over cells whose file is complete with the same settings. Under torchrun with several cells,
+    rank ``r`` runs cells ``i % world_size == r`` whole (clip_benchmark's way) and rank 0
+    reports for all; with one cell, the ranks share its feature pass."""
+    from wca.features.distributed import join, launched
+    from wca.options import RunOptions
+    from wca.pipeline import load_model, run_cell
+
+    options = RunOptions() if options is None else options
+    ranks = None
+    if launched() and len(cells) > 1:
+        from wca.encoders.base import resolve_device
+        from wca.features.distributed import rank_device
+
+        ranks = join(resolve_device(rank_device(options.device)), options.dist_timeout)
+    summary = Summary(cells=len(cells))
+    loaded: tuple[Any, Any] = (None, None)  # (model spec, encoder)
+    for index, cell in enumerate(cells):
+        if ranks is not None and index % ranks.world_size != ranks.rank:
+            continue
+        if skip_existing:
+            why = finished(cell.output, cell_settings(cell.config, options.precision))
+            if why is None:
+                log.info(f"skip {cell.label}: {cell.output} is complete")
+                summary.skipped.append(cell.label)
+                continue
+            if why != "not there":
+                log.info(f"redo {cell.label}: {cell.output}: {why}")
+        try:
+            if loaded[0] != cell.config.model_spec:
+                loaded = (None, None)  # free the previous model first
+                loaded = (cell.config.model_spec, load_model(cell.config, options))
+            result = run_cell(
+                cell.config,
+                options,
+                encoder=loaded[1],
+                output=cell.output,
+                primary_method=primary_method,
+                split_shards=ranks is None,
+            )
+        except (Exception, KeyboardInterrupt) as error:
+            if isinstance(error, KeyboardInterrupt) or len(cells) == 1:
+                raise
+            log.error(f"error: {cell.label}: {one_line(error)}")
+            summary.failed.append(cell.label)
+            continue
+        if result is not None:
+            summary.written.append(cell.label)
+            if on_result is not None:
+                on_result(cell, result)
+    if ranks is not None:
+        ranks.barrier("the sweep")
+        summary.reports = ranks.rank == 0
+        mine = set(summary.written + summary.skipped + summary.failed)
+        for cell in cells:  # the other ranks' cells, as their files say
+            if cell.label not in mine:
+                done = finished(cell.output, cell_settings(cell.config, options.precision)) is None
+                (summary.written if done else summary.failed).append(cell.label)
+    return summary

@@ -13,6 +13,7 @@ import logging
 import sys
 
 from wca import __version__
+from wca.errors import RankError, SettingError
 
 # Modules under wca.cli that contribute sub-commands, in the order --help lists them.
 COMMAND_MODULES = (
@@ -32,11 +33,6 @@ COMMAND_MODULES = (
 
 class UsageError(Exception):
     """Bad input from the user: printed as one clear line, exit status 2."""
-
-
-class StepFailed(Exception):
-    """A step failed for a reason outside the input (another torchrun rank died): printed as
-    one line, exit status 1."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,11 +95,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.handler(args)
+    except SettingError as error:  # the library names the setting; we name its flag
+        from wca.cli.options import flag_name
+
+        print(f"wca: error: {flag_name(error.setting)}: {error.reason}", file=sys.stderr)
+        return 2
     except (UsageError, FileNotFoundError, ValueError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"wca: error: {message}", file=sys.stderr)
         return 2
-    except StepFailed as error:
+    except RankError as error:  # another torchrun rank failed or never arrived
         print(f"wca: error: {error}", file=sys.stderr)
         return 1
     except OSError as error:  # disk full, a directory where a file goes, no permission...

@@ -12,6 +12,7 @@ from wca.cli.options import (
     apply_image_limit,
     build_classifier,
     class_options,
+    classifier_crops,
     describe,
     image_limit_option,
     image_paths,
@@ -110,21 +111,22 @@ def evidence(prediction) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wca.classifier import CLIP_PROMPT, check_settings
+    from wca.defaults import LABEL_TEMPLATE
 
     classnames = read_classes(args)
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
-    check_settings(n_crops=args.n_crops, alpha=args.alpha, seed=args.seed)
+    crops = classifier_crops(args)
     images = image_paths(args.images)
     apply_image_limit(args)
     if args.model and args.descriptions is None:
         log.info(
             f"no --descriptions: each class is described by the CLIP prompt "
-            f"{CLIP_PROMPT.format('{class}')!r} alone (`wca describe` writes richer ones)"
+            f"{LABEL_TEMPLATE.format('{class}')!r} alone (`wca describe` writes richer ones)"
         )
+    duplicates = args.allow_duplicate_classes
     classifier = build_classifier(
-        args, classnames, fidelity=args.fidelity, allow_duplicates=args.allow_duplicate_classes
+        args, classnames, crops, fidelity=args.fidelity, allow_duplicates=duplicates
     )
     document, failed, explained = [], 0, []
     results = classifier.predict_each(images, top_k=args.top_k, progress=not args.no_progress)

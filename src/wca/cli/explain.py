@@ -9,6 +9,7 @@ from wca.cli import UsageError
 from wca.cli.options import (
     build_classifier,
     class_options,
+    classifier_crops,
     describe,
     image_paths,
     model_options,
@@ -60,7 +61,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wca.classifier import check_settings
     from wca.explain import write_explanations
 
     classnames = read_classes(args)
@@ -68,9 +68,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     if args.label is not None and args.label not in classnames:
         raise UsageError(f"--label {args.label!r} is not one of the {len(classnames)} classes")
-    check_settings(n_crops=args.n_crops, alpha=args.alpha, seed=args.seed)
+    crops = classifier_crops(args)
     images = image_paths(args.images)
-    classifier = build_classifier(args, classnames)
+    classifier = build_classifier(args, classnames, crops)
     written = write_explanations(classifier, images, args.out, args.label, args.top_k)
     print(f"wrote {len(written)} files to {args.out}; open {written[-1]}")
     return 0

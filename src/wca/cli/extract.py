@@ -6,15 +6,17 @@ import argparse
 import time
 from pathlib import Path
 
+from wca.cli import UsageError
 from wca.cli.options import (
+    config_overrides,
     crop_options,
     data_options,
     describe,
-    extract,
-    load_dataset,
-    load_encoder,
+    flag_name,
+    log,
     model_options,
-    resolve,
+    run_options,
+    setting_label,
 )
 
 
@@ -56,11 +58,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = resolve(args, protocol_flags=False)
-    dataset = load_dataset(config, args)
-    encoder = load_encoder(args, config.model_spec, config.batch_size)
+    from wca.config import resolve_config
+    from wca.pipeline import extract, load_cell_dataset, load_model
+
+    options = run_options(args)
+    overrides = config_overrides(args, protocol_flags=False)
+    overrides.update(model=args.model, data_path=args.data_root)
+    config = resolve_config(
+        args.dataset, args.config, overrides, args.set, flag=flag_name, setting=setting_label
+    )
+    if not config.dataset or not config.data_path:
+        raise UsageError("no dataset or data root: pass --dataset NAME and --data-root DIR")
+    for note in config.notes:
+        log.info(note)
+    dataset = load_cell_dataset(config, options)
+    encoder = load_model(config, options)
     started = time.perf_counter()
-    features = extract(config, args, encoder, dataset)
+    features = extract(config, options, encoder, dataset)
     if features is None:  # a rank other than 0 of a torchrun: its shards are done
         return 0
     seconds = time.perf_counter() - started

@@ -1,4 +1,6 @@
-"""Option groups and steps that several commands share: data, model, crops, settings, texts."""
+"""Option groups that several commands share, and the mapping from flags to the library's
+settings (:class:`wca.config.EvalConfig`, :class:`wca.options.RunOptions`, ``CropSpec``) and
+back (:func:`flag_name`, for errors that name a setting)."""
 
 from __future__ import annotations
 
@@ -10,21 +12,29 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from wca.cli import StepFailed, UsageError
+from wca import defaults
+from wca.cli import UsageError
 
 log = logging.getLogger("wca")
-IMAGENET_FAMILY = ("imagenet", "imagenetv2", "imagenet-sketch", "imagenet-r", "imagenet-a")
-
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# settings whose flag is not --<setting with dashes>
+FLAGS = {
+    "n": "--n-crops",
+    "n_samples": "--n-crops",
+    "n_crops": "--n-crops",
+    "strategy": "--crop-strategy",
+    "data_path": "--data-root",
+    "half": "--fp16-cache",
+    "bad_images": "--skip-bad-images",
+    "allow_duplicates": "--allow-duplicate-classes",
+}
 
 
-def default_cache_dir() -> Path:
-    """``$WCA_CACHE_DIR/features``, else ``$XDG_CACHE_HOME/wca/features`` (``~/.cache``)."""
-    if os.environ.get("WCA_CACHE_DIR"):
-        return Path(os.environ["WCA_CACHE_DIR"]) / "features"
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "wca" / "features"
+def flag_name(setting: str) -> str:
+    """The flag that sets ``setting`` (``methods.wca.image_scale``: ``--image-scale``)."""
+    key = setting.rsplit(".", 1)[-1]
+    return FLAGS.get(key, "--" + key.replace("_", "-"))
 
 
 def describe(paragraph: str, examples: str) -> str:
@@ -33,7 +43,7 @@ def describe(paragraph: str, examples: str) -> str:
 
 
 def data_options(parser: argparse.ArgumentParser, many: bool = False) -> None:
-    """``many``: ``--dataset`` may be repeated (a sweep), giving a list."""
+    """``many``: ``--dataset`` and ``--data-root`` may be repeated (a sweep), giving lists."""
     group = parser.add_argument_group("data")
     group.add_argument(
         "--dataset",
@@ -44,9 +54,15 @@ def data_options(parser: argparse.ArgumentParser, many: bool = False) -> None:
     )
     group.add_argument(
         "--data-root",
-        type=Path,
+        action="append" if many else "store",
         metavar="DIR",
-        help="where the dataset is, as downloaded (or data_path in --config)",
+        help=("repeatable; " if many else "")
+        + "where the dataset is, as downloaded (or data_path in --config)",
+    )
+    group.add_argument(
+        "--dataset-name",
+        metavar="NAME",
+        help="the dataset's name in results (default: an image folder's own folder name)",
     )
     group.add_argument("--split", help="split to read (default: the paper's test split)")
     group.add_argument(
@@ -103,7 +119,11 @@ def apply_image_limit(args: argparse.Namespace) -> None:
 
 
 def model_options(
-    parser: argparse.ArgumentParser, with_workers: bool = True, many: bool = False
+    parser: argparse.ArgumentParser,
+    with_workers: bool = True,
+    many: bool = False,
+    model_help: str = "the model: open_clip:ARCH/TAG, open_clip:hf-hub:org/name, "
+    "open_clip:ARCH@/path.pt, hf:org/name, hf:/dir",
 ) -> None:
     """``many``: ``--model`` may be repeated (a sweep), giving a list."""
     group = parser.add_argument_group("model and speed")
@@ -111,33 +131,33 @@ def model_options(
         "--model",
         metavar="SPEC",
         action="append" if many else "store",
-        help=("repeatable; " if many else "")
-        + "open_clip:ViT-B-32/openai, open_clip:hf-hub:org/name, "
-        "open_clip:ARCH@/path.pt, hf:openai/clip-vit-base-patch32, hf:/dir "
-        "(eval default: the OpenAI weights of model_size in --config)",
+        help=("repeatable; " if many else "") + model_help,
     )
     group.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda:0")
     group.add_argument(
         "--precision",
-        default="fp32",
+        default=defaults.PRECISION,
         choices=("fp32", "fp16", "bf16"),
-        help="model precision (fp16 on GPUs only; default fp32)",
+        help=f"model precision (fp16 on GPUs only; default {defaults.PRECISION})",
     )
     group.add_argument(
         "--batch-size",
         type=int,
-        help="views per encoder forward pass (default 256; no effect on results)",
+        help=f"views per encoder pass (default {defaults.BATCH_SIZE}; no effect on results)",
     )
     if with_workers:
         group.add_argument(
             "--num-workers",
             type=int,
-            default=0,
+            default=defaults.NUM_WORKERS,
             help="loader processes decoding images and making crops (default 0:"
             " one background thread)",
         )
         group.add_argument(
-            "--shard-size", type=int, default=1000, help="images per cache shard (default 1000)"
+            "--shard-size",
+            type=int,
+            default=defaults.SHARD_SIZE,
+            help=f"images per cache shard (default {defaults.SHARD_SIZE})",
         )
         group.add_argument(
             "--views-on-device",
@@ -193,11 +213,8 @@ def crop_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def resolve(args: argparse.Namespace, protocol_flags: bool):
-    from wca.config import resolve_config
-
-    apply_image_limit(args)
-
+def config_overrides(args: argparse.Namespace, protocol_flags: bool) -> dict[str, Any]:
+    """The config keys the flags set (None: not given)."""
     overrides: dict[str, Any] = {
         "alpha": args.alpha,
         "beta": args.beta,
@@ -208,157 +225,43 @@ def resolve(args: argparse.Namespace, protocol_flags: bool):
         "crop_strategy": args.crop_strategy,
         "fidelity": args.fidelity,
         "half": args.half,
-        "model": args.model,
-        "data_path": None if args.data_root is None else str(args.data_root),
+        "dataset_name": args.dataset_name,
     }
-    settings = list(args.set)
     if protocol_flags:
         overrides.update(
             n_run=args.n_run, patch_n=args.patch_n, protocol=args.protocol, methods=args.methods
         )
         for flag in ("image_scale", "text_scale"):
             overrides[f"methods.wca.{flag}"] = getattr(args, flag)
-    config = resolve_config(args.dataset, args.config, overrides, settings)
-    if not config.dataset:
-        raise UsageError("no dataset: pass --dataset NAME (or dataset: in --config)")
-    if not config.data_path:
-        raise UsageError("no data root: pass --data-root DIR (or data_path: in --config)")
-    for note in config.notes:
-        log.info(note)
-    return config
+    return overrides
 
 
-def model_temperature(method: str, encoder) -> dict[str, float]:
-    """``logit_scale``: the encoder's own, for the heads that take one (zero, mta, awt)."""
-    from wca.methods.registry import options_model
+def run_options(args: argparse.Namespace) -> Any:
+    """The :class:`wca.options.RunOptions` of the flags (paths made absolute)."""
+    from wca.options import RunOptions
 
-    takes = "logit_scale" in options_model(method).model_fields
-    return {"logit_scale": float(encoder.logit_scale)} if takes else {}
-
-
-def build_heads(config, sources, encoder, allow_duplicates: bool) -> dict[str, Any]:
-    """The heads of the enabled methods; a default method whose texts the task lacks (no
-    clip-e.json, no word list) is skipped with one line, a method asked for by name fails."""
-    from wca.methods import build_head
-    from wca.methods.registry import MissingTextSource
-
-    heads = {}
-    for method in config.enabled_methods():
-        options = {**model_temperature(method.name, encoder), **method.options}
-        try:
-            heads[method.name] = build_head(
-                method.name,
-                encoder.encode_texts,
-                sources,
-                allow_duplicates=allow_duplicates,
-                **options,
-            )
-        except MissingTextSource as error:
-            if config.named(method.name):
-                raise
-            log.info(f"skipped {method.name}: {error}")
-    if not heads:
-        raise UsageError("no method can run on these texts (see the lines above)")
-    return heads
-
-
-def load_dataset(config, args: argparse.Namespace):
-    from wca.datasets import load_dataset
-
-    return load_dataset(
-        config.dataset, config.data_path, config.split, descriptions_dir=args.descriptions_dir
+    apply_image_limit(args)
+    absolute = lambda path: None if path is None else path.expanduser().resolve()  # noqa: E731
+    cache = None if args.no_cache else (absolute(args.cache_dir) or defaults.cache_dir("features"))
+    return RunOptions(
+        device=args.device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        shard_size=args.shard_size,
+        views_on_device=args.views_on_device,
+        cache_dir=cache,
+        dist_timeout=args.dist_timeout,
+        descriptions_dir=absolute(args.descriptions_dir),
+        descriptions=absolute(args.descriptions),
+        bad_images="skip" if getattr(args, "skip_bad_images", False) else "stop",
+        allow_duplicate_classes=getattr(args, "allow_duplicate_classes", False),
+        progress=not args.no_progress,
     )
 
 
-def text_sources(dataset, args: argparse.Namespace):
-    """The texts of every method and where they came from.
-
-    ``--descriptions FOLDER`` replaces the dataset's folder of the descriptions directory;
-    ``--descriptions FILE`` replaces only its sentences (cupl, wca). Class names come from the
-    folder when it has its own lists, else from the dataset; ImageNet and its variants use
-    ImageNet's lists (CuPL names; OpenAI names for clip-d and waffle), as the authors do.
-    """
-    from wca.datasets import resolve_descriptions_dir
-    from wca.descriptions import load_descriptions
-    from wca.methods import TextSources, load_text_sources
-
-    folder = None
-    if args.descriptions is not None and args.descriptions.is_dir():
-        folder = args.descriptions
-    elif dataset.descriptions_name:
-        directory, _ = resolve_descriptions_dir(args.descriptions_dir)
-        folder = directory / dataset.descriptions_name
-    if folder is None or (args.descriptions is not None and not folder.is_dir()):
-        if args.descriptions is None:
-            raise UsageError(
-                f"{dataset.name}: no descriptions for these classes: pass --descriptions FOLDER "
-                "or a {class: [sentence, ...]} JSON file"
-            )
-        sources = TextSources(list(dataset.classnames))
-    else:
-        own_names = any((folder / n).is_file() for n in ("classnames.json", "classnames-cupl.json"))
-        sources = load_text_sources(folder, None if own_names else list(dataset.classnames))
-        names = folder.parent / "imagenet"
-        if dataset.name in IMAGENET_FAMILY and (names / "classnames-openai.json").is_file():
-            # the authors score every ImageNet variant with ImageNet's name lists
-            imagenet = load_text_sources(names)
-            sources.classnames, sources.classnames_for = (
-                imagenet.classnames,
-                imagenet.classnames_for,
-            )
-    if len(sources.classnames) != len(dataset.classnames):
-        raise ValueError(
-            f"{folder}: {len(sources.classnames)} class names, the dataset has "
-            f"{len(dataset.classnames)}"
-        )
-    if args.descriptions is not None and not args.descriptions.is_dir():
-        sources.sentences = load_descriptions(args.descriptions)
-        return sources, args.descriptions if folder is None else f"{folder} + {args.descriptions}"
-    return sources, folder
-
-
-def load_encoder(args: argparse.Namespace, spec: str, batch_size: int | None):
-    from wca.encoders import load_encoder
-    from wca.features.distributed import rank_device
-
-    device = rank_device(args.device)  # under torchrun: cuda:LOCAL_RANK
-    return load_encoder(spec, device=device, precision=args.precision, batch_size=batch_size)
-
-
-def extract(config, args: argparse.Namespace, encoder, dataset):
-    """The features of every image; under torchrun, on rank 0 only (the other ranks: None)."""
-    from wca.features import extract_features
-    from wca.features.distributed import RankError, join
-
-    if args.num_workers < 0:
-        raise UsageError(f"--num-workers must be >= 0, got {args.num_workers}")
-    try:
-        return extract_features(
-            encoder,
-            dataset,
-            config.n_samples,
-            config.crop_alpha,
-            config.beta,
-            config.seed,
-            None if args.no_cache else (args.cache_dir or default_cache_dir()),
-            batch_size=config.batch_size,
-            num_workers=args.num_workers,
-            shard_size=args.shard_size,
-            fidelity=config.fidelity,
-            half=config.half,
-            strategy=config.crop_strategy,
-            progress=not args.no_progress,
-            on_bad_image=getattr(args, "on_bad_image", None),
-            views_on_device=args.views_on_device,
-            ranks=join(encoder.device, args.dist_timeout),
-        )
-    except RankError as error:  # another rank failed or never arrived
-        raise StepFailed(str(error)) from error
-
-
-def slug(text: str) -> str:
-    keep = "".join(c if c.isalnum() or c in "-._" else "-" for c in text)
-    return "-".join(part for part in keep.split("-") if part)[-80:]
+def setting_label(text: str) -> str:
+    return f"--set {text}"
 
 
 def class_options(parser: argparse.ArgumentParser) -> None:
@@ -404,20 +307,30 @@ def image_paths(arguments: list[Path]) -> list[Path]:
     return paths
 
 
-def build_classifier(args: argparse.Namespace, classnames: list[str], **options: Any):
-    """The WCA classifier of ``--model``, ``--descriptions``, ``--n-crops``, ``--alpha`` and
-    ``--seed`` (classify, explain); ``options`` go to :class:`wca.WCAClassifier` as well."""
+def load_encoder(args: argparse.Namespace, spec: str):
+    """The encoder of ``spec`` with ``--device`` (this rank's under torchrun), ``--precision``
+    and ``--batch-size``."""
+    from wca.encoders import load_encoder
+    from wca.features.distributed import rank_device
+
+    device = rank_device(args.device)
+    return load_encoder(spec, device=device, precision=args.precision, batch_size=args.batch_size)
+
+
+def classifier_crops(args: argparse.Namespace):
+    """The crops of ``--n-crops``, ``--alpha`` and ``--seed`` (classify, explain), checked
+    before any work."""
+    from wca.crops import CropSpec
+
+    return CropSpec(n=args.n_crops, alpha=args.alpha, seed=args.seed)
+
+
+def build_classifier(args: argparse.Namespace, classnames: list[str], crops, **options: Any):
+    """The WCA classifier of ``--model`` and ``--descriptions`` with ``crops`` (classify,
+    explain); ``options`` go to :class:`wca.WCAClassifier` as well."""
     from wca.classifier import WCAClassifier
 
     if not args.model:
         raise UsageError("no model: pass --model SPEC, e.g. open_clip:ViT-B-32/openai")
-    encoder = load_encoder(args, args.model, args.batch_size)
-    return WCAClassifier(
-        encoder,
-        classnames,
-        args.descriptions,
-        n_crops=args.n_crops,
-        alpha=args.alpha,
-        seed=args.seed,
-        **options,
-    )
+    encoder = load_encoder(args, args.model)
+    return WCAClassifier(encoder, classnames, args.descriptions, crops=crops, **options)

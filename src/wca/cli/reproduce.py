@@ -7,8 +7,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from wca import defaults
 from wca.cli import UsageError
-from wca.cli.options import IMAGENET_FAMILY, describe
+from wca.cli.options import describe, flag_name
+from wca.defaults import IMAGENET_FAMILY
 
 PAPER_MODELS = ("ViT-B-32/openai", "ViT-B-16/openai", "ViT-L-14/openai")
 CELL_OUTPUT = "{dataset}__{model}__{protocol}.json"
@@ -81,7 +83,7 @@ def model_specs(lists: list[str] | None) -> list[str]:
 
 def config_files(folder: Path | None, datasets: str | None) -> list[Path]:
     """The config files of the run, every one of the folder or those of ``datasets``."""
-    from wca.config import PACKAGED_CONFIGS
+    from wca.configs import PACKAGED_CONFIGS
 
     folder = PACKAGED_CONFIGS if folder is None else folder
     files = {path.stem: path for path in sorted(Path(folder).glob("*.yaml"))}
@@ -99,45 +101,56 @@ def config_files(folder: Path | None, datasets: str | None) -> list[Path]:
     return [files[name] for name in wanted]
 
 
-def eval_argv(args: argparse.Namespace, config: Path, models: list[str]) -> list[str]:
-    """The `wca eval` command line of one config."""
-    argv = ["eval", "--config", str(config), "--data-root", args.data_root, "--skip-existing"]
-    argv += ["--output", str(args.output_dir / CELL_OUTPUT), "--num-workers", str(args.num_workers)]
-    argv += ["--device", args.device, "--precision", args.precision]
-    for model in models:
-        argv += ["--model", model]
-    for flag in ("descriptions_dir", "cache_dir", "batch_size"):
-        if getattr(args, flag) is not None:
-            argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    if args.no_progress:
-        argv.append("--no-progress")
-    if config.stem in IMAGENET_FAMILY:
-        from wca.datasets import resolve_descriptions_dir
+def config_options(options, config: Path):
+    """The run options of one config: ImageNet and its variants score with the published name
+    lists (which repeat names) and CuPL's own ImageNet sentences where the descriptions
+    directory has them (no CuPL set of the WCA authors is public)."""
+    from wca.datasets import resolve_descriptions_dir
 
-        argv.append("--allow-duplicate-classes")
-        cupl = resolve_descriptions_dir(args.descriptions_dir)[0] / IMAGENET_CUPL
-        if cupl.is_file():
-            argv += ["--descriptions", str(cupl)]
-    return argv
+    if config.stem not in IMAGENET_FAMILY:
+        return options
+    cupl = resolve_descriptions_dir(options.descriptions_dir)[0] / IMAGENET_CUPL
+    return options.model_copy(
+        update={"allow_duplicate_classes": True, "descriptions": cupl if cupl.is_file() else None}
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from wca.cli import build_parser
+    from wca import sweep
     from wca.cli.report import print_report
+    from wca.options import RunOptions
 
     if "{dataset}" not in args.data_root:
         raise UsageError(f"--data-root {args.data_root}: put {{dataset}} where each name goes")
     models = model_specs(args.models)
     configs = config_files(args.configs, args.datasets)
-    parser = build_parser()
+    cache = args.cache_dir or defaults.cache_dir("features")
+    options = RunOptions(
+        device=args.device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        cache_dir=cache.expanduser().resolve(),
+        descriptions_dir=args.descriptions_dir,
+        progress=not args.no_progress,
+    )
     status = 0
     for config in configs:
         print(f"== {config.stem}: {len(models)} model(s)", file=sys.stderr)
-        eval_args = parser.parse_args(eval_argv(args, config, models))
         try:
-            status = max(status, eval_args.handler(eval_args))
-        except (UsageError, FileNotFoundError, ValueError, KeyError) as error:
+            cells = sweep.plan(
+                models,
+                None,
+                [args.data_root],
+                template=str(args.output_dir / CELL_OUTPUT),
+                config_file=config,
+                flag=flag_name,
+            )
+        except (FileNotFoundError, ValueError) as error:
             print(f"wca: error: {config.stem}: {error}", file=sys.stderr)
             status = 1
+            continue
+        summary = sweep.run(cells, config_options(options, config), skip_existing=True)
+        status = max(status, 1 if summary.failed else 0)
     print_report([args.output_dir], args.csv, markdown=True, plot=args.plot, paper=True)
     return status

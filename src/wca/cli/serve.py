@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be 1..65535, got {args.port}")
     if args.model:
-        encoder = load_encoder(args, args.model, args.batch_size)
+        encoder = load_encoder(args, args.model)
         service = Service(encoder, args.model)
     else:
         examples = tempfile.mkdtemp(prefix="wca-serve-examples-")

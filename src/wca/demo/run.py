@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from wca import defaults
 from wca.demo.world import (
     DemoTestSet,
     class_descriptors,
@@ -23,7 +24,7 @@ from wca.demo.world import (
 TEST_SEED = 1234
 # The best WCA settings found on a validation set (rendered with another seed than the test
 # set; see docs/demo.md), scored as the method "wca-tuned": uniform description weights.
-TUNED_WCA: dict[str, float] = {"image_scale": 4.0, "text_scale": 0.0}
+TUNED_WCA: dict[str, float] = {"image_scale": defaults.IMAGE_SCALE, "text_scale": 0.0}
 
 
 def model_file() -> Path:
@@ -52,7 +53,7 @@ def build_heads(encode_texts, sources, tuned: dict[str, float] | None = None) ->
     from wca.methods import build_head
 
     heads = {name: build_head(name, encode_texts, sources) for name in ("clip", "clip-d", "cupl")}
-    heads["wca"] = build_head("wca", encode_texts, sources, image_scale=4.0, text_scale=2.0)
+    heads["wca"] = build_head("wca", encode_texts, sources)  # the paper's scales
     if tuned:
         heads["wca-tuned"] = build_head("wca", encode_texts, sources, **tuned)
     return heads
@@ -63,10 +64,10 @@ def run_demo(
     *,
     model: str | Path | None = None,
     per_class: int = 20,
-    n_samples: int = 60,
+    n_samples: int = defaults.N_CROPS,
     n_run: int = 10,
-    patch_n: int = 60,
-    alpha: float = 0.5,
+    patch_n: int = defaults.N_CROPS,
+    alpha: float = defaults.ALPHA,
     seed: int = 0,
     test_seed: int = TEST_SEED,
     progress: bool = False,
@@ -74,13 +75,16 @@ def run_demo(
 ):
     """Run the demo and write ``results.json``, ``results.md`` and ``explanation.png`` to ``out``.
 
-    Returns the :class:`wca.evaluate.Evaluation`.
+    Returns the result (:class:`wca.results.ResultFile`).
     """
     from wca.classifier import WCAClassifier
+    from wca.crops import CropSpec
     from wca.encoders import load_encoder
-    from wca.evaluate import evaluate, write_json
+    from wca.evaluate import evaluate, result_file
     from wca.explain import render_explanation
     from wca.features import extract_features
+    from wca.options import RunOptions
+    from wca.pipeline import file_sha256, sources_sha256
 
     start = time.time()
     out = Path(out)
@@ -89,27 +93,53 @@ def run_demo(
     encoder = load_encoder(f"open_clip:{model}", device="cpu")
     sources = demo_sources(dataset.classnames)
     heads = build_heads(encoder.encode_texts, sources, TUNED_WCA)
-    features = extract_features(encoder, dataset, n_samples, alpha, seed=seed, progress=progress)
-    result = evaluate(features, heads, n_run, min(patch_n, n_samples), seed)
-    config = {
-        "model": str(model),
-        "test_set": {"per_class": per_class, "seed": test_seed, "classes": len(dataset.classnames)},
+    crops = CropSpec(n=n_samples, alpha=alpha, seed=seed)
+    options = RunOptions(cache_dir=None, progress=progress)
+    features = extract_features(encoder, dataset, crops, options)
+    patch_n = min(patch_n, n_samples)
+    evaluation = evaluate(
+        features, heads, n_run, patch_n, seed, logit_scale=float(encoder.logit_scale)
+    )
+    options_of = {"wca": {"image_scale": defaults.IMAGE_SCALE, "text_scale": defaults.TEXT_SCALE}}
+    options_of["wca-tuned"] = TUNED_WCA
+    for name, method in evaluation.methods.items():
+        method.options = dict(options_of.get(name, {}))
+    settings = {
+        "dataset": "wca-demo",
+        "split": f"test (seed {test_seed}, {per_class} per class)",
+        "model": f"open_clip:{model}",
+        "model_file": str(model),
+        "model_sha256": file_sha256(str(model)),
+        "methods": [
+            {name: {"name": name, "enabled": True, **options_of.get(name, {})}} for name in heads
+        ],
+        "crop_strategy": crops.strategy,
         "n_samples": n_samples,
+        "patch_n": patch_n,
         "alpha": alpha,
+        "effective_alpha": alpha,
+        "beta": crops.beta,
+        "protocol": "pool",
         "n_run": n_run,
-        "patch_n": min(patch_n, n_samples),
         "seed": seed,
-        "wca": {"image_scale": 4.0, "text_scale": 2.0},
-        "wca_tuned": TUNED_WCA,
+        "precision": "fp32",
+        "views": "fast",
+        "half": False,
+        "descriptions": "the demo world's class sentences and descriptors",
+        "descriptions_sha256": sources_sha256(sources),
+        "test_set": {"per_class": per_class, "seed": test_seed, "classes": len(dataset.classnames)},
     }
+    result = result_file(
+        evaluation, settings, dataset="wca-demo", model="wca-demo-rn", pretrained=str(model)
+    )
     out.mkdir(parents=True, exist_ok=True)
     title = f"wca demo: {len(dataset)} images, {len(dataset.classnames)} classes"
     table = result.table(title)
-    write_json(result, out / "results.json", config)
+    result.write(out / "results.json")
     (out / "results.md").write_text(table + "\n", encoding="utf-8")
     classifier = WCAClassifier(
         encoder, dataset.classnames, sources.sentences, n_crops=patch_n, alpha=alpha, seed=seed
-    )
+    )  # the explained image's crops: as many as a run scores
     image, label = dataset[0]
     prediction = classifier.predict([image], top_k=3)[0]
     render_explanation(

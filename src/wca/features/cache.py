@@ -38,12 +38,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from wca import crops
+from wca import crops, defaults
+from wca.crops import CropSpec
 from wca.files import write_atomic
 
 FORMAT_VERSION = 3  # 2: shards hold per-view flips; 3: images checked per shard, not by key
 MANIFEST = "manifest.json"
-DEFAULT_SHARD_SIZE = 1000  # images per shard: ~125 MB at N=60, D=512, fp32
+DEFAULT_SHARD_SIZE = defaults.SHARD_SIZE  # images per shard: ~125 MB at N=60, D=512, fp32
 
 
 class Features:
@@ -105,6 +106,22 @@ class Features:
     def crop_emb(self) -> Tensor:
         return self._parts[0] if len(self._parts) == 1 else torch.cat(self._parts)
 
+    def take(self, rows: Tensor, crops: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The full views ``[len(rows), D]`` of images ``rows`` (in that order) and their crops
+        ``crops`` (indices into the pool; None: no crops) ``[len(rows), len(crops), D]``, read
+        from the stored parts without concatenating them."""
+        image_emb = self.image_emb[rows]
+        if crops is None:
+            return image_emb, None
+        out = torch.empty(len(rows), len(crops), self.embed_dim, dtype=self._parts[0].dtype)
+        offset = 0
+        for part in self._parts:
+            mine = ((rows >= offset) & (rows < offset + len(part))).nonzero().flatten()
+            if len(mine):
+                out[mine] = part[rows[mine] - offset][:, crops]
+            offset += len(part)
+        return image_emb, out
+
     def chunks(self, size: int) -> Iterator[tuple[int, Features]]:
         """``(start, features of images start..start+size)`` in order; crop rows are views into
         the stored parts, so at most one chunk is ever paged in at a time."""
@@ -163,15 +180,7 @@ def image_identities(dataset: Any) -> list[str] | None:
 
 
 def cache_key(
-    encoder: Any,
-    dataset: Any,
-    n_samples: int,
-    alpha: float,
-    beta: float,
-    seed: int,
-    fidelity: bool,
-    store_dtype: torch.dtype,
-    strategy: str = "random",
+    encoder: Any, dataset: Any, crops_spec: CropSpec, fidelity: bool, store_dtype: torch.dtype
 ) -> dict[str, Any]:
     """Everything that changes the stored numbers (batch size, workers and device do not), as
     plain JSON values."""
@@ -181,12 +190,12 @@ def cache_key(
         "encoder_dtype": str(encoder.dtype),
         "views": "fidelity" if fidelity else "fast",
         "preprocessing": None if fidelity else dataclasses.asdict(encoder.preprocessing),
-        "alpha": float(alpha),
-        "beta": float(beta),
-        "n_samples": int(n_samples),
-        "seed": int(seed),
+        "alpha": crops_spec.alpha,
+        "beta": crops_spec.beta,
+        "n_samples": crops_spec.n,
+        "seed": crops_spec.seed,
         "sampler_version": crops.SAMPLER_VERSION,
-        "strategy": strategy,
+        "strategy": crops_spec.strategy,
         "store_dtype": str(store_dtype),
         "dataset": dataset_identity(dataset),
     }

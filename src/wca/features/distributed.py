@@ -27,13 +27,11 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from wca.errors import RankError
+
 DEFAULT_TIMEOUT = 1800.0  # seconds a rank waits for the others (30 min)
 TIMEOUT_ENV = "WCA_DIST_TIMEOUT"
 POLL_SECONDS = 0.1
-
-
-class RankError(RuntimeError):
-    """Another rank failed, or did not reach a barrier within the timeout."""
 
 
 def launched() -> bool:

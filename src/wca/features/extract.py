@@ -1,16 +1,17 @@
 """Feature extraction: every image's full view and pool of crops through the image encoder, into
 the shard cache (:mod:`wca.features.cache`) from the view pipeline (:mod:`wca.features.views`).
 
-Views of consecutive images are packed into encoder batches of ``batch_size`` views; one shard
-of outputs is held in memory. Encoder batches never straddle shards, so a resumed run repeats
-exactly the batches an uninterrupted run makes and its features are bit-identical (same device,
-precision and ``batch_size``) -- and so are those of a run split over ranks
-(:mod:`wca.features.distributed`).
+Views of consecutive images are packed into encoder batches of ``batch_size`` views
+(:class:`~wca.features.views.ViewBatcher`); one shard of outputs is held in memory. Encoder
+batches never straddle shards, so a resumed run repeats exactly the batches an uninterrupted run
+makes and its features are bit-identical (same device, precision and ``batch_size``) -- and so
+are those of a run split over ranks (:mod:`wca.features.distributed`).
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,20 +20,21 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from wca import crops
-from wca.features.cache import (
-    DEFAULT_SHARD_SIZE,
-    Features,
-    ShardCache,
-    assemble,
-    cache_key,
-    image_identities,
-)
+from wca import crops, defaults
+from wca.crops import CropSpec
+from wca.features.cache import Features, ShardCache, assemble, cache_key, image_identities
 from wca.features.distributed import Ranks
-from wca.features.views import ViewItems, iterate_views
-from wca.scoring import require_finite
+from wca.features.views import (
+    BadImage,
+    ImageViews,
+    ViewBatcher,
+    ViewItems,
+    encode_views,
+    iterate_views,
+)
+from wca.options import RunOptions
 
-DEFAULT_BATCH_SIZE = 256  # views per encoder forward pass
+DEFAULT_BATCH_SIZE = defaults.BATCH_SIZE  # views per encoder forward pass
 SKIPPED = -1  # the label of an image skipped as unreadable
 
 
@@ -51,75 +53,50 @@ def _views_on(
 
 def _encode_shard(
     encoder: Any,
-    stream: Iterator[tuple[int, Tensor, Tensor, Tensor, int]],
+    stream: Iterator[ImageViews | BadImage],
     indices: range,
-    n_samples: int,
+    n_views: int,
     batch_size: int,
     store_dtype: torch.dtype,
     bar: tqdm,
     on_bad_image: Callable[[int, Exception], None] | None = None,
     cut: Any = None,
 ) -> dict[str, Tensor]:
-    """Encode the images ``indices`` (next in ``stream``), views packed ``batch_size`` at a time
-    across images; the last batch of a shard may be short. An unreadable image raises, or with
-    ``on_bad_image`` is reported to it and stored as skipped (label -1, zero embeddings).
-    ``cut(pixels, boxes, flips)``: makes the views of a decoded image (views on the device),
-    else the stream carries them."""
-    views_per_image = n_samples + 1
-    out = torch.empty(len(indices) * views_per_image, encoder.embed_dim, dtype=torch.float32)
-    boxes = torch.empty(len(indices), n_samples, 4, dtype=torch.int64)
-    flips = torch.empty(len(indices), n_samples, dtype=torch.bool)
-    labels = torch.empty(len(indices), dtype=torch.int64)
-    pending: list[Tensor] = []
-    queued = written = 0
-    good: list[int] = []  # rows of the images read
+    """Encode the images ``indices`` (next in ``stream``), ``n_views`` crops each, views packed
+    ``batch_size`` at a time across images; the last batch of a shard may be short. An
+    unreadable image raises, or with ``on_bad_image`` is reported to it and stored as skipped
+    (label -1, zero embeddings). ``cut(pixels, boxes, flips)``: makes the views of a decoded
+    image (views on the device), else the stream carries them."""
+    emb = torch.zeros(len(indices), n_views + 1, encoder.embed_dim, dtype=torch.float32)
+    boxes = torch.zeros(len(indices), n_views, 4, dtype=torch.int64)
+    flips = torch.zeros(len(indices), n_views, dtype=torch.bool)
+    labels = torch.full((len(indices),), SKIPPED, dtype=torch.int64)
+    batcher = ViewBatcher(functools.partial(encode_views, encoder), batch_size)
 
-    def flush(count: int) -> None:
-        nonlocal pending, queued, written
-        views = torch.cat(pending) if len(pending) > 1 else pending[0]
-        batch = views[:count]
-        if batch.dtype == torch.uint8:  # normalised where the encoder runs: 4x fewer bytes moved
-            batch = batch.to(encoder.device, non_blocking=True)
-            batch = crops.normalize_pixels(batch, encoder.preprocessing)
-        with torch.inference_mode():
-            emb = encoder.encode_images(batch)
-        if emb.shape != (count, encoder.embed_dim):
-            raise ValueError(f"encoder returned {tuple(emb.shape)} for {count} views")
-        require_finite(emb, getattr(encoder, "name", "the encoder"))
-        out[written : written + count] = emb
-        written += count
-        rest = views[count:]
-        pending, queued = ([rest] if len(rest) else []), len(rest)
+    def store(done: list[tuple[int, Tensor]]) -> None:
+        for row, embeddings in done:
+            emb[row] = embeddings
 
     for row, expected in enumerate(indices):
-        item = next(stream)
-        if len(item) == 2:
-            if on_bad_image is None:
-                raise item[1]
-            on_bad_image(*item)
-            boxes[row], flips[row], labels[row] = 0, False, SKIPPED
-            bar.update(1)
-            continue
-        index, views, image_boxes, image_flips, label = item
-        if index != expected:
-            raise RuntimeError(f"feature pipeline out of order: got image {index}, want {expected}")
-        if cut is not None:
-            views = cut(views, image_boxes, image_flips)
-        if views.shape[0] != views_per_image:
-            raise ValueError(f"image {index}: {views.shape[0]} views, want {views_per_image}")
-        boxes[row], flips[row], labels[row] = image_boxes, image_flips, label
-        good.append(row)
-        pending.append(views)
-        queued += len(views)
-        while queued >= batch_size:
-            flush(batch_size)
+        match next(stream):
+            case BadImage(error=error) as bad:
+                if on_bad_image is None:
+                    raise error
+                on_bad_image(bad.index, error)
+            case ImageViews() as item:
+                if item.index != expected:
+                    raise RuntimeError(
+                        f"feature pipeline out of order: got image {item.index}, want {expected}"
+                    )
+                views = item.views if cut is None else cut(item.views, item.boxes, item.flips)
+                if views.shape[0] != n_views + 1:
+                    raise ValueError(
+                        f"image {item.index}: {views.shape[0]} views, want {n_views + 1}"
+                    )
+                boxes[row], flips[row], labels[row] = item.boxes, item.flips, item.label
+                store(batcher.add(row, views))
         bar.update(1)
-    if queued:
-        flush(queued)
-    emb = out.view(len(indices), views_per_image, -1)
-    if len(good) < len(indices):  # skipped images keep zero rows
-        rows = torch.tensor(good, dtype=torch.long)
-        emb = torch.zeros_like(emb).index_copy_(0, rows, emb[: len(good)])
+    store(batcher.flush())
     emb = emb.to(store_dtype)
     return {
         "image_emb": emb[:, 0].contiguous(),
@@ -133,94 +110,65 @@ def _encode_shard(
 def extract_features(
     encoder: Any,
     dataset: Any,
-    n_samples: int,
-    alpha: float,
-    beta: float = crops.DEFAULT_BETA,
-    seed: int = 0,
-    cache_dir: str | Path | None = None,
+    crops_spec: CropSpec | None = None,
+    options: RunOptions | None = None,
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    num_workers: int = 0,
-    shard_size: int = DEFAULT_SHARD_SIZE,
     fidelity: bool = False,
     half: bool = False,
-    strategy: str = "random",
     verify: bool = True,
-    progress: bool = True,
     on_bad_image: Callable[[int, Exception], None] | None = None,
-    views_on_device: bool | None = None,
     ranks: Ranks | None = None,
+    **legacy: Any,
 ) -> Features | None:
-    """Embed every image of ``dataset``: its full view and ``n_samples`` crops.
+    """Embed every image of ``dataset``: its full view and the crops of ``crops_spec``.
 
-    ``cache_dir``: keep features in resumable safetensors shards there (None: in memory only).
-    ``batch_size``: views per encoder call. ``num_workers``: loader processes (0: one
-    prefetching thread). ``fidelity``: make views with the model's own preprocessing per crop
-    (the authors' way) instead of the fast tensor path. ``half``: store fp16. ``verify``: check
-    every cached shard's sha256 before use. ``strategy``: the crop sampler
-    (:data:`wca.crops.CROP_STRATEGIES`; ``"random"`` is the paper's). ``on_bad_image``: None
-    stops at the first unreadable image (its error is raised); a function ``(index, error)``
-    is told of each one instead, and the image is kept as skipped: label :data:`SKIPPED`, zero
-    embeddings (:attr:`Features.valid` is False there; a cached shard with skipped images is
-    recomputed by a run that does not skip). ``views_on_device``: the
-    loader only decodes; views are cut and resized on the encoder's device (default: on CUDA,
-    fast path). ``ranks`` (:func:`wca.features.distributed.join`): encode this rank's shards of
-    the cache; rank 0 returns every image's features once all ranks are done, the others None.
+    ``options`` (:class:`wca.options.RunOptions`): the cache folder (None: in memory only),
+    views per encoder call, loader processes (0: one prefetching thread), images per shard,
+    views cut on the device (default: on CUDA, fast path), progress. ``fidelity``: make views
+    with the model's own preprocessing per crop (the authors' way) instead of the fast tensor
+    path. ``half``: store fp16. ``verify``: check every cached shard's sha256 before use.
+    ``on_bad_image``: None stops at the first unreadable image (its error is raised); a
+    function ``(index, error)`` is told of each one instead, and the image is kept as skipped:
+    label :data:`SKIPPED`, zero embeddings (:attr:`Features.valid` is False there; a cached
+    shard with skipped images is recomputed by a run that does not skip). ``ranks``
+    (:func:`wca.features.distributed.join`): encode this rank's shards of the cache; rank 0
+    returns every image's features once all ranks are done, the others None.
+
+    The form of wca 0.2, ``extract_features(encoder, dataset, n_samples, alpha, beta=..,
+    seed=.., cache_dir=.., batch_size=.., ...)``, still works and warns once.
     """
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    if batch_size < 1 or shard_size < 1:
-        raise ValueError(f"batch_size and shard_size must be >= 1, got {batch_size}, {shard_size}")
-    if not 0 < alpha <= beta <= 1:
-        raise ValueError(f"need 0 < alpha <= beta <= 1, got alpha={alpha}, beta={beta}")
-    num_images = len(dataset)
-    if strategy not in crops.CROP_STRATEGIES:
-        raise ValueError(
-            f"unknown crop strategy {strategy!r} (choose from {', '.join(crops.CROP_STRATEGIES)})"
-        )
-    if num_images == 0:
+    if not isinstance(crops_spec, CropSpec):
+        crops_spec, options, extra = _legacy_arguments(crops_spec, options, legacy)
+        fidelity, half = extra.get("fidelity", fidelity), extra.get("half", half)
+        verify, ranks = extra.get("verify", verify), extra.get("ranks", ranks)
+        on_bad_image = extra.get("on_bad_image", on_bad_image)
+    elif legacy:
+        raise TypeError(f"extract_features() got unexpected arguments: {', '.join(legacy)}")
+    options = RunOptions() if options is None else options
+    if len(dataset) == 0:
         raise ValueError(f"dataset {getattr(dataset, 'name', '')!r} has no images")
+    views_on_device = options.views_on_device
     if views_on_device is None:
         views_on_device = encoder.device.type == "cuda" and not fidelity
     if views_on_device and fidelity:
         raise ValueError("views on the device use the fast path: not with fidelity views")
-    if ranks is not None and cache_dir is None:
+    if ranks is not None and options.cache_dir is None:
         raise ValueError("a distributed run needs a feature cache that every rank sees")
     store_dtype = torch.float16 if half else torch.float32
-    key = cache_key(encoder, dataset, n_samples, alpha, beta, seed, fidelity, store_dtype, strategy)
-    if cache_dir is None:
-        cache = None
-        ranges = [
-            range(lo, min(lo + shard_size, num_images)) for lo in range(0, num_images, shard_size)
-        ]
-        parts: list[dict[str, Tensor] | None] = [None] * len(ranges)
-        mine = list(range(len(ranges)))
-    else:
-        cache = ShardCache(Path(cache_dir), key, num_images, shard_size, image_identities(dataset))
-        ranges = [cache.shard_range(s) for s in range(cache.num_shards)]
-        mine = [s for s in range(cache.num_shards) if ranks is None or ranks.owns(s)]
-        parts = [cache.load(s, verify) if s in mine else None for s in range(cache.num_shards)]
-        if on_bad_image is None:  # a shard that skipped images is not used by a strict run
-            parts = [p if p is None or bool((p["labels"] >= 0).all()) else None for p in parts]
+    key = cache_key(encoder, dataset, crops_spec, fidelity, store_dtype)
+    feature_pass = _FeaturePass(encoder, dataset, crops_spec, options, fidelity, views_on_device)
+    cache, ranges, parts, mine = feature_pass.plan(key, verify, ranks, on_bad_image is None)
     todo = [s for s in mine if parts[s] is None]
     work = functools.partial(
-        _fill,
-        encoder,
-        dataset,
+        feature_pass.fill,
         parts,
         ranges,
         todo,
         cache,
-        (n_samples, alpha, beta, seed, strategy),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        fidelity=fidelity,
-        store_dtype=store_dtype,
-        views_on_device=views_on_device,
-        on_bad_image=on_bad_image,
+        store_dtype,
+        on_bad_image,
         bar_total=sum(len(ranges[s]) for s in mine),
-        progress=progress and (ranks is None or ranks.rank == 0),
-        record=ranks is not None,
+        ranks=ranks,
     )
     if ranks is None:
         work()
@@ -238,76 +186,154 @@ def extract_features(
     return assemble(complete, None if cache is None else cache.folder)
 
 
-def _fill(
-    encoder: Any,
-    dataset: Any,
-    parts: list[dict[str, Tensor] | None],
-    ranges: list[range],
-    todo: list[int],
-    cache: ShardCache | None,
-    box_args: tuple[int, float, float, int, str],
-    *,
-    batch_size: int,
-    num_workers: int,
-    fidelity: bool,
-    store_dtype: torch.dtype,
-    views_on_device: bool,
-    on_bad_image: Callable[[int, Exception], None] | None,
-    bar_total: int,
-    progress: bool,
-    record: bool,
-) -> None:
-    """Encode the shards ``todo`` into ``parts`` (and the cache): the loader or thread makes
-    views, this process packs and encodes them, one shard at a time. ``box_args``: n_samples,
-    alpha, beta, seed and strategy of the crop boxes."""
-    if not todo:
-        return
-    cut = None
-    if fidelity:
-        make_views = functools.partial(
-            crops.fidelity_views,
-            preprocess=encoder.preprocess,
-            size=encoder.preprocessing.image_size,
+_LEGACY_CROPS = ("n_samples", "alpha", "beta", "seed", "strategy")
+_LEGACY_OPTIONS = ("cache_dir", "batch_size", "num_workers", "shard_size", "views_on_device")
+_LEGACY_EXTRA = ("fidelity", "half", "verify", "on_bad_image", "ranks")
+
+
+def _legacy_arguments(
+    n_samples: Any, alpha: Any, given: dict[str, Any]
+) -> tuple[CropSpec, RunOptions, dict[str, Any]]:
+    """wca 0.2's loose arguments as a crop spec, run options (no cache unless ``cache_dir``)
+    and the remaining keywords; warns once with the new spelling."""
+    values = dict(given)
+    if n_samples is not None:
+        values["n_samples"] = n_samples
+    if alpha is not None:
+        values["alpha"] = alpha
+    unknown = set(values) - {*_LEGACY_CROPS, *_LEGACY_OPTIONS, *_LEGACY_EXTRA, "progress"}
+    if unknown or "n_samples" not in values or "alpha" not in values:
+        missing = [name for name in ("n_samples", "alpha") if name not in values]
+        raise TypeError(
+            "extract_features(encoder, dataset, crops_spec, options): "
+            + (f"unexpected {', '.join(sorted(unknown))}" if unknown else f"missing {missing}")
         )
-    elif views_on_device:
-        make_views = _decoded
-        cut = functools.partial(_views_on, device=encoder.device, prep=encoder.preprocessing)
-    else:
-        # uint8 views travel from the workers; flush() normalises whole batches
-        make_views = functools.partial(crops.uint8_views, prep=encoder.preprocessing)
-    indices = [i for s in todo for i in ranges[s]]
-    items = ViewItems(dataset, indices, make_views, *box_args)
-    name = getattr(dataset, "name", "images")
-    bar = tqdm(
-        total=bar_total,
-        initial=bar_total - len(indices),
-        unit="img",
-        desc=f"features {name}",
-        disable=not progress,
+    warnings.warn(
+        "extract_features(encoder, dataset, n_samples, alpha, ...) is replaced by "
+        "extract_features(encoder, dataset, CropSpec(n, alpha, beta, seed, strategy), "
+        "RunOptions(cache_dir=..., batch_size=..., ...))",
+        FutureWarning,
+        stacklevel=3,
     )
-    stream = iterate_views(items, num_workers)
-    try:
-        for shard in todo:
-            tensors = _encode_shard(
-                encoder,
-                stream,
-                ranges[shard],
-                box_args[0],
-                batch_size,
-                store_dtype,
-                bar,
-                on_bad_image,
-                cut,
-            )
-            if cache is not None:
-                cache.write_shard(shard, tensors, record=record)
-                tensors = cache.load(shard, verify=False)
-                if tensors is None:
-                    raise RuntimeError(f"{cache.shard_path(shard)}: unreadable after writing")
-            parts[shard] = tensors
-    finally:
-        bar.close()
-        close = getattr(stream, "close", None)
-        if close is not None:
-            close()
-        del stream
+    spec = CropSpec(
+        n=values["n_samples"],
+        alpha=values["alpha"],
+        beta=values.get("beta", defaults.BETA),
+        seed=values.get("seed", defaults.SEED),
+        strategy=values.get("strategy", "random"),
+    )
+    option_values = {name: values[name] for name in _LEGACY_OPTIONS if values.get(name) is not None}
+    option_values.setdefault("cache_dir", None)
+    option_values["progress"] = values.get("progress", True)
+    extra = {name: values[name] for name in _LEGACY_EXTRA if name in values}
+    return spec, RunOptions(**option_values), extra
+
+
+class _FeaturePass:
+    """One feature pass: which shards to compute (:meth:`plan`) and the loop that encodes them
+    (:meth:`fill`): the loader or thread makes views, this process packs and encodes them, one
+    shard at a time."""
+
+    def __init__(
+        self,
+        encoder: Any,
+        dataset: Any,
+        crops_spec: CropSpec,
+        options: RunOptions,
+        fidelity: bool,
+        views_on_device: bool,
+    ) -> None:
+        self.encoder, self.dataset, self.spec, self.options = encoder, dataset, crops_spec, options
+        self.fidelity, self.views_on_device = fidelity, views_on_device
+        self.batch_size = options.batch_size or DEFAULT_BATCH_SIZE
+
+    def plan(self, key: dict, verify: bool, ranks: Ranks | None, strict: bool):
+        """``(cache or None, shard ranges, parts already done (None: to do), this rank's
+        shards)``; a strict run (no skipping) does not use a shard that skipped images."""
+        num_images, shard_size = len(self.dataset), self.options.shard_size
+        if self.options.cache_dir is None:
+            ranges = [
+                range(lo, min(lo + shard_size, num_images))
+                for lo in range(0, num_images, shard_size)
+            ]
+            return None, ranges, [None] * len(ranges), list(range(len(ranges)))
+        cache = ShardCache(
+            Path(self.options.cache_dir),
+            key,
+            num_images,
+            shard_size,
+            image_identities(self.dataset),
+        )
+        ranges = [cache.shard_range(s) for s in range(cache.num_shards)]
+        mine = [s for s in range(cache.num_shards) if ranks is None or ranks.owns(s)]
+        parts = [cache.load(s, verify) if s in mine else None for s in range(cache.num_shards)]
+        if strict:
+            parts = [p if p is None or bool((p["labels"] >= 0).all()) else None for p in parts]
+        return cache, ranges, parts, mine
+
+    def _make_views(self) -> tuple[Callable[..., Tensor], Any]:
+        """How the loader makes an image's views, and how this process finishes them (None:
+        the loader's views are final)."""
+        encoder = self.encoder
+        if self.fidelity:
+            size = encoder.preprocessing.image_size
+            return functools.partial(
+                crops.fidelity_views, preprocess=encoder.preprocess, size=size
+            ), None
+        if self.views_on_device:
+            cut = functools.partial(_views_on, device=encoder.device, prep=encoder.preprocessing)
+            return _decoded, cut
+        # uint8 views travel from the workers; encode_views normalises whole batches
+        return functools.partial(crops.uint8_views, prep=encoder.preprocessing), None
+
+    def fill(
+        self,
+        parts: list[dict[str, Tensor] | None],
+        ranges: list[range],
+        todo: list[int],
+        cache: ShardCache | None,
+        store_dtype: torch.dtype,
+        on_bad_image: Callable[[int, Exception], None] | None,
+        *,
+        bar_total: int,
+        ranks: Ranks | None,
+    ) -> None:
+        """Encode the shards ``todo`` into ``parts`` (and the cache)."""
+        if not todo:
+            return
+        make_views, cut = self._make_views()
+        indices = [i for s in todo for i in ranges[s]]
+        items = ViewItems(self.dataset, indices, make_views, self.spec)
+        bar = tqdm(
+            total=bar_total,
+            initial=bar_total - len(indices),
+            unit="img",
+            desc=f"features {getattr(self.dataset, 'name', 'images')}",
+            disable=not self.options.progress or (ranks is not None and ranks.rank != 0),
+        )
+        stream = iterate_views(items, self.options.num_workers)
+        try:
+            for shard in todo:
+                tensors = _encode_shard(
+                    self.encoder,
+                    stream,
+                    ranges[shard],
+                    self.spec.n,
+                    self.batch_size,
+                    store_dtype,
+                    bar,
+                    on_bad_image,
+                    cut,
+                )
+                if cache is not None:
+                    cache.write_shard(shard, tensors, record=ranks is not None)
+                    tensors = cache.load(shard, verify=False)
+                    if tensors is None:
+                        raise RuntimeError(f"{cache.shard_path(shard)}: unreadable after writing")
+                parts[shard] = tensors
+        finally:
+            bar.close()
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+            del stream

@@ -20,16 +20,17 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from wca import defaults
 from wca.descriptions.io import match_descriptions
 from wca.methods.registry import EncodeTexts, Head, register_method, require
 from wca.methods.sources import TextSources
 from wca.scoring import mean_embedding
 
-LABEL_TEMPLATE = "a photo of a {}."
+LABEL_TEMPLATE = defaults.LABEL_TEMPLATE
 
 
-def clip_prompts(classnames: list[str]) -> list[list[str]]:
-    return [[LABEL_TEMPLATE.format(name)] for name in classnames]
+def clip_prompts(classnames: list[str], template: str = LABEL_TEMPLATE) -> list[list[str]]:
+    return [[template.format(name)] for name in classnames]
 
 
 def template_prompts(classnames: list[str], templates: list[str]) -> list[list[str]]:
@@ -118,8 +119,11 @@ def _prompt_head(encode_texts: EncodeTexts, prompts: list[list[str]], normalize=
 
 
 @register_method("clip")
-def _clip(encode_texts: EncodeTexts, sources: TextSources) -> Head:
-    return _prompt_head(encode_texts, clip_prompts(sources.names("clip")))
+def _clip(encode_texts: EncodeTexts, sources: TextSources, template: str = LABEL_TEMPLATE) -> Head:
+    """``template``: the prompt, ``{}`` standing for the class name."""
+    if template.count("{}") != 1:
+        raise ValueError(f"clip: template must hold one {{}} for the class name, got {template!r}")
+    return _prompt_head(encode_texts, clip_prompts(sources.names("clip"), template))
 
 
 @register_method("clip-e")

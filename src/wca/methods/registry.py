@@ -14,6 +14,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from torch import Tensor
 
@@ -105,3 +106,14 @@ def options_model(name: str) -> type[BaseModel]:
     }
     config = ConfigDict(extra="forbid", allow_inf_nan=False)
     return create_model(f"{name}-options", __config__=config, **fields)
+
+
+def class_probabilities(head: Head, logits: Tensor, logit_scale: float) -> Tensor:
+    """A head's class probabilities ``[B, C]`` from its ``logits``: its own ``probabilities``
+    where it defines one (heads whose logits are already at the model's temperature, ZERO's
+    vote shares), else softmax(logit_scale * logits), the scores being cosines (CLIP's
+    zero-shot probabilities at the model's own temperature)."""
+    own = getattr(head, "probabilities", None)
+    if own is not None:
+        return own(logits)
+    return torch.softmax(logit_scale * logits, dim=-1)

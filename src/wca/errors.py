@@ -1,0 +1,17 @@
+"""Errors of bad settings, named by the setting (``alpha``, ``n_run``), never by a command-line
+flag: the library does not know how a setting was given; the CLI maps names to its flags."""
+
+from __future__ import annotations
+
+
+class SettingError(ValueError):
+    """A setting with a value that cannot work: ``setting`` names it, the message says why."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
+        self.reason = message
+
+
+class RankError(RuntimeError):
+    """Under torchrun: another rank failed, or did not reach a barrier within the timeout."""

@@ -1,0 +1,257 @@
+"""The result file of an evaluation cell: one pydantic schema, written by ``wca eval``,
+``wca demo`` and ``wca reproduce``, read and validated by ``wca report``.
+
+It keeps LAION clip_benchmark's fields at the top level (``dataset, model, pretrained, task,
+metrics{acc1, acc5, mean_per_class_recall}``), so ``clip_benchmark build`` reads it, and adds
+every setting that changes a number (:class:`Settings`), each method's accuracies and
+calibration per run, and, compactly, each method's top-1 correctness per image and run
+(:func:`pack_correct`), enough for paired statistics between methods.
+
+Versions: 1 is wca 0.2's file (no ``schema_version`` field); it is read with the settings it
+did not record left unknown (None). 2 is this one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from wca.files import write_atomic
+
+SCHEMA_VERSION = 2
+TASK = "zeroshot_classification"
+CORRECT_ENCODING = "base64(zlib(numpy.packbits(bool [n_run, n_images], row-major)))"
+
+
+class RunStats(BaseModel):
+    """One number per run, with its mean and population std (as the authors report)."""
+
+    mean: float
+    std: float
+    runs: list[float]
+
+    @classmethod
+    def of(cls, runs: list[float]) -> RunStats:
+        values = np.asarray(runs, dtype=np.float64)
+        return cls(mean=float(values.mean()), std=float(values.std()), runs=list(map(float, runs)))
+
+
+class Calibration(BaseModel):
+    """Per run: expected calibration error (15 equal-width bins over the top-1 confidence),
+    negative log-likelihood and Brier score of the method's class probabilities."""
+
+    ece: RunStats
+    nll: RunStats
+    brier: RunStats
+
+
+class MethodResult(BaseModel):
+    """One method's numbers: accuracies in percent, calibration, correctness per image."""
+
+    model_config = ConfigDict(extra="allow")
+
+    options: dict[str, Any] = Field(default_factory=dict)
+    uses_crops: bool
+    online: bool = False
+    top1: RunStats
+    top5: RunStats
+    per_class_top1: list[float | None]
+    calibration: Calibration | None = None  # None in version 1 files
+    correct: str | None = None  # CORRECT_ENCODING; None in version 1 files
+
+    def correct_matrix(self, n_run: int, n_images: int) -> np.ndarray | None:
+        """Top-1 correctness ``bool [n_run, n_images]`` (None when not stored)."""
+        return None if self.correct is None else unpack_correct(self.correct, n_run, n_images)
+
+
+class Results(BaseModel):
+    """The protocol of the cell and every method's result, in the order they were scored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    n_images: int
+    protocol: str
+    n_run: int
+    patch_n: int
+    n_samples: int
+    seed: int
+    class_subset: list[int] | None = None
+    stream_order: str | None = None  # how online methods order the images of each run
+    methods: dict[str, MethodResult]
+
+
+class Metrics(BaseModel):
+    """clip_benchmark's metrics (fractions in [0, 1]) and the calibration of one method."""
+
+    model_config = ConfigDict(extra="allow")
+
+    acc1: float
+    acc5: float
+    mean_per_class_recall: float
+    ece: float | None = None
+    nll: float | None = None
+    brier: float | None = None
+
+
+class Settings(BaseModel):
+    """Every setting that changes a number (the evaluation config and how it ran). Unknown
+    values (older files) are None. Extra fields (devices, timings, skipped images) are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    dataset: str | None = None
+    split: str | None = None
+    data_path: str | None = None
+    model: str | None = None
+    model_file: str | None = None
+    model_sha256: str | None = None  # the first 16 hex digits of the weights file's sha256
+    methods: list[dict[str, Any]] | None = None
+    crop_strategy: str | None = None
+    n_samples: int | None = None
+    patch_n: int | None = None
+    alpha: float | None = None
+    effective_alpha: float | None = None
+    beta: float | None = None
+    protocol: str | None = None
+    n_run: int | None = None
+    seed: int | None = None
+    precision: str | None = None
+    views: str | None = None  # fast or fidelity
+    half: bool | None = None
+    descriptions: str | None = None
+    descriptions_sha256: str | None = None  # the first 16 hex digits
+
+
+class ResultFile(BaseModel):
+    """A result file (see the module doc)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: int = SCHEMA_VERSION
+    dataset: str
+    model: str
+    pretrained: str
+    task: str = TASK
+    language: str = "en"
+    metrics: Metrics
+    primary_method: str | None = None
+    metrics_by_method: dict[str, Metrics] = Field(default_factory=dict)
+    results: Results
+    config: Settings
+    versions: dict[str, str | None] = Field(default_factory=dict)
+
+    def table(self, title: str | None = None) -> str:
+        """A markdown table: top-1 and top-5 as mean +- std over runs, and the ECE."""
+        results = self.results
+        lines = [f"**{title}**", ""] if title else []
+        lines += ["| method | top-1 (%) | top-5 (%) | ECE (%) | runs |", "|---|---|---|---|---|"]
+        for name, method in results.methods.items():
+            top1, top5, calibration = method.top1, method.top5, method.calibration
+            ece = "-" if calibration is None else f"{100 * calibration.ece.mean:.2f}"
+            lines.append(
+                f"| {name} | {top1.mean:.2f} ± {top1.std:.2f} | {top5.mean:.2f} ± {top5.std:.2f} "
+                f"| {ece} | {len(top1.runs)} |"
+            )
+        lines.append("")
+        lines.append(
+            f"{results.n_images} images; protocol {results.protocol}: {results.n_run} runs of "
+            f"{results.patch_n} crops from a pool of {results.n_samples} (seed {results.seed})."
+        )
+        return "\n".join(lines)
+
+    def write(self, path: str | Path) -> Path:
+        """Write the file atomically (no NaN or infinity: they are never a result)."""
+        text = json.dumps(self.model_dump(mode="json"), indent=1, allow_nan=False)
+        return write_atomic(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+
+
+class NotAResult(ValueError):
+    """A JSON file that is not a wca result file, or one of a schema this version cannot
+    read; the message says which and what to do."""
+
+
+def read_result(path: str | Path) -> ResultFile:
+    """A result file, validated; version 1 files are read with their unknown settings as None.
+    Unreadable files and other JSON raise :class:`NotAResult` (or ``OSError``) naming the file."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise NotAResult(f"{path}: not a readable JSON file ({error})") from None
+    if not isinstance(document, dict) or "methods" not in document.get("results", {}):
+        raise NotAResult(f"{path}: not a wca result file (no results.methods)")
+    version = document.get("schema_version", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise NotAResult(
+            f"{path}: result schema {version!r} is newer than this wca reads ({SCHEMA_VERSION}); "
+            "update wca"
+        )
+    if version == 1:
+        document = _from_version_1(document)
+    try:
+        return ResultFile.model_validate(document)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        raise NotAResult(
+            f"{path}: {where}: {first['msg']} (regenerate it with the wca eval command that "
+            "wrote it)"
+        ) from None
+
+
+def _from_version_1(document: dict[str, Any]) -> dict[str, Any]:
+    """A wca 0.2 file in this schema: its demo files had no clip_benchmark fields; nothing it
+    did not record is guessed."""
+    document = dict(document)
+    results = document["results"]
+    for method in results["methods"].values():
+        method.setdefault("options", {})
+    config = document.get("config", {})
+    if "metrics_by_method" not in document:
+        document["metrics_by_method"] = {
+            name: metrics_of(method, None) for name, method in results["methods"].items()
+        }
+    by_method = document["metrics_by_method"]
+    primary = document.get("primary_method") or (
+        "wca" if "wca" in by_method else next(iter(by_method))
+    )
+    document.setdefault("primary_method", primary)
+    document.setdefault("metrics", by_method[primary])
+    document.setdefault("dataset", config.get("dataset") or "?")
+    document.setdefault("model", str(config.get("model", "?")))
+    document.setdefault("pretrained", "")
+    document["schema_version"] = 1
+    return document
+
+
+def metrics_of(method: dict[str, Any], calibration: Calibration | None) -> dict[str, Any]:
+    """clip_benchmark's metrics of a method result (a dict in the schema's shape)."""
+    recalls = [value for value in method["per_class_top1"] if value is not None]
+    metrics = {
+        "acc1": method["top1"]["mean"] / 100,
+        "acc5": method["top5"]["mean"] / 100,
+        "mean_per_class_recall": sum(recalls) / len(recalls) / 100 if recalls else 0.0,
+    }
+    if calibration is not None:
+        metrics.update(
+            ece=calibration.ece.mean, nll=calibration.nll.mean, brier=calibration.brier.mean
+        )
+    return metrics
+
+
+def pack_correct(correct: np.ndarray) -> str:
+    """Top-1 correctness ``bool [n_run, n_images]`` as text (:data:`CORRECT_ENCODING`): one
+    bit per image and run, compressed (methods without crops repeat their runs)."""
+    bits = np.packbits(np.asarray(correct, dtype=bool), axis=None)
+    return base64.b64encode(zlib.compress(bits.tobytes(), 9)).decode("ascii")
+
+
+def unpack_correct(text: str, n_run: int, n_images: int) -> np.ndarray:
+    bits = np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype=np.uint8)
+    return np.unpackbits(bits, count=n_run * n_images).astype(bool).reshape(n_run, n_images)

@@ -1,0 +1,102 @@
+"""The evaluation pipeline as a library (wca.pipeline, wca.sweep, the result schema): the same
+numbers, cache key and features as before the restructuring, from the CLI and from Python."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from golden_world import EVAL_FLAGS, GOLDEN, build_world
+from wca.cli import main
+from wca.config import resolve_config
+from wca.options import RunOptions
+from wca.pipeline import run_cell
+from wca.results import SCHEMA_VERSION, read_result
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    base = tmp_path_factory.mktemp("golden")
+    return {"base": base, **build_world(base)}
+
+
+def _compare_numbers(document: dict, golden: dict) -> None:
+    for name, expected in golden["results"]["methods"].items():
+        got = document["results"]["methods"][name]
+        for key in ("top1", "top5"):
+            assert got[key]["runs"] == pytest.approx(expected[key]["runs"], abs=1e-9), name
+        assert got["per_class_top1"] == pytest.approx(expected["per_class_top1"]), name
+        for key, value in golden["metrics_by_method"][name].items():
+            assert document["metrics_by_method"][name][key] == pytest.approx(value), name
+
+
+def test_eval_gives_the_golden_numbers_cache_key_and_features(world, tmp_path, capsys):
+    golden = json.loads(GOLDEN.read_text())
+    out, cache = tmp_path / "result.json", tmp_path / "cache"
+    argv = ["eval", *EVAL_FLAGS, "--data-root", str(world["images"]), "--descriptions",
+            str(world["texts"]), "--model", world["spec"], "--cache-dir", str(cache),
+            "--output", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    document = json.loads(out.read_text())
+    _compare_numbers(document, golden)
+    manifest = next(cache.rglob("manifest.json"))
+    key = json.loads(manifest.read_text().replace(str(world["base"]), "<base>"))["key"]
+    expected = dict(golden["cache_key"])
+    for keys in (key, expected):  # the weights fingerprint holds the file's mtime
+        keys["encoder"] = keys["encoder"].split("#")[0]
+    assert key == expected
+    rows = []
+    for shard in sorted(manifest.parent.glob("shard-*.safetensors")):
+        tensors = load_file(shard)
+        for i in range(len(tensors["labels"])):
+            rows.append((tensors, i))
+    assert len(rows) == len(golden["features"])
+    for (tensors, i), expected in zip(rows, golden["features"], strict=True):
+        assert int(tensors["labels"][i]) == expected["label"]
+        assert tensors["boxes"][i].tolist() == expected["boxes"]
+        assert float(tensors["image_emb"][i].double().sum()) == pytest.approx(
+            expected["image_sum"], abs=1e-5
+        )
+        assert float(tensors["crop_emb"][i].double().abs().sum()) == pytest.approx(
+            expected["crop_abs"], abs=1e-5
+        )
+    assert document["schema_version"] == SCHEMA_VERSION
+    assert document["dataset"] == "images"  # an image folder is named by its folder
+
+
+def test_run_cell_from_python_equals_the_cli(world, tmp_path):
+    golden = json.loads(GOLDEN.read_text())
+    flags = {flag: EVAL_FLAGS[i + 1] for i, flag in enumerate(EVAL_FLAGS) if flag == "--methods"}
+    config = resolve_config(
+        "imagefolder",
+        overrides={
+            "data_path": str(world["images"]),
+            "model": world["spec"],
+            "methods": flags["--methods"],
+            "n_samples": 8,
+            "n_run": 3,
+            "patch_n": 4,
+            "seed": 3,
+        },
+    )
+    options = RunOptions(descriptions=world["texts"], cache_dir=None, progress=False)
+    result = run_cell(config, options, output=tmp_path / "r.json")
+    _compare_numbers(result.model_dump(mode="json"), golden)
+    again = read_result(tmp_path / "r.json")
+    assert again.results.methods["wca"].top1 == result.results.methods["wca"].top1
+    assert again.config.descriptions_sha256 and again.config.views == "fast"
+    correct = again.results.methods["wca"].correct_matrix(3, again.results.n_images)
+    assert (correct.mean(1) * 100).tolist() == pytest.approx(again.results.methods["wca"].top1.runs)
+
+
+def test_outputs_are_never_written_inside_the_dataset(world, tmp_path, capsys):
+    inside = Path(world["images"]) / "red_fox" / "result.json"
+    argv = ["eval", *EVAL_FLAGS, "--data-root", str(world["images"]), "--descriptions",
+            str(world["texts"]), "--model", world["spec"], "--no-cache",
+            "--output", str(inside)]  # fmt: skip
+    assert main(argv) == 2
+    assert "is inside the dataset's folder" in capsys.readouterr().err
+    assert not inside.exists()
