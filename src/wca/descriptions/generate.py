@@ -18,11 +18,13 @@ published format, ``{class: [text, ...]}`` in class-list order.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import openai
 from tqdm.auto import tqdm
@@ -64,6 +66,8 @@ __all__ = [
     "write_json_atomic",
 ]
 
+log = logging.getLogger("wca")
+
 
 @dataclass
 class GenerationConfig:
@@ -72,9 +76,11 @@ class GenerationConfig:
     ``questions`` are templates with ``{c}`` (or ``{}``) for the class name and ``{a}`` for its
     article; ``n`` answers per question come from the API's ``n`` parameter (``n_mode="param"``,
     topped up when a server returns fewer) or from ``n`` requests (``"repeat"``). Each request
-    gets ``timeout`` seconds and up to ``max_retries`` retries, waiting ``backoff_base * 2**k``
-    seconds (jittered, at most ``backoff_max``) or what ``Retry-After`` asks (at most
-    ``max_retry_after``).
+    gets ``timeout`` seconds to connect and ``timeout`` seconds to read the answer, and up to
+    ``max_retries`` retries, waiting ``backoff_base * 2**k`` seconds (jittered, at most
+    ``backoff_max``) or what ``Retry-After`` asks (at most ``max_retry_after``). The probe
+    before the run waits at most ``probe_timeout`` seconds (and at most ``timeout``); the run
+    stops after ``max_consecutive_failures`` requests in a row failed for good.
     """
 
     model: str
@@ -93,6 +99,8 @@ class GenerationConfig:
     backoff_base: float = 1.0
     backoff_max: float = 60.0
     max_retry_after: float = 300.0
+    probe_timeout: float = 30.0
+    max_consecutive_failures: int = 3
 
     def __post_init__(self) -> None:
         if self.style not in STYLES:
@@ -113,12 +121,14 @@ class GenerationConfig:
                 raise ValueError(f"question template {question!r} has no {{c}} for the class name")
         if self.system_prompt is None:
             self.system_prompt = STYLE_SYSTEM_PROMPTS[self.style]
-        for name in ("n", "concurrency", "max_tokens"):
+        for name in ("n", "concurrency", "max_tokens", "max_consecutive_failures"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("timeout", "backoff_base", "backoff_max", "max_retry_after", "max_retries"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not self.probe_timeout > 0:
+            raise ValueError(f"probe_timeout must be positive, got {self.probe_timeout}")
         if not self.model:
             raise ValueError("model: name the model to ask (e.g. gpt-4o-mini, llama3.1:8b)")
 
@@ -146,10 +156,11 @@ class GenerationReport:
     resumed: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     retries: dict[str, int] = field(default_factory=dict)
+    stopped: str | None = None  # why the run stopped early; None when it ran to the end
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and self.stopped is None
 
 
 def generate_descriptions(
@@ -166,9 +177,12 @@ def generate_descriptions(
     """Ask the LLM about every class not yet in ``out`` and write ``{class: [text, ...]}``.
 
     Repeated class names are asked about once. ``postprocess`` (e.g. near-duplicate removal)
-    runs on the merged result before it is written. Interrupting (Ctrl-C) keeps every
-    finished class on disk. Returns a report; ``report.failed`` maps classes to reasons.
+    runs on the merged result before it is written; a run that has no class at all writes no
+    file. Interrupting (Ctrl-C) keeps every finished class on disk. Returns a report;
+    ``report.failed`` maps classes to reasons, ``report.stopped`` says why a run stopped early
+    (a fatal answer, or ``max_consecutive_failures`` failed requests in a row).
     ``probe``: check the endpoint with :func:`probe_endpoint` first (when there is work).
+    ``progress``: a progress bar on stderr; without it, one ``wca`` log line (INFO) per class.
     """
     out = Path(out)
     names = list(dict.fromkeys(classnames))
@@ -182,77 +196,151 @@ def generate_descriptions(
     report = GenerationReport(descriptions={}, resumed=[c for c in names if c in done])
     todo = [c for c in names if c not in done]
 
+    own_client = client is None
     client = client or make_client(config.base_url, config.api_key_env, config.timeout)
-    if probe and todo:
-        probe_endpoint(client, config.model, config.timeout, config.api_key_env)
-    stop = threading.Event()
-    sampling = {
-        "model": config.model,
-        "temperature": config.temperature,
-        "max_tokens": config.max_tokens,
-    }
-    chat = ChatRunner(client, sampling, config.timeout, config.retry_policy, stop)
-    requests = {c: _plan(c, config) for c in todo}
-    answers: dict[str, list] = {c: [None] * len(requests[c]) for c in todo}
-    pending = {c: len(requests[c]) for c in todo}
-    bar = tqdm(
-        total=len(names), initial=len(done), unit="class", desc="describe", disable=not progress
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    executor = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="wca-llm")
     try:
-        with partial.open("a", encoding="utf-8") as log:
-            futures: dict[Future, _Request] = {
-                executor.submit(_ask, chat, config.n_mode, r): r for c in todo for r in requests[c]
-            }
-            waiting = set(futures)
-            while waiting:
-                finished, waiting = wait(waiting, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    request = futures[future]
-                    name = request.classname
-                    if name in report.failed or future.cancelled():
-                        continue
-                    try:
-                        result, retries = future.result()
-                    except RequestFailed as error:
-                        report.retries[name] = report.retries.get(name, 0) + error.retries
-                        report.failed[name] = error.reason
-                        bar.update(1)
-                        if error.fatal:
-                            stop.set()
-                            for other in todo:
-                                if other not in done:
-                                    report.failed.setdefault(other, f"not done: {error.reason}")
-                        _cancel(futures, waiting, name if not error.fatal else None)
-                        continue
-                    report.retries[name] = report.retries.get(name, 0) + retries
-                    answers[name][request.slot] = result
-                    pending[name] -= 1
-                    if pending[name]:
-                        continue
-                    texts = dedupe(
-                        t for slot in answers[name] for a, cut in slot for t in config.parse(a, cut)
-                    )
-                    n_answers = sum(len(slot) for slot in answers[name])
-                    if not texts:
-                        report.failed[name] = f"no usable description in {n_answers} answers"
-                    else:
-                        done[name] = texts
-                        report.generated.append(name)
-                        append_done(log, name, texts)
-                    bar.update(1)
+        if probe and todo:
+            probe_timeout = min(config.timeout, config.probe_timeout)
+            probe_endpoint(client, config.model, probe_timeout, config.api_key_env)
+        try:
+            if todo:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with partial.open("a", encoding="utf-8") as log:
+                    _Run(client, config, len(names), done, report, progress).ask(todo, log)
+        finally:
+            merged = {c: done[c] for c in names if c in done}
+            if merged and postprocess is not None:
+                merged = postprocess(merged)
+            if merged:
+                write_json_atomic(out, merged)
+            partial.unlink(missing_ok=True)
+            report.descriptions = merged
     finally:
-        stop.set()
-        executor.shutdown(wait=False, cancel_futures=True)
-        bar.close()
-        merged = {c: done[c] for c in names if c in done}
-        if postprocess is not None:
-            merged = postprocess(merged)
-        write_json_atomic(out, merged)
-        partial.unlink(missing_ok=True)
-        report.descriptions = merged
+        if own_client:
+            client.close()
     return report
+
+
+class _Run:
+    """The requests of one run on a thread pool, and what their answers make of each class."""
+
+    def __init__(
+        self,
+        client: openai.OpenAI,
+        config: GenerationConfig,
+        total: int,
+        done: dict[str, list[str]],
+        report: GenerationReport,
+        progress: bool,
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.total = total
+        self.done = done  # filled in as classes finish
+        self.report = report
+        self.stop = threading.Event()
+        self.failures_in_a_row = 0
+        self.finished = len(done)
+        self.lines = not progress
+        self.bar = tqdm(
+            total=total, initial=len(done), unit="class", desc="describe", disable=not progress
+        )
+
+    def ask(self, todo: list[str], log: TextIO) -> None:
+        """Ask for every class in ``todo``, appending each finished one to ``log``."""
+        config = self.config
+        sampling = {
+            "model": config.model,
+            "temperature": config.temperature,
+            "max_tokens": config.max_tokens,
+        }
+        chat = ChatRunner(self.client, sampling, config.timeout, config.retry_policy, self.stop)
+        plans = {c: _plan(c, config) for c in todo}
+        self.todo = todo
+        self.answers: dict[str, list] = {c: [None] * len(plans[c]) for c in todo}
+        self.pending = {c: len(plans[c]) for c in todo}
+        executor = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="wca-llm")
+        try:
+            self.futures = {
+                executor.submit(_ask, chat, config.n_mode, r): r for c in todo for r in plans[c]
+            }
+            self.waiting = set(self.futures)
+            while self.waiting and not self.stop.is_set():
+                finished, self.waiting = wait(self.waiting, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    if self.stop.is_set():
+                        break
+                    if not future.cancelled():
+                        self._take(self.futures[future], future, log)
+        finally:
+            # requests in flight end within their timeout; their retries are not waited for
+            self.stop.set()
+            executor.shutdown(wait=False, cancel_futures=True)
+            self.bar.close()
+
+    def _take(self, request: _Request, future: Future, log: TextIO) -> None:
+        """Record one finished request; a class is done when all its requests are."""
+        name = request.classname
+        try:
+            result, retries = future.result()
+        except RequestFailed as error:
+            self._request_failed(name, error)
+            return
+        self.failures_in_a_row = 0
+        self.report.retries[name] = self.report.retries.get(name, 0) + retries
+        if name in self.report.failed:
+            return
+        self.answers[name][request.slot] = result
+        self.pending[name] -= 1
+        if self.pending[name]:
+            return
+        parse = self.config.parse
+        texts = dedupe(t for slot in self.answers[name] for a, cut in slot for t in parse(a, cut))
+        if not texts:
+            n_answers = sum(len(slot) for slot in self.answers[name])
+            self._class_failed(name, f"no usable description in {n_answers} answers")
+            return
+        self.done[name] = texts
+        self.report.generated.append(name)
+        append_done(log, name, texts)
+        self._finished(name, f"{len(texts)} descriptions")
+
+    def _request_failed(self, name: str, error: RequestFailed) -> None:
+        """A request that failed for good: its class fails; a fatal answer, or
+        ``max_consecutive_failures`` failures in a row, stop the run."""
+        self.report.retries[name] = self.report.retries.get(name, 0) + error.retries
+        self.failures_in_a_row += 1
+        if name not in self.report.failed:
+            self._class_failed(name, error.reason)
+        where = f"the LLM endpoint {self.client.base_url}"
+        if error.fatal:
+            self._stop(f"{where} refused a request ({error.reason})")
+        elif self.failures_in_a_row >= self.config.max_consecutive_failures:
+            self._stop(
+                f"stopped after {self.failures_in_a_row} failed requests in a row to {where} "
+                f"(last: {error.reason})"
+            )
+
+    def _class_failed(self, name: str, reason: str) -> None:
+        self.report.failed[name] = reason
+        for future in list(self.waiting):  # the class's requests still queued
+            if self.futures[future].classname == name:
+                future.cancel()
+        self._finished(name, f"failed: {reason}")
+
+    def _finished(self, name: str, outcome: str) -> None:
+        self.finished += 1
+        self.bar.update(1)
+        if self.lines:
+            log.info("describe %d/%d: %s: %s", self.finished, self.total, name, outcome)
+
+    def _stop(self, reason: str) -> None:
+        """Stop the run: no new request is sent, and every class not done is reported."""
+        self.stop.set()
+        self.report.stopped = reason
+        for name in self.todo:
+            if name not in self.done:
+                self.report.failed.setdefault(name, f"not done: {reason}")
 
 
 @dataclass
@@ -293,10 +381,3 @@ def _plan(classname: str, config: GenerationConfig) -> list[_Request]:
             start = len(requests)
             requests += [_Request(classname, start + k, messages, 1) for k in range(config.n)]
     return requests
-
-
-def _cancel(futures: dict[Future, _Request], waiting: set[Future], classname: str | None) -> None:
-    """Cancel the queued requests of one class (all classes when ``classname`` is None)."""
-    for future in list(waiting):
-        if classname is None or futures[future].classname == classname:
-            future.cancel()

@@ -39,18 +39,24 @@ def resolve_api_key(env_name: str, base_url: str | None) -> str:
 
 
 def make_client(base_url: str | None, api_key_env: str, timeout: float) -> openai.OpenAI:
-    """An OpenAI client for the endpoint, with the library's own retries off."""
+    """An OpenAI client for the endpoint, with the library's own retries off. ``timeout``
+    bounds each request's connect and each read of its answer (and its write and the wait for
+    a pooled connection): a server that accepts and never answers costs ``timeout`` seconds."""
     return openai.OpenAI(
         base_url=base_url,
         api_key=resolve_api_key(api_key_env, base_url),
         max_retries=0,
-        timeout=timeout,
+        timeout=openai.Timeout(timeout),
     )
 
 
 def probe_endpoint(client: openai.OpenAI, model: str, timeout: float, api_key_env: str) -> None:
-    """One one-token request; ValueError (one line) for a failure no retry can fix. A timeout,
-    429, 5xx or dropped connection passes: the run's own retries deal with those."""
+    """Send one real one-token request, waiting at most ``timeout`` seconds for the answer.
+
+    ValueError (one line) for a failure no retry can fix: refused connection or unknown host,
+    no answer in time, wrong key (401/403), unknown model (404). A 429, a 5xx, a dropped
+    connection or a malformed answer passes: the run's own retries deal with those.
+    """
     where = f"LLM endpoint {client.base_url}"
     try:
         client.chat.completions.create(
@@ -59,8 +65,12 @@ def probe_endpoint(client: openai.OpenAI, model: str, timeout: float, api_key_en
             max_tokens=1,
             timeout=timeout,
         )
-    except openai.APITimeoutError:
-        return
+    except openai.APITimeoutError as error:
+        raise ValueError(
+            f"the {where} did not answer a one-token request within {timeout:g} s; is the "
+            "server stuck or overloaded? (If it is still loading the model, raise "
+            "probe_timeout.)"
+        ) from error
     except openai.APIConnectionError as error:
         cause = error.__cause__
         # refused, unknown host, no route (the HTTP library's ConnectError, by name: openai
@@ -194,7 +204,7 @@ class ChatRunner:
             except Exception as error:  # _classify re-raises the errors it does not know
                 reason, retryable, fatal, delay = _classify(error, self.timeout)
             if not retryable or attempt == self.policy.max_retries:
-                tries = f" after {attempt + 1} attempts" if retryable else ""
+                tries = f" after {attempt + 1} attempts" if retryable and attempt else ""
                 raise RequestFailed(reason + tries, attempt, fatal)
             if delay is None:
                 delay = self.policy.backoff(attempt)
