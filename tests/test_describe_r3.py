@@ -4,14 +4,21 @@ duplicate class keys in a descriptions file (item 2)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from fake_encoder import FakeEncoder
 from fake_llm_server import FakeLLMServer
+from wca.classifier import WCAClassifier
 from wca.cli import main
+from wca.descriptions import load_descriptions, match_descriptions
 from wca.descriptions.generate import GenerationConfig, generate_descriptions, progress_path
 from wca.descriptions.llm import make_client
+from wca.methods.sources import load_text_sources
+from wca.web.inputs import InputError, class_texts
 
 NAMES = ["owl", "cat", "elk", "bee", "ant"]
 
@@ -132,3 +139,85 @@ def test_r3_01_timeout_bounds_connect_and_read():
     client = make_client("http://127.0.0.1:9/v1", "WCA_TEST_KEY", 7.0)
     timeout = client.timeout
     assert (timeout.connect, timeout.read, timeout.write, timeout.pool) == (7.0, 7.0, 7.0, 7.0)
+
+
+# item 2: duplicate class keys in a descriptions file
+
+DUPLICATED = (
+    '{"brindle": ["A striped brown coat."], "skarrow": ["A grey bird."],\n'
+    ' "brindle": ["A spotted coat."]}'
+)
+
+
+@pytest.fixture
+def duplicated(tmp_path) -> Path:
+    path = tmp_path / "dup.json"
+    path.write_text(DUPLICATED)
+    return path
+
+
+def test_r3_02_a_file_with_a_repeated_key_is_an_error_naming_it(duplicated, tmp_path):
+    message = f"{duplicated}: duplicate key 'brindle': a JSON object keeps only the last value"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_descriptions(duplicated)
+    several = tmp_path / "several.json"
+    several.write_text('{"a": ["x"], "b": ["y"], "a": ["z"], "b": ["w"], "c": ["v"]}')
+    with pytest.raises(ValueError, match="duplicate keys 'a', 'b': "):
+        load_descriptions(several)
+
+
+def test_r3_02_the_api_classify_and_explain_refuse_it(duplicated, tmp_path, monkeypatch, capsys):
+    with pytest.raises(ValueError, match="duplicate key 'brindle'"):
+        WCAClassifier(FakeEncoder(), ["brindle", "skarrow"], duplicated)
+    monkeypatch.setattr("wca.cli.options.load_encoder", lambda *args, **kwargs: FakeEncoder())
+    image = tmp_path / "dog.png"
+    Image.new("RGB", (40, 32), (120, 80, 40)).save(image)
+    common = [str(image), "--classes", "brindle,skarrow", "--descriptions", str(duplicated),
+              "--model", "fake:any"]
+    for command in (["classify", *common], ["explain", *common, "--out", str(tmp_path / "why")]):
+        assert main(command) == 2
+        assert _lines(capsys) == [f"wca: error: {duplicated}: duplicate key 'brindle': a JSON "
+                                  "object keeps only the last value of equal keys, so name each "
+                                  "key once (merge their lists)"]
+    assert not (tmp_path / "why").exists()
+
+
+def test_r3_02_eval_refuses_it_as_a_file_and_in_a_folder(duplicated, tmp_path, capsys):
+    root = tmp_path / "images"
+    for name in ("brindle", "skarrow"):
+        (root / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(root / name / "a.png")
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "clip-d.json").write_text(DUPLICATED)
+    for descriptions, where in ((duplicated, duplicated), (folder, folder / "clip-d.json")):
+        args = ["eval", "--dataset", "imagefolder", "--data-root", str(root), "--descriptions",
+                str(descriptions), "--model", "open_clip:none/none", "--out",
+                str(tmp_path / "r.json"), "--no-progress"]
+        assert main(args) == 2
+        [line] = _lines(capsys)
+        assert line.startswith(f"wca: error: {where}: duplicate key 'brindle'")
+    with pytest.raises(ValueError, match="duplicate key 'brindle'"):
+        load_text_sources(folder, ["brindle", "skarrow"])
+
+
+def test_r3_02_the_web_page_and_its_api_report_it_for_an_upload(duplicated):
+    with pytest.raises(InputError, match=r"^upload\.json: duplicate key 'brindle': "):
+        class_texts(["brindle", "skarrow"], duplicated, {}, name="upload.json")
+    with pytest.raises(InputError, match=r"^dup\.json: duplicate key 'brindle': "):
+        class_texts(["brindle", "skarrow"], duplicated, {})  # the upload's own file name
+
+
+def test_r3_02_keys_that_match_one_class_only_loosely_are_ambiguous():
+    texts = {"Owl": ["Round face."], "owl": ["Big eyes."], "cat": ["Whiskers."]}
+    assert match_descriptions(["owl", "cat"], texts) == [["Big eyes."], ["Whiskers."]]
+    with pytest.raises(ValueError, match="keys 'Owl', 'owl' all match class 'OWL'"):
+        match_descriptions(["OWL", "cat"], texts, "t.json")
+
+
+def test_r3_02_check_still_lists_the_duplicates(duplicated, tmp_path, capsys):
+    classes = tmp_path / "classes.json"
+    classes.write_text(json.dumps(["brindle", "skarrow"]))
+    assert main(["descriptions", "check", str(duplicated), "--classes-file", str(classes)]) == 1
+    out = capsys.readouterr().out
+    assert "duplicate keys in the file: 1\n  brindle\n" in out
