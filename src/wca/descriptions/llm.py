@@ -1,10 +1,10 @@
 """The LLM client of `wca describe`: any OpenAI-compatible chat-completions endpoint (OpenAI,
 vLLM, llama.cpp server, Ollama, LM Studio), probed once and then asked with retries.
 
-A request is retried with exponential backoff on timeouts, dropped connections, 429 (waiting as
-long as ``Retry-After`` says), 5xx and malformed responses. The client's own retries are off,
-so every attempt is visible and counted here. The API key is read from the environment and
-only handed to the client.
+A request is retried (by tenacity) with exponential backoff on timeouts, dropped connections,
+429 (waiting as long as ``Retry-After`` says), 5xx and malformed responses. The openai client's
+own retries are off: they cannot retry a malformed answer, count retries or be interrupted.
+The API key is read from the environment and only handed to the client.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import openai
+import tenacity
 
 PLACEHOLDER_API_KEY = "not-needed"
 _FATAL_STATUS = (401, 403, 404)
@@ -124,22 +125,23 @@ def _retry_after(error: openai.APIStatusError) -> float | None:
     return None
 
 
-def _classify(error: Exception, timeout: float) -> tuple[str, bool, bool, float | None]:
-    """(reason, retryable, fatal, server-requested delay) for a failed request."""
+def _classify(error: BaseException, timeout: float) -> tuple[str, bool, bool] | None:
+    """(reason, retryable, fatal) for a failed request; None for an error that is not the
+    endpoint's (a bug here: raised as it is)."""
     if isinstance(error, openai.APITimeoutError):
-        return f"timed out after {timeout:g} s", True, False, None
+        return f"timed out after {timeout:g} s", True, False
     if isinstance(error, openai.APIConnectionError):
         cause = error.__cause__ or error
-        return f"connection error ({type(cause).__name__}: {cause})", True, False, None
+        return f"connection error ({type(cause).__name__}: {cause})", True, False
     if isinstance(error, openai.APIStatusError):
         status = error.status_code
         reason = f"HTTP {status}: {error.message}"
         if status in _RETRY_STATUS or status >= 500:
-            return reason, True, False, _retry_after(error)
-        return reason, False, status in _FATAL_STATUS, None
+            return reason, True, False
+        return reason, False, status in _FATAL_STATUS
     if isinstance(error, (json.JSONDecodeError, openai.APIResponseValidationError, _Malformed)):
-        return f"malformed response ({error})", True, False, None
-    raise error
+        return f"malformed response ({error})", True, False
+    return None
 
 
 def _answers(response: Any) -> list[tuple[str, bool]]:
@@ -174,8 +176,8 @@ class RetryPolicy:
 
 
 class ChatRunner:
-    """Sends chat completions with retries and backoff; shared by the worker threads. Setting
-    ``stop`` ends the waits between retries."""
+    """Sends chat completions, retried by tenacity under a :class:`RetryPolicy`; shared by the
+    worker threads. Setting ``stop`` ends the waits between retries and the retries."""
 
     def __init__(
         self,
@@ -193,21 +195,45 @@ class ChatRunner:
 
     def complete(self, messages: list[dict[str, str]], n: int) -> tuple[list, int]:
         """One chat completion, retried; returns (answers, retries used)."""
+        if self.stop.is_set():
+            raise RequestFailed("run stopped", 0)
         extra: dict[str, Any] = {"n": n} if n > 1 else {}
-        attempt = 0
-        while not self.stop.is_set():
-            try:
-                response = self.client.chat.completions.create(
-                    messages=messages, timeout=self.timeout, **self.request, **extra
-                )
-                return _answers(response), attempt
-            except Exception as error:  # _classify re-raises the errors it does not know
-                reason, retryable, fatal, delay = _classify(error, self.timeout)
-            if not retryable or attempt == self.policy.max_retries:
-                tries = f" after {attempt + 1} attempts" if retryable and attempt else ""
-                raise RequestFailed(reason + tries, attempt, fatal)
-            if delay is None:
-                delay = self.policy.backoff(attempt)
-            attempt += 1
-            self.stop.wait(min(delay, self.policy.max_retry_after))
-        raise RequestFailed("run stopped", attempt)
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(self._retryable),
+            stop=tenacity.stop_after_attempt(self.policy.max_retries + 1)
+            | tenacity.stop_when_event_set(self.stop),
+            wait=self._wait,
+            sleep=self.stop.wait,
+            reraise=True,
+        )
+        try:
+            answers = retrying(self._ask, messages, extra)
+        except Exception as error:
+            failure = _classify(error, self.timeout)
+            if failure is None:
+                raise
+            retries = retrying.statistics.get("attempt_number", 1) - 1
+            if self.stop.is_set():
+                raise RequestFailed("run stopped", retries) from error
+            reason, retryable, fatal = failure
+            tries = f" after {retries + 1} attempts" if retryable and retries else ""
+            raise RequestFailed(reason + tries, retries, fatal) from error
+        return answers, retrying.statistics["attempt_number"] - 1
+
+    def _ask(self, messages: list[dict[str, str]], extra: dict[str, Any]) -> list:
+        response = self.client.chat.completions.create(
+            messages=messages, timeout=self.timeout, **self.request, **extra
+        )
+        return _answers(response)
+
+    def _retryable(self, error: BaseException) -> bool:
+        failure = _classify(error, self.timeout)
+        return failure is not None and failure[1]
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        """What ``Retry-After`` asks, else the policy's backoff; at most ``max_retry_after``."""
+        error = state.outcome.exception() if state.outcome else None
+        delay = _retry_after(error) if isinstance(error, openai.APIStatusError) else None
+        if delay is None:
+            delay = self.policy.backoff(state.attempt_number - 1)
+        return min(delay, self.policy.max_retry_after)
