@@ -8,9 +8,11 @@ LM Studio). The run is built to survive ImageNet-sized jobs:
   JSON is rewritten atomically at the end, so an interrupted run resumes where it stopped and
   never asks again for a class it already has (:mod:`.progress`);
 - a class whose requests failed is reported with the reason and left out, for the next run;
-- one small request probes the endpoint before the run, so a server that is not there (refused
-  connection, unknown host), a wrong key (401/403) or an unknown model (404) stops it at once
-  instead of costing every class its retries.
+  ``max_consecutive_failures`` requests failed in a row stop the run (the endpoint is gone);
+- one small request probes the endpoint before the run, with a short timeout of its own, so a
+  server that is not there (refused connection, unknown host), does not answer, refuses the
+  key (401/403) or lacks the model (404) stops it at once instead of costing every class its
+  retries.
 
 The questions and how answers become texts are in :mod:`.prompts`. The output is exactly the
 published format, ``{class: [text, ...]}`` in class-list order.
@@ -66,7 +68,7 @@ __all__ = [
     "write_json_atomic",
 ]
 
-log = logging.getLogger("wca")
+logger = logging.getLogger("wca")
 
 
 @dataclass
@@ -205,8 +207,9 @@ def generate_descriptions(
         try:
             if todo:
                 out.parent.mkdir(parents=True, exist_ok=True)
-                with partial.open("a", encoding="utf-8") as log:
-                    _Run(client, config, len(names), done, report, progress).ask(todo, log)
+                run = _Run(client, config, len(names), done, report, progress)
+                with partial.open("a", encoding="utf-8") as progress_file:
+                    run.ask(todo, progress_file)
         finally:
             merged = {c: done[c] for c in names if c in done}
             if merged and postprocess is not None:
@@ -241,13 +244,10 @@ class _Run:
         self.stop = threading.Event()
         self.failures_in_a_row = 0
         self.finished = len(done)
-        self.lines = not progress
-        self.bar = tqdm(
-            total=total, initial=len(done), unit="class", desc="describe", disable=not progress
-        )
+        self.progress = progress
 
-    def ask(self, todo: list[str], log: TextIO) -> None:
-        """Ask for every class in ``todo``, appending each finished one to ``log``."""
+    def ask(self, todo: list[str], progress_file: TextIO) -> None:
+        """Ask for every class in ``todo``, appending each finished one to ``progress_file``."""
         config = self.config
         sampling = {
             "model": config.model,
@@ -259,6 +259,13 @@ class _Run:
         self.todo = todo
         self.answers: dict[str, list] = {c: [None] * len(plans[c]) for c in todo}
         self.pending = {c: len(plans[c]) for c in todo}
+        self.bar = tqdm(
+            total=self.total,
+            initial=self.finished,
+            unit="class",
+            desc="describe",
+            disable=not self.progress,
+        )
         executor = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="wca-llm")
         try:
             self.futures = {
@@ -271,14 +278,14 @@ class _Run:
                     if self.stop.is_set():
                         break
                     if not future.cancelled():
-                        self._take(self.futures[future], future, log)
+                        self._take(self.futures[future], future, progress_file)
         finally:
             # requests in flight end within their timeout; their retries are not waited for
             self.stop.set()
             executor.shutdown(wait=False, cancel_futures=True)
             self.bar.close()
 
-    def _take(self, request: _Request, future: Future, log: TextIO) -> None:
+    def _take(self, request: _Request, future: Future, progress_file: TextIO) -> None:
         """Record one finished request; a class is done when all its requests are."""
         name = request.classname
         try:
@@ -302,7 +309,7 @@ class _Run:
             return
         self.done[name] = texts
         self.report.generated.append(name)
-        append_done(log, name, texts)
+        append_done(progress_file, name, texts)
         self._finished(name, f"{len(texts)} descriptions")
 
     def _request_failed(self, name: str, error: RequestFailed) -> None:
@@ -331,8 +338,8 @@ class _Run:
     def _finished(self, name: str, outcome: str) -> None:
         self.finished += 1
         self.bar.update(1)
-        if self.lines:
-            log.info("describe %d/%d: %s: %s", self.finished, self.total, name, outcome)
+        if not self.progress:
+            logger.info("describe %d/%d: %s: %s", self.finished, self.total, name, outcome)
 
     def _stop(self, reason: str) -> None:
         """Stop the run: no new request is sent, and every class not done is reported."""
