@@ -16,6 +16,8 @@ requests per class, and plays a per-class script of behaviours before answering 
     "malformed"  200 with a body that is not valid JSON
     "nochoices"  200 with valid JSON but an empty ``choices`` list
     "drop"       closes the connection without sending a response
+    "silent"     reads the request and never answers (until the server stops); each such
+                 request sets the event ``heard_silent``
 
 Usage::
 
@@ -36,7 +38,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-BEHAVIOURS = ("ok", "slow", "429", "500", "401", "404", "malformed", "nochoices", "drop")
+BEHAVIOURS = ("ok", "slow", "429", "500", "401", "404", "malformed", "nochoices", "drop", "silent")
 
 
 def default_answer(classname: str, prompt: str, index: int) -> str:
@@ -71,6 +73,8 @@ class FakeLLMServer:
         self.log: list[dict[str, Any]] = []
         self._scripts: dict[str, deque[str]] = defaultdict(deque)
         self._lock = threading.Lock()
+        self.heard_silent = threading.Event()
+        self._stopping = threading.Event()  # releases the "silent" requests
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
@@ -101,6 +105,7 @@ class FakeLLMServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
@@ -169,6 +174,11 @@ class FakeLLMServer:
 
             def _act(self, behaviour: str, body: dict[str, Any], classname: str, prompt: str):
                 if behaviour == "drop":
+                    self.close_connection = True
+                    return
+                if behaviour == "silent":
+                    server.heard_silent.set()
+                    server._stopping.wait()
                     self.close_connection = True
                     return
                 if behaviour == "429":

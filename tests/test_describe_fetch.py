@@ -198,3 +198,34 @@ def test_item23_file_url_mirror_is_accepted(descriptors_dir, tmp_path):
     with pytest.raises(FetchError, match="No such file"):
         fetch("cub", "cupl", tmp_path / "d", base_url=(tmp_path / "nowhere").as_uri())
     assert not (tmp_path / "d").exists()
+
+
+def _wca_imports(module: str) -> set[str]:
+    """The wca modules that ``module``'s source imports (at any depth of its code)."""
+    import ast
+
+    from wca.descriptions import io
+
+    path = Path(io.__file__).parents[1].joinpath(*module.split(".")[1:]).with_suffix(".py")
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("wca"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("wca")}
+    return found
+
+
+def test_item19_no_import_circle_between_dataset_names_and_fetch(monkeypatch, tmp_path):
+    """Dataset spellings and cache folders come from leaf modules, so that neither side
+    imports the other."""
+    assert not {m for m in _wca_imports("wca.descriptions.fetch") if m.startswith("wca.datasets")}
+    assert "wca.descriptions.fetch" not in _wca_imports("wca.datasets.names")
+    assert _wca_imports("wca.dataset_names") == set()
+    assert published_file("oxford_pets", "cupl").path == "oxford_pet/cupl.json"
+    assert published_file("Places365", "cupl").path == "place365/cupl.json"
+
+    from wca.datasets import default_descriptions_dir
+
+    monkeypatch.setenv("WCA_CACHE_DIR", str(tmp_path))
+    assert default_descriptions_dir() == default_cache_dir() == tmp_path / "descriptions"

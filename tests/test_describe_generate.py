@@ -270,17 +270,19 @@ def test_killed_cli_run_resumes_without_asking_again(tmp_path):
     names = CLASSES[:12]
     classes = _write_classes(tmp_path, names)
     out = tmp_path / "out.json"
-    with FakeLLMServer(names, delay=0.1) as srv:
+    with FakeLLMServer(names) as srv:
+        srv.always.update(dict.fromkeys(names[3:], "silent"))  # the run waits at the 4th class
         command = [sys.executable, "-m", "wca", "describe", "--classes-file", str(classes),
                    "--out", str(out), "--style", "clip-d", "--llm", "m", "--base-url",
                    srv.url, "--concurrency", "1", "--no-progress"]
         env = {**os.environ, "OPENAI_API_KEY": ""}
         process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+        # waits for events, not a deadline: the 4th class asked (so three are done), then the
+        # third on disk; a process that died ends the waits
+        while process.poll() is None and not srv.heard_silent.wait(0.05):
+            pass
         partial = progress_path(out)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if partial.exists() and partial.read_text().count("\n") >= 3:
-                break
+        while process.poll() is None and partial.read_text().count("\n") < 3:
             time.sleep(0.02)
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -288,9 +290,10 @@ def test_killed_cli_run_resumes_without_asking_again(tmp_path):
         finished = [json.loads(line)["class"] for line in partial.read_text().splitlines()]
         asked_before = dict(srv.counts)
         srv.reset_counts()
+        srv.always.clear()
         cfg = GenerationConfig(model="m", style="clip-d", base_url=srv.url)
         report = generate_descriptions(names, out, cfg, progress=False)
-    assert 3 <= len(finished) < len(names) and report.ok
+    assert finished == names[:3] and report.ok
     assert not set(finished) & set(srv.counts)  # finished classes were not asked again
     assert all(asked_before[name] == 1 for name in finished)
     assert list(json.loads(out.read_text())) == names

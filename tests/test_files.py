@@ -58,12 +58,12 @@ def test_item10_disk_full_names_the_path_and_errno(tmp_path, monkeypatch, capsys
     assert list(tmp_path.iterdir()) == []
 
     # through the CLI: one line, non-zero exit, no traceback
-    import wca.descriptions.generate as generate
+    import wca.descriptions.progress as progress
 
     source = tmp_path / "in.json"
     source.write_text(json.dumps({"cat": ["A cat, which has whiskers."]}))
-    real = generate.write_atomic
-    monkeypatch.setattr(generate, "write_atomic", lambda p, write: real(p, disk_full))
+    real = progress.write_atomic
+    monkeypatch.setattr(progress, "write_atomic", lambda p, write: real(p, disk_full))
     assert main(["descriptions", "clean", str(source), "--out", str(path)]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"wca: error: {path}: No space left on device (errno ENOSPC)"

@@ -46,8 +46,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "(cupl 0.99, clip-d 0)")
     describe.add_argument("--max-tokens", type=int, help="tokens per answer (cupl 50, clip-d 200)")
     describe.add_argument("--concurrency", type=int, default=8, help="requests in flight (8)")
-    describe.add_argument("--timeout", type=float, default=60.0, help="seconds per request (60)")
+    describe.add_argument("--timeout", type=float, default=60.0,
+                          help="seconds to connect and seconds to wait for the answer, per "
+                          "request (60)")
     describe.add_argument("--retries", type=int, default=5, help="retries per request (5)")
+    describe.add_argument("--probe-timeout", type=float, default=30.0, metavar="SECONDS",
+                          help="seconds the one-token request sent before the run may take "
+                          "(30; at most --timeout)")
+    describe.add_argument("--max-consecutive-failures", type=int, default=3, metavar="K",
+                          help="stop the run after K requests in a row failed (after their "
+                          "retries) (3)")
     describe.add_argument("--backoff", type=float, default=1.0,
                           help="first retry delay in seconds, doubled each retry (1)")
     describe.add_argument("--overwrite", action="store_true",
@@ -116,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         max_retries=args.retries,
         backoff_base=args.backoff,
+        probe_timeout=args.probe_timeout,
+        max_consecutive_failures=args.max_consecutive_failures,
     )
     report = generate_descriptions(
         classnames,
@@ -125,10 +135,16 @@ def run(args: argparse.Namespace) -> int:
         postprocess=near_duplicate_filter(args),
         progress=not args.no_progress,
     )
+    n_classes = len(set(classnames))
+    kept = len(report.descriptions)
+    if report.stopped:
+        where = f"{args.out} has {kept} of {n_classes} classes" if kept else "nothing written"
+        print(f"wca: error: {report.stopped}; {where}", file=sys.stderr)
+        return 1
     n_texts = sum(len(texts) for texts in report.descriptions.values())
+    summary = f"{kept} of {n_classes} classes, {n_texts} descriptions" if kept else "not written"
     print(
-        f"{args.out}: {len(report.descriptions)} of {len(set(classnames))} classes, "
-        f"{n_texts} descriptions ({len(report.generated)} generated now, "
+        f"{args.out}: {summary} ({len(report.generated)} generated now, "
         f"{len(report.resumed)} from before)",
         file=sys.stderr,
     )

@@ -95,7 +95,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_clean(args: argparse.Namespace) -> int:
     from wca.descriptions.clean import clean_descriptions
-    from wca.descriptions.generate import write_json_atomic
+    from wca.descriptions.progress import write_json_atomic
 
     descriptions = load_descriptions(args.file)
     cleaner = near_duplicate_filter(args)

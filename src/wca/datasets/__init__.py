@@ -23,6 +23,8 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+from wca.dataset_names import dataset_key
+
 # The loader modules register themselves on import.
 from wca.datasets import (  # noqa: F401
     cub,
@@ -49,19 +51,11 @@ __all__ = [
 ]
 
 
-# Other spellings of registered names: the WCA authors' (their configs and description sets).
-ALIASES = {"oxford-pet": "oxford-pets", "place365": "places365"}
-
-
-def _key(name: str) -> str:
-    return name.lower().replace("_", "-")
-
-
 def canonical_name(name: str) -> str:
-    """The registered name of dataset ``name`` (``-``/``_`` and the authors' spellings alike);
-    unknown names come back as they are."""
-    key = ALIASES.get(_key(name), _key(name))
-    return next((known for known in DATASETS if _key(known) == key), name)
+    """The registered name of dataset ``name`` (``-``/``_`` and the authors' spellings alike,
+    see :mod:`wca.dataset_names`); unknown names come back as they are."""
+    key = dataset_key(name)
+    return next((known for known in DATASETS if dataset_key(known) == key), name)
 
 
 def load_dataset(name: str, root: str | Path, split: str | None = None, **options: Any) -> Dataset:

@@ -5,7 +5,8 @@ A descriptions directory is laid out like ``../shared/descriptors``: one folder 
 and the description sets (``cupl.json``, ``clip-d.json``, ``clip-e.json``). It is found, in
 order, from the ``descriptions_dir`` option, the ``WCA_DESCRIPTIONS_DIR`` environment variable,
 and the default, the folder the published sets are downloaded to:
-``$WCA_CACHE_DIR/descriptions``, else ``~/.cache/wca/descriptions`` (``$XDG_CACHE_HOME`` if set).
+``wca.defaults.cache_dir("descriptions")`` (``$WCA_CACHE_DIR/descriptions``, else
+``~/.cache/wca/descriptions``, ``$XDG_CACHE_HOME`` if set).
 
 Label order always comes from the dataset's own files. Where those files carry class names
 (CUB's ``classes.txt``, DTD's folders, Food-101's ``classes.txt``, ...), they are compared with
@@ -21,17 +22,16 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from wca.descriptions import load_classnames
-from wca.descriptions.fetch import default_cache_dir
+from wca.defaults import cache_dir
+from wca.descriptions.io import load_classnames
 
 ENV_VAR = "WCA_DESCRIPTIONS_DIR"
 
 
 def default_descriptions_dir() -> Path:
-    """Where ``wca`` downloads the published description sets (:mod:`wca.descriptions.fetch`):
-    ``$WCA_CACHE_DIR/descriptions``, else ``$XDG_CACHE_HOME`` or ``~/.cache`` +
-    ``/wca/descriptions``."""
-    return default_cache_dir()
+    """Where ``wca descriptions fetch`` puts the published description sets:
+    ``$WCA_CACHE_DIR/descriptions``, else the user cache folder + ``/wca/descriptions``."""
+    return cache_dir("descriptions")
 
 
 def resolve_descriptions_dir(descriptions_dir: str | Path | None = None) -> tuple[Path, bool]:

@@ -27,6 +27,8 @@ from urllib.request import url2pathname
 
 import httpx
 
+from wca.dataset_names import dataset_key
+from wca.defaults import cache_dir
 from wca.files import write_atomic
 
 REGISTRY_FILE = "published.json"
@@ -38,7 +40,6 @@ SOURCES = {
 WCA_SETS = ("cupl", "clip-d", "clip-e", "base", "full")
 CUPL_DATASET = "cupl-original"
 URL_ENV = "WCA_DESCRIPTIONS_URL"
-CACHE_ENV = "WCA_CACHE_DIR"
 
 
 class FetchError(RuntimeError):
@@ -56,12 +57,9 @@ class PublishedFile:
 
 
 def default_cache_dir() -> Path:
-    """``$WCA_CACHE_DIR/descriptions``, else ``wca/descriptions`` in ``$XDG_CACHE_HOME`` or
-    ``~/.cache``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser() / "descriptions"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "wca" / "descriptions"
+    """``wca.defaults.cache_dir("descriptions")``: ``$WCA_CACHE_DIR/descriptions``, else the
+    user cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``) + ``/wca/descriptions``."""
+    return cache_dir("descriptions")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -115,11 +113,9 @@ def published_file(dataset: str, set_name: str, base_url: str | None = None) -> 
     """The registry entry of ``dataset``/``set_name``; ``base_url`` (or $WCA_DESCRIPTIONS_URL)
     is a mirror laid out like the descriptors folder. ``dataset`` is a name of ``wca eval``
     (``oxford_pets``) or the authors' folder name (``oxford_pet``)."""
-    from wca.datasets import canonical_name
-
     registry = _registry()
-    published = {canonical_name(name): name for name in published_sets()}
-    dataset = published.get(canonical_name(dataset), dataset)
+    published = {dataset_key(name): name for name in published_sets()}
+    dataset = published.get(dataset_key(dataset), dataset)
     path = f"{dataset}/{set_name}.json"
     if path not in registry["files"]:
         sets = published_sets()

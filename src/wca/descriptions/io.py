@@ -26,13 +26,37 @@ def read_text(path: str | Path) -> str:
         raise ValueError(f"{path}: cannot be read ({error.strerror})") from None
 
 
+class _DuplicateKeys(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's pairs as a dict; _DuplicateKeys naming the keys that occur more than once
+    (``json`` would silently keep the last value of each)."""
+    data = dict(pairs)
+    if len(data) < len(pairs):
+        seen: set[str] = set()
+        repeated = [key for key, _ in pairs if key in seen or seen.add(key)]
+        raise _DuplicateKeys(", ".join(repr(key) for key in dict.fromkeys(repeated)))
+    return data
+
+
 def read_json(path: str | Path) -> Any:
-    """A JSON file's content; a missing file or bad JSON is an error that names the file."""
+    """A JSON file's content; a missing file, bad JSON or a key that occurs twice in one object
+    (a class whose descriptions would silently be replaced by a later list) is an error that
+    names the file."""
     text = read_text(path)
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
+    except _DuplicateKeys as error:
+        keys = str(error)
+        what = "duplicate keys" if ", " in keys else "duplicate key"
+        raise ValueError(
+            f"{path}: {what} {keys}: a JSON object keeps only the last value of equal keys, so "
+            "name each key once (merge their lists)"
+        ) from None
 
 
 def load_descriptions(path: str | Path) -> dict[str, list[str]]:
@@ -110,14 +134,23 @@ def match_descriptions(
 ) -> list[list[str]]:
     """The descriptions of each class in label order (never the file's key order).
 
-    Keys match class names exactly, else ignoring case and ``_``/space differences. Classes
-    without a key, or with no non-empty description, are reported together by name.
+    Keys match class names exactly, else ignoring case and ``_``/space differences (two keys
+    that match one class that way are an error). Classes without a key, or with no non-empty
+    description, are reported together by name.
     """
 
-    loose = {class_key(name): texts for name, texts in descriptions.items()}
+    loose: dict[str, list[str]] = {}
+    for key in descriptions:
+        loose.setdefault(class_key(key), []).append(key)
     matched, missing = [], []
     for name in classnames:
-        texts = descriptions.get(name, loose.get(class_key(name)))
+        keys = [name] if name in descriptions else loose.get(class_key(name), [])
+        if len(keys) > 1:
+            raise ValueError(
+                f"{source}: keys {', '.join(map(repr, keys))} all match class {name!r} (case, "
+                "'_' and spacing aside); keep one"
+            )
+        texts = descriptions[keys[0]] if keys else None
         texts = [t.strip() for t in texts or [] if t.strip()]
         if not texts:
             missing.append(name)
