@@ -93,8 +93,9 @@ class BoostStream(TDAStream):
         self.key = key
         self.boost_features = take(features, chosen)
         self.boost_labels = take(logits, chosen).argmax(-1)
+        self.boost_label_lists = self.boost_labels.tolist()
         self.boost_losses = take(view_entropy, chosen).tolist()
-        self.survives = torch.zeros(chosen.shape, dtype=torch.bool)
+        self.survives = torch.zeros(chosen.shape, dtype=torch.bool)  # filled on the CPU
         self.evicted: list[tuple[int, int]] = []
 
     def after_insert(self, image: int, pos: CacheBlock) -> None:
@@ -104,7 +105,7 @@ class BoostStream(TDAStream):
         capacity = self.head.pos_shots + self.head.delta
         shots, lists = self.head.pos_shots, pos.cache.lists
         copies: dict[int, list[tuple[float, tuple[str, int]]]] = {}
-        labels = self.boost_labels[image].tolist()
+        labels = self.boost_label_lists[image]
         for sample, (label, loss) in enumerate(zip(labels, self.boost_losses[image], strict=True)):
             item = (loss, ("boost", sample))
             if label not in copies and label not in lists:
@@ -138,7 +139,7 @@ class BoostStream(TDAStream):
     def boosted(self) -> Tensor:
         beta = self.head.pos_beta
         affinity = torch.einsum("bd,bkd->bk", self.key, self.boost_features)
-        weights = torch.exp(-(beta - beta * affinity)) * self.survives
+        weights = torch.exp(-(beta - beta * affinity)) * self.survives.to(affinity.device)
         total = self.key.new_zeros(len(self.key), self.classes)
         return total.scatter_add(1, self.boost_labels, weights)
 

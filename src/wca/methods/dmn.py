@@ -103,14 +103,14 @@ class DMNStream:
             crops = None if crop_emb is None else crop_emb[lo : lo + step]
             features, logits = self.head.base.views(image_emb[lo : lo + step], crops, True)
             out.append(self._block(features, logits))
-        return torch.cat(out)
+        return torch.cat(out) if out else image_emb.new_zeros(0, classes)
 
     def _block(self, features: Tensor, logits: Tensor) -> Tensor:
         head, size = self.head, len(features)
-        if self.keys.dtype != features.dtype:
-            self.keys, self.gram = self.keys.to(features.dtype), self.gram.to(features.dtype)
+        self.keys = self.keys.to(features.device, features.dtype)
+        self.gram = self.gram.to(features.device, features.dtype)
         probabilities = logits.softmax(-1)
-        view_entropy = -(probabilities * torch.log(probabilities + 1e-6)).sum(-1)
+        view_entropy = -(probabilities + 1e-6).log_().mul_(probabilities).sum(-1)
         mean = take(probabilities, most_confident(view_entropy, head.fraction)).mean(1)
         labels = mean.argmax(-1).tolist()
         entropies = (-(mean * torch.log(mean + 1e-8)).sum(-1)).tolist()
@@ -119,30 +119,33 @@ class DMNStream:
             block.add(image, labels[image], entropies[image])
         query = features[:, 0]
         unit = F.normalize(query, dim=-1)
-        old, new = block.alive()
-        memory = self._read(unit, old, new, block.labels())
+        old, new = block.alive(unit.device)
+        memory = self._read(unit, old, new, block.labels(unit.device))
         memory = head.logit_scale * query.norm(dim=-1, keepdim=True) * memory
         self._store(unit, *block.commit(None))
         return probabilities[:, 0] + head.weight * memory.softmax(-1)
 
     def _read(self, unit: Tensor, old: Tensor, new: Tensor, new_labels: Tensor) -> Tensor:
         """a_c . q / ||a_c|| ``[b, C]``: the memory at the block's start (``old``, plus the
-        class vectors) and the block's own entries (``new``), each where it is in memory."""
+        class vectors) and the block's own entries (``new``), each where it is in memory.
+        Laid out ``[C, L + 1, b]`` so the Gram products need no copies."""
         beta = self.head.beta
         classes, slots, dim = self.keys.shape
-        similarity = (unit @ self.keys.view(-1, dim).T).view(-1, classes, slots)
-        alive = torch.cat([old.view(-1, classes, slots - 1), old.new_ones(len(old), classes, 1)], 2)
-        weights = torch.exp(-beta * (1 - similarity)) * alive  # [b, C, L + 1]
+        similarity = (self.keys.view(-1, dim) @ unit.T).view(classes, slots, -1)
+        weights = similarity.mul(beta).sub_(beta).exp_()  # exp(-beta (1 - q.k))
+        gone = (~old).T.reshape(classes, slots - 1, -1)
+        weights[:, :-1].masked_fill_(gone, 0.0)  # the class vector (last) is always there
+        # ||sum_k w_k k||^2 = w^T G w over the old memory, + the block entries' cross terms
+        square = torch.bmm(self.gram, weights).mul_(weights).sum(1).T  # [b, C]
+        cross = torch.einsum("jd,jld->jl", unit, self.keys[new_labels])  # k_j . memory of c_j
+        cross = (weights[new_labels] * cross[..., None]).sum(1).T  # [b, b]
+        dot = similarity.mul_(weights).sum(1).T
         new_similarity = unit @ unit.T
         new_weights = torch.exp(-beta * (1 - new_similarity)) * new  # [b, b]
-        dot = (weights * similarity).sum(-1).index_add(1, new_labels, new_weights * new_similarity)
-        # ||sum_k w_k k||^2 = w^T G w over the old memory, + the block entries' cross terms
-        square = (torch.bmm(weights.transpose(0, 1), self.gram).transpose(0, 1) * weights).sum(-1)
-        cross = torch.einsum("jd,jld->jl", unit, self.keys[new_labels])  # [b, L + 1]
-        cross = (weights[:, new_labels] * cross).sum(-1) * new_weights  # [b, b]
+        dot = dot.index_add(1, new_labels, new_weights * new_similarity)
         same = (new_labels[:, None] == new_labels[None]).to(unit.dtype) * new_similarity
         pairs = new_weights * (new_weights @ same)
-        square = square.index_add(1, new_labels, 2 * cross + pairs)
+        square = square.index_add(1, new_labels, 2 * cross * new_weights + pairs)
         return dot / square.sqrt()
 
     def _store(self, unit: Tensor, slots: Tensor, rows: Tensor) -> None:
@@ -150,6 +153,7 @@ class DMNStream:
         if not len(slots):
             return
         capacity = self.head.memory_size
+        slots, rows = slots.to(unit.device), rows.to(unit.device)
         labels, places = slots // capacity, slots % capacity
         self.keys[labels, places] = unit[rows]
         rows_gram = torch.einsum("pd,pmd->pm", self.keys[labels, places], self.keys[labels])

@@ -281,7 +281,7 @@ class CacheBlock:
         writer = self.writer.get(slot)
         return slot if writer is None else len(self.cache.filled) + writer
 
-    def alive(self) -> tuple[Tensor, Tensor]:
+    def alive(self, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
         """Masks ``[size, slots]`` (old contents) and ``[size, size]`` (block entries)."""
         images = torch.arange(self.size)
         old_end = torch.full((len(self.cache.filled),), self.size)
@@ -291,11 +291,11 @@ class CacheBlock:
         admitted = torch.tensor(self.slot) >= 0
         new_end = torch.tensor(self.new_end)
         new = admitted[None] & (images[None] <= images[:, None]) & (images[:, None] < new_end)
-        return old, new
+        return old.to(device), new.to(device)
 
-    def labels(self) -> Tensor:
+    def labels(self, device: torch.device | str = "cpu") -> Tensor:
         """The class of each block entry (0 for those not admitted)."""
-        return torch.tensor([max(s, 0) // self.cache.capacity for s in self.slot])
+        return torch.tensor([max(s, 0) // self.cache.capacity for s in self.slot], device=device)
 
     def commit(self, keys: Tensor | None, values: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Store the block's surviving entries (their keys, and values where entries carry

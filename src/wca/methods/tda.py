@@ -148,7 +148,7 @@ class TDAStream:
             crops = None if crop_emb is None else crop_emb[lo : lo + step]
             features, logits = self.head.base.views(image_emb[lo : lo + step], crops, several)
             out.append(self._block(features, logits))
-        return torch.cat(out)
+        return torch.cat(out) if out else image_emb.new_zeros(0, self.classes)
 
     def _block(self, features: Tensor, logits: Tensor) -> Tensor:
         head = self.head
@@ -164,12 +164,13 @@ class TDAStream:
             self.after_insert(image, pos)
             if low < ratios[image] < high:
                 neg.add(image, labels[image], losses[image])
-        alive = self.evict(pos.alive())
+        alive = tuple(mask.to(key.device) for mask in self.evict(pos.alive()))
         old, new = cache_affinity(key, self.pos.keys, key, alive, head.pos_beta)
-        positive = per_class(old, new, head.pos_shots, pos.labels(), classes) + self.boosted()
+        positive = per_class(old, new, head.pos_shots, pos.labels(key.device), classes)
+        positive = positive + self.boosted()
         mask = (probabilities > head.neg_mask[0]) & (probabilities < head.neg_mask[1])
         mask = mask.to(key.dtype)
-        old, new = cache_affinity(key, self.neg.keys, key, neg.alive(), head.neg_beta)
+        old, new = cache_affinity(key, self.neg.keys, key, neg.alive(key.device), head.neg_beta)
         negative = new @ mask
         if self.neg.values is not None:
             negative = negative + old @ self.neg.values
