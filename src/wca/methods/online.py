@@ -24,6 +24,7 @@ import inspect
 import math
 import operator
 import typing
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Literal, TypeVar
@@ -53,14 +54,15 @@ MAX_BLOCK = 256  # images per block at most (block matrices are [block, block])
 T = TypeVar("T")
 
 
-class OnlineHead:
-    """Mixin of the online heads: ``online``, one text draw, ``logits`` as a one-call stream."""
+class OnlineHead(ABC):
+    """Base of the online heads: ``online``, one text draw, ``logits`` as a one-call stream."""
 
     online = True
     n_draws = 1
 
+    @abstractmethod
     def stream(self, length: int | None = None):
-        raise NotImplementedError
+        """A fresh stream, with an empty memory, of ``length`` images (None: unknown)."""
 
     def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0) -> Tensor:
         return self.stream(len(image_emb)).logits(image_emb, crop_emb)
@@ -75,7 +77,7 @@ def working_dtype(image_emb: Tensor) -> torch.dtype:
 
 @dataclass
 class Base:
-    """The per-image head an online method starts from."""
+    """The per-image head an online method starts from (its first text draw)."""
 
     head: Head
     scale: float = 100.0  # multiplies the head's scores (1 when it applies its own scale)
