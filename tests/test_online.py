@@ -48,6 +48,18 @@ def clip_base(text, scale):
     return Base(PromptHead(text[None]), scale, text)
 
 
+def streamed(head, views, cuts=(0, 7, 8, 30)):
+    """The head's outputs over ``views [B, V, D]`` fed to one stream in uneven chunks."""
+    stream, bounds = head.stream(len(views)), [*cuts, len(views)]
+    crops = views[:, 1:] if views.shape[1] > 1 else None
+    return torch.cat(
+        [
+            stream.logits(views[lo:hi, 0], None if crops is None else crops[lo:hi])
+            for lo, hi in zip(bounds, bounds[1:], strict=False)
+        ]
+    )
+
+
 # --------------------------------------------------------------------------- TDA (utils.py)
 
 
@@ -201,6 +213,7 @@ def test_tda_equals_the_authors_loop(n_views, views):
     expected, pos, neg = tda_loop(per_image, text, POS, NEG, scale)
     assert pos.replaced > 3 and neg.replaced > 1 and sum(map(len, neg.values())) > 4
     torch.testing.assert_close(scores, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(streamed(head, stream), expected, atol=1e-6, rtol=0)
 
 
 # --------------------------------------------------------------------------- BoostAdapter
@@ -336,6 +349,7 @@ def test_boostadapter_equals_the_authors_loop(n_views, views, delta):
     assert pos.replaced > 3 and neg.replaced > 1
     assert boosted.replaced > 2 or n_views == 1  # boosting samples pushed cache entries out
     torch.testing.assert_close(scores, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(streamed(head, stream), expected, atol=1e-6, rtol=0)
 
 
 # --------------------------------------------------------------------------- DMN-ZS
@@ -463,6 +477,7 @@ def test_dmn_equals_the_authors_loop(n_views, memory_size):
     expected, model = dmn_loop(list(stream), text, memory_size, 5.5, 0.3, scale, n_views < 10)
     assert model.replaced > 5 or memory_size == 50
     torch.testing.assert_close(scores, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(streamed(head, stream), expected, atol=1e-6, rtol=0)
 
 
 # --------------------------------------------------------------------------- OnZeta
