@@ -85,6 +85,14 @@ def test_scoring_quick(capsys):
     assert all(float(row[1]) > 0 for row in per_head)
 
 
+def test_scoring_online_quick(capsys):
+    output = run(capsys, "scoring", "--quick", "--online-only")
+    rows = table_rows(output)
+    names = ["tda", "tda+wca", "dmn", "boostadapter", "onzeta", "lazsl (beside awt)"]
+    assert [row[0] for row in rows] == names
+    assert all(float(row[1]) > 0 and float(row[2]) > 0 and float(row[3]) > 0 for row in rows)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here: the GPU mode would run")
 @pytest.mark.parametrize("script", ["preprocess", "extract"])
 def test_gpu_mode_is_skipped_without_cuda(capsys, script):

@@ -200,6 +200,12 @@ def test_unknown_method_option_and_missing_source_are_clear_errors(sources):
         "wca-uniform-text",
         "wca-full-view",
         "wca-paper",
+        "lazsl",
+        "tda",
+        "tda+wca",
+        "dmn",
+        "boostadapter",
+        "onzeta",
     }
 
 

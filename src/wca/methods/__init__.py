@@ -8,13 +8,29 @@
 - ``wca``:    the sentences weighted against "a photo of a {c}." and aligned with image crops;
   its ablations ``wca-uniform-crops``, ``wca-uniform-text``, ``wca-full-view``, ``wca-paper``.
 - ``zero``, ``mta``, ``awt``: the peers that also score many views (ZERO, MTA, AWT), on the
-  same views (the full view and the crops).
+  same views (the full view and the crops); ``lazsl`` (LaZSL: crops and descriptions aligned
+  by optimal transport).
+- ``tda``, ``dmn``, ``boostadapter``, ``onzeta``: online methods that keep a memory over the
+  stream of test images (TDA, DMN-ZS, BoostAdapter, OnZeta), each starting from a per-image
+  method (``base=``, CLIP by default); ``tda+wca`` is TDA on WCA (see :mod:`wca.methods.online`
+  for the stream protocol).
 
 ``build_head(name, encode_texts, sources, **options)`` looks the method up in the registry and
 returns a head that turns image (and crop) embeddings into ``[B, C]`` scores.
 """
 
-from wca.methods import awt, mta, prompts, wca, zero  # noqa: F401  (each module registers its methods)
+from wca.methods import (  # noqa: F401  (each module registers its methods)
+    awt,
+    boostadapter,
+    dmn,
+    lazsl,
+    mta,
+    onzeta,
+    prompts,
+    tda,
+    wca,
+    zero,
+)
 from wca.methods.prompts import (
     LABEL_TEMPLATE,
     PromptHead,

@@ -96,7 +96,12 @@ class PromptHead:
         return self.class_emb.shape[0]
 
     def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0) -> Tensor:
-        return image_emb.float() @ self.class_emb[draw % self.n_draws].T
+        class_emb = self.class_emb[draw % self.n_draws]
+        return image_emb.to(class_emb.dtype) @ class_emb.T
+
+    def text_features(self) -> Tensor:
+        """The class vectors ``[C, D]`` (of the first draw): what an online method keeps."""
+        return self.class_emb[0]
 
 
 def encode_prompts(encode_texts: EncodeTexts, prompts: list[list[str]]) -> tuple[Tensor, Tensor]:

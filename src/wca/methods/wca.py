@@ -47,9 +47,21 @@ class WCAHead:
     def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0) -> Tensor:
         if crop_emb is None:
             raise ValueError("wca scores crops: pass crop embeddings [B, N, D]")
-        return image_side(crop_emb.float(), image_emb.float(), self.image_scale, self.form) @ (
-            self.text.T
-        )
+        dtype = self.text.dtype
+        images = image_side(crop_emb.to(dtype), image_emb.to(dtype), self.image_scale, self.form)
+        return images @ self.text.T
+
+    def image_features(self, image_emb: Tensor, crop_emb: Tensor) -> Tensor:
+        """The image side ``[B, D]`` as an online method's memory key: the weighted crop mean,
+        normalised (the reference form's), whichever form scores."""
+        if crop_emb is None:
+            raise ValueError("wca's image side needs crop embeddings [B, N, D]")
+        dtype = self.text.dtype
+        return image_side(crop_emb.to(dtype), image_emb.to(dtype), self.image_scale, "reference")
+
+    def text_features(self) -> Tensor:
+        """The text side ``[C, D]``: the class vectors an online method keeps."""
+        return self.text
 
     def pool_logits(self, image_emb: Tensor, crop_pool: Tensor, indices: Tensor) -> Tensor:
         """Scores ``[R, B, C]`` of R runs that each draw crops ``indices[r]`` from the pool.

@@ -1,0 +1,333 @@
+"""What the online (memory) methods share: the stream protocol, the per-image head they start
+from (``base=``), their per-dataset defaults and the per-class caches they keep.
+
+Stream protocol. ``head.stream(length)`` returns a fresh stream with an empty memory; its
+``logits(image_emb [B, D], crop_emb [B, N, D] | None) -> [B, C]`` takes the next B images in
+order and returns, for each, what the method outputs when that image arrives (before any later
+image is seen); the memory carries over to the next call, so scoring a stream in chunks gives
+the same outputs as one call. ``length`` is the number of images the stream will hold (OnZeta's
+schedule needs it); None takes the first call's images as the whole stream.
+``head.logits(image_emb, crop_emb)`` is one stream over the batch, from an empty memory.
+
+Base. Every online method starts from a per-image head (``base="clip"`` by default): its
+zero-shot logits are that head's scores times ``logit_scale`` (a head with its own
+``logit_scale`` option is built with it instead), and the memory's key is the head's image
+side (``image_features``, e.g. WCA's weighted crop mean), else the full view. A base that
+reads crops has already turned the views into one score, so the method sees one view per image;
+a base that scores the full view alone (clip, cupl, ...) scores every view (the full view and
+the crops) where the method's authors use augmented views.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import operator
+import typing
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Literal, TypeVar
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from wca.methods.registry import (
+    METHODS,
+    EncodeTexts,
+    Head,
+    MethodBuilder,
+    build_head,
+    options_model,
+)
+from wca.methods.sources import TextSources
+
+Views = Literal["full", "confident"]  # one view per image, or the most confident of all views
+Shots = Annotated[int, Field(ge=1, le=1000)]
+Weight = Annotated[float, Field(ge=0, le=1e6)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+Bounds = tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]]
+VALUE_BUDGET = 2**23  # values [images, views, classes] per block: bounds a block's memory
+MAX_BLOCK = 256  # images per block at most (block matrices are [block, block])
+
+T = TypeVar("T")
+
+
+class OnlineHead(ABC):
+    """Base of the online heads: ``online``, one text draw, ``logits`` as a one-call stream."""
+
+    online = True
+    n_draws = 1
+
+    @abstractmethod
+    def stream(self, length: int | None = None):
+        """A fresh stream, with an empty memory, of ``length`` images (None: unknown)."""
+
+    def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0) -> Tensor:
+        return self.stream(len(image_emb)).logits(image_emb, crop_emb)
+
+
+# --------------------------------------------------------------------------- the base head
+
+
+def working_dtype(image_emb: Tensor) -> torch.dtype:
+    return torch.promote_types(image_emb.dtype, torch.float32)
+
+
+@dataclass
+class Base:
+    """The per-image head an online method starts from (its first text draw)."""
+
+    head: Head
+    scale: float = 100.0  # multiplies the head's scores (1 when it applies its own scale)
+    text: Tensor | None = None  # [C, D] class vectors, for the methods that keep them
+
+    @property
+    def uses_crops(self) -> bool:
+        return self.head.uses_crops
+
+    def views(
+        self, image_emb: Tensor, crop_emb: Tensor | None, several: bool
+    ) -> tuple[Tensor, Tensor]:
+        """Features ``[B, V, D]`` and zero-shot logits ``[B, V, C]`` of each image's views:
+        the full view then the crops when ``several`` (and the base scores one view at a
+        time), else one view: the base's image side and its scores."""
+        dtype = working_dtype(image_emb)
+        image_emb = image_emb.to(dtype)
+        crop_emb = None if crop_emb is None else crop_emb.to(dtype)
+        if self.head.uses_crops:
+            side = getattr(self.head, "image_features", None)
+            features = image_emb if side is None else side(image_emb, crop_emb).to(dtype)
+            logits = self.scale * self.head.logits(image_emb, crop_emb).to(dtype)
+            return features[:, None], logits[:, None]
+        views = image_emb[:, None]
+        if several and crop_emb is not None:
+            views = torch.cat([views, crop_emb], dim=1)
+        logits = self.head.logits(views.flatten(0, 1)).to(dtype)
+        return views, self.scale * logits.view(*views.shape[:2], -1)
+
+
+def build_base(
+    method: str,
+    base: str,
+    encode_texts: EncodeTexts,
+    sources: TextSources,
+    logit_scale: float,
+    with_text: bool = False,
+) -> Base:
+    """Build per-image method ``base`` for online method ``method`` (with the same texts and
+    its own defaults). ``with_text``: also its class vectors (``text_features``), or CLIP's
+    label prompts for a base without them (zero, mta, awt)."""
+    if base not in METHODS:
+        raise ValueError(f"method {method!r}: base: unknown method {base!r}")
+    own_scale = "logit_scale" in options_model(base).model_fields
+    options = {"logit_scale": logit_scale} if own_scale else {}
+    head = build_head(base, encode_texts, sources, allow_duplicates=True, **options)
+    if getattr(head, "online", False):
+        raise ValueError(
+            f"method {method!r}: base: {base!r} is an online method; the base scores each "
+            "image alone (clip, cupl, wca, ...)"
+        )
+    text = None
+    if with_text:
+        if not hasattr(head, "text_features"):
+            head_with_text = build_head("clip", encode_texts, sources, allow_duplicates=True)
+            text = head_with_text.text_features()
+        else:
+            text = head.text_features()
+    return Base(head, 1.0 if own_scale else logit_scale, text)
+
+
+def with_options(builder: MethodBuilder, **fixed) -> MethodBuilder:
+    """``builder`` with some options fixed (no longer options): ``tda+wca`` is ``tda`` with
+    ``base="wca"``. The registry reads the options from the signature this returns."""
+
+    def build(encode_texts: EncodeTexts, sources: TextSources, **options) -> Head:
+        return builder(encode_texts, sources, **fixed, **options)
+
+    signature = inspect.signature(builder)
+    parameters = [p for name, p in signature.parameters.items() if name not in fixed]
+    hints = typing.get_type_hints(builder, include_extras=True)
+    build.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    build.__annotations__ = {name: hint for name, hint in hints.items() if name not in fixed}
+    build.__doc__ = builder.__doc__
+    return build
+
+
+# --------------------------------------------------------------------------- per-dataset defaults
+
+DATASET_ALIASES = {"oxford-pet": "oxford-pets", "place365": "places365"}
+
+
+def dataset_key(name: str) -> str:
+    key = name.lower().replace("_", "-")
+    return DATASET_ALIASES.get(key, key)
+
+
+def for_dataset(table: Mapping[str, T], dataset: str) -> T:
+    """``table``'s entry for ``dataset`` (our names or the authors'; ``-``/``_`` alike),
+    ImageNet's for a dataset the authors did not tune."""
+    return table.get(dataset_key(dataset), table["imagenet"])
+
+
+# --------------------------------------------------------------------------- shared math
+
+
+def entropy(logits: Tensor) -> Tensor:
+    """Softmax entropy over the last dimension (the authors' ``softmax_entropy``)."""
+    return -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1)
+
+
+def mean_entropy(logits: Tensor) -> Tensor:
+    """Entropy of the mean softmax over dimension -2 (the authors' ``avg_entropy``)."""
+    log_p = logits.log_softmax(-1)
+    mean = log_p.logsumexp(-2) - math.log(logits.shape[-2])
+    mean = mean.clamp_min(torch.finfo(mean.dtype).min)
+    return -(mean * mean.exp()).sum(-1)
+
+
+def most_confident(values: Tensor, fraction: float = 0.1, at_least: int = 1) -> Tensor:
+    """Indices ``[B, k]`` of the ``int(fraction V)`` (at least ``at_least``) views of lowest
+    ``values`` ``[B, V]``, lowest first."""
+    count = min(max(int(values.shape[1] * fraction), at_least), values.shape[1])
+    return torch.argsort(values, dim=1, stable=True)[:, :count]
+
+
+def take(values: Tensor, index: Tensor) -> Tensor:
+    """``values [B, V, ...]`` at ``index [B, k]``: ``[B, k, ...]``."""
+    index = index.view(*index.shape, *[1] * (values.ndim - 2))
+    return values.gather(1, index.expand(-1, -1, *values.shape[2:]))
+
+
+def block_size(values_per_image: int) -> int:
+    return max(1, min(MAX_BLOCK, VALUE_BUDGET // max(values_per_image, 1)))
+
+
+# --------------------------------------------------------------------------- per-class caches
+
+
+class SlotCache:
+    """Per-class caches as the authors keep them (a list per class, in their order), with each
+    entry's key in a fixed slot ``class * capacity + k`` so a block of images is scored at once.
+
+    ``policy="lowest"`` keeps the ``capacity`` entries of lowest loss: a full class takes a new
+    entry only if its loss is below the worst one's, which it replaces (TDA's ``update_cache``,
+    BoostAdapter's with ``fifo=False``, DMN's memory). ``"fifo"`` keeps the newest ``capacity``
+    (BoostAdapter's negative cache).
+    """
+
+    def __init__(self, n_classes: int, capacity: int, policy: str = "lowest") -> None:
+        self.capacity, self.policy = capacity, policy
+        self.lists: dict[int, list[tuple[float, int]]] = {}  # class -> [(loss, slot)]
+        self.filled = torch.zeros(n_classes * capacity, dtype=torch.bool)
+        self.keys: Tensor | None = None  # [slots, D]
+        self.values: Tensor | None = None  # [slots, C] where entries carry values
+
+    def insert(self, label: int, loss: float) -> int | None:
+        """Add an entry; the slot it takes, or None when the class keeps what it has."""
+        entries = self.lists.setdefault(label, [])
+        if len(entries) < self.capacity:
+            slot = len(entries)
+            entries.append((loss, slot))
+        elif self.policy == "fifo":
+            slot = entries.pop(0)[1]
+            entries.append((loss, slot))
+        elif loss < entries[-1][0]:
+            slot = entries[-1][1]
+            entries[-1] = (loss, slot)
+        else:
+            return None
+        if self.policy == "lowest":
+            entries.sort(key=operator.itemgetter(0))
+        return label * self.capacity + slot
+
+    def block(self, size: int) -> CacheBlock:
+        return CacheBlock(self, size)
+
+    def store(self, name: str, rows: Tensor, slots: Tensor, source: Tensor) -> None:
+        """Write ``source[rows]`` into the slots ``slots`` of store ``name`` (keys, values)."""
+        current = getattr(self, name)
+        if current is None:
+            current = source.new_zeros(len(self.filled), *source.shape[1:])
+            setattr(self, name, current)
+        current[slots] = source[rows].to(current.dtype)
+
+
+class CacheBlock:
+    """Where every entry of a cache lives while a block of ``size`` images is inserted: the
+    slots' contents at the block's start (``old``), then the block's own entries (``new``,
+    entry j from image j). Entry e is in the cache when image i is scored iff
+    ``start[e] <= i < end[e]``."""
+
+    def __init__(self, cache: SlotCache, size: int) -> None:
+        self.cache, self.size = cache, size
+        self.old_end: dict[int, int] = {}  # slot -> image whose entry replaced its content
+        self.writer: dict[int, int] = {}  # slot -> the latest block entry written there
+        self.slot = [-1] * size  # block entry -> its slot (-1: not admitted)
+        self.new_end = [size] * size
+
+    def add(self, image: int, label: int, loss: float) -> None:
+        slot = self.cache.insert(label, loss)
+        if slot is None:
+            return
+        if slot in self.writer:
+            self.new_end[self.writer[slot]] = image
+        else:
+            self.old_end[slot] = image
+        self.writer[slot] = image
+        self.slot[image] = slot
+
+    def entry(self, slot: int) -> int:
+        """The column (``old`` slots, then ``new`` entries) holding ``slot``'s entry now."""
+        writer = self.writer.get(slot)
+        return slot if writer is None else len(self.cache.filled) + writer
+
+    def alive(self, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+        """Masks ``[size, slots]`` (old contents) and ``[size, size]`` (block entries)."""
+        images = torch.arange(self.size)
+        old_end = torch.full((len(self.cache.filled),), self.size)
+        if self.old_end:
+            old_end[list(self.old_end)] = torch.tensor(list(self.old_end.values()))
+        old = self.cache.filled[None] & (images[:, None] < old_end[None])
+        admitted = torch.tensor(self.slot) >= 0
+        new_end = torch.tensor(self.new_end)
+        new = admitted[None] & (images[None] <= images[:, None]) & (images[:, None] < new_end)
+        return old.to(device), new.to(device)
+
+    def labels(self, device: torch.device | str = "cpu") -> Tensor:
+        """The class of each block entry (0 for those not admitted)."""
+        return torch.tensor([max(s, 0) // self.cache.capacity for s in self.slot], device=device)
+
+    def commit(self, keys: Tensor | None, values: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Store the block's surviving entries (their keys, and values where entries carry
+        them; a method that keeps its own store passes None); the slots written and the
+        block entries written there."""
+        slots = torch.tensor(list(self.writer), dtype=torch.long)
+        rows = torch.tensor(list(self.writer.values()), dtype=torch.long)
+        if len(slots):
+            if keys is not None:
+                self.cache.store("keys", rows, slots, keys)
+            if values is not None:
+                self.cache.store("values", rows, slots, values)
+            self.cache.filled[slots] = True
+        return slots, rows
+
+
+def cache_affinity(
+    query: Tensor, old_keys: Tensor | None, new_keys: Tensor, alive: tuple[Tensor, Tensor], beta
+) -> tuple[Tensor, Tensor]:
+    """TDA's ``exp(-(beta - beta * query . key))`` for every (image, entry) pair, zero where
+    the entry is not in the cache at that image: ``[b, slots]`` and ``[b, b]``."""
+    old_alive, new_alive = alive
+    old = query.new_zeros(old_alive.shape)
+    if old_keys is not None:
+        old = torch.exp(-(beta - beta * query @ old_keys.T)) * old_alive
+    new = torch.exp(-(beta - beta * query @ new_keys.T)) * new_alive
+    return old, new
+
+
+def per_class(old: Tensor, new: Tensor, capacity: int, new_labels: Tensor, classes: int) -> Tensor:
+    """Sum of the weights ``old [b, classes * capacity]`` and ``new [b, b]`` by class."""
+    total = old.view(len(old), classes, capacity).sum(-1)
+    return total.index_add(1, new_labels, new)

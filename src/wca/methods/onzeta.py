@@ -1,0 +1,147 @@
+"""OnZeta (Qian & Hu, "Online Zero-Shot Classification with CLIP", ECCV 2024): online label
+learning and online proxy learning, as the authors' loop in ``main_online.py``
+(idstcv/OnZeta), batched over blocks of images.
+
+Image i (0-based) of a stream of n, with key x (the full view, or the base's image side):
+
+- online label learning: t = softmax(zero-shot logits at 1 / tau_t) * exp(rho), normalised;
+  rho <- max(0, rho - cr / sqrt(i + 1) (t - alpha / C));
+- online proxy learning: v = softmax(x . w_c / tau_i) with proxies w (initially the class
+  vectors); output beta sqrt((i + 1) / n) v + (1 - beta sqrt((i + 1) / n)) t;
+  w <- normalise_columns(w - cw / sqrt(i + 1) / tau_i x (v - t)^T).
+
+Within a block the proxies are w_start + x^T A scaled per column, so x . w needs one product
+with the block's Gram matrix instead of a pass over w per image; exact, not approximate.
+``beta`` and ``alpha`` per dataset are TTA-VLM's (``online_method/onzeta.py``): beta 0.8 on the
+ImageNet family (the authors' only dataset) and 0.4 elsewhere, alpha 0 on Caltech-101.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Annotated
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor
+
+from wca.defaults import IMAGENET_FAMILY
+from wca.methods.online import Base, OnlineHead, build_base, dataset_key
+from wca.methods.registry import EncodeTexts, Head, register_method
+from wca.methods.sources import TextSources
+
+BLOCK = 128  # images whose proxy updates are carried in factored form
+Positive = Annotated[float, Field(gt=0, le=1e6)]
+
+
+@dataclass
+class OnZetaHead(OnlineHead):
+    base: Base  # scores at 1 / tau_t, with its class vectors
+    tau_i: float = 0.04
+    cw: float = 0.5
+    cr: float = 20.0
+    alpha: float = 1.0
+    beta: float = 0.8
+
+    @property
+    def uses_crops(self) -> bool:
+        return self.base.uses_crops
+
+    def stream(self, length: int | None = None) -> OnZetaStream:
+        return OnZetaStream(self, length)
+
+
+class OnZetaStream:
+    """One stream of OnZeta: the proxies, the label-learning dual variable and the position in
+    the stream. A stream of unknown ``length`` takes the first call's images as all of it."""
+
+    def __init__(self, head: OnZetaHead, length: int | None) -> None:
+        self.head, self.length = head, length
+        self.proxies = F.normalize(head.base.text, dim=-1).T.clone()  # [D, C]
+        self.rho = np.zeros(self.proxies.shape[1])
+        self.seen = 0
+
+    def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None) -> Tensor:
+        if self.length is None:
+            self.length = len(image_emb)
+        if self.seen + len(image_emb) > self.length:
+            raise ValueError(
+                f"onzeta: this stream holds {self.length} images (its length, which sets the "
+                f"beta schedule); {self.seen + len(image_emb)} arrived"
+            )
+        out = []
+        for lo in range(0, len(image_emb), BLOCK):
+            crops = None if crop_emb is None else crop_emb[lo : lo + BLOCK]
+            features, logits = self.head.base.views(image_emb[lo : lo + BLOCK], crops, False)
+            out.append(self._block(features[:, 0], logits[:, 0]))
+        return torch.cat(out) if out else image_emb.new_zeros(0, self.proxies.shape[1])
+
+    def _block(self, x: Tensor, text_logits: Tensor) -> Tensor:
+        head, (size, classes) = self.head, text_logits.shape
+        self.proxies = self.proxies.to(x.dtype)
+        self.proxies = self.proxies.to(x.device)
+        start = (x @ self.proxies).cpu().numpy()  # x_i . w at the block's start
+        gram = (x @ x.T).cpu().numpy()
+        text_probabilities = text_logits.softmax(-1).cpu().numpy()
+        updates = np.zeros((size, classes), start.dtype)  # w = (w_start + x^T updates) scales
+        scales = np.ones(classes, start.dtype)
+        rho = self.rho.astype(start.dtype)
+        out = np.empty((size, classes), start.dtype)
+        for i in range(size):  # numpy: a few microseconds per step on vectors of C
+            step = self.seen + i + 1
+            label = text_probabilities[i] * np.exp(rho)
+            label /= label.sum()
+            rho = np.maximum(rho - head.cr / math.sqrt(step) * (label - head.alpha / classes), 0)
+            similarity = (start[i] + gram[i, :i] @ updates[:i]) * scales  # x_i . w
+            vision = np.exp((similarity - similarity.max()) / head.tau_i)
+            vision /= vision.sum()
+            beta = head.beta * math.sqrt(step / self.length)
+            out[i] = beta * vision + (1 - beta) * label
+            gradient = head.cw / math.sqrt(step) / head.tau_i * (vision - label)
+            updates[i] = -gradient / scales
+            # column norms of w - rate x (v - t)^T, each column of w being unit
+            scales = scales / np.sqrt(1 - 2 * gradient * similarity + gradient**2 * gram[i, i])
+        update, scale = (
+            torch.from_numpy(updates).to(x.device),
+            torch.from_numpy(scales).to(x.device),
+        )
+        self.proxies = F.normalize((self.proxies + x.T @ update) * scale, dim=0)
+        self.rho = rho
+        self.seen += size
+        return torch.from_numpy(out).to(x.device)
+
+
+def dataset_values(dataset: str) -> tuple[float, float]:
+    """TTA-VLM's (alpha, beta) for ``dataset``."""
+    key = dataset_key(dataset)
+    return (0.0 if key == "caltech101" else 1.0), (0.8 if key in IMAGENET_FAMILY else 0.4)
+
+
+@register_method("onzeta")
+def _onzeta(
+    encode_texts: EncodeTexts,
+    sources: TextSources,
+    dataset: str = "imagenet",
+    base: str = "clip",
+    tau_t: Annotated[float, Field(ge=0.001, le=100)] = 0.01,
+    tau_i: Annotated[float, Field(gt=0, le=100)] = 0.04,
+    cw: Positive = 0.5,
+    cr: Positive = 20.0,
+    alpha: Annotated[float, Field(ge=0, le=1)] | None = None,
+    beta: Annotated[float, Field(ge=0, le=1)] | None = None,
+) -> Head:
+    """``tau_t`` the temperature of the text proxies (the base is scored at 1 / tau_t),
+    ``tau_i`` of the vision proxies; ``cw``, ``cr`` their learning rates; ``dataset`` picks
+    ``alpha`` and ``beta`` when unset."""
+    dataset_alpha, dataset_beta = dataset_values(dataset)
+    return OnZetaHead(
+        build_base("onzeta", base, encode_texts, sources, 1 / tau_t, with_text=True),
+        tau_i,
+        cw,
+        cr,
+        dataset_alpha if alpha is None else alpha,
+        dataset_beta if beta is None else beta,
+    )
