@@ -73,6 +73,7 @@ class HFEncoder(Encoder):
             logit_bias=family.logit_bias(model),
             batch_size=batch_size,
             transform=family.vision.transform(processor, preprocessing),
+            context_length=self.text_options["max_length"],
         )
 
     def _image_features(self, pixels: Tensor) -> Tensor:
@@ -82,6 +83,10 @@ class HFEncoder(Encoder):
     def _text_features(self, texts: list[str]) -> Tensor:
         tokens = self.tokenizer(texts, return_tensors="pt", **self.text_options)
         return _features(self.model.get_text_features(**tokens.to(self.device)))
+
+    def _count_tokens(self, texts: list[str]) -> list[int]:
+        ids = self.tokenizer(texts, truncation=False, padding=False, verbose=False)["input_ids"]
+        return [len(row) for row in ids]
 
 
 def _text_options(processor, text_config, family: Family) -> dict:
