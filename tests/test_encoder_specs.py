@@ -227,6 +227,13 @@ def test_a_failing_backends_log_line_becomes_part_of_its_error(monkeypatch, caps
     assert "Checksum" not in capsys.readouterr().err
 
 
+def test_transformers_loading_bar_is_not_printed(tmp_path, capsys):
+    folder = tiny_models.save_hf_clip_model(tmp_path / "hf").removeprefix("hf:")
+    capsys.readouterr()
+    _load(folder)
+    assert "Loading weights" not in capsys.readouterr().err
+
+
 def test_held_library_logs_restore_the_handlers_and_keep_the_records():
     root = logging.getLogger()
     before = list(root.handlers)
