@@ -65,3 +65,34 @@ def test_bad_files(tmp_path):
     (tmp_path / "list.json").write_text('["a"]')
     with pytest.raises(ValueError, match="expected an object"):
         check_descriptions(tmp_path / "list.json", ["a"])
+
+
+def test_r3_06_over_long_descriptions_are_reported_with_clips_bpe(tmp_path, capsys):
+    path = tmp_path / "d.json"
+    long = "A small bird with a red head, " * 12  # about 100 CLIP tokens
+    path.write_text(json.dumps({"finch": ["A finch.", long], "owl": [long + "and more."]}))
+    report = check_descriptions(path, ["finch", "owl"])
+    assert report.tokenizer == "CLIP's BPE" and report.context == 77
+    assert [(t.label, t.tokens > 77) for t in report.long_texts] == [("finch", True), ("owl", True)]
+    assert not report.ok
+    (tmp_path / "classes.json").write_text('["finch", "owl"]')
+    args = ["descriptions", "check", str(path), "--classes-file", str(tmp_path / "classes.json")]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "descriptions longer than the 77-token text context of CLIP's BPE" in out
+    assert "  finch: 'A small bird with a red head," in out and "problems found" in out
+
+
+def test_r3_06_check_counts_with_the_models_tokenizer_when_given(tmp_path, capsys):
+    import tiny_models
+
+    spec = tiny_models.save_hf_siglip_model(tmp_path / "siglip")  # a 16-token text context
+    path = tmp_path / "d.json"
+    text = "A finch with a red head, a short thick bill and brown wings with white bars."
+    path.write_text(json.dumps({"finch": [text]}))
+    (tmp_path / "classes.json").write_text('["finch"]')
+    args = ["descriptions", "check", str(path), "--classes-file", str(tmp_path / "classes.json")]
+    assert main(args) == 0  # fits CLIP's 77 tokens
+    assert main([*args, "--model", spec]) == 1
+    out = capsys.readouterr().out
+    assert f"longer than the 16-token text context of {spec}'s tokenizer" in out

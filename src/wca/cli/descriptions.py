@@ -40,10 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check = actions.add_parser(
         "check", help="report missing, extra, duplicate and empty classes",
         description="Compare a {class: [text, ...]} file with a class list; exit 1 if there "
-        "are missing, extra or duplicate classes, or classes with no usable description.",
+        "are missing, extra or duplicate classes, classes with no usable description, or "
+        "descriptions longer than the model's text context (cut when encoded).",
     )
     check.add_argument("file", type=Path, help="description JSON file")
     check.add_argument("--classes-file", required=True, type=Path, help="class names")
+    check.add_argument("--model", metavar="SPEC",
+                       help="count tokens with this model's tokenizer (a spec as in `wca "
+                       "models`, a checkpoint path or demo; default: CLIP's BPE, 77 tokens)")
     check.set_defaults(handler=run_check)
 
     clean = actions.add_parser(
@@ -88,7 +92,16 @@ def run_fetch(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     from wca.descriptions.check import check_descriptions
 
-    report = check_descriptions(args.file, load_classnames(args.classes_file))
+    tokens = None
+    if args.model:
+        from wca.encoders import load_encoder
+        from wca.encoders.tokens import encoder_limit
+
+        encoder = load_encoder(args.model, device="cpu")
+        tokens = encoder_limit(encoder)
+        if tokens is None:
+            raise ValueError(f"--model {args.model}: its text context is unknown")
+    report = check_descriptions(args.file, load_classnames(args.classes_file), tokens)
     print("\n".join(report.lines()))
     return 0 if report.ok else 1
 

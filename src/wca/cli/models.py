@@ -7,13 +7,14 @@ import sys
 from collections.abc import Callable, Iterator
 
 from wca.encoders import BACKENDS
-from wca.encoders.registry import SPEC_FORMS
+from wca.encoders.registry import BARE_FORMS, NAMED_MODELS, SPEC_FORMS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "models", help="list the model backends, their spec forms and model families",
-        description="List the model specs --model accepts (BACKEND:MODEL), with one example "
+        description="List the model specs --model accepts (BACKEND:MODEL, a bare path to a "
+        "checkpoint file or model folder, or a named model such as demo), with one example "
         "each: the transformers families hf: loads (by the checkpoint's model_type) and the "
         "pretrained pairs open_clip knows.",
     )
@@ -24,7 +25,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     for prefix in sorted(BACKENDS) if args.backend is None else [args.backend]:
         print("\n".join(backend_lines(prefix)), end="\n\n")
+    if args.backend is None:
+        print("\n".join(bare_lines()))
     return 0
+
+
+def bare_lines() -> Iterator[str]:
+    """The specs without a backend prefix: paths (backend inferred) and named models."""
+    yield "without a prefix (the backend inferred from what is on disk):"
+    for form, what, example in BARE_FORMS:
+        yield f"  {form:<34} {what}"
+        yield f"  {'':<34} e.g. {example}"
+    for name, (what, _) in sorted(NAMED_MODELS.items()):
+        yield f"  {name:<34} {what}"
 
 
 def backend_lines(prefix: str) -> Iterator[str]:

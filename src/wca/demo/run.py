@@ -90,7 +90,7 @@ def run_demo(
     out = Path(out)
     model = Path(model) if model is not None else model_file()
     dataset = DemoTestSet(per_class, test_seed)
-    encoder = load_encoder(f"open_clip:{model}", device="cpu")
+    encoder = load_encoder(str(model), device="cpu")  # a file (bare path) or any model spec
     sources = demo_sources(dataset.classnames)
     heads = build_heads(encoder.encode_texts, sources, TUNED_WCA)
     crops = CropSpec(n=n_samples, alpha=alpha, seed=seed)

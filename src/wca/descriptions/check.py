@@ -2,7 +2,8 @@
 
 Class names match keys the way ``match_descriptions`` matches them: exactly, else ignoring
 case and ``_``/space differences. The JSON is read with duplicate keys kept, because a plain
-``json.load`` silently keeps only the last of two equal keys.
+``json.load`` silently keeps only the last of two equal keys. Descriptions longer than a
+model's text context (cut when encoded) are found with that model's tokenizer, or CLIP's BPE.
 """
 
 from __future__ import annotations
@@ -10,10 +11,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wca.descriptions.io import class_key, duplicate_names, read_text
 
+if TYPE_CHECKING:
+    from wca.encoders.tokens import LongText, TokenLimit
+
 BARE_SHARE = 0.2
+LONG_SHOWN = 10  # over-long descriptions listed by name; the rest are counted
 
 
 @dataclass
@@ -29,6 +35,9 @@ class CheckReport:
     n_classes: int = 0
     n_descriptions: int = 0
     n_naming_class: int = 0  # descriptions that contain their class name
+    long_texts: list[LongText] = field(default_factory=list)  # over the tokenizer's context
+    tokenizer: str = ""
+    context: int = 0
 
     @property
     def bare_phrases(self) -> bool:
@@ -40,7 +49,7 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         problems = (self.missing, self.extra, self.duplicate_keys, self.duplicate_classes)
-        return not any(problems) and not self.unusable
+        return not any(problems) and not self.unusable and not self.long_texts
 
     def lines(self) -> list[str]:
         """A human-readable report, one finding per line."""
@@ -58,6 +67,14 @@ class CheckReport:
             if names:
                 lines.append(f"{title}: {len(names)}")
                 lines += [f"  {name}" for name in names]
+        if self.long_texts:
+            lines.append(
+                f"descriptions longer than the {self.context}-token text context of "
+                f"{self.tokenizer} (cut when encoded): {len(self.long_texts)}"
+            )
+            lines += [f"  {long.shown()}" for long in self.long_texts[:LONG_SHOWN]]
+            if len(self.long_texts) > LONG_SHOWN:
+                lines.append(f"  ... and {len(self.long_texts) - LONG_SHOWN} more")
         if self.bare_phrases:
             lines.append(
                 f"warning: only {self.n_naming_class} of {self.n_descriptions} descriptions name "
@@ -88,10 +105,27 @@ def _usable(value: object) -> int:
     return sum(isinstance(t, str) and bool(t.strip()) for t in value)
 
 
-def check_descriptions(path: str | Path, classnames: list[str]) -> CheckReport:
-    """Compare the description file at ``path`` with ``classnames`` (in label order)."""
+def check_descriptions(
+    path: str | Path, classnames: list[str], tokens: TokenLimit | None = None
+) -> CheckReport:
+    """Compare the description file at ``path`` with ``classnames`` (in label order), and find
+    descriptions longer than the context of ``tokens`` (default: CLIP's BPE, 77 tokens; see
+    :mod:`wca.encoders.tokens`)."""
+    from wca.encoders.tokens import clip_bpe_limit, long_texts
+
     pairs = read_pairs(path)
     report = CheckReport(source=str(path), n_classes=len(pairs))
+    tokens = tokens or clip_bpe_limit()
+    texts = {}  # the usable texts of each key, duplicates merged, in file order
+    for key, value in pairs:
+        if isinstance(value, list):
+            usable = [t for t in value if isinstance(t, str) and t.strip()]
+            texts[key] = texts.get(key, []) + usable
+    found = long_texts(texts, tokens)
+    if found is None:
+        raise ValueError(f"{tokens.name} cannot count tokens")
+    report.long_texts = found
+    report.tokenizer, report.context = tokens.name, tokens.context
     report.duplicate_classes = duplicate_names(classnames)
 
     exact: dict[str, object] = {}

@@ -20,6 +20,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from torch import Tensor
 from transformers import AutoModel, AutoProcessor
+from transformers.utils import logging as hf_logging
 
 from wca.encoders.base import PRECISIONS, Encoder
 from wca.encoders.hf_families import Family, family_for
@@ -73,6 +74,7 @@ class HFEncoder(Encoder):
             logit_bias=family.logit_bias(model),
             batch_size=batch_size,
             transform=family.vision.transform(processor, preprocessing),
+            context_length=self.text_options["max_length"],
         )
 
     def _image_features(self, pixels: Tensor) -> Tensor:
@@ -82,6 +84,10 @@ class HFEncoder(Encoder):
     def _text_features(self, texts: list[str]) -> Tensor:
         tokens = self.tokenizer(texts, return_tensors="pt", **self.text_options)
         return _features(self.model.get_text_features(**tokens.to(self.device)))
+
+    def _count_tokens(self, texts: list[str]) -> list[int]:
+        ids = self.tokenizer(texts, truncation=False, padding=False, verbose=False)["input_ids"]
+        return [len(row) for row in ids]
 
 
 def _text_options(processor, text_config, family: Family) -> dict:
@@ -170,6 +176,14 @@ def _model_type(spec: str, config: Path) -> object:
 
 
 def _load(source: str, dtype: torch.dtype, device: torch.device):
-    processor = AutoProcessor.from_pretrained(source)
-    model = AutoModel.from_pretrained(source, dtype=dtype).to(device)
+    """The model and its processor, without transformers' own "Loading weights" bar (which
+    writes frames to stderr even when it is a log file)."""
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        processor = AutoProcessor.from_pretrained(source)
+        model = AutoModel.from_pretrained(source, dtype=dtype).to(device)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return model, processor

@@ -7,20 +7,21 @@ Specs (after ``open_clip:``):
 - ``hf-hub:org/name``: an open_clip model repository on the Hugging Face Hub.
 - ``ARCH@/path/weights.pt``: a named architecture (built in, or registered with
   ``open_clip.add_model_config``) with weights from a local checkpoint.
-- ``/path/file.pt``: an OpenAI-format checkpoint (state dict or TorchScript archive); the
-  architecture is inferred from the weights, as ``clip.load`` does.
+- ``/path/file.pt``: an OpenAI-format checkpoint (state dict, safetensors file or TorchScript
+  archive); the architecture is inferred from the weights, as ``clip.load`` does.
+- ``local-dir:/path/folder``: an open_clip model folder (``open_clip_config.json`` and weights).
 
+The named model ``demo`` is the shipped demo model (``open_clip:<wca.demo.train.MODEL_FILE>``).
 Checkpoints are never unpickled as arbitrary Python: state dicts load with
 ``torch.load(weights_only=True)`` (passed explicitly, so ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``
-cannot turn it off), and a file that holds other objects is refused.
+cannot turn it off), and a file that holds Python code objects is refused
+(:mod:`wca.encoders.checkpoints`).
 """
 
 from __future__ import annotations
 
 import difflib
-import pickle
 import warnings
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,15 +32,17 @@ from open_clip.model import (
     get_cast_dtype,
     get_model_preprocess_cfg,
 )
+from open_clip.tokenizer import SigLipTokenizer, basic_clean, canonicalize_text
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 from torch import Tensor
 
 from wca.crops import Preprocessing
 from wca.encoders.base import Encoder
+from wca.encoders.checkpoints import check_archive, is_torchscript, load_error
 from wca.encoders.hub import cached_commit, file_fingerprint, hf_cache_hint, load_from_hub
-from wca.encoders.registry import register_backend
+from wca.encoders.registry import CHECKPOINT_SUFFIXES, register_backend, register_named_model
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+OPENAI_CLIP = "an OpenAI-format CLIP model"
 # The spec forms, for `wca models` (see the module docstring).
 SPEC_FORMS = (
     ("open_clip:ARCH/TAG", "an open_clip.list_pretrained() pair", "open_clip:ViT-B-32/openai"),
@@ -49,6 +52,8 @@ SPEC_FORMS = (
      "open_clip:ViT-B-16@/models/vit-b-16.pt"),
     ("open_clip:/path/file.pt", "an OpenAI-format checkpoint (architecture inferred)",
      "open_clip:/models/ViT-B-32.pt"),
+    ("open_clip:local-dir:/path/folder", "an open_clip model folder (open_clip_config.json)",
+     "open_clip:local-dir:./my-open-clip"),
 )
 
 
@@ -83,6 +88,8 @@ class OpenClipEncoder(Encoder):
             batch_size=batch_size,
             transform=transform,
             logit_bias=_logit_bias(model),
+            context_length=getattr(tokenizer, "context_length", None)
+            or getattr(model, "context_length", None),
         )
         self.model = model
         self.tokenizer = tokenizer
@@ -92,6 +99,23 @@ class OpenClipEncoder(Encoder):
 
     def _text_features(self, texts: list[str]) -> Tensor:
         return self.model.encode_text(self.tokenizer(texts).to(self.device))
+
+    def _count_tokens(self, texts: list[str]) -> list[int] | None:
+        """CLIP's BPE (``SimpleTokenizer``: start and end of text around the text's tokens), or
+        the transformers tokenizer inside open_clip's ``HFTokenizer`` / ``SigLipTokenizer``
+        after the same cleaning; ``None`` for another tokenizer."""
+        tokenizer = self.tokenizer
+        if isinstance(tokenizer, open_clip.SimpleTokenizer):
+            return [len(tokenizer.encode(text)) + 2 for text in texts]
+        inner = getattr(tokenizer, "tokenizer", None)
+        if inner is None:
+            return None
+        if isinstance(tokenizer, SigLipTokenizer):
+            texts = [canonicalize_text(basic_clean(text)) for text in texts]
+        elif callable(getattr(tokenizer, "clean_fn", None)):
+            texts = [tokenizer.clean_fn(text) for text in texts]
+        ids = inner(texts, truncation=False, padding=False, verbose=False)["input_ids"]
+        return [len(row) for row in ids]
 
 
 def _logit_bias(model: torch.nn.Module) -> float:
@@ -124,6 +148,8 @@ def load_open_clip(
     options = {"device": device, "precision": precision, "batch_size": batch_size}
     if model.startswith(open_clip.factory.HF_HUB_PREFIX):
         return _load_hf_hub(spec, model, **options)
+    if model.startswith(open_clip.factory.LOCAL_DIR_PREFIX):
+        return _load_local_dir(spec, model, **options)
     if "@" in model:
         arch, path = model.split("@", 1)
         return _load_arch_checkpoint(spec, arch, _existing_file(spec, path), **options)
@@ -203,15 +229,39 @@ def _load_hf_hub(spec: str, model: str, **options) -> OpenClipEncoder:
     return OpenClipEncoder(clip, tokenizer, name=spec, identity=identity, **options)
 
 
+def _load_local_dir(spec: str, model: str, **options) -> OpenClipEncoder:
+    """An open_clip model folder: ``open_clip_config.json`` and its weights file."""
+    folder = Path(model[len(open_clip.factory.LOCAL_DIR_PREFIX) :]).expanduser()
+    if not (folder / "open_clip_config.json").is_file():
+        what = "has no open_clip_config.json" if folder.is_dir() else "is not a folder"
+        raise FileNotFoundError(f"{spec}: {folder} {what}")
+    weights = [file for file in folder.iterdir() if file.suffix in CHECKPOINT_SUFFIXES]
+    for file in weights:
+        check_archive(spec, file)
+    try:
+        clip, _, _ = open_clip.create_model_and_transforms(
+            f"{open_clip.factory.LOCAL_DIR_PREFIX}{folder}",
+            device=options["device"],
+            precision=options["precision"],
+        )
+        tokenizer = open_clip.get_tokenizer(f"{open_clip.factory.LOCAL_DIR_PREFIX}{folder}")
+    except Exception as error:
+        path = weights[0] if weights else folder / "open_clip_config.json"
+        what = "the architecture in its open_clip_config.json"
+        raise load_error(spec, path, what, error) from error
+    identity = f"{spec}#{file_fingerprint(folder)}"
+    return OpenClipEncoder(clip, tokenizer, name=spec, identity=identity, **options)
+
+
 def _load_arch_checkpoint(spec: str, arch: str, path: Path, **options) -> OpenClipEncoder:
     arch = _known_arch(spec, arch)
-    _check_archive(spec, path)
+    check_archive(spec, path)
     try:
         model, _, _ = open_clip.create_model_and_transforms(
             arch, pretrained=str(path), device=options["device"], precision=options["precision"]
         )
     except Exception as error:
-        raise _checkpoint_error(spec, path, f"the {arch} architecture", error) from error
+        raise load_error(spec, path, f"the {arch} architecture", error) from error
     return OpenClipEncoder(
         model,
         open_clip.get_tokenizer(arch),
@@ -222,7 +272,7 @@ def _load_arch_checkpoint(spec: str, arch: str, path: Path, **options) -> OpenCl
 
 
 def _load_openai_file(spec: str, path: Path, **options) -> OpenClipEncoder:
-    _check_archive(spec, path)
+    check_archive(spec, path)
     precision = options["precision"]
     state = _openai_state_dict(spec, path)
     try:
@@ -230,7 +280,7 @@ def _load_openai_file(spec: str, path: Path, **options) -> OpenClipEncoder:
             state = {k.removeprefix("module."): v for k, v in state["state_dict"].items()}
         model = build_model_from_openai_state_dict(state, cast_dtype=get_cast_dtype(precision))
     except Exception as error:
-        raise _checkpoint_error(spec, path, "an OpenAI-format CLIP model", error) from error
+        raise load_error(spec, path, OPENAI_CLIP, error) from error
     model = model.to(options["device"])
     if precision != "fp16":  # OpenAI weights are stored fp16; as open_clip.load_openai_model
         model.float()
@@ -245,71 +295,30 @@ def _load_openai_file(spec: str, path: Path, **options) -> OpenClipEncoder:
 
 
 def _openai_state_dict(spec: str, path: Path) -> dict[str, Tensor]:
-    """The weights of an OpenAI-format file, a TorchScript archive (whose loader resolves only
-    TorchScript's own types) or a state dict read with ``weights_only=True``."""
+    """The weights of an OpenAI-format file: a safetensors file, a TorchScript archive (whose
+    loader resolves only TorchScript's own types) or a state dict read with
+    ``weights_only=True``; a file holding Python code objects is refused."""
     try:
-        if _is_torchscript(path):
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(path)
+        if is_torchscript(path):
             with warnings.catch_warnings():  # torch.jit.load is deprecated, OpenAI ships it
                 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
                 return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "Unsupported global" not in str(error):  # not a pickle at all: corrupt
-            raise _checkpoint_error(spec, path, "an OpenAI-format CLIP model", error) from error
-        raise ValueError(
-            f"{spec}: {path} holds Python objects besides weights; refusing to unpickle it, "
-            "which could run code from the file (save its state_dict, or use safetensors)"
-        ) from error
     except Exception as error:
-        raise _checkpoint_error(spec, path, "an OpenAI-format CLIP model", error) from error
+        raise load_error(spec, path, OPENAI_CLIP, error) from error
     if not isinstance(state, dict):
         raise ValueError(f"{spec}: {path} holds a {type(state).__name__}, not a state dict")
     return state
 
 
-def _is_torchscript(path: Path) -> bool:
-    """Whether ``path`` is a TorchScript archive (a zip with ``constants.pkl`` and code)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.endswith("/constants.pkl") for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
+def _demo_spec() -> str:
+    from wca.demo.run import model_file
+
+    return f"open_clip:{model_file()}"
 
 
-def _checkpoint_error(spec: str, path: Path, what: str, error: Exception) -> ValueError:
-    """A clear error for a checkpoint that cannot be read or does not fit its architecture."""
-    message = f"{type(error).__name__}: {' '.join(str(error).split())}"[:300]
-    readable = _is_torch_archive(path) or path.suffix == ".safetensors"
-    if not readable:
-        return ValueError(
-            f"{spec}: {path} is not a readable PyTorch checkpoint "
-            f"(corrupt or another format): {message}"
-        )
-    return ValueError(f"{spec}: the weights in {path} do not match {what}: {message}")
-
-
-def _check_archive(spec: str, path: Path) -> None:
-    """Refuse a zip checkpoint (``torch.save``, TorchScript) whose members fail their CRC-32:
-    torch reads the bytes without checking, so a corrupted file would load and answer NaN or
-    nonsense. One sequential read of the file, before the model is built."""
-    if not zipfile.is_zipfile(path):
-        return
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise ValueError(f"{spec}: {path} is a damaged zip checkpoint ({error})") from None
-    if bad is not None:
-        raise ValueError(
-            f"{spec}: {path} is corrupt: its member {bad!r} fails the zip CRC check "
-            "(download or copy the checkpoint again)"
-        )
-
-
-def _is_torch_archive(path: Path) -> bool:
-    """Whether ``path`` is a complete zip archive, the format of ``torch.save`` and TorchScript."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.testzip() is None
-    except (zipfile.BadZipFile, OSError):
-        return False
+register_named_model("demo", "the shipped demo model", _demo_spec)

@@ -1,13 +1,27 @@
-"""Model specs (``BACKEND:MODEL``) to encoders, through a registry of backends by prefix."""
+"""Model specs to encoders, through a registry of backends by prefix.
+
+A spec is ``BACKEND:MODEL`` (``open_clip:ViT-B-32/openai``, ``hf:/path/folder``), a named model
+(``demo``: the shipped demo model), or a bare path to a checkpoint file or a model folder, whose
+backend is inferred from what is on disk (:func:`resolve_spec`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Protocol
 
 import torch
 
 from wca.encoders.base import Encoder, resolve_batch_size, resolve_device, resolve_precision
+
+log = logging.getLogger("wca")
+# Files a bare path may name, loaded by open_clip as OpenAI-format CLIP weights.
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+THIRD_PARTY_LOGGERS = ("transformers", "huggingface_hub", "open_clip", "timm")
 
 
 class BackendLoader(Protocol):
@@ -27,8 +41,18 @@ class BackendLoader(Protocol):
 BACKENDS: dict[str, BackendLoader] = {}
 # Per backend: (form, what it names, one example), for `wca models`.
 SPEC_FORMS: dict[str, tuple[tuple[str, str, str], ...]] = {}
+# Named models: name -> (what it is, a function giving its BACKEND:MODEL spec).
+NAMED_MODELS: dict[str, tuple[str, Callable[[], str]]] = {}
+# The forms that need no backend prefix, for `wca models` and the --model help texts.
+BARE_FORMS = (
+    ("/path/file.pt", "a checkpoint file (.pt, .pth, .bin, .ckpt, .safetensors): OpenAI-format "
+     "CLIP weights, loaded by open_clip", "~/models/ViT-B-32.pt"),
+    ("/path/folder", "a model folder: transformers (config.json) or open_clip "
+     "(open_clip_config.json)", "./my-clip"),
+)  # fmt: skip
 EXAMPLES = (
-    "open_clip:ViT-B-32/openai, open_clip:/path/to/ViT-B-32.pt, hf:openai/clip-vit-base-patch32"
+    "open_clip:ViT-B-32/openai, open_clip:/path/to/ViT-B-32.pt, hf:openai/clip-vit-base-patch32, "
+    "a path to a .pt/.safetensors file or a model folder, or demo"
 )
 
 
@@ -46,6 +70,13 @@ def register_backend(
         return loader
 
     return register
+
+
+def register_named_model(name: str, what: str, spec: Callable[[], str]) -> None:
+    """Make ``name`` a model spec of its own, standing for ``spec()`` (computed when loaded)."""
+    if name in NAMED_MODELS or name in BACKENDS:
+        raise ValueError(f"a model name {name!r} is already registered")
+    NAMED_MODELS[name] = (what, spec)
 
 
 def split_spec(spec: str) -> tuple[str, str]:
@@ -68,19 +99,138 @@ def split_spec(spec: str) -> tuple[str, str]:
     return prefix, model
 
 
+def resolve_spec(spec: str) -> tuple[str, str | None]:
+    """The ``BACKEND:MODEL`` spec that ``spec`` stands for, and what was inferred (``None``
+    when ``spec`` already is one): a named model (``demo``), or a bare path to a checkpoint
+    file or a model folder, made absolute. Raises a one-line error for a path that is missing
+    or whose backend cannot be told."""
+    if not isinstance(spec, str):
+        raise ValueError(f"model spec {spec!r} is not a string, e.g. {EXAMPLES}")
+    if spec in NAMED_MODELS:
+        what, named = NAMED_MODELS[spec]
+        return named(), what
+    if spec.split(":", 1)[0] in BACKENDS:
+        return spec, None
+    path = Path(spec).expanduser()
+    if spec.strip() and path.exists():
+        return _local_spec(Path(os.path.abspath(path)))
+    if ":" not in spec and (
+        spec.startswith(("/", ".", "~")) or spec.lower().endswith(CHECKPOINT_SUFFIXES)
+    ):
+        raise FileNotFoundError(f"model {spec}: no such checkpoint file or model folder")
+    split_spec(spec)  # raises: malformed, or an unknown backend
+    return spec, None
+
+
+def _local_spec(path: Path) -> tuple[str, str]:
+    """The spec of a local file or folder, by what is on disk, and what it was taken for."""
+    folder = path if path.is_dir() else path.parent
+    if (folder / "config.json").is_file():
+        return f"hf:{folder}", "a transformers model folder (config.json)"
+    if (folder / "open_clip_config.json").is_file():
+        return f"open_clip:local-dir:{folder}", "an open_clip model folder (open_clip_config.json)"
+    if path.is_dir():
+        raise ValueError(
+            f"model {path}: the folder has neither config.json (a transformers model) nor "
+            "open_clip_config.json (an open_clip model)"
+        )
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        return f"open_clip:{path}", "an OpenAI-format CLIP checkpoint (architecture inferred)"
+    raise ValueError(
+        f"model {path}: cannot tell which backend loads a {path.suffix or 'suffix-less'} file "
+        f"(a bare path is a {', '.join(CHECKPOINT_SUFFIXES)} file or a model folder; "
+        "else give BACKEND:MODEL, see `wca models`)"
+    )
+
+
 def load_encoder(
     spec: str,
     device: str | torch.device = "auto",
     precision: str = "fp32",
     batch_size: int | None = None,
+    text_cache: bool | str | Path = True,
 ) -> Encoder:
     """Load the model named by ``spec`` as an :class:`Encoder` (spec forms: ``wca models``).
 
     ``device`` is ``auto`` (cuda, then mps, then cpu) or a torch device; ``precision`` is fp32,
-    fp16 (not on the CPU) or bf16; ``batch_size`` defaults to a per-device value.
+    fp16 (not on the CPU) or bf16; ``batch_size`` (images or texts per forward pass) defaults
+    to ``wca.defaults.BATCH_SIZE``, as in the CLI; ``text_cache`` is ``True`` (text embeddings
+    cached on disk in ``wca.defaults.cache_dir("texts")``), a folder, or ``False`` (memory
+    only). Warnings and errors that the model libraries log while loading are not printed:
+    a failure's message includes their gist, and a success logs them at debug level.
     """
-    prefix, model = split_spec(spec)
+    resolved_spec, inferred = resolve_spec(spec)
+    if inferred:
+        log.debug("model %s: %s, loaded as %s", spec, inferred, resolved_spec)
+    prefix, model = split_spec(resolved_spec)
     resolved = resolve_device(device)
     resolve_precision(precision, resolved)
-    size = resolve_batch_size(batch_size, resolved)
-    return BACKENDS[prefix](spec, model, device=resolved, precision=precision, batch_size=size)
+    size = resolve_batch_size(batch_size)
+    with held_library_logs() as records:
+        try:
+            encoder = BACKENDS[prefix](
+                resolved_spec, model, device=resolved, precision=precision, batch_size=size
+            )
+        except Exception as error:
+            _add_gist(error, records)
+            raise
+    for record in records:
+        log.debug("while loading %s, %s said: %s", resolved_spec, _source(record), _gist(record))
+    encoder.text_cache_dir = text_cache
+    return encoder
+
+
+class _Held(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(logging.WARNING)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def held_library_logs() -> Iterator[list[logging.LogRecord]]:
+    """Hold the warnings and errors that libraries log (open_clip logs through the root logger,
+    transformers through its own handler) instead of printing them; yields the records. The
+    root logger having a handler also keeps ``logging.error`` from calling ``basicConfig``."""
+    records: list[logging.LogRecord] = []
+    held = _Held(records)
+    loggers = [logging.getLogger()] + [
+        logging.getLogger(name) for name in THIRD_PARTY_LOGGERS if logging.getLogger(name).handlers
+    ]
+    saved = [logger.handlers for logger in loggers]
+    for logger in loggers:
+        logger.handlers = [held]
+    try:
+        yield records
+    finally:
+        for logger, handlers in zip(loggers, saved, strict=True):
+            logger.handlers = handlers
+
+
+def _source(record: logging.LogRecord) -> str:
+    """The library that logged ``record``: its logger's top name, else its file's package."""
+    if record.name != "root":
+        return record.name.split(".")[0]
+    return Path(record.pathname).parent.name or "a library"
+
+
+def _gist(record: logging.LogRecord) -> str:
+    """The first sentence of a log message, on one line and at most 200 characters."""
+    text = " ".join(record.getMessage().split())
+    end = text.find(". ", 20)
+    text = text if end < 0 else text[: end + 1]
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _add_gist(error: Exception, records: list[logging.LogRecord]) -> None:
+    """Fold the most severe held log line into ``error``'s one-line message (unless the
+    message already says it), so the user sees one line, not a library's log and ours."""
+    if not records or len(error.args) != 1 or not isinstance(error.args[0], str):
+        return
+    worst = max(records, key=lambda record: record.levelno)
+    gist = _gist(worst)
+    if gist[:60] in error.args[0]:
+        return
+    error.args = (f"{error.args[0]} ({_source(worst)} logged: {gist})",)
