@@ -105,7 +105,7 @@ def test_a_failing_cell_is_reported_and_the_sweep_goes_on(
     assert main([*args, "--datasets-file", str(datasets)]) == 1
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("wca: error:")]
-    assert len(lines) == 1 and "model spec" in lines[0] and "eurosat x " in lines[0]
+    assert len(lines) == 1 and "no such checkpoint file" in lines[0] and "eurosat x " in lines[0]
     assert "sweep: 2 cells, 1 written, 0 skipped, 1 failed" in err
     assert len(list((tmp_path / "out").glob("eurosat__*.json"))) == 1
 

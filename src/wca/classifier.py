@@ -198,6 +198,7 @@ class WCAClassifier:
             self.crops = crops if crops is not None else CropSpec(**loose)
         except SettingError as error:  # named as this class's argument
             raise SettingError(_ARGUMENTS.get(error.setting, error.setting), error.reason) from None
+        source = str(descriptions) if isinstance(descriptions, str | Path) else "descriptions"
         if descriptions is None:
             descriptions = {}
         elif isinstance(descriptions, dict):
@@ -217,7 +218,10 @@ class WCAClassifier:
         self._label_sets: OrderedDict[tuple[str, ...], _LabelSet] = OrderedDict()
         names = _classnames(classnames)
         if descriptions:  # the classifier's own classes: every one needs its descriptions
-            match_descriptions(names, descriptions)
+            from wca.encoders.tokens import check_texts
+
+            match_descriptions(names, descriptions, source)
+            check_texts(encoder, descriptions, source)  # over the text context: one warning
         default = self._label_set(tuple(names))
         self.classnames, self.descriptions, self.head = (
             default.classnames,

@@ -25,6 +25,7 @@ from typing import Any
 
 from wca.config import EvalConfig
 from wca.defaults import IMAGENET_FAMILY
+from wca.errors import SettingError
 from wca.options import RunOptions
 from wca.results import ResultFile
 
@@ -136,8 +137,11 @@ def build_heads(config: EvalConfig, sources, encoder, allow_duplicates: bool) ->
     heads = {}
     for method in config.enabled_methods():
         options = dict(method.options)
-        if "logit_scale" in options_model(method.name).model_fields:  # zero, mta, awt
+        takes = options_model(method.name).model_fields
+        if "logit_scale" in takes:  # the peers: the model's own temperature
             options.setdefault("logit_scale", float(encoder.logit_scale))
+        if "dataset" in takes and config.dataset:  # per-dataset defaults of their authors
+            options.setdefault("dataset", config.dataset)
         try:
             heads[method.name] = build_head(
                 method.name,
@@ -160,12 +164,14 @@ def load_model(config: EvalConfig, options: RunOptions):
     from wca.encoders import load_encoder
     from wca.features.distributed import rank_device
 
-    return load_encoder(
+    encoder = load_encoder(
         config.model_spec,
         device=rank_device(options.device),
         precision=options.precision,
         batch_size=options.batch_size or config.batch_size,
     )
+    encoder.progress = options.progress
+    return encoder
 
 
 def extract(
@@ -198,6 +204,19 @@ def extract(
     )
 
 
+def prepare_cell(config: EvalConfig, options: RunOptions, output: str | Path | None = None):
+    """``(dataset, text sources, where the texts came from)`` of a cell: what can be checked
+    before its model is loaded. ``output`` may not lie inside the dataset's folder."""
+    dataset = load_cell_dataset(config, options)
+    root = Path(dataset.root).resolve() if getattr(dataset, "root", None) else None
+    if output is not None and root is not None and root in Path(output).resolve().parents:
+        raise SettingError(
+            "output", f"{output} is inside the dataset's folder {root}; write it elsewhere"
+        )
+    sources, source = text_sources(dataset, options)
+    return dataset, sources, source
+
+
 def run_cell(
     config: EvalConfig,
     options: RunOptions | None = None,
@@ -206,11 +225,13 @@ def run_cell(
     output: str | Path | None = None,
     primary_method: str | None = None,
     split_shards: bool = True,
+    prepared: tuple | None = None,
 ) -> ResultFile | None:
     """Evaluate one cell: ``config``'s model (or ``encoder``) on its dataset, every enabled
     method over the multi-run protocol. Writes the result to ``output`` when given (never
     inside the dataset's own folder) and returns it; under torchrun, ranks other than 0 encode
-    their share of the features and return None."""
+    their share of the features and return None. ``prepared``: :func:`prepare_cell`'s
+    answer, when the caller checked the data before loading the model."""
     from wca.evaluate import evaluate, result_file
     from wca.sweep import model_fields, weights_file
 
@@ -223,6 +244,10 @@ def run_cell(
         )
     sources, source = text_sources(dataset, options)
     encoder = load_model(config, options) if encoder is None else encoder
+    if sources.sentences:
+        from wca.encoders import check_texts
+
+        check_texts(encoder, sources.sentences, source)  # over the text context: one warning
     heads = build_heads(config, sources, encoder, options.allow_duplicate_classes)
     started = time.perf_counter()
     reasons: dict[int, str] = {}

@@ -71,6 +71,17 @@ def absolute_spec(spec: str) -> str:
     return spec
 
 
+def full_spec(spec: str) -> str:
+    """``spec`` as ``BACKEND:MODEL``: a named model (``demo``) or a bare path resolved; a spec
+    that does not resolve stays as it is (loading it fails, in its own cell)."""
+    from wca.encoders import resolve_spec
+
+    try:
+        return resolve_spec(spec)[0]
+    except (ValueError, FileNotFoundError):
+        return spec
+
+
 def model_fields(spec: str) -> dict[str, str | None]:
     """clip_benchmark's ``model`` and ``pretrained`` for a wca model spec, and the local
     ``file`` of the weights when the spec names one.
@@ -243,7 +254,7 @@ def plan(
             named = dataset or (read_config_file(config_file).get("dataset") if config_file else "")
             for root in roots:
                 values = dict(overrides or {})
-                values["model"] = None if model is None else absolute_spec(model)
+                values["model"] = model
                 if root is not None:
                     path = Path(root.replace("{dataset}", str(named or ""))).expanduser()
                     values["data_path"] = str(path.resolve())
@@ -254,6 +265,8 @@ def plan(
                     raise SettingError("dataset", "not set (a name, or dataset: in a config)")
                 if not config.data_path:
                     raise SettingError("data_path", "not set (where the dataset is)")
+                if model is not None:
+                    config.model = absolute_spec(full_spec(model))
                 enabled = [method.name for method in config.enabled_methods()]
                 if not enabled:
                     raise SettingError("methods", "every method is disabled (enable one)")
@@ -322,7 +335,7 @@ def run(
     reports for all; with one cell, the ranks share its feature pass."""
     from wca.features.distributed import join, launched
     from wca.options import RunOptions
-    from wca.pipeline import load_model, run_cell
+    from wca.pipeline import load_model, prepare_cell, run_cell
 
     options = RunOptions() if options is None else options
     ranks = None
@@ -345,6 +358,7 @@ def run(
             if why != "not there":
                 log.info(f"redo {cell.label}: {cell.output}: {why}")
         try:
+            prepared = prepare_cell(cell.config, options, cell.output)  # data before the model
             if loaded[0] != cell.config.model_spec:
                 loaded = (None, None)  # free the previous model first
                 loaded = (cell.config.model_spec, load_model(cell.config, options))
@@ -355,6 +369,7 @@ def run(
                 output=cell.output,
                 primary_method=primary_method,
                 split_shards=ranks is None,
+                prepared=prepared,
             )
         except (Exception, KeyboardInterrupt) as error:
             if isinstance(error, KeyboardInterrupt) or len(cells) == 1:

@@ -314,7 +314,11 @@ def load_encoder(args: argparse.Namespace, spec: str):
     from wca.features.distributed import rank_device
 
     device = rank_device(args.device)
-    return load_encoder(spec, device=device, precision=args.precision, batch_size=args.batch_size)
+    encoder = load_encoder(
+        spec, device=device, precision=args.precision, batch_size=args.batch_size
+    )
+    encoder.progress = not getattr(args, "no_progress", False)
+    return encoder
 
 
 def classifier_crops(args: argparse.Namespace):

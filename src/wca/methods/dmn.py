@@ -77,6 +77,10 @@ class DMNHead(OnlineHead):
     logit_scale: float = 100.0
     uses_crops = True  # the views vote the pseudo-label
 
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """The outputs are p_full + weight * memory probabilities: normalised, a mixture."""
+        return logits / logits.sum(-1, keepdim=True)
+
     def stream(self, length: int | None = None) -> DMNStream:
         return DMNStream(self)
 

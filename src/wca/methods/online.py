@@ -67,6 +67,10 @@ class OnlineHead(ABC):
     def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0) -> Tensor:
         return self.stream(len(image_emb)).logits(image_emb, crop_emb)
 
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """Class probabilities: the outputs are logits at the model's temperature already."""
+        return logits.softmax(-1)
+
 
 # --------------------------------------------------------------------------- the base head
 

@@ -50,6 +50,10 @@ class OnZetaHead(OnlineHead):
     def uses_crops(self) -> bool:
         return self.base.uses_crops
 
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """The outputs are a mixture of two distributions already (summing to one)."""
+        return logits / logits.sum(-1, keepdim=True)
+
     def stream(self, length: int | None = None) -> OnZetaStream:
         return OnZetaStream(self, length)
 
