@@ -183,7 +183,7 @@ class WCAClassifier:
         )
         self.head: WCAHead = build_head(
             "wca",
-            encoder.encode_texts,
+            encoder,
             sources,
             allow_duplicates=allow_duplicates,
             image_scale=image_scale,

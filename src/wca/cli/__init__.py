@@ -30,6 +30,16 @@ COMMAND_MODULES = (
 )
 
 
+# The library's errors name settings (``error.setting``); each command names its own flag.
+SETTING_FLAGS = {"allow_duplicates": "allow_duplicate_classes"}
+
+
+def flag_hint(error: Exception, args: argparse.Namespace) -> str:
+    """`` (pass --FLAG)`` when ``error`` names a setting this command has a flag for."""
+    dest = SETTING_FLAGS.get(getattr(error, "setting", None))
+    return f" (pass --{dest.replace('_', '-')})" if dest and hasattr(args, dest) else ""
+
+
 class UsageError(Exception):
     """Bad input from the user: printed as one clear line, exit status 2."""
 
@@ -101,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except (UsageError, FileNotFoundError, ValueError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"wca: error: {message}", file=sys.stderr)
+        print(f"wca: error: {message}{flag_hint(error, args)}", file=sys.stderr)
         return 2
     except StepFailed as error:
         print(f"wca: error: {error}", file=sys.stderr)
