@@ -10,8 +10,9 @@
 - ``zero``, ``mta``, ``awt``: the peers that also score many views (ZERO, MTA, AWT), on the
   same views (the full view and the crops).
 
-``build_head(name, encode_texts, sources, **options)`` looks the method up in the registry and
-returns a head that turns image (and crop) embeddings into ``[B, C]`` scores.
+``build_head(name, encoder, sources, **options)`` looks the method up in the registry and
+returns a head that turns image (and crop) embeddings into ``[B, C]`` scores; the peers take the
+encoder's ``logit_scale``, AWT its authors' prompt template for ``sources.dataset``.
 """
 
 from wca.methods import awt, mta, prompts, wca, zero  # noqa: F401  (each module registers its methods)

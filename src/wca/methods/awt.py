@@ -94,7 +94,7 @@ def sinkhorn_scalings(
     for _ in range(iterations):
         new_r = u / torch.bmm(c.unsqueeze(-2), kernel.transpose(-1, -2)).squeeze(-2)
         c = v / torch.bmm(new_r.unsqueeze(-2), kernel).squeeze(-2)
-        change = torch.dist(new_r, r, 1) / r.numel()  # mean |new_r - r|, in one pass
+        change = torch.dist(new_r, r, 1).item() / r.numel()  # mean |new_r - r|, in one pass
         r = new_r
         if change < tolerance:
             break

@@ -97,7 +97,7 @@ def build_head(
             f"duplicate class names for {method}: {', '.join(map(repr, duplicates))} (such "
             "classes can never be told apart; allow them explicitly with allow_duplicates)"
         )
-    encode_texts, scale = text_side(encoder)
+    encode_texts, scale = unpack_encoder(encoder)
     if scale is not None and "logit_scale" in options_model(method).model_fields:
         options.setdefault("logit_scale", scale)
     try:
@@ -113,7 +113,7 @@ def build_head(
     return METHODS[method](encode_texts, sources, **options)
 
 
-def text_side(encoder: TextEncoder | EncodeTexts) -> tuple[EncodeTexts, float | None]:
+def unpack_encoder(encoder: TextEncoder | EncodeTexts) -> tuple[EncodeTexts, float | None]:
     """``(encode_texts, logit_scale)`` of an encoder or of its bound ``encode_texts``; a plain
     function has no scale (None)."""
     if hasattr(encoder, "encode_texts"):
