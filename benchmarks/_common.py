@@ -7,6 +7,7 @@ what load it was measured.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import platform
 import subprocess
@@ -83,6 +84,14 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
     return str(value)
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """``numerator / denominator``, NaN when the denominator is not a positive finite number
+    (a time too short to measure in a quick mode): no ratio divides by zero."""
+    if not math.isfinite(denominator) or denominator <= 1e-12:
+        return math.nan
+    return numerator / denominator
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:

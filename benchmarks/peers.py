@@ -25,7 +25,6 @@ from wca.encoders import load_encoder
 from wca.evaluate import evaluate
 from wca.features import extract_features
 from wca.methods import build_head
-from wca.methods.registry import options_model
 
 METHODS = (
     "clip", "clip-d", "cupl", "wca", "wca-uniform-crops", "wca-uniform-text", "wca-full-view",
@@ -52,11 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = DemoTestSet(args.per_class)
     encoder = load_encoder(f"open_clip:{model_file()}", device="cpu")
     sources = demo_sources(dataset.classnames)
-    heads = {}
-    for name in METHODS:
-        takes = "logit_scale" in options_model(name).model_fields
-        options = {"logit_scale": encoder.logit_scale} if takes else {}
-        heads[name] = build_head(name, encoder.encode_texts, sources, **options)
+    heads = {name: build_head(name, encoder, sources) for name in METHODS}  # its logit_scale
     columns = [(s, n) for s in strategies for n in counts]
     cells: dict[str, list[str]] = {name: [] for name in METHODS}
     for strategy in strategies:

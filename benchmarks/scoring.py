@@ -18,7 +18,9 @@ the table checks that they agree on WCA's top-1 of every run.
 Per head (a second table): the seconds one head takes to score 1000 images of one run (the full
 view + 60 crops, 1000 classes, 50 descriptions), for every method in ``wca.methods`` including
 the peers (zero, mta, awt) and WCA's ablations, timed on ``--per-head-images`` images and
-scaled to 1000. ``--per-head-only`` skips the protocol variants.
+scaled to 1000, with the load average beside each; and AWT's floor, the one product its scores
+cannot skip: its [views x prompts] cosine product (61 x 51,000 x 512 per image, in the head's
+sub-batches), with AWT's time over it. ``--per-head-only`` skips the protocol variants.
 
     .venv/bin/python benchmarks/scoring.py --per-head-only  # per-head table alone
 
@@ -35,18 +37,27 @@ class; OnZeta: x . w and the proxies' update); lazsl beside AWT on the same imag
 from __future__ import annotations
 
 import argparse
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from _common import current_rss_gb, machine_report, peak_rss_gb, reset_peak_rss, table
+from _common import (
+    best_time,
+    current_rss_gb,
+    machine_report,
+    peak_rss_gb,
+    ratio,
+    reset_peak_rss,
+    table,
+)
 from wca.evaluate import evaluate
 from wca.features import Features
 from wca.methods import METHODS as ALL_METHODS
-from wca.methods import Head, TextSources, build_head
+from wca.methods import Head, TextSources, awt, build_head
 
 METHODS = ("clip", "clip-e", "clip-d", "waffle", "cupl", "wca")
 VARIANTS = ("library", "per-run")
@@ -79,15 +90,19 @@ def synthetic_sources(classes: int, descriptions: int) -> TextSources:
     )
 
 
-def synthetic_text_encoder(dim: int):
+@dataclass
+class SyntheticTextEncoder:
     """Texts -> random unit vectors (a fixed generator: the scoring cost does not depend on
-    which vectors they are)."""
-    generator = torch.Generator().manual_seed(1)
+    which vectors they are), with CLIP's temperature, passed to ``build_head`` like a model."""
 
-    def encode_texts(texts: list[str]) -> Tensor:
-        return F.normalize(torch.randn(len(texts), dim, generator=generator), dim=-1)
+    dim: int
+    logit_scale: float = 100.0
 
-    return encode_texts
+    def __post_init__(self) -> None:
+        self.generator = torch.Generator().manual_seed(1)
+
+    def encode_texts(self, texts: list[str]) -> Tensor:
+        return F.normalize(torch.randn(len(texts), self.dim, generator=self.generator), dim=-1)
 
 
 @dataclass(frozen=True)
@@ -119,23 +134,79 @@ def run_variant(
     return {name: result.methods[name].top1 for name in METHODS}
 
 
-def time_heads(features: Features, sources: TextSources, encode, args) -> list[list]:
-    """Seconds per 1000 images of one run (``patch_n`` crops) for every registered head."""
-    chunk = next(features.chunks(args.per_head_images))[1]
-    image_emb, crop_emb = chunk.image_emb.float(), chunk.crop_emb[:, : args.patch_n].float()
+def load() -> str:
+    return f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "n/a"
+
+
+def on_device(head: Head, device: torch.device) -> Head:
+    """A head (a dataclass of the library) with its tensors on ``device``; the library's
+    heads score on the CPU, where the text side is built."""
+    tensors = {
+        f.name: getattr(head, f.name).to(device)
+        for f in fields(head)
+        if f.init and isinstance(getattr(head, f.name), Tensor)
+    }
+    return replace(head, **tensors)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a GPU runs asynchronously), so a timer sees it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_heads(
+    features: Features,
+    sources: TextSources,
+    encoder,
+    images: int,
+    patch_n: int,
+    device: torch.device = torch.device("cpu"),
+) -> list[list]:
+    """Seconds per 1000 images of one run (``patch_n`` crops, on ``images`` images) for every
+    registered head on ``device``, the 1-minute load average after each, and AWT's floor (its
+    cosine product) and its ratio to it."""
+    chunk = next(features.chunks(images))[1]
+    image_emb = chunk.image_emb.float().to(device)
+    crop_emb = chunk.crop_emb[:, :patch_n].float().to(device)
+    per_1000 = 1000 / max(len(image_emb), 1)
     rows = []
     for name in ALL_METHODS:
-        head = build_head(name, encode, sources)
+        head = on_device(build_head(name, encoder, sources), device)
         crops = crop_emb if head.uses_crops else None
         head.logits(image_emb[:2], None if crops is None else crops[:2])  # warm-up
+        synchronize(device)
         start = time.perf_counter()
         logits = head.logits(image_emb, crops)
+        synchronize(device)
         seconds = time.perf_counter() - start
         if not torch.isfinite(logits).all():
             raise RuntimeError(f"{name}: scores that are not finite")
-        rows.append([name, f"{seconds / len(image_emb) * 1000:.3g}"])
-        print(f"{name}: {seconds:.2f} s for {len(image_emb)} images", flush=True)
+        rows.append([name, f"{seconds * per_1000:.3g}", load()])
+        print(f"{name}: {seconds:.2f} s for {len(image_emb)} images (load {load()})", flush=True)
+        if name == "awt":
+            floor = awt_floor(head, image_emb, crop_emb)
+            rows.append(["awt floor: [views x prompts] product", f"{floor * per_1000:.3g}", load()])
+            print(f"awt: {ratio(seconds, floor):.2f}x its floor ({floor:.2f} s)", flush=True)
     return rows
+
+
+def awt_floor(head, image_emb: Tensor, crop_emb: Tensor) -> float:
+    """Seconds of AWT's own cosine product of every view with every prompt on these images,
+    in the head's sub-batches and into one reused buffer (best of 2)."""
+    views = torch.cat([image_emb[:, None], crop_emb], dim=1)
+    prompts = head.prompt_emb[head.mask]  # [C x P, D]: every real prompt
+    step = max(1, awt.BLOCK // (len(prompts) * views.shape[1]))
+    out = views.new_empty(min(step, len(views)) * views.shape[1], len(prompts))
+
+    def product() -> None:
+        for lo in range(0, len(views), step):
+            batch = views[lo : lo + step].flatten(0, 1)
+            torch.mm(batch, prompts.T, out=out[: len(batch)])
+        synchronize(views.device)
+
+    product()  # warm-up
+    return best_time(product, 2)
 
 
 # --------------------------------------------------------------------------- online heads
@@ -218,26 +289,34 @@ def time_online(args: argparse.Namespace) -> list[list]:
     image_emb = features.image_emb.float()
     crop_emb = features.crop_emb.float()
     sources = synthetic_sources(args.classes, args.descriptions)
-    encode = synthetic_text_encoder(args.dim)
+    encoder = SyntheticTextEncoder(args.dim)
     per_1000 = 1000 / len(image_emb)
     rows = []
     for name in ONLINE_METHODS:
-        head = build_head(name, encode, sources)
+        head = build_head(name, encoder, sources)
         stream_seconds(head, image_emb[:2], crop_emb[:2])  # warm-up
         seconds, peak = stream_seconds(head, image_emb, crop_emb)
         floor = unavoidable_seconds(head, image_emb, crop_emb, args.classes)
-        rows.append([name, seconds * per_1000, floor * per_1000, seconds / floor, f"{peak:.2f}"])
+        rows.append(
+            [name, seconds * per_1000, floor * per_1000, ratio(seconds, floor), f"{peak:.2f}"]
+        )
         print(f"{name}: {seconds:.2f} s streamed, {floor:.2f} s unavoidable", flush=True)
     count = min(len(image_emb), args.per_head_images)
     timed = {}
     for name in ("lazsl", "awt"):
-        head = build_head(name, encode, sources)
+        head = build_head(name, encoder, sources)
         head.logits(image_emb[:2], crop_emb[:2])
         start = time.perf_counter()
         head.logits(image_emb[:count], crop_emb[:count])
         timed[name] = (time.perf_counter() - start) * 1000 / count
     rows.append(
-        ["lazsl (beside awt)", timed["lazsl"], timed["awt"], timed["lazsl"] / timed["awt"], "n/a"]
+        [
+            "lazsl (beside awt)",
+            timed["lazsl"],
+            timed["awt"],
+            ratio(timed["lazsl"], timed["awt"]),
+            "n/a",
+        ]
     )
     return rows
 
@@ -298,11 +377,14 @@ def main(argv: list[str] | None = None) -> int:
     made = time.perf_counter() - start
     start = time.perf_counter()
     sources = synthetic_sources(args.classes, args.descriptions)
-    encode = synthetic_text_encoder(args.dim)
-    heads = {name: build_head(name, encode, sources) for name in METHODS}
+    encoder = SyntheticTextEncoder(args.dim)
+    heads = {name: build_head(name, encoder, sources) for name in METHODS}
     built = time.perf_counter() - start
-    print(f"features made in {made:.1f} s ({current_rss_gb():.2f} GB resident), "
-          f"heads built in {built:.1f} s", flush=True)
+    print(
+        f"features made in {made:.1f} s ({current_rss_gb():.2f} GB resident), "
+        f"heads built in {built:.1f} s",
+        flush=True,
+    )
 
     rows = []
     wca_runs = {}
@@ -315,24 +397,47 @@ def main(argv: list[str] | None = None) -> int:
         peak = peak_rss_gb()
         wca_runs[variant] = top1["wca"]
         agree = max(abs(a - b) for a, b in zip(top1["wca"], wca_runs[args.variant[0]], strict=True))
-        rows.append([variant, seconds, f"{peak:.2f}",
-                     f"{peak - before:.2f}" if resettable else "n/a", f"{agree:.3g}"])
+        rows.append(
+            [
+                variant,
+                seconds,
+                f"{peak:.2f}",
+                f"{peak - before:.2f}" if resettable else "n/a",
+                f"{agree:.3g}",
+            ]
+        )
         print(f"{variant}: {seconds:.1f} s", flush=True)
 
     print_online(args)
-    per_head = time_heads(features, sources, encode, args)
-    print(f"\nper head: one run of {args.patch_n} crops + the full view, {args.classes} classes, "
-          f"{args.descriptions} descriptions, timed on {args.per_head_images} images\n")
-    print(table(["method", "s per 1000 images"], per_head))
+    per_head = time_heads(features, sources, encoder, args.per_head_images, args.patch_n)
+    print(
+        f"\nper head: one run of {args.patch_n} crops + the full view, {args.classes} classes, "
+        f"{args.descriptions} descriptions, timed on {args.per_head_images} images\n"
+    )
+    print(table(["method", "s per 1000 images", "load (1 min)"], per_head))
     if args.per_head_only:
         return 0
-    print(f"\n{args.images} images, {args.classes} classes, {args.descriptions} descriptions per "
-          f"class, pool {args.pool}, {args.runs} runs of {args.patch_n} crops, D={args.dim}; "
-          "features fp16, scored by wca.evaluate in fp32 chunks\n")
-    print(table(["variant", "scoring s", "peak RSS GB (process)", "scoring peak above start GB",
-                 f"wca top-1 max diff vs {args.variant[0]} (points)"], rows))
-    print("\nBoth variants run wca.evaluate.evaluate; per-run hides WCAHead.pool_logits, so each "
-          "run gathers its crops and scores them separately.")
+    print(
+        f"\n{args.images} images, {args.classes} classes, {args.descriptions} descriptions per "
+        f"class, pool {args.pool}, {args.runs} runs of {args.patch_n} crops, D={args.dim}; "
+        "features fp16, scored by wca.evaluate in fp32 chunks\n"
+    )
+    print(
+        table(
+            [
+                "variant",
+                "scoring s",
+                "peak RSS GB (process)",
+                "scoring peak above start GB",
+                f"wca top-1 max diff vs {args.variant[0]} (points)",
+            ],
+            rows,
+        )
+    )
+    print(
+        "\nBoth variants run wca.evaluate.evaluate; per-run hides WCAHead.pool_logits, so each "
+        "run gathers its crops and scores them separately."
+    )
     return 0
 
 

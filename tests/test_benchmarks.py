@@ -128,3 +128,19 @@ def test_peers_quick(capsys):
     rows = table_rows(run(capsys, "peers", "--quick"))
     assert [row[0] for row in rows][-3:] == ["zero", "mta", "awt"]
     assert all(len(row) == 3 and all("±" in cell for cell in row[1:]) for row in rows)
+
+
+def test_gpu_quick(capsys):
+    """The GPU script's code (decoding, device views, encoder floor, every head) on a tiny
+    model, on the CPU when there is no GPU."""
+    output = run(capsys, "gpu", "--quick")
+    models, heads = tables(output)[-2:]
+    assert [row[1] for row in models] == ["fp16", "bf16"]
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in models)
+    assert {"clip", "zero", "mta", "awt", "wca"} <= {row[0] for row in heads}
+    assert "awt floor: [views x prompts] product" in {row[0] for row in heads}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here: the script would run")
+def test_gpu_script_is_skipped_without_cuda(capsys):
+    assert "GPU script skipped" in run(capsys, "gpu")

@@ -284,3 +284,84 @@ def test_wca_ablations():
     with pytest.raises(ValueError, match="image_scale"):
         build_head("wca-uniform-crops", encode, s, image_scale=1.0)
     assert math.isinf(uniform_crops.image_scale)
+
+
+# --------------------------------------------------------------------------- hardening round 3
+
+AUTHORS_TEMPLATES = [  # AWT's CUSTOM_TEMPLATES (AWT_zero_shot/data/cls_to_names.py) + "."
+    ("imagenet", "a photo of a {}."),
+    ("imagenetv2", "a photo of a {}."),
+    ("imagenet-sketch", "a sketch photo of a {}."),
+    ("imagenet-r", "a rendition photo of a {}."),
+    ("imagenet-a", "a photo of a {}."),
+    ("cub", "a photo of the {}."),
+    ("dtd", "a photo of a {}, which is a type of texture, or a type of pattern."),
+    ("food101", "a photo of a {} from Food101."),
+    ("oxford_pets", "a photo of a {} from OxfordPets."),
+    ("eurosat", "satellite photo of the {}."),
+]
+
+
+class RecordingEncoder:
+    """An encoder with its own temperature that records every text it encodes."""
+
+    def __init__(self, logit_scale: float = 25.4):
+        self.logit_scale, self.seen = logit_scale, []
+
+    def encode_texts(self, texts):
+        self.seen.extend(texts)
+        return encode(texts)
+
+
+@pytest.mark.parametrize("dataset,template", AUTHORS_TEMPLATES)
+def test_r3_12_awt_uses_the_authors_template_of_the_dataset(dataset, template):
+    encoder = RecordingEncoder()
+    task = sources((2, 1))
+    task.dataset = dataset
+    build_head("awt", encoder, task)
+    label = template.format("class 0")
+    described = [f"{label} class 0 looks like {j}." for j in range(2)]
+    assert encoder.seen[:3] == [label, *described]
+
+
+@pytest.mark.parametrize("dataset", ["places365", "imagefolder", None])
+def test_r3_12_awt_elsewhere_uses_the_clip_prompt(dataset):
+    encoder = RecordingEncoder()
+    task = sources((1,))
+    task.dataset = dataset
+    build_head("awt", encoder, task)
+    assert encoder.seen == ["a photo of a class 0.", "a photo of a class 0. class 0 looks like 0."]
+
+
+@pytest.mark.parametrize("spelling", ["imagenet_r", "ImageNet-R"])
+def test_r3_12_awt_template_names_match_like_dataset_names(spelling):
+    from wca.methods.awt import awt_template
+
+    assert awt_template(spelling) == "a rendition photo of a {}."
+    assert awt_template("oxford-pets") == "a photo of a {} from OxfordPets."
+
+
+@pytest.mark.parametrize("method", ["zero", "mta", "awt"])
+def test_r3_13_peer_heads_take_the_encoders_logit_scale(method):
+    encoder = RecordingEncoder(logit_scale=25.4)
+    assert build_head(method, encoder, sources()).logit_scale == pytest.approx(25.4)
+    # its bound encode_texts carries the same model
+    assert build_head(method, encoder.encode_texts, sources()).logit_scale == pytest.approx(25.4)
+    # an explicit option still wins; a bare function has no model: CLIP's 100
+    assert build_head(method, encoder, sources(), logit_scale=50.0).logit_scale == 50.0
+    assert build_head(method, encode, sources()).logit_scale == 100.0
+
+
+def test_r3_13_heads_without_a_temperature_take_an_encoder_too():
+    encoder = RecordingEncoder()
+    head = build_head("wca", encoder, sources())
+    assert head.desc_emb.shape[0] == 3 and "a photo of a class 0." in encoder.seen
+
+
+def test_r3_13_duplicate_names_error_names_the_setting_not_a_flag():
+    from wca.methods.registry import DuplicateClassNames
+
+    task = TextSources(["fox", "fox"], sentences={"fox": ["red."]})
+    with pytest.raises(DuplicateClassNames, match="allow_duplicates") as error:
+        build_head("awt", RecordingEncoder(), task)
+    assert "--" not in str(error.value) and error.value.setting == "allow_duplicates"

@@ -262,7 +262,7 @@ class WCAClassifier:
         sources = TextSources(names, sentences=dict(zip(names, texts, strict=True)))
         head = build_head(
             self.method,
-            self.encoder.encode_texts,
+            self.encoder,
             sources,
             allow_duplicates=self.allow_duplicates,
             **{**self.options, **options},

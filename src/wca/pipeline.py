@@ -92,6 +92,7 @@ def text_sources(dataset, options: RunOptions):
                 imagenet.classnames,
                 imagenet.classnames_for,
             )
+    sources.dataset = dataset.name
     if len(sources.classnames) != len(dataset.classnames):
         raise ValueError(
             f"{folder}: {len(sources.classnames)} class names, the dataset has "
@@ -132,23 +133,13 @@ def build_heads(config: EvalConfig, sources, encoder, allow_duplicates: bool) ->
     """The heads of the enabled methods; a default method whose texts the task lacks (no
     clip-e.json, no word list) is skipped with one line, a method asked for by name fails."""
     from wca.methods import build_head
-    from wca.methods.registry import MissingTextSource, options_model
+    from wca.methods.registry import MissingTextSource
 
     heads = {}
     for method in config.enabled_methods():
-        options = dict(method.options)
-        takes = options_model(method.name).model_fields
-        if "logit_scale" in takes:  # the peers: the model's own temperature
-            options.setdefault("logit_scale", float(encoder.logit_scale))
-        if "dataset" in takes and config.dataset:  # per-dataset defaults of their authors
-            options.setdefault("dataset", config.dataset)
-        try:
+        try:  # the encoder brings its logit_scale; sources.dataset the authors' per-dataset values
             heads[method.name] = build_head(
-                method.name,
-                encoder.encode_texts,
-                sources,
-                allow_duplicates=allow_duplicates,
-                **options,
+                method.name, encoder, sources, allow_duplicates=allow_duplicates, **method.options
             )
         except MissingTextSource as error:
             if config.named(method.name):

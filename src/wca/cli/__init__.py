@@ -31,6 +31,16 @@ COMMAND_MODULES = (
 )
 
 
+def flag_hint(error: Exception, args: argparse.Namespace) -> str:
+    """`` (pass --FLAG)`` when ``error`` names a setting (``error.setting``) that allows what
+    failed and this command has a flag for it."""
+    from wca.cli.options import flag_name
+
+    setting = getattr(error, "setting", None)
+    flag = flag_name(setting) if setting else None
+    return f" (pass {flag})" if flag and hasattr(args, flag[2:].replace("-", "_")) else ""
+
+
 class UsageError(Exception):
     """Bad input from the user: printed as one clear line, exit status 2."""
 
@@ -102,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (UsageError, FileNotFoundError, ValueError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"wca: error: {message}", file=sys.stderr)
+        print(f"wca: error: {message}{flag_hint(error, args)}", file=sys.stderr)
         return 2
     except RankError as error:  # another torchrun rank failed or never arrived
         print(f"wca: error: {error}", file=sys.stderr)

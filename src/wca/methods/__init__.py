@@ -15,8 +15,9 @@
   method (``base=``, CLIP by default); ``tda+wca`` is TDA on WCA (see :mod:`wca.methods.online`
   for the stream protocol).
 
-``build_head(name, encode_texts, sources, **options)`` looks the method up in the registry and
-returns a head that turns image (and crop) embeddings into ``[B, C]`` scores.
+``build_head(name, encoder, sources, **options)`` looks the method up in the registry and
+returns a head that turns image (and crop) embeddings into ``[B, C]`` scores; the peers take the
+encoder's ``logit_scale``, AWT its authors' prompt template for ``sources.dataset``.
 """
 
 from wca.methods import (  # noqa: F401  (each module registers its methods)

@@ -148,7 +148,7 @@ class BoostStream(TDAStream):
 def _boostadapter(
     encode_texts: EncodeTexts,
     sources: TextSources,
-    dataset: str = "imagenet",
+    dataset: str | None = None,
     base: str = "clip",
     views: Views | None = None,
     delta: Annotated[int, Field(ge=0, le=1000)] | None = None,
@@ -164,7 +164,7 @@ def _boostadapter(
 ) -> Head:
     """``dataset`` picks the authors' config (pos_alpha, pos_beta, views, delta) for options
     left unset; ``delta`` extra shots per class for the boosting samples."""
-    alpha, beta, views = dataset_cache(dataset, pos_alpha, pos_beta, views)
+    alpha, beta, views = dataset_cache(dataset or sources.dataset, pos_alpha, pos_beta, views)
     return BoostAdapterHead(
         build_base("boostadapter", base, encode_texts, sources, logit_scale),
         views,
@@ -176,5 +176,5 @@ def _boostadapter(
         neg_beta,
         tuple(neg_entropy),
         tuple(neg_mask),
-        for_dataset(DELTAS, dataset) if delta is None else delta,
+        for_dataset(DELTAS, dataset or sources.dataset) if delta is None else delta,
     )

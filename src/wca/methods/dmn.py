@@ -169,7 +169,7 @@ class DMNStream:
 def _dmn(
     encode_texts: EncodeTexts,
     sources: TextSources,
-    dataset: str = "imagenet",
+    dataset: str | None = None,
     base: str = "clip",
     memory_size: Annotated[int, Field(ge=1, le=1000)] = 50,
     beta: Weight = 5.5,
@@ -183,7 +183,7 @@ def _dmn(
         build_base("dmn", base, encode_texts, sources, logit_scale, with_text=True),
         memory_size,
         beta,
-        for_dataset(WEIGHTS, dataset) if weight is None else weight,
+        for_dataset(WEIGHTS, dataset or sources.dataset) if weight is None else weight,
         fraction,
         logit_scale,
     )

@@ -113,7 +113,7 @@ class LaZSLHead:
 def _lazsl(
     encode_texts: EncodeTexts,
     sources: TextSources,
-    dataset: str = "imagenet",
+    dataset: str | None = None,
     alpha: Annotated[float, Field(ge=0, le=1)] = 0.8,
     gamma: Annotated[float, Field(ge=-2, le=2)] = 0.0,
     suffix: str | None = None,
@@ -124,6 +124,6 @@ def _lazsl(
     names = sources.names("clip-d")
     descriptors = require(sources.descriptors, "lazsl", "descriptors (clip-d.json)")
     descriptors = match_descriptions(names, descriptors, "lazsl descriptors")
-    suffix = for_dataset(SUFFIXES, dataset) if suffix is None else suffix
+    suffix = for_dataset(SUFFIXES, dataset or sources.dataset) if suffix is None else suffix
     emb, mask = encode_prompts(encode_texts, descriptor_prompts(names, descriptors, suffix=suffix))
     return LaZSLHead(emb, mask, alpha, gamma)

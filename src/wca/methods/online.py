@@ -169,10 +169,10 @@ def dataset_key(name: str) -> str:
     return DATASET_ALIASES.get(key, key)
 
 
-def for_dataset(table: Mapping[str, T], dataset: str) -> T:
+def for_dataset(table: Mapping[str, T], dataset: str | None) -> T:
     """``table``'s entry for ``dataset`` (our names or the authors'; ``-``/``_`` alike),
-    ImageNet's for a dataset the authors did not tune."""
-    return table.get(dataset_key(dataset), table["imagenet"])
+    ImageNet's for a dataset the authors did not tune (or none: the task's name unknown)."""
+    return table.get(dataset_key(dataset or "imagenet"), table["imagenet"])
 
 
 # --------------------------------------------------------------------------- shared math

@@ -118,9 +118,9 @@ class OnZetaStream:
         return torch.from_numpy(out).to(x.device)
 
 
-def dataset_values(dataset: str) -> tuple[float, float]:
-    """TTA-VLM's (alpha, beta) for ``dataset``."""
-    key = dataset_key(dataset)
+def dataset_values(dataset: str | None) -> tuple[float, float]:
+    """TTA-VLM's (alpha, beta) for ``dataset`` (None: ImageNet's)."""
+    key = dataset_key(dataset or "imagenet")
     return (0.0 if key == "caltech101" else 1.0), (0.8 if key in IMAGENET_FAMILY else 0.4)
 
 
@@ -128,7 +128,7 @@ def dataset_values(dataset: str) -> tuple[float, float]:
 def _onzeta(
     encode_texts: EncodeTexts,
     sources: TextSources,
-    dataset: str = "imagenet",
+    dataset: str | None = None,
     base: str = "clip",
     tau_t: Annotated[float, Field(ge=0.001, le=100)] = 0.01,
     tau_i: Annotated[float, Field(gt=0, le=100)] = 0.04,
@@ -140,7 +140,7 @@ def _onzeta(
     """``tau_t`` the temperature of the text proxies (the base is scored at 1 / tau_t),
     ``tau_i`` of the vision proxies; ``cw``, ``cr`` their learning rates; ``dataset`` picks
     ``alpha`` and ``beta`` when unset."""
-    dataset_alpha, dataset_beta = dataset_values(dataset)
+    dataset_alpha, dataset_beta = dataset_values(dataset or sources.dataset)
     return OnZetaHead(
         build_base("onzeta", base, encode_texts, sources, 1 / tau_t, with_text=True),
         tau_i,

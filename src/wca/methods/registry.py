@@ -1,9 +1,10 @@
 """The method registry: ``register_method(name)`` binds a head builder to a name (as timm's
-model registry does), ``build_head(name, encode_texts, sources, **options)`` builds one.
+model registry does), ``build_head(name, encoder, sources, **options)`` builds one.
 
 A builder takes ``encode_texts`` (a list of strings -> L2-normalised ``[T, D]``), the task's
 :class:`~wca.methods.sources.TextSources` and its own keyword options, and returns a
-:class:`Head`.
+:class:`Head`. ``build_head`` takes the encoder itself (or its ``encode_texts``), so that the
+heads with a temperature (``logit_scale``: zero, mta, awt) get the model's own.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ from wca.methods.sources import TextSources
 EncodeTexts = Callable[[list[str]], Tensor]
 
 
+class TextEncoder(Protocol):
+    """What ``build_head`` reads of an encoder (:class:`wca.encoders.Encoder` is one)."""
+
+    logit_scale: float
+
+    def encode_texts(self, texts: list[str]) -> Tensor: ...
+
+
 class Head(Protocol):
     """Turns L2-normalised image embeddings ``[B, D]`` (and crops ``[B, N, D]``) into scores."""
 
@@ -37,6 +46,13 @@ class Head(Protocol):
 
 class MissingTextSource(ValueError):
     """A method needs a text file (templates, descriptors, a word list) the task lacks."""
+
+
+class DuplicateClassNames(ValueError):
+    """Two classes share a name; ``setting`` is the option that allows it (front ends name
+    their own flag for it)."""
+
+    setting = "allow_duplicates"
 
 
 def require(value, method: str, what: str):
@@ -61,13 +77,16 @@ def register_method(name: str) -> Callable[[MethodBuilder], MethodBuilder]:
 
 def build_head(
     method: str,
-    encode_texts: EncodeTexts,
+    encoder: TextEncoder | EncodeTexts,
     sources: TextSources,
     allow_duplicates: bool = False,
     **options,
 ) -> Head:
     """Build the text side of ``method`` (a name in :data:`METHODS`) for the given classes.
 
+    ``encoder``: an encoder (``encode_texts`` and ``logit_scale``), its bound ``encode_texts``,
+    or any function from texts to unit vectors. The heads that take a ``logit_scale`` get the
+    encoder's unless ``options`` give one; a plain function has none, and they keep CLIP's 100.
     Duplicate class names are an error unless ``allow_duplicates`` (such classes can never be
     told apart: the published ImageNet names have "missile" and "sunglasses" twice).
     """
@@ -75,10 +94,13 @@ def build_head(
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     duplicates = duplicate_names(sources.names(method))
     if duplicates and not allow_duplicates:
-        raise ValueError(
-            f"duplicate class names for {method}: {', '.join(map(repr, duplicates))} "
-            "(allow them explicitly with allow_duplicates / --allow-duplicate-classes)"
+        raise DuplicateClassNames(
+            f"duplicate class names for {method}: {', '.join(map(repr, duplicates))} (such "
+            "classes can never be told apart; allow them explicitly with allow_duplicates)"
         )
+    encode_texts, scale = unpack_encoder(encoder)
+    if scale is not None and "logit_scale" in options_model(method).model_fields:
+        options.setdefault("logit_scale", scale)
     try:
         options = options_model(method).model_validate(options).model_dump(exclude_unset=True)
     except ValidationError as error:
@@ -90,6 +112,17 @@ def build_head(
         got = first["input"]
         raise ValueError(f"method {method!r}: {where}: {first['msg']}, got {got!r}") from None
     return METHODS[method](encode_texts, sources, **options)
+
+
+def unpack_encoder(encoder: TextEncoder | EncodeTexts) -> tuple[EncodeTexts, float | None]:
+    """``(encode_texts, logit_scale)`` of an encoder or of its bound ``encode_texts``; a plain
+    function has no scale (None)."""
+    if hasattr(encoder, "encode_texts"):
+        owner, encode_texts = encoder, encoder.encode_texts
+    else:
+        owner, encode_texts = getattr(encoder, "__self__", None), encoder
+    scale = getattr(owner, "logit_scale", None)
+    return encode_texts, None if scale is None else float(scale)
 
 
 @functools.cache

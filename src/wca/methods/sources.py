@@ -15,7 +15,9 @@ class TextSources:
     """Everything the methods read about the classes of one task.
 
     ``classnames_for`` overrides the names for one method (ImageNet: the OpenAI names for
-    clip-d and waffle, the CuPL names elsewhere).
+    clip-d and waffle, the CuPL names elsewhere). ``dataset`` is the task's dataset name
+    (``cub``, ``imagenet-r``...), for methods whose authors prompt each dataset differently
+    (AWT); None for other images.
     """
 
     classnames: list[str]
@@ -24,6 +26,7 @@ class TextSources:
     templates: list[str] | None = None  # CLIP-E templates with "{}"
     words: list[str] | None = None  # WaffleCLIP word list
     classnames_for: dict[str, list[str]] = field(default_factory=dict)
+    dataset: str | None = None
 
     def names(self, method: str) -> list[str]:
         return self.classnames_for.get(method, self.classnames)

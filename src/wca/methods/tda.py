@@ -192,7 +192,7 @@ class TDAStream:
         return 0.0
 
 
-def dataset_cache(dataset: str, alpha: float | None, beta: float | None, views: str | None):
+def dataset_cache(dataset: str | None, alpha: float | None, beta: float | None, views: str | None):
     config = for_dataset(TDA_CONFIGS, dataset)
     return (
         config.alpha if alpha is None else alpha,
@@ -205,7 +205,7 @@ def dataset_cache(dataset: str, alpha: float | None, beta: float | None, views: 
 def _tda(
     encode_texts: EncodeTexts,
     sources: TextSources,
-    dataset: str = "imagenet",
+    dataset: str | None = None,
     base: str = "clip",
     views: Views | None = None,
     pos_shots: Shots = 3,
@@ -220,7 +220,7 @@ def _tda(
 ) -> Head:
     """``dataset`` picks the authors' config (pos_alpha, pos_beta, views) for options left
     unset; ``base`` the per-image method whose scores and image side TDA starts from."""
-    alpha, beta, views = dataset_cache(dataset, pos_alpha, pos_beta, views)
+    alpha, beta, views = dataset_cache(dataset or sources.dataset, pos_alpha, pos_beta, views)
     return TDAHead(
         build_base("tda", base, encode_texts, sources, logit_scale),
         views,

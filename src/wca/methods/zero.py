@@ -54,7 +54,8 @@ class ZeroHead:
         counts = F.one_hot(top[:, :kept], cos.shape[-1]).sum(1).to(cos.dtype)  # [B, C]
         tied = counts == counts.max(dim=1, keepdim=True).values
         first_rest = order[:, min(kept, n_views - 1)]
-        fallback_logits = cos[torch.arange(batch), first_rest].masked_fill(~tied, -torch.inf)
+        rows = torch.arange(batch, device=cos.device)
+        fallback_logits = cos[rows, first_rest].masked_fill(~tied, -torch.inf)
         winner = fallback_logits.argmax(-1)
         if kept < n_views:
             rest = top[:, kept:]

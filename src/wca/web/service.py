@@ -138,7 +138,7 @@ class Service:
 
     def _rank(self, method: str, sources: TextSources, prediction: Prediction) -> Ranking:
         """A baseline's top classes, scored on the full-view embedding WCA already computed."""
-        head = build_head(method, self.encoder.encode_texts, sources)
+        head = build_head(method, self.encoder, sources)
         logits = head.logits(prediction.image_emb.unsqueeze(0))[0]
         probabilities = torch.softmax(self.encoder.logit_scale * logits, dim=-1)
         top = probabilities.topk(min(TOP_K, len(sources.classnames)))
