@@ -372,9 +372,10 @@ def test_eval_scores_the_peers_on_rrc_views_with_the_models_temperature(
     built = {}
     original = wca.methods.build_head
 
-    def spy(method, encode_texts, sources, **options):
-        built[method] = options.get("logit_scale")
-        return original(method, encode_texts, sources, **options)
+    def spy(method, encoder, sources, **options):
+        head = original(method, encoder, sources, **options)
+        built[method] = getattr(head, "logit_scale", None)  # the temperature the head uses
+        return head
 
     monkeypatch.setattr(wca.methods, "build_head", spy)
     methods = "clip,cupl,wca,wca-full-view,zero,mta,awt"
