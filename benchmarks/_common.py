@@ -139,7 +139,7 @@ class JpegDataset:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        from wca.crops import load_image
+        from wca.images import load_image
 
         return load_image(self.paths[index]), self.labels[index]
 

@@ -37,6 +37,7 @@ from _common import (
     table,
 )
 from wca import crops
+from wca.images import load_image
 
 ALPHA = 0.5
 
@@ -104,7 +105,7 @@ def stage_profile(path: Path, n_crops: int, prep: crops.Preprocessing, authors, 
     """Milliseconds per view of each stage on one image, one thread: where the time goes."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    image = crops.load_image(path)
+    image = load_image(path)
     boxes = crops.crop_boxes(image.height, image.width, n_crops, ALPHA)
     views = n_crops + 1
     chw, hwc = crops_baseline.image_to_tensor(image), crops.image_to_tensor(image)
@@ -115,7 +116,7 @@ def stage_profile(path: Path, n_crops: int, prep: crops.Preprocessing, authors, 
             crops._resize_and_crop(pixels[:, top:bottom, left:right], prep)
 
     stages = {
-        "decode JPEG (per image / views)": lambda: crops.load_image(path),
+        "decode JPEG (per image / views)": lambda: load_image(path),
         "authors: PIL crop + open_clip transform, all views": lambda: crops.fidelity_views(
             image, boxes, authors),
         "before b13b9ce: uint8 resize of the crops, CHW copy": lambda: resize_all(chw),

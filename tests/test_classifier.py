@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 
 from fake_encoder import FakeEncoder
-from wca.classifier import WCAClassifier, image_key
+from wca.classifier import WCAClassifier
 from wca.crops import crop_boxes
+from wca.images import image_key
 
 CLASSES = ["red square", "green circle", "blue star"]
 DESCRIPTIONS = {

@@ -17,9 +17,9 @@ from fake_encoder import FakeEncoder
 from tiny_models import save_open_clip_model
 from wca.classifier import WCAClassifier
 from wca.cli import main
-from wca.crops import MAX_PIXELS_ENV, load_image
 from wca.descriptions import load_classnames
 from wca.encoders import load_encoder
+from wca.images import MAX_PIXELS_ENV, load_image
 
 CLASSES = ["red fox", "blue whale", "green frog"]
 TEXTS = {name: [f"A photo of a {name}.", f"A {name} in the wild."] for name in CLASSES}

@@ -19,8 +19,8 @@ from wca.crops import (
     fast_views,
     fidelity_views,
     image_to_tensor,
-    load_image,
 )
+from wca.images import load_image
 
 sizes = st.tuples(st.integers(1, 4000), st.integers(1, 4000)) | st.sampled_from(
     [(1, 1), (3, 2000), (2000, 3), (4000, 100), (100, 4000)]

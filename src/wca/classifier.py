@@ -19,7 +19,6 @@ views packed into encoder batches of ``encoder.batch_size`` views, as feature ex
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -34,14 +33,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from wca import defaults
-from wca.crops import (
-    CropSpec,
-    Preprocessing,
-    fidelity_views,
-    load_image,
-    normalize_pixels,
-    uint8_views,
-)
+from wca.crops import CropSpec, Preprocessing, fidelity_views, normalize_pixels, uint8_views
 from wca.descriptions.io import (
     class_key,
     load_descriptions,
@@ -50,7 +42,10 @@ from wca.descriptions.io import (
 )
 from wca.errors import SettingError
 from wca.features.views import BadImage, ViewBatcher, ViewItems, encode_views, iterate_views
+from wca.images import as_image, image_key
 from wca.methods import Head, TextSources, WCAHead, build_head
+from wca.methods.registry import class_probabilities
+from wca.prediction import DescriptionScore, Prediction
 from wca.scoring import crop_weights, require_finite
 
 log = logging.getLogger("wca")
@@ -69,41 +64,6 @@ class ImageTextEncoder(Protocol):
     def preprocess(self, image: Image.Image) -> Tensor: ...
     def encode_images(self, pixels: Tensor) -> Tensor: ...
     def encode_texts(self, texts: list[str]) -> Tensor: ...
-
-
-@dataclass
-class DescriptionScore:
-    """One description of a class: its weight v_j and its crop-weighted similarity
-    sum_i w_i cos(crop_i, desc_j), so that the paper-form score is sum_j weight * similarity."""
-
-    description: str
-    weight: float
-    similarity: float
-
-
-@dataclass(repr=False)
-class Prediction:
-    """The top-k classes of one image and the evidence behind them (WCA's; other methods
-    leave ``crop_weights`` and ``descriptions`` empty)."""
-
-    labels: list[str]
-    scores: list[float]  # softmax probabilities over all classes
-    indices: list[int]
-    boxes: Tensor  # [N, 4] crop boxes (left, top, right, bottom) in image pixels
-    crop_weights: Tensor  # [N] w_i
-    descriptions: dict[str, list[DescriptionScore]]  # per top-k label, by decreasing contribution
-    image_size: tuple[int, int]  # (width, height)
-    image_emb: Tensor  # [D] the full view's embedding (L2-normalised), for other heads
-    crop_emb: Tensor  # [N, D] the crops' embeddings, for per-crop evidence
-    source: str | None = None  # the image's file, when it was given as a path
-
-    def __repr__(self) -> str:
-        image = self.source or "{}x{} image".format(*self.image_size)
-        return f"Prediction(label={self.labels[0]!r}, score={self.scores[0]:.4f}, image={image!r})"
-
-    def as_pipeline(self) -> list[dict[str, float | str]]:
-        """The Hugging Face zero-shot-image-classification output shape."""
-        return [{"label": lab, "score": s} for lab, s in zip(self.labels, self.scores, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -126,27 +86,6 @@ def _classnames(classnames: Sequence[str]) -> list[str]:
     return list(classnames)
 
 
-def image_key(image: Image.Image) -> int:
-    """A 63-bit key of an image's decoded RGB pixels and size: its crops' random stream."""
-    digest = hashlib.blake2b(digest_size=8)
-    digest.update(f"{image.width}x{image.height}".encode())
-    digest.update(np.asarray(image, dtype=np.uint8).tobytes())
-    return int.from_bytes(digest.digest(), "big") >> 1
-
-
-def _as_image(source: ImageInput) -> Image.Image:
-    """A path, a PIL image or an ``HxW`` / ``HxWxC`` uint8 array as an upright RGB image."""
-    if isinstance(source, np.ndarray):
-        if source.dtype != np.uint8 or source.ndim not in (2, 3):
-            raise ValueError(
-                f"array image: want uint8 HxW or HxWxC, got {source.dtype} {source.shape}"
-            )
-        source = Image.fromarray(source)
-    elif not isinstance(source, str | Path | Image.Image):
-        raise ValueError(f"not an image: {type(source).__name__} (a path, PIL image or array)")
-    return load_image(source)
-
-
 class _Inputs:
     """The caller's images as a dataset: ``inputs[i] -> (RGB image, no label)``."""
 
@@ -157,7 +96,7 @@ class _Inputs:
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        return _as_image(self.images[index]), -1
+        return as_image(self.images[index]), -1
 
 
 class WCAClassifier:
@@ -304,14 +243,16 @@ class WCAClassifier:
         *,
         candidate_labels: Sequence[str] | None = None,
         progress: bool | None = None,
+        **options: Any,
     ) -> list[Prediction]:
         """Top-k classes of every image (all, sorted, with ``top_k=None``), with crop boxes,
         crop weights and description scores. An image that cannot be read raises its error
         (:meth:`predict_each` goes on past it)."""
+        each = self.predict_each(
+            images, top_k, candidate_labels=candidate_labels, progress=progress, **options
+        )
         predictions = []
-        for _, result in self.predict_each(
-            images, top_k, candidate_labels=candidate_labels, progress=progress
-        ):
+        for _, result in each:
             if isinstance(result, Exception):
                 raise result
             predictions.append(result)
@@ -331,8 +272,7 @@ class WCAClassifier:
         ``candidate_labels``: other classes than the classifier's (their text side is computed
         once and kept). ``progress``: a bar on stderr (default: from :data:`PROGRESS_MIN_IMAGES`
         images on). Non-finite embeddings or scores (a corrupt model) raise."""
-        single = isinstance(images, str | Path | Image.Image | np.ndarray)
-        images = [images] if single else list(images)
+        images = list(images) if isinstance(images, list | tuple) else [images]
         labels = self._label_set(
             tuple(_classnames(candidate_labels))
             if candidate_labels is not None
@@ -382,7 +322,7 @@ class WCAClassifier:
         head = labels.head
         scores = head.logits(image_emb, crop_emb if head.uses_crops else None)
         require_finite(scores, self._model, "score")
-        probabilities = torch.softmax(self.encoder.logit_scale * scores, dim=-1)
+        probabilities = class_probabilities(head, scores, float(self.encoder.logit_scale))
         top = probabilities.topk(top_k, dim=-1)
         wca = isinstance(head, WCAHead)
         weights = crop_weights(crop_emb, image_emb, head.image_scale) if wca else None
@@ -435,17 +375,8 @@ class WCAClassifier:
         such lists for several. ``candidate_labels`` replace the classifier's classes for this
         call; ``hypothesis_template`` (method ``clip``) replaces "a photo of a {}."."""
         options = {} if hypothesis_template is None else {"template": hypothesis_template}
-        predictions = [
-            p.as_pipeline()
-            for _, p in self._each_or_raise(images, top_k, candidate_labels, options)
-        ]
-        single = isinstance(images, str | Path | Image.Image | np.ndarray)
-        return predictions[0] if single else predictions
-
-    def _each_or_raise(self, images, top_k, candidate_labels, options):
-        for position, result in self.predict_each(
-            images, top_k, candidate_labels=candidate_labels, **options
-        ):
-            if isinstance(result, Exception):
-                raise result
-            yield position, result
+        predictions = self.predict(images, top_k, candidate_labels=candidate_labels, **options)
+        pipeline = [prediction.as_pipeline() for prediction in predictions]
+        return (
+            pipeline[0] if isinstance(images, str | Path | Image.Image | np.ndarray) else pipeline
+        )

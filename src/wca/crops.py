@@ -15,15 +15,13 @@ standard preprocessing of the whole image (resize of the short side + centre cro
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
 
@@ -250,69 +248,6 @@ CROP_STRATEGIES = {
     "grid": _unflipped(_grid_boxes),
     "rrc": _rrc_boxes,
 }
-
-
-MAX_PIXELS_ENV = "WCA_MAX_IMAGE_PIXELS"  # 0 or "none": no limit
-
-
-def max_image_pixels() -> int | None:
-    """The largest image (width x height) :func:`load_image` decodes: ``$WCA_MAX_IMAGE_PIXELS``
-    (``0``/``none``: no limit), else PIL's ``Image.MAX_IMAGE_PIXELS`` (about 89 megapixels),
-    which guards against decompression bombs (a tiny file declaring a huge image)."""
-    value = os.environ.get(MAX_PIXELS_ENV, "").strip().lower()
-    if not value:
-        return Image.MAX_IMAGE_PIXELS
-    if value == "none":
-        return None
-    try:
-        limit = int(value)
-    except ValueError:
-        raise ValueError(f"{MAX_PIXELS_ENV}={value!r} is not a number of pixels") from None
-    if limit < 0:
-        raise ValueError(f"{MAX_PIXELS_ENV}={value!r} must be >= 0 (0: no limit)")
-    return limit or None
-
-
-def _open(source: str | Path) -> Image.Image:
-    """Decode a file, refusing images above :func:`max_image_pixels` with a clear error."""
-    limit = max_image_pixels()
-    if os.environ.get(MAX_PIXELS_ENV):
-        Image.MAX_IMAGE_PIXELS = limit  # PIL refuses above twice its own global
-    try:
-        image = Image.open(source)
-        if limit is not None and image.width * image.height > limit:
-            raise Image.DecompressionBombError(f"{image.width}x{image.height}")
-        image.load()
-    except Image.DecompressionBombError as error:
-        raise ValueError(
-            f"{source}: image too large ({error}; the limit is {limit} pixels, a guard against "
-            f"decompression bombs): raise it with --max-image-pixels N or {MAX_PIXELS_ENV}=N "
-            "(0: no limit) if you trust the file"
-        ) from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"{source}: not a readable image ({error})") from error
-    return image
-
-
-def load_image(source: str | Path | Image.Image) -> Image.Image:
-    """Open an image as 8-bit RGB, upright by its EXIF orientation, with a clear error if not
-    (unreadable, or larger than :func:`max_image_pixels`)."""
-    image = source if isinstance(source, Image.Image) else _open(source)
-    if image.width < 1 or image.height < 1:
-        raise ValueError(f"{getattr(image, 'filename', '') or 'image'}: has no pixels")
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        image = _to_8bit(image)
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def _to_8bit(image: Image.Image) -> Image.Image:
-    """Scale a 16/32-bit single-channel image to 8 bits (PIL's convert would clip it)."""
-    values = np.asarray(image, dtype=np.float64)
-    top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
-    if image.mode == "F":
-        top = max(float(values.max()), 1.0)
-    return Image.fromarray(np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
 
 
 def image_to_tensor(image: Image.Image) -> Tensor:

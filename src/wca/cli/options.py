@@ -107,7 +107,7 @@ def apply_image_limit(args: argparse.Namespace) -> None:
     environment variable. PIL's own warning is silenced: the decoder raises a clear error."""
     from PIL import Image
 
-    from wca.crops import MAX_PIXELS_ENV
+    from wca.images import MAX_PIXELS_ENV
 
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     limit = getattr(args, "max_image_pixels", None)

@@ -9,8 +9,8 @@ import torch.utils.data
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
-from wca.crops import load_image
 from wca.descriptions.io import read_text
+from wca.images import load_image
 
 # Registry name -> loader ``fn(root: Path, split: str | None, **options) -> Dataset``.
 DATASETS: dict[str, Callable[..., Dataset]] = {}
@@ -31,7 +31,7 @@ def register(name: str) -> Callable[[Callable[..., Dataset]], Callable[..., Data
 class Dataset(torch.utils.data.Dataset):
     """Images with integer labels and class names in label order.
 
-    ``dataset[i]`` is ``(RGB PIL image, label)``, decoded with :func:`wca.crops.load_image`.
+    ``dataset[i]`` is ``(RGB PIL image, label)``, decoded with :func:`wca.images.load_image`.
     ``class_subset`` (ImageNet-A/-R) lists the labels a prediction is chosen from; None means
     all of ``classnames``. ``descriptions_name`` is the dataset's folder in a descriptions
     directory. ``paths`` are the image files, in dataset order.

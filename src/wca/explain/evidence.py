@@ -13,7 +13,7 @@ from PIL import Image
 from torch import Tensor
 
 from wca.classifier import Prediction, WCAClassifier
-from wca.crops import load_image
+from wca.images import load_image
 
 ImageLike = str | Path | Image.Image | Tensor
 

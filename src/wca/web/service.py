@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from wca.classifier import Prediction, WCAClassifier
-from wca.crops import load_image
+from wca.images import load_image
 from wca.methods import TextSources, build_head
 from wca.methods.prompts import LABEL_TEMPLATE
 from wca.web.inputs import (
