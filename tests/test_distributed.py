@@ -234,3 +234,37 @@ def test_views_on_the_device_equal_the_fast_path(workers):
     with pytest.raises(ValueError, match="fast path"):
         on_device = options.model_copy(update={"views_on_device": True})
         extract_features(encoder, dataset, crops, on_device, fidelity=True)
+
+
+def test_several_cells_are_spread_over_the_ranks(world, tmp_path):
+    """clip_benchmark's --distributed: with two cells, rank r runs cell r whole (its own feature
+    pass, its own result file); rank 0 reports the sweep. Each result equals a one-process run."""
+    import shutil
+
+    roots = [tmp_path / "one", tmp_path / "two"]
+    for root in roots:
+        shutil.copytree(world["images"], root)
+    template = str(tmp_path / "out" / "{dataset}.json")
+    common = [
+        "eval", "--dataset", "imagefolder", "--model", world["spec"], "--device", "cpu",
+        "--n-samples", "3", "--batch-size", "6", "--no-progress", "--descriptions",
+        str(world["sentences"]), "--methods", "clip,wca", "--n-run", "2", "--patch-n", "2",
+        "--output", template, "--data-root", str(roots[0]), "--data-root", str(roots[1]),
+    ]  # fmt: skip
+    launch = ["--nproc-per-node", "2", "--master-port", str(_free_port())]
+    entry = ["-m", "wca", *common, "--cache-dir", str(tmp_path / "cache")]
+    process = _torchrun(launch, entry, stdout=subprocess.PIPE)
+    stdout, stderr = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 0, stderr
+    assert stderr.count("sweep: 2 cells, 2 written, 0 skipped, 0 failed") == 1  # rank 0 alone
+    spread = {
+        name: json.loads((tmp_path / "out" / f"{name}.json").read_text()) for name in ("one", "two")
+    }
+    with _one_thread():
+        assert main([*common, "--output", str(tmp_path / "single" / "{dataset}.json"),
+                     "--cache-dir", str(tmp_path / "cache-single")]) == 0  # fmt: skip
+    for name, document in spread.items():
+        single = json.loads((tmp_path / "single" / f"{name}.json").read_text())
+        for method in ("clip", "wca"):
+            got, expected = (d["results"]["methods"][method] for d in (document, single))
+            assert got["top1"]["runs"] == expected["top1"]["runs"], (name, method)

@@ -22,6 +22,7 @@ from wca.demo.run import export
 from wca.explain import explanation_record, render_explanation, where_figure
 from wca.explain.evidence import as_image
 from wca.explain.where import MIN_SIDE, where_maps
+from wca.results import read_result
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 N_CROPS = 12
@@ -236,3 +237,5 @@ def test_readme_snippets_run_as_written(demo_data, monkeypatch):
     exec(compile(code, str(README), "exec"), namespace)
     for name in ("descriptions.png", "where.png", "why/index.html"):
         assert (demo_data.parent / name).stat().st_size > 0
+    evaluation = read_result(demo_data.parent / "results" / "demo.json")  # the whole evaluation
+    assert set(evaluation.results.methods) == {"clip", "cupl", "wca"}

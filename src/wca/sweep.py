@@ -205,7 +205,9 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return f"{self.config.dataset_name or self.config.dataset} x {self.config.model_spec}"
+        from wca.pipeline import dataset_name
+
+        return f"{dataset_name(self.config)} x {self.config.model_spec}"
 
 
 def cell_settings(config, precision: str) -> dict[str, Any]:
@@ -384,9 +386,8 @@ def run(
     if ranks is not None:
         ranks.barrier("the sweep")
         summary.reports = ranks.rank == 0
-        mine = set(summary.written + summary.skipped + summary.failed)
-        for cell in cells:  # the other ranks' cells, as their files say
-            if cell.label not in mine:
+        for index, cell in enumerate(cells):  # the other ranks' cells, as their files say
+            if index % ranks.world_size != ranks.rank:
                 done = finished(cell.output, cell_settings(cell.config, options.precision)) is None
                 (summary.written if done else summary.failed).append(cell.label)
     return summary
