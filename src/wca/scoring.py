@@ -109,6 +109,6 @@ def require_finite(values: Tensor, model: str, what: str = "image") -> Tensor:
         raise ValueError(
             f"{model}: the model produced non-finite (NaN/inf) {what} values for {bad} of "
             f"{len(values) if values.ndim else 1} inputs; its weights are probably corrupt "
-            "(or overflow at this precision: try --precision fp32)"
+            "(or overflow at this precision: try precision fp32)"
         )
     return values

@@ -125,12 +125,13 @@ def check_template(template: str) -> list[str]:
     try:
         fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as error:
-        raise ValueError(f"--output {template!r}: {error}") from None
+        raise SettingError("output", f"{template!r}: {error}") from None
     unknown = sorted(set(fields) - set(OUTPUT_FIELDS))
     if unknown or "" in fields:
-        raise ValueError(
-            f"--output {template!r}: unknown field {{{(unknown or [''])[0]}}} "
-            f"(known: {', '.join('{' + f + '}' for f in OUTPUT_FIELDS)})"
+        raise SettingError(
+            "output",
+            f"{template!r}: unknown field {{{(unknown or [''])[0]}}} "
+            f"(known: {', '.join('{' + f + '}' for f in OUTPUT_FIELDS)})",
         )
     return fields
 

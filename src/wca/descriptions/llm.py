@@ -79,7 +79,7 @@ def probe_endpoint(client: openai.OpenAI, model: str, timeout: float, api_key_en
         if any(kind.__name__ == "ConnectError" for kind in type(cause).__mro__):
             raise ValueError(
                 f"cannot reach the {where} ({' '.join(str(cause).split())}); is the server "
-                "running and --base-url right?"
+                "running and its base URL right?"
             ) from error
     except openai.APIStatusError as error:
         status = error.status_code

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
+from wca.defaults import IMAGE_SCALE, TEXT_SCALE
 from wca.descriptions.io import match_descriptions
 from wca.methods.prompts import LABEL_TEMPLATE, PromptHead, encode_prompts
 from wca.methods.registry import EncodeTexts, Head, register_method, require
@@ -33,8 +34,8 @@ class WCAHead:
     desc_emb: Tensor  # [C, M, D], zero padding
     mask: Tensor  # [C, M]
     label_emb: Tensor  # [C, D]
-    image_scale: float = 4.0
-    text_scale: float = 2.0
+    image_scale: float = IMAGE_SCALE
+    text_scale: float = TEXT_SCALE
     form: str = "reference"
     uses_crops: bool = True
     n_draws: int = 1
@@ -101,8 +102,8 @@ Form = Literal["reference", "paper"]
 def _wca(
     encode_texts: EncodeTexts,
     sources: TextSources,
-    image_scale: LogScale = 4.0,
-    text_scale: LogScale = 2.0,
+    image_scale: LogScale = IMAGE_SCALE,
+    text_scale: LogScale = TEXT_SCALE,
     form: Form = "reference",
 ) -> Head:
     return _wca_head(encode_texts, sources, image_scale, text_scale, form)
@@ -116,7 +117,7 @@ def _wca(
 def _wca_uniform_crops(
     encode_texts: EncodeTexts,
     sources: TextSources,
-    text_scale: LogScale = 2.0,
+    text_scale: LogScale = TEXT_SCALE,
     form: Form = "reference",
 ) -> Head:
     """WCA with every crop weighted equally (w_i = 1/N)."""
@@ -127,7 +128,7 @@ def _wca_uniform_crops(
 def _wca_uniform_text(
     encode_texts: EncodeTexts,
     sources: TextSources,
-    image_scale: LogScale = 4.0,
+    image_scale: LogScale = IMAGE_SCALE,
     form: Form = "reference",
 ) -> Head:
     """WCA with every description weighted equally (v_j = 1/M)."""
@@ -138,7 +139,7 @@ def _wca_uniform_text(
 def _wca_full_view(
     encode_texts: EncodeTexts,
     sources: TextSources,
-    text_scale: LogScale = 2.0,
+    text_scale: LogScale = TEXT_SCALE,
     form: Form = "reference",
 ) -> Head:
     """WCA's text side (weighted descriptions) against the full view alone, no crops."""
@@ -150,8 +151,8 @@ def _wca_full_view(
 def _wca_paper(
     encode_texts: EncodeTexts,
     sources: TextSources,
-    image_scale: LogScale = 4.0,
-    text_scale: LogScale = 2.0,
+    image_scale: LogScale = IMAGE_SCALE,
+    text_scale: LogScale = TEXT_SCALE,
 ) -> Head:
     """WCA as the paper writes it (form="paper": no normalisation of the two sides)."""
     return _wca_head(encode_texts, sources, image_scale, text_scale, "paper")

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from wca.crops import CropSpec
 from wca.descriptions.io import class_key, load_classnames, load_descriptions
+from wca.errors import SettingError
 from wca.methods.prompts import LABEL_TEMPLATE
 
 MAX_BYTES = 20 * 1024 * 1024  # largest image file accepted (20 MB)
@@ -78,13 +80,15 @@ def classnames_text(path: str | Path, name: str | None = None) -> str:
         raise InputError(_rename(error, path, name)) from None
 
 
-def check_settings(n_crops: float, alpha: float) -> tuple[int, float]:
-    """The crop count (1..MAX_CROPS, whole) and alpha (0 < alpha <= 0.9)."""
+def crop_settings(n_crops: float, alpha: float) -> CropSpec:
+    """The crops of the sliders: a whole count from 1 to :data:`MAX_CROPS`, alpha checked by
+    :class:`~wca.crops.CropSpec` (0 < alpha <= beta = 0.9)."""
     if n_crops is None or n_crops != int(n_crops) or not 1 <= n_crops <= MAX_CROPS:
         raise InputError(f"crops: a whole number from 1 to {MAX_CROPS}, got {n_crops}")
-    if alpha is None or not 0 < alpha <= 0.9:
-        raise InputError(f"alpha: the smallest crop side, above 0 and at most 0.9, got {alpha}")
-    return int(n_crops), float(alpha)
+    try:
+        return CropSpec(n=int(n_crops), alpha=float("nan") if alpha is None else float(alpha))
+    except SettingError as error:
+        raise InputError(f"alpha: the smallest crop side, {error.reason}") from None
 
 
 def class_texts(

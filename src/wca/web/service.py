@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from wca import defaults
 from wca.classifier import Prediction, WCAClassifier
 from wca.images import load_image
 from wca.methods import TextSources, build_head
@@ -17,8 +18,8 @@ from wca.methods.prompts import LABEL_TEMPLATE
 from wca.web.inputs import (
     InputError,
     check_image_file,
-    check_settings,
     class_texts,
+    crop_settings,
     parse_classnames,
     with_clip_prompts,
 )
@@ -97,8 +98,8 @@ class Service:
         classes_text: str | None,
         descriptions_path: str | Path | None = None,
         descriptors_path: str | Path | None = None,
-        n_crops: float = 60,
-        alpha: float = 0.5,
+        n_crops: float = defaults.N_CROPS,
+        alpha: float = defaults.ALPHA,
     ) -> Result:
         """Check the inputs (:class:`InputError` on a mistake), then score WCA, CLIP and CLIP-D.
 
@@ -110,7 +111,7 @@ class Service:
             raise InputError("no image: upload one, paste one or pick an example")
         check_image_file(image_path)
         classnames = parse_classnames(classes_text)
-        n_crops, alpha = check_settings(n_crops, alpha)
+        crops = crop_settings(n_crops, alpha)
         found, bare = class_texts(classnames, descriptions_path, self.preloaded.descriptions)
         descriptors, lacking = class_texts(
             classnames, descriptors_path, self.preloaded.descriptors, "CLIP-D descriptors"
@@ -128,9 +129,7 @@ class Service:
         )
         baselines = ("clip", "cupl" if lacking else "clip-d")
         with self._lock, torch.inference_mode():
-            classifier = WCAClassifier(
-                self.encoder, classnames, descriptions, n_crops=n_crops, alpha=alpha
-            )
+            classifier = WCAClassifier(self.encoder, classnames, descriptions, crops=crops)
             prediction = classifier.predict([image], top_k=TOP_K)[0]
             rankings = [self._rank(method, sources, prediction) for method in baselines]
         wca = Ranking("WCA", prediction.labels, prediction.scores)
