@@ -12,7 +12,8 @@ from mini_datasets import make_dtd, make_eurosat
 from tiny_models import save_open_clip_model
 from wca.cli import main
 from wca.encoders import Encoder
-from wca.sweep import absolute_spec, model_fields, output_path, path_safe, read_list
+from wca.specs import absolute_spec, model_fields
+from wca.sweep import output_path, path_safe, read_list
 
 DTD_TEST = ["banded/banded_0002.jpg", "zigzagged/zigzagged_0003.jpg", "banded/banded_0005.jpg"]
 

@@ -28,6 +28,7 @@ from wca.defaults import IMAGENET_FAMILY
 from wca.errors import SettingError
 from wca.options import RunOptions
 from wca.results import ResultFile
+from wca.specs import model_fields, weights_file
 
 log = logging.getLogger("wca")
 
@@ -224,7 +225,6 @@ def run_cell(
     their share of the features and return None. ``prepared``: :func:`prepare_cell`'s
     answer, when the caller checked the data before loading the model."""
     from wca.evaluate import evaluate, result_file
-    from wca.sweep import model_fields, weights_file
 
     options = RunOptions() if options is None else options
     dataset = load_cell_dataset(config, options)

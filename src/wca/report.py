@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from wca.sweep import model_fields
+from wca.specs import model_fields
 
 TASK = "zeroshot_classification"
 CSV_COLUMNS = (
