@@ -67,6 +67,7 @@ def server(tmp_path_factory):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(folder)}
+    env["WCA_CACHE_DIR"] = str(folder / "cache")  # the explanation crops' cache, the test's own
     log = folder / "serve.log"
     command = [sys.executable, "-m", "wca", "serve", "--port", str(port), "--device", "cpu"]
     with open(log, "w") as sink:
