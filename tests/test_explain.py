@@ -239,6 +239,10 @@ def test_bad_label_is_one_clear_line(demo_args, images, tmp_path, capsys):
     assert main(args) == 2
     error = capsys.readouterr().err
     assert error.startswith("wca: error: --label 'zebra'") and error.count("\n") == 1
+    args = ["explain", str(images[0]), *demo_args, "--explain-crops", "0.1,2", "--out", "x"]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("wca: error: --explain-crops '0.1,2'") and error.count("\n") == 1
 
 
 def test_unreadable_file_is_named_skipped_and_the_rest_explained(

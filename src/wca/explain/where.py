@@ -239,7 +239,7 @@ def _colour_bar(figure: Figure, cax, limit: float, noise: float, clipped: bool) 
     bar = figure.colorbar(mappable, cax=cax, orientation="horizontal", extend=extend)
     bar.set_label(
         "t: (mean cosine of the crops covering a place - that of the others) / its standard "
-        f"error; dashed: +-{noise:.1f}, what values unrelated to place reach (95 %)",
+        f"error; dashed: ±{noise:.1f}, what values unrelated to place reach (95 %)",
         fontsize=9,
     )
     for level in (-noise, noise):
