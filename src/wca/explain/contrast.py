@@ -13,10 +13,11 @@ fit's residuals give its noise, se(p) = s sqrt(1/n_1 + 1/n_0) with s^2 the varia
 the two groups, and t(p) = d(p) / se(p) is the evidence in units of that noise: a cell seen by
 few crops (the image border) needs a larger difference to stand out.
 
-A map is *localized* when its largest |t| exceeds what values unrelated to place reach: the
-``level`` quantile (95 %) of the largest |t| over ``draws`` sets of independent normal values on
-the same crops (t does not depend on the values' scale, so one noise level serves every map of
-a crop set). Otherwise it shows no localized evidence.
+A map is *localized* when its largest |t| exceeds what the same values reach when dealt out to
+the crops at random: the ``level`` quantile (95 %) of the largest |t| over ``draws`` random
+permutations of the values across the crops (a permutation test, robust to the values'
+distribution: one outlying crop is no evidence of a place, many crops over one place are).
+Otherwise it shows no localized evidence.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-DRAWS = 200  # noise value sets for the noise level
+DRAWS = 200  # random deals of the values for the noise level
 LEVEL = 0.95  # the quantile of the noise's largest |t| that localized evidence must exceed
 
 
@@ -35,13 +36,13 @@ class Contrast:
     """Evidence maps of K value sets over one crop set, on a grid of ``[h, w]`` cells.
 
     ``difference`` is d (in the values' units, e.g. cosine), ``t`` is d over its standard
-    error; both are NaN where every crop or none covers the cell. ``noise`` is the largest |t|
-    that values unrelated to place reach (the ``level`` quantile) and ``localized`` says which
-    maps exceed it."""
+    error; both are NaN where every crop or none covers the cell. ``noise`` is, per map, the
+    largest |t| its values reach dealt out at random (the ``level`` quantile), and
+    ``localized`` says which maps exceed it."""
 
     difference: Tensor  # [K, h, w]
     t: Tensor  # [K, h, w]
-    noise: float
+    noise: Tensor  # [K]
     localized: Tensor  # bool [K]
 
     def peak(self, k: int) -> tuple[int, int]:
@@ -68,8 +69,8 @@ def contrast(
     masks: Tensor, values: Tensor, draws: int = DRAWS, level: float = LEVEL, seed: int = 0
 ) -> Contrast:
     """Evidence maps of ``values [K, N]`` (K value sets over the same N crops) on the cells of
-    ``masks [N, h, w]`` (:func:`cover_masks`), with the noise level of ``draws`` sets of
-    normal values (seeded: the same inputs give the same answer)."""
+    ``masks [N, h, w]`` (:func:`cover_masks`), with each map's noise level from ``draws``
+    random deals of its values (seeded: the same inputs give the same answer)."""
     if masks.ndim != 3 or values.ndim != 2 or values.shape[1] != masks.shape[0]:
         raise ValueError(
             f"masks must be [N, h, w] and values [K, N], got {list(masks.shape)} and "
@@ -82,18 +83,19 @@ def contrast(
         raise ValueError("values must be finite")
     # cells covered by the same crops share every number: fit each coverage pattern once
     patterns, cell = torch.unique(masks.reshape(count, -1), dim=1, return_inverse=True)
-    patterns = patterns.double()
-    difference, t = _fit(patterns, values.double())
+    patterns, values = patterns.double(), values.double()
+    difference, t = _fit(patterns, values)
     generator = torch.Generator().manual_seed(seed)
-    _, unrelated = _fit(
-        patterns, torch.randn(draws, count, generator=generator, dtype=torch.float64)
-    )
-    noise = float(torch.quantile(unrelated.abs().nan_to_num(0).amax(dim=-1), level))
+    order = torch.rand(draws, *values.shape, generator=generator).argsort(dim=-1)
+    dealt = values.expand(draws, *values.shape).gather(2, order).flatten(0, 1)
+    _, chance = _fit(patterns, dealt)
+    largest = chance.abs().nan_to_num(0).amax(dim=-1).view(draws, len(values))
+    noise = torch.quantile(largest, level, dim=0)
     shape = (len(values), rows, columns)
     return Contrast(
         difference[:, cell].reshape(shape).float(),
         t[:, cell].reshape(shape).float(),
-        noise,
+        noise.float(),
         t.abs().nan_to_num(0).amax(dim=-1) > noise,
     )
 

@@ -164,15 +164,15 @@ def where_figure(
     for ax in axes[panels:]:
         ax.set_axis_off()
     clipped = bool((found.maps.t.nan_to_num(0).abs() > limit).any())
-    _colour_bar(figure, figure.add_subplot(grid[rows, :]), limit, found.maps.noise, clipped)
+    _colour_bar(figure, figure.add_subplot(grid[rows, :]), limit, clipped)
     return figure
 
 
 def colour_limit(maps: Contrast) -> float:
     """The colour scale of a figure's maps, -limit to +limit: their largest |t|, at least 1.5 and
-    at most 10 times the noise level (larger t are drawn at the end of the scale)."""
-    largest = float(maps.t.nan_to_num(0).abs().max())
-    return min(max(largest, 1.5 * maps.noise), 10 * maps.noise)
+    at most 10 times the largest noise level (larger t are drawn at the end of the scale)."""
+    largest, noise = float(maps.t.nan_to_num(0).abs().max()), float(maps.noise.max())
+    return min(max(largest, 1.5 * noise), 10 * noise)
 
 
 def _image_panel(ax, shown: np.ndarray, prediction: Prediction, size: tuple[int, int]) -> None:
@@ -215,7 +215,8 @@ def _heat_panel(ax, grey: np.ndarray, maps: Contrast, k: int, title: str, limit:
             fontsize=11,
             bbox={"facecolor": "white", "alpha": 0.9, "edgecolor": "grey"},
         )
-        ax.set_xlabel(f"largest |t| {largest:.1f}, noise reaches {maps.noise:.1f}", fontsize=9)
+        chance = float(maps.noise[k])
+        ax.set_xlabel(f"largest |t| {largest:.1f}; by chance: {chance:.1f}", fontsize=9)
         return
     height, width = grey.shape[:2]
     ax.imshow(
@@ -229,21 +230,23 @@ def _heat_panel(ax, grey: np.ndarray, maps: Contrast, k: int, title: str, limit:
     )
     row, column = maps.peak(k)
     difference = float(maps.difference[k, row, column])
-    shown = f"{largest:.1f}" if largest < 1e4 else "beyond 10^4 (an exact fit)"
-    ax.set_xlabel(f"peak: t {shown}, cosine {difference:+.3f}", fontsize=9)
+    shown = f"{largest:.1f}" if largest < 1e4 else "> 10^4"
+    chance = float(maps.noise[k])
+    ax.set_xlabel(
+        f"peak: t {shown} (by chance: {chance:.1f}), cosine {difference:+.3f}", fontsize=9
+    )
 
 
-def _colour_bar(figure: Figure, cax, limit: float, noise: float, clipped: bool) -> None:
+def _colour_bar(figure: Figure, cax, limit: float, clipped: bool) -> None:
     mappable = ScalarMappable(Normalize(-limit, limit), CMAP)
     extend = "both" if clipped else "neither"
     bar = figure.colorbar(mappable, cax=cax, orientation="horizontal", extend=extend)
     bar.set_label(
         "t: (mean cosine of the crops covering a place - that of the others) / its standard "
-        f"error; dashed: ±{noise:.1f}, what values unrelated to place reach (95 %)",
+        "error; 'by chance': the largest |t| of the same cosines dealt to the crops at random "
+        "(95 %)",
         fontsize=9,
     )
-    for level in (-noise, noise):
-        cax.axvline(level, color="black", linestyle="--", linewidth=1.2)
 
 
 def _key_panel(ax, found: WhereMaps, wca_crops: int) -> None:
@@ -256,7 +259,9 @@ def _key_panel(ax, found: WhereMaps, wca_crops: int) -> None:
         )
     key = (
         "How to read the maps: each place compares the crops that cover it with the other "
-        "crops. Red: they match more there; blue: less. Descriptions: cosine to the "
+        "crops. Red: they match more there; blue: less. A map whose t stays within what "
+        "the same cosines dealt to the crops at random reach says so instead. Descriptions: "
+        "cosine to the "
         "description beyond that to the mean description; crop weights: cosine to the whole "
         f"image, which WCA's weights reward. Made from {crops}"
     )
