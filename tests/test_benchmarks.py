@@ -146,3 +146,16 @@ def test_gpu_quick(capsys):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here: the script would run")
 def test_gpu_script_is_skipped_without_cuda(capsys):
     assert "GPU script skipped" in run(capsys, "gpu")
+
+
+def test_pointing_quick(capsys):
+    rows = table_rows(run(capsys, "pointing", "--quick"))
+    assert [row[0] for row in rows] == [
+        "uniformly random peak (expected)",
+        "before 0.3: covering crops' weighted mean, WCA's crops",
+        "contrast t, WCA's 60 crops",
+        "contrast t, explanation crops",
+    ]
+    shares = [[float(cell) for cell in row[1:]] for row in rows]
+    assert all(len(row) == 4 and all(0 <= s <= 100 for s in row) for row in shares)
+    assert 0 < shares[0][0] < 10  # a random peak rarely lands on the body

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -19,13 +20,22 @@ import wca
 from fake_encoder import FakeEncoder
 from wca.cli import main
 from wca.demo.run import export
-from wca.explain import explanation_record, render_explanation, where_figure
+from wca.explain import explanation_record, render_explanation, where_figure, write_explanations
 from wca.explain.evidence import as_image
-from wca.explain.where import MIN_SIDE, where_maps
+from wca.explain.where import colour_limit, where_maps
+from wca.explain.windows import Windows
 from wca.results import read_result
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 N_CROPS = 12
+
+
+@pytest.fixture(scope="module", autouse=True)
+def views_cache(tmp_path_factory):
+    """The explanation crops' cache in a folder of this module's (shared by its tests)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WCA_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +61,12 @@ def images(demo_data) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def explained(tmp_path_factory, demo_args, images) -> Path:
-    """`wca explain` on two demo images, the first with its true label."""
+    """`wca explain` on two demo images, the first with its true label (explanation crops of
+    one size: the default's maps and figures, in fewer views)."""
     out = tmp_path_factory.mktemp("explain")
     label = images[0].parent.name
     args = ["explain", *map(str, images), *demo_args, "--label", label, "--out", str(out)]
+    args += ["--explain-crops", "0.2"]
     assert main(args) == 0
     return out
 
@@ -70,6 +82,7 @@ def test_json_numbers_are_predicts_evidence(explained, images, classifier):
     predictions = classifier.predict(images, top_k=3)
     for path, prediction in zip(images, predictions, strict=True):
         record = json.loads((explained / f"{path.stem}.json").read_text())
+        assert record["source"] == str(path.resolve())
         boxes = torch.tensor([crop["box"] for crop in record["crops"]])
         assert torch.equal(boxes, prediction.boxes.long())
         weights = torch.tensor([crop["weight"] for crop in record["crops"]], dtype=torch.float64)
@@ -131,39 +144,48 @@ class OneHeavyCrop(FakeEncoder):
         return rows
 
 
-def test_heat_map_peaks_inside_the_heavy_crop():
+def test_maps_of_wcas_crops_peak_inside_the_heavy_crop_and_are_drawn():
     heavy = 3
     sentences = {"thing": ["the target part", "a plain part"], "other": ["a thing", "b thing"]}
     classifier = wca.WCAClassifier(OneHeavyCrop(heavy), ["thing", "other"], sentences, n_crops=8)
     image = Image.new("RGB", (200, 150), "grey")
     (prediction,) = classifier.predict(image, top_k=2)
     assert float(prediction.crop_weights[heavy]) > 0.999
-    grid = (100, 75)
-    index, chosen, weight_map, means = where_maps(prediction, classifier, top=2, grid=grid)
-    assert classifier.classnames[index] == "thing"
-    target = means[chosen.index(0)]
+    found = where_maps(image, prediction, classifier, top=2, grid=(100, 75), windows=None)
+    assert classifier.classnames[found.class_index] == "thing"
     left, top, right, bottom = (prediction.boxes[heavy].double() * 0.5).tolist()
-    for heat in (target, weight_map):
-        y, x = np.unravel_index(np.nanargmax(heat), heat.shape)
+    for k in (0, 1 + found.descriptions.index(0)):  # the crop weights, the target part
+        y, x = found.maps.peak(k)
         assert left <= x + 0.5 <= right and top <= y + 0.5 <= bottom
-    assert np.nanmax(target) == pytest.approx(float(classifier.head.desc_emb[0, 0, 0]), abs=1e-3)
-    figure = where_figure(image, prediction, classifier, top_descriptions=2)
+    figure = where_figure(image, prediction, classifier, top_descriptions=2, windows=None)
     drawn = [np.ma.filled(ax.images[-1].get_array(), np.nan) for ax in figure.axes if ax.images]
-    _, _, _, shown = where_maps(prediction, classifier, top=2)  # at the figure's resolution
-    expected = shown[chosen.index(0)]
-    assert any(np.array_equal(a, expected, equal_nan=True) for a in drawn)
+    shown = where_maps(image, prediction, classifier, top=2, windows=None)  # the figure's grid
+    for k in torch.nonzero(shown.maps.localized).flatten().tolist():  # drawn over the image
+        limit = colour_limit(shown.maps)
+        expected = shown.maps.t[k].numpy().clip(-limit, limit)
+        assert any(np.array_equal(a, expected, equal_nan=True) for a in drawn if a.ndim == 2)
+    # the others say so: one crop standing out is no evidence of a place (any crop could)
+    said = [t for ax in figure.axes for t in ax.texts if t.get_text() == "no localized evidence"]
+    assert len(said) == int((~shown.maps.localized).sum())
+    assert "WCA's own 8 crops" in " ".join(t.get_text() for ax in figure.axes for t in ax.texts)
 
 
-def test_pngs_are_large_and_not_blank(explained, images, classifier):
+def test_figures_are_legible_and_small(explained, images, classifier):
+    """Big enough to read, small enough to send: a where-figure of a 128-pixel image at most
+    400 KB, the page at most 1 MB per image."""
     for path in images:
+        assert Image.open(path).size == (128, 128)
         for suffix in ("descriptions", "where"):
-            picture = np.asarray(Image.open(explained / f"{path.stem}-{suffix}.png").convert("L"))
+            figure = explained / f"{path.stem}-{suffix}.png"
+            picture = np.asarray(Image.open(figure).convert("L"))
             assert min(picture.shape) >= 500 and picture.std() > 20, suffix
+        assert (explained / f"{path.stem}-where.png").stat().st_size <= 400_000
+    assert (explained / "index.html").stat().st_size <= 1_000_000 * len(images)
     (prediction,) = classifier.predict([images[0]])
-    figure = where_figure(images[0], prediction, classifier)
+    figure = where_figure(images[0], prediction, classifier, windows=Windows((0.2,)))
     figure.draw_without_rendering()
     box = figure.axes[0].get_window_extent()
-    assert max(box.width, box.height) >= MIN_SIDE
+    assert max(box.width, box.height) >= 350  # the image panel, in pixels at the saved size
 
 
 class Page(HTMLParser):
@@ -220,6 +242,36 @@ def test_bad_label_is_one_clear_line(demo_args, images, tmp_path, capsys):
     assert main(args) == 2
     error = capsys.readouterr().err
     assert error.startswith("wca: error: --label 'zebra'") and error.count("\n") == 1
+    args = ["explain", str(images[0]), *demo_args, "--explain-crops", "0.1,2", "--out", "x"]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("wca: error: --explain-crops '0.1,2'") and error.count("\n") == 1
+
+
+def test_unreadable_file_is_named_skipped_and_the_rest_explained(
+    demo_args, images, classifier, tmp_path, capsys
+):
+    """As classify: one line naming the file, the others explained, exit status 1; files of
+    one stem in two folders are told apart by their folders, and each record names its file."""
+    folder = tmp_path / "photos"
+    for name, source in zip(("cats", "dogs"), images, strict=True):
+        (folder / name).mkdir(parents=True)
+        shutil.copy(source, folder / name / "photo.png")
+    (folder / "dogs" / "broken.png").write_text("not pixels at all\n")
+    out = tmp_path / "out"
+    args = ["explain", str(folder), *demo_args, "--explain-crops", "none", "--out", str(out)]
+    capsys.readouterr()
+    assert main(args) == 1
+    error = capsys.readouterr().err
+    assert f"wca: error: {folder / 'dogs' / 'broken.png'}: not a readable image" in error
+    assert error.rstrip().endswith("1 of 3 images could not be read")
+    for name in ("cats", "dogs"):
+        record = json.loads((out / f"{name}__photo.json").read_text())
+        assert record["source"] == str((folder / name / "photo.png").resolve())
+        assert (out / f"{name}__photo-where.png").stat().st_size > 0
+    assert "broken.png" in (out / "index.html").read_text()
+    with pytest.raises(ValueError, match="broken.png: not a readable image"):
+        write_explanations(classifier, [folder / "dogs" / "broken.png"], tmp_path / "x")
 
 
 def readme_snippets() -> str:
@@ -229,6 +281,7 @@ def readme_snippets() -> str:
     return "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
 
 
+@pytest.mark.slow  # the default explanation crops: about 1000 views per image
 def test_readme_snippets_run_as_written(demo_data, monkeypatch):
     code = readme_snippets()
     assert "write_explanations" in code and "descriptions_figure" in code

@@ -67,6 +67,7 @@ def server(tmp_path_factory):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(folder)}
+    env["WCA_CACHE_DIR"] = str(folder / "cache")  # the explanation crops' cache, the test's own
     log = folder / "serve.log"
     command = [sys.executable, "-m", "wca", "serve", "--port", str(port), "--device", "cpu"]
     with open(log, "w") as sink:
@@ -209,6 +210,47 @@ def test_page_in_a_browser_answers_like_wca_classify(server, exported, expected,
         browser.close()
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 200
+    no_traceback(log)
+
+
+SCREENSHOT_ENV = "WCA_WEB_SCREENSHOT"  # a path: also save the page's screenshot there (docs/)
+
+
+def overlap(a: dict, b: dict) -> float:
+    """The area two bounding boxes (Playwright's x, y, width, height) share."""
+    width = min(a["x"] + a["width"], b["x"] + b["width"]) - max(a["x"], b["x"])
+    height = min(a["y"] + a["height"], b["y"] + b["height"]) - max(a["y"], b["y"])
+    return max(width, 0) * max(height, 0)
+
+
+def test_page_layout_no_label_covers_a_figure(server, exported, tmp_path):
+    """After a classification, no panel label or heading covers the explanation figures, and
+    the figures are drawn at (nearly) their own width at the default window width."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, log = server
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url)
+        page.locator("input[type=file]").first.set_input_files(exported / IMAGE)
+        expect(page.locator("img[src*='00005.png']").first).to_be_visible(timeout=30_000)
+        page.get_by_role("button", name="Classify").click()
+        figures = [page.locator(f"#{key}-plot img").first for key in ("why", "where")]
+        for figure in figures:
+            expect(figure).to_be_visible(timeout=120_000)
+        labels = page.locator("[data-testid=block-label], #why-heading, #where-heading")
+        boxes = [labels.nth(i).bounding_box() for i in range(labels.count())]
+        boxes = [box for box in boxes if box and box["width"] > 1 and box["height"] > 1]
+        assert len(boxes) >= 7  # image, class names, 3 rankings, JSON, the 2 headings...
+        for figure in figures:
+            drawn = figure.bounding_box()
+            assert all(overlap(drawn, box) == 0 for box in boxes), (drawn, boxes)
+            natural = figure.evaluate("image => image.naturalWidth")
+            assert drawn["width"] >= 0.85 * min(natural, 1216), (drawn, natural)
+        shot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "page.png")
+        page.screenshot(path=shot, full_page=True)
+        browser.close()
     no_traceback(log)
 
 

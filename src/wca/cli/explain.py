@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from wca.cli import UsageError
@@ -28,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "For each image write NAME-descriptions.png (every description of the prediction, "
             "the runner-up and the true class: WCA's local match beside CLIP-D's whole-image "
             "similarity), NAME-where.png (where the top descriptions match, where the crop "
-            "weights lie), NAME.json (the numbers) and one index.html with all of them.",
+            "weights lie), NAME.json (the numbers) and one index.html with all of them. An "
+            "unreadable image is named, skipped, and makes the exit status 1.",
             "wca explain bird.jpg --classes-file classes.txt --descriptions cupl.json \\\n"
             "      --model open_clip:ViT-B-32/openai --label 'blue jay' --out why",
         ),
@@ -56,8 +58,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--alpha", type=float, default=0.5, help="smallest crop side, fraction of the short side"
     )
     parser.add_argument("--seed", type=int, default=0, help="crop sampler seed (0)")
+    parser.add_argument(
+        "--explain-crops",
+        default="0.1,0.2",
+        metavar="SIDES",
+        help="the where-maps' explanation crops: sliding windows of these sides (fractions of "
+        "the short side, 3 over each pixel), encoded for the maps only and cached; 'none' "
+        "draws the maps from WCA's own crops (0.1,0.2)",
+    )
     model_options(parser, with_workers=False)
     parser.set_defaults(handler=run)
+
+
+def explanation_crops(text: str):
+    """``--explain-crops``: the windows of the sides listed, or None for ``none``."""
+    from wca.explain.windows import Windows
+
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return Windows(tuple(float(side) for side in text.split(",")))
+    except ValueError as error:
+        raise UsageError(
+            f"--explain-crops {text!r}: give fractions of the short side in (0, 1], e.g. "
+            f"0.1,0.2, or none ({error})"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,8 +94,20 @@ def run(args: argparse.Namespace) -> int:
     if args.label is not None and args.label not in classnames:
         raise UsageError(f"--label {args.label!r} is not one of the {len(classnames)} classes")
     crops = classifier_crops(args)
+    windows = explanation_crops(args.explain_crops)
     images = image_paths(args.images)
     classifier = build_classifier(args, classnames, crops)
-    written = write_explanations(classifier, images, args.out, args.label, args.top_k)
+    failed = []
+
+    def skip(position: int, error: ValueError) -> None:
+        print(f"wca: error: {error}", file=sys.stderr)
+        failed.append(images[position])
+
+    written = write_explanations(
+        classifier, images, args.out, args.label, args.top_k, windows=windows, on_error=skip
+    )
     print(f"wrote {len(written)} files to {args.out}; open {written[-1]}")
+    if failed:
+        print(f"wca: {len(failed)} of {len(images)} images could not be read", file=sys.stderr)
+        return 1
     return 0

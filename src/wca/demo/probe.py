@@ -13,7 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from wca.demo.world import COLOURS, SHAPES, Scene, _backdrop, article, render
+from wca.demo.scene import COLOURS, SHAPES, Scene, backdrop, render
+from wca.demo.world import article
 
 PROBE_RADII = (1.5, 2.0, 3.0, 4.0, 6.0, 10.0)
 CAPTIONS = [
@@ -37,7 +38,7 @@ def probe_images(
         colour=colour.view(n, 1),
         valid=torch.ones(n, 1, dtype=torch.bool),
     )
-    background, noise = _backdrop(n, size, g)
+    background, noise = backdrop(n, size, g)
     return render(scene, size, background, noise), colour, shape
 
 

@@ -1,8 +1,7 @@
-"""The demo world: small coloured shapes and composite "creatures" made of three parts.
-
-Everything is drawn by vectorised torch ops from signed distance functions, so a batch of
-64-pixel training images costs well under a millisecond per image on a CPU. The generator is a
-pure function of its seed: the same seed gives the same pixels.
+"""The demo world: small coloured shapes and composite "creatures" made of three parts, the
+classes of its zero-shot task, their texts, the test set and the training stream. Scenes are
+drawn by :mod:`wca.demo.scene`; the generator is a pure function of its seed: the same seed
+gives the same pixels.
 
 The zero-shot task has 24 composite classes in 8 families of 3 siblings. Every class has a body
 (a shape of one colour), a smaller part on top and a tiny part on its right side; the siblings of a
@@ -19,24 +18,37 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-SHAPES = ("circle", "square", "triangle", "cross")
-COLOURS: dict[str, tuple[float, float, float]] = {
-    "red": (0.90, 0.12, 0.10),
-    "green": (0.15, 0.75, 0.20),
-    "blue": (0.15, 0.30, 0.95),
-    "yellow": (0.95, 0.90, 0.15),
-    "purple": (0.60, 0.20, 0.80),
-    "cyan": (0.15, 0.85, 0.90),
-    "orange": (1.00, 0.55, 0.05),
-    "white": (0.97, 0.97, 0.97),
-}
-COLOUR_NAMES = tuple(COLOURS)
-_RGB = torch.tensor(list(COLOURS.values()))
+from wca.demo.scene import (
+    COLOUR_NAMES,
+    COLOURS,
+    PART_KINDS,
+    SHAPES,
+    Scene,
+    backdrop,
+    composites,
+    free_objects,
+    render,
+)
 
-# Part geometry of a composite, relative to the body radius R: (radius factor, dx, dy).
-TOP_RADIUS, SIDE_RADIUS = 0.55, 0.38
-TOP_OFFSET = (0.0, -(1.0 + TOP_RADIUS) * 0.95)
-SIDE_OFFSET = ((1.0 + SIDE_RADIUS) * 0.95, 0.0)
+__all__ = [
+    "COLOURS",
+    "COLOUR_NAMES",
+    "PART_KINDS",
+    "SHAPES",
+    "DemoClass",
+    "DemoTestSet",
+    "Part",
+    "TrainingStream",
+    "class_descriptions",
+    "class_descriptors",
+    "class_sentences",
+    "demo_classes",
+    "part_discs",
+    "render_scenes",
+    "render_test_images",
+    "sibling_groups",
+    "test_scenes",
+]
 
 CLASS_NAMES = (
     "zorbel",
@@ -161,134 +173,6 @@ def class_sentences(
     }
 
 
-# --------------------------------------------------------------------------------------------
-# Rendering
-
-
-@dataclass
-class Scene:
-    """A batch of scenes of at most K objects each: all fields are ``[B, K]`` tensors.
-
-    Coordinates and radii are fractions of the image side, so one scene renders at any size.
-    """
-
-    x: Tensor
-    y: Tensor
-    radius: Tensor
-    angle: Tensor
-    shape: Tensor  # index into SHAPES
-    colour: Tensor  # index into COLOURS
-    valid: Tensor  # bool
-
-    @staticmethod
-    def cat(scenes: list[Scene]) -> Scene:
-        k = max(s.x.shape[1] for s in scenes)
-
-        def pad(t: Tensor, value: float | bool) -> Tensor:
-            return torch.nn.functional.pad(t, (0, k - t.shape[1]), value=value)
-
-        fields = tuple(Scene.__dataclass_fields__)
-        return Scene(*(torch.cat([pad(getattr(s, f), _PAD[f]) for s in scenes]) for f in fields))
-
-
-_PAD = {"x": 0.5, "y": 0.5, "radius": 1.0, "angle": 0.0, "shape": 0, "colour": 0, "valid": False}
-
-
-def _sdf(px: Tensor, py: Tensor, shape: int) -> Tensor:
-    """Signed distance (in radius units) to a unit shape, for points in the object's frame."""
-    if shape == 0:  # circle
-        return torch.sqrt(px * px + py * py) - 1.0
-    if shape == 1:  # square
-        return torch.maximum(px.abs(), py.abs()) - 0.82
-    if shape == 2:  # equilateral triangle, circumradius 1.15
-        tri = None
-        for k in range(3):
-            a = -math.pi / 2 + k * 2 * math.pi / 3
-            edge = px * math.cos(a) + py * math.sin(a)
-            tri = edge if tri is None else torch.maximum(tri, edge)
-        return tri - 0.575
-    ax, ay, arm = px.abs(), py.abs(), 0.36  # cross
-    return torch.minimum(torch.maximum(ax - 1.0, ay - arm), torch.maximum(ax - arm, ay - 1.0))
-
-
-def render(scene: Scene, size: int, background: Tensor, noise: Tensor) -> Tensor:
-    """Draw a scene batch as float images ``[B, 3, size, size]`` in [0, 1].
-
-    ``background`` is ``[B]`` grey levels and ``noise`` ``[B, 3, size, size]`` pixel noise.
-    Objects are painted in order (later on top) with anti-aliased edges.
-    """
-    b, k = scene.x.shape
-    grid = (torch.arange(size, dtype=torch.float32) + 0.5) / size
-    gy, gx = grid.view(1, 1, size, 1), grid.view(1, 1, 1, size)
-    image = background.view(b, 1, 1, 1).expand(b, 3, size, size).clone()
-    for j in range(k):
-        for shape in range(len(SHAPES)):
-            rows = torch.nonzero(scene.valid[:, j] & (scene.shape[:, j] == shape)).flatten()
-            if len(rows) == 0:
-                continue
-            n = len(rows)
-            dx = gx - scene.x[rows, j].view(n, 1, 1, 1)
-            dy = gy - scene.y[rows, j].view(n, 1, 1, 1)
-            angle = scene.angle[rows, j].view(n, 1, 1, 1)
-            cos, sin = torch.cos(angle), torch.sin(angle)
-            r = scene.radius[rows, j].view(n, 1, 1, 1)
-            px, py = (cos * dx + sin * dy) / r, (-sin * dx + cos * dy) / r
-            cover = (0.5 - _sdf(px, py, shape) * (r * size)).clamp(0, 1)  # distance in pixels
-            rgb = _RGB[scene.colour[rows, j]].view(n, 3, 1, 1)
-            image[rows] += cover * (rgb - image[rows])
-    return (image + noise).clamp(0, 1)
-
-
-def _backdrop(b: int, size: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
-    background = 0.12 + 0.25 * torch.rand(b, generator=g)
-    noise = 0.035 * torch.randn(b, 3, size, size, generator=g)
-    return background, noise
-
-
-def _free_objects(b: int, k: int, rmin: float, rmax: float, g: torch.Generator) -> Scene:
-    """``[B, k]`` random single objects with radii log-uniform in [rmin, rmax] (image fractions)."""
-    radius = torch.exp(
-        math.log(rmin) + (math.log(rmax) - math.log(rmin)) * torch.rand(b, k, generator=g)
-    )
-    margin = radius.clamp(max=0.45)
-    x = margin + (1 - 2 * margin) * torch.rand(b, k, generator=g)
-    y = margin + (1 - 2 * margin) * torch.rand(b, k, generator=g)
-    return Scene(
-        x=x,
-        y=y,
-        radius=radius,
-        angle=torch.rand(b, k, generator=g) * 2 * math.pi,
-        shape=torch.randint(len(SHAPES), (b, k), generator=g),
-        colour=torch.randint(len(COLOURS), (b, k), generator=g),
-        valid=torch.ones(b, k, dtype=torch.bool),
-    )
-
-
-def _composites(parts: Tensor, body_radius: Tensor, g: torch.Generator) -> Scene:
-    """Composite objects ``[B, 3]`` from part indices ``parts[B, 3, 2]`` (shape, colour).
-
-    The body radius is an image fraction; the object is placed at random where it fits.
-    """
-    b = parts.shape[0]
-    extent_l, extent_r = body_radius, body_radius * (SIDE_OFFSET[0] + SIDE_RADIUS)
-    extent_t, extent_b = body_radius * (-TOP_OFFSET[1] + TOP_RADIUS), body_radius
-    u, v = torch.rand(b, generator=g), torch.rand(b, generator=g)
-    cx = extent_l + (1 - extent_l - extent_r).clamp(min=0) * u
-    cy = extent_t + (1 - extent_t - extent_b).clamp(min=0) * v
-    rel = torch.tensor([[0.0, 0.0, 1.0], [*TOP_OFFSET, TOP_RADIUS], [*SIDE_OFFSET, SIDE_RADIUS]])
-    br = body_radius.view(b, 1)
-    jitter = 0.12 * (torch.rand(b, 3, generator=g) - 0.5)
-    return Scene(
-        x=cx.view(b, 1) + rel[:, 0] * br,
-        y=cy.view(b, 1) + rel[:, 1] * br,
-        radius=rel[:, 2] * br,
-        angle=jitter,
-        shape=parts[:, :, 0],
-        colour=parts[:, :, 1],
-        valid=torch.ones(b, 3, dtype=torch.bool),
-    )
-
-
 def _class_parts(classes: list[DemoClass]) -> Tensor:
     """``[C, 3, 2]`` (shape, colour) indices of body, top and side of each class."""
     return torch.tensor(
@@ -310,37 +194,56 @@ TEST_IMAGE_SIZE = 128
 TEST_DISTRACTORS = 3
 
 
-def render_test_images(
-    labels: Tensor, seed: int, size: int = TEST_IMAGE_SIZE, chunk: int = 64
-) -> Tensor:
-    """uint8 test images ``[B, 3, size, size]``: one composite of class ``labels[i]`` each,
-    plus a few small single-object distractors drawn first (behind it)."""
+def test_scenes(
+    labels: Tensor, seed: int, size: int = TEST_IMAGE_SIZE
+) -> tuple[Scene, Tensor, Tensor]:
+    """The test scenes of ``labels`` (the few small single-object distractors first, behind,
+    then the composite of class ``labels[i]``: body, top, side) and their background and noise."""
     g = torch.Generator().manual_seed(seed)
     parts = _class_parts(demo_classes())[labels]
     b = labels.shape[0]
     lo, hi = TEST_BODY_RADIUS
     body = lo + (hi - lo) * torch.rand(b, generator=g)
-    comp = _composites(parts, body, g)
-    distract = _free_objects(b, TEST_DISTRACTORS, 0.02, 0.05, g)
-    scene = Scene(
-        *(
-            torch.cat([getattr(distract, f), getattr(comp, f)], 1)
-            for f in Scene.__dataclass_fields__
-        )
-    )
-    background, noise = _backdrop(b, size, g)
-    out = []
-    for i in range(0, b, chunk):
-        sub = Scene(*(getattr(scene, f)[i : i + chunk] for f in Scene.__dataclass_fields__))
-        out.append(render(sub, size, background[i : i + chunk], noise[i : i + chunk]))
+    comp = composites(parts, body, g)
+    distract = free_objects(b, TEST_DISTRACTORS, 0.02, 0.05, g)
+    background, noise = backdrop(b, size, g)
+    return Scene.stack(distract, comp), background, noise
+
+
+def render_scenes(
+    scene: Scene, background: Tensor, noise: Tensor, size: int, chunk: int = 64
+) -> Tensor:
+    """uint8 images ``[B, 3, size, size]`` of a scene batch, rendered ``chunk`` at a time."""
+    out = [
+        render(scene.rows(i, i + chunk), size, background[i : i + chunk], noise[i : i + chunk])
+        for i in range(0, len(background), chunk)
+    ]
     return (torch.cat(out) * 255).round().to(torch.uint8)
+
+
+def render_test_images(
+    labels: Tensor, seed: int, size: int = TEST_IMAGE_SIZE, chunk: int = 64
+) -> Tensor:
+    """uint8 test images ``[B, 3, size, size]``: one composite of class ``labels[i]`` each,
+    plus a few small single-object distractors drawn first (behind it)."""
+    return render_scenes(*test_scenes(labels, seed, size), size, chunk)
+
+
+def part_discs(scene: Scene, size: int) -> Tensor:
+    """Where each test scene's composite parts are: ``[B, 3, 3]``, per part (body, top, side:
+    :data:`PART_KINDS`) its centre x, y and radius in pixels of a ``size``-pixel image (pixel
+    ``(c, r)`` spans [c, c + 1) x [r, r + 1)). The radius is the shape's unit: a circle's
+    radius, a square's half-side / 0.82, a triangle's circumradius / 1.15, a cross's arm."""
+    kinds = len(PART_KINDS)
+    return torch.stack([scene.x, scene.y, scene.radius], -1)[:, -kinds:] * size
 
 
 class DemoTestSet:
     """The zero-shot test set: ``per_class`` images of every class, rendered at ``size`` px.
 
     A Dataset in the project's sense: ``__len__``, ``__getitem__ -> (PIL image, label)``,
-    ``classnames`` and ``name``.
+    ``classnames`` and ``name``; ``parts`` says where each image's creature is
+    (:func:`part_discs`).
     """
 
     name = "demo"
@@ -352,7 +255,9 @@ class DemoTestSet:
         self.classes = demo_classes()
         self.classnames = [c.name for c in self.classes]
         self.labels = torch.arange(len(self.classes)).repeat_interleave(per_class)
-        self.pixels = render_test_images(self.labels, seed, size)
+        scene, background, noise = test_scenes(self.labels, seed, size)
+        self.pixels = render_scenes(scene, background, noise, size)
+        self.parts = part_discs(scene, size)  # [B, 3, 3]: x, y, radius (px) of body, top, side
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -403,7 +308,7 @@ class TrainingStream:
 
     def _singles(self, n: int) -> tuple[Scene, list[str]]:
         g = self.g
-        scene = _free_objects(n, 1, 0.04, 0.3, g)
+        scene = free_objects(n, 1, 0.04, 0.3, g)
         group = len(SHAPES)  # groups of 4: one colour, all four shapes
         colour = torch.randint(len(COLOURS), ((n + group - 1) // group,), generator=g)
         scene.colour = colour.repeat_interleave(group)[:n].view(n, 1)
@@ -416,7 +321,7 @@ class TrainingStream:
 
     def _multi(self, n: int) -> tuple[Scene, list[str]]:
         g = self.g
-        scene = _free_objects(n, 4, 0.04, 0.18, g)
+        scene = free_objects(n, 4, 0.04, 0.18, g)
         count = torch.randint(2, 5, (n,), generator=g)
         scene.valid = torch.arange(4).view(1, 4) < count.view(n, 1)
         caps = []
@@ -444,15 +349,10 @@ class TrainingStream:
         )
         parts = torch.where(named.view(n, 1, 1), self.class_parts[cls], parts)
         body = torch.exp(math.log(0.05) + (math.log(0.25) - math.log(0.05)) * self._rand(n))
-        comp = _composites(parts, body, g)
-        distract = _free_objects(n, 2, 0.03, 0.08, g)
+        comp = composites(parts, body, g)
+        distract = free_objects(n, 2, 0.03, 0.08, g)
         distract.valid = torch.arange(2).view(1, 2) < torch.randint(0, 3, (n, 1), generator=g)
-        scene = Scene(
-            *(
-                torch.cat([getattr(distract, f), getattr(comp, f)], 1)
-                for f in Scene.__dataclass_fields__
-            )
-        )
+        scene = Scene.stack(distract, comp)
         style = torch.randint(3, (n,), generator=g)
         caps = []
         for i in range(n):
@@ -475,5 +375,5 @@ class TrainingStream:
         parts = [self._singles(n_single), self._multi(n_multi), self._composite(n_comp)]
         scene = Scene.cat([p[0] for p in parts])
         captions = [c for p in parts for c in p[1]]
-        background, noise = _backdrop(n, self.size, self.g)
+        background, noise = backdrop(n, self.size, self.g)
         return render(scene, self.size, background, noise), captions

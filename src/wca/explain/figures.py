@@ -8,9 +8,11 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from PIL import Image
 
 from wca.classifier import Prediction, WCAClassifier
 from wca.explain.evidence import (
@@ -20,6 +22,7 @@ from wca.explain.evidence import (
     as_image,
     explained_classes,
 )
+from wca.files import write_atomic
 
 LOCAL_COLOUR, WHOLE_COLOUR = "#d95f02", "#7570b3"
 LOCAL_NAME, WHOLE_NAME = "local match (WCA)", "whole image (CLIP-D)"
@@ -61,11 +64,15 @@ def render_explanation(
 
 
 def save_png(figure: Figure, path: str | Path) -> Path:
-    """Write ``figure`` as a PNG at its own size (fast zlib level: the figures hold photos)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", pil_kwargs={"compress_level": 1})
-    return path
+    """Write ``figure`` as a 256-colour palette PNG at its own size, atomically: a fraction of
+    the bytes of a full-colour PNG (the figures are flat colours, text and small images)."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    pixels = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba())
+    palette = pixels.convert("RGB").quantize(
+        256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE
+    )
+    return write_atomic(path, lambda tmp: palette.save(tmp, format="png", optimize=True))
 
 
 def _from_prediction(prediction: Prediction) -> list[ClassEvidence]:

@@ -15,6 +15,10 @@ from wca.web.inputs import MAX_CROPS, InputError, classnames_text
 from wca.web.service import TOP_K, Preloaded, Result, Service
 
 QUEUE_SIZE = 16  # requests waiting at most; more are refused with "queue full"
+FIGURES = (
+    ("why", "Why: each description's local match (WCA) beside its whole-image match (CLIP-D)"),
+    ("where", "Where: WCA's heaviest crops, where it looks and where the top descriptions match"),
+)
 INTRO = """\
 # WCA: zero-shot classification by weighted visual-text cross alignment
 
@@ -118,13 +122,12 @@ def build_app(service: Service) -> gr.Blocks:
                         gr.Label(label=title, num_top_classes=TOP_K, elem_id=f"{key}-label")
                         for key, title in (("wca", "WCA"), ("clip", "CLIP"), ("clipd", "CLIP-D"))
                     ]
-                explanation = [
-                    gr.Plot(label="Why: each description's local match and whole-image match"),
-                    gr.Plot(label="Where: the weighted crops and where the top descriptions match"),
-                ]
-                record = gr.JSON(
-                    label="JSON: rankings, settings, notes and WCA's evidence", open=False
-                )
+        # the figures span the page, each under its own heading: no label drawn over them
+        explanation = []
+        for key, heading in FIGURES:
+            gr.Markdown(f"### {heading}", elem_id=f"{key}-heading")
+            explanation.append(gr.Plot(show_label=False, elem_id=f"{key}-plot"))
+        record = gr.JSON(label="JSON: rankings, settings, notes and WCA's evidence", open=False)
 
         @messages
         def page(image, classes_text, descriptions, descriptors, n_crops, alpha):
