@@ -55,7 +55,7 @@ class ShardClaims:
         self._closed = False
         self._locking = cache is not None
         self._seen: dict[int, object] = {}  # each shard's entry when this pass looked at it
-        if cache is not None:
+        if cache is not None and self.pending:  # (a complete cache may be read-only)
             cache.folder.mkdir(parents=True, exist_ok=True)
             self._seen = {shard: cache.shards.get(str(shard)) for shard in self.pending}
 
