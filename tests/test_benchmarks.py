@@ -65,6 +65,12 @@ def test_extract_quick(capsys):
     assert all(float(row[1]) > 0 and float(row[3]) > 0 for row in rows)
 
 
+def test_identity_quick(capsys):
+    rows = table_rows(run(capsys, "identity", "--quick"))
+    assert len(rows) == 5 and "image_identities" in rows[2][0]
+    assert all(float(cell) > 0 for row in rows for cell in row[1:])
+
+
 def test_distributed_quick(capsys):
     rows = table_rows(run(capsys, "distributed", "--quick"))
     assert [row[0] for row in rows] == [

@@ -1,7 +1,10 @@
 """Features: the full view and a pool of crops of every image through the image encoder, kept in
 a safetensors shard cache that is safe to interrupt, resume and share.
 
-- :mod:`wca.features.cache`: the cache key, the shards and their verification, :class:`Features`.
+- :mod:`wca.features.embeddings`: :class:`Features`, the embeddings of one pass.
+- :mod:`wca.features.key`: the cache key and what identifies each image.
+- :mod:`wca.features.cache`: the shards, their verification and the manifest.
+- :mod:`wca.features.claims`: processes that fill one cache at once share its shards.
 - :mod:`wca.features.views`: decoding and view making, in a thread or loader workers.
 - :mod:`wca.features.extract`: the encoding loop, :func:`extract_features`.
 - :mod:`wca.features.distributed`: the same split over the ranks that torchrun starts.

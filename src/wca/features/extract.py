@@ -11,6 +11,7 @@ are those of a run split over ranks (:mod:`wca.features.distributed`).
 from __future__ import annotations
 
 import functools
+import itertools
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 from wca import crops, defaults
 from wca.crops import CropSpec
 from wca.features.cache import Features, ShardCache, assemble, cache_key, image_identities
+from wca.features.claims import ShardClaims
 from wca.features.distributed import Ranks
 from wca.features.views import (
     BadImage,
@@ -107,6 +109,11 @@ def _encode_shard(
     }
 
 
+def _accept(tensors: dict[str, Tensor]) -> bool:
+    """Whether a strict run (no skipping) may use a shard: it skipped no image."""
+    return bool((tensors["labels"] >= 0).all())
+
+
 def extract_features(
     encoder: Any,
     dataset: Any,
@@ -159,11 +166,13 @@ def extract_features(
     feature_pass = _FeaturePass(encoder, dataset, crops_spec, options, fidelity, views_on_device)
     cache, ranges, parts, mine = feature_pass.plan(key, verify, ranks, on_bad_image is None)
     todo = [s for s in mine if parts[s] is None]
+    accept = _accept if on_bad_image is None else lambda tensors: True
+    claims = ShardClaims(cache, todo, verify, accept)
     work = functools.partial(
         feature_pass.fill,
         parts,
         ranges,
-        todo,
+        claims,
         cache,
         store_dtype,
         on_bad_image,
@@ -268,7 +277,7 @@ class _FeaturePass:
         mine = [s for s in range(cache.num_shards) if ranks is None or ranks.owns(s)]
         parts = [cache.load(s, verify) if s in mine else None for s in range(cache.num_shards)]
         if strict:
-            parts = [p if p is None or bool((p["labels"] >= 0).all()) else None for p in parts]
+            parts = [p if p is None or _accept(p) else None for p in parts]
         return cache, ranges, parts, mine
 
     def _make_views(self) -> tuple[Callable[..., Tensor], Any]:
@@ -290,7 +299,7 @@ class _FeaturePass:
         self,
         parts: list[dict[str, Tensor] | None],
         ranges: list[range],
-        todo: list[int],
+        claims: ShardClaims,
         cache: ShardCache | None,
         store_dtype: torch.dtype,
         on_bad_image: Callable[[int, Exception], None] | None,
@@ -298,25 +307,44 @@ class _FeaturePass:
         bar_total: int,
         ranks: Ranks | None,
     ) -> None:
-        """Encode the shards ``todo`` into ``parts`` (and the cache)."""
-        if not todo:
+        """Encode the shards ``claims.pending`` into ``parts`` (and the cache), in rounds: each
+        encodes the shards no other process holds and loads those others finished; between
+        rounds, wait for a shard another process holds (:mod:`wca.features.claims`)."""
+        if not claims.pending:
             return
-        make_views, cut = self._make_views()
-        indices = [i for s in todo for i in ranges[s]]
-        items = ViewItems(self.dataset, indices, make_views, self.spec)
         bar = tqdm(
             total=bar_total,
-            initial=bar_total - len(indices),
+            initial=bar_total - sum(len(ranges[s]) for s in claims.pending),
             unit="img",
             desc=f"features {getattr(self.dataset, 'name', 'images')}",
             disable=not self.options.progress or (ranks is not None and ranks.rank != 0),
         )
-        stream = iterate_views(items, self.options.num_workers)
         try:
-            for shard in todo:
+            while True:
+                self._round(parts, ranges, claims, cache, store_dtype, on_bad_image, bar, ranks)
+                for shard, tensors in claims.loaded.items():
+                    parts[shard] = tensors
+                    bar.update(len(ranges[shard]))
+                claims.loaded.clear()
+                claims.pending = [s for s in claims.pending if parts[s] is None]
+                if not claims.pending:
+                    return
+                claims.wait()
+        finally:
+            claims.close()
+            bar.close()
+
+    def _round(self, parts, ranges, claims, cache, store_dtype, on_bad_image, bar, ranks) -> None:
+        """One pass of the view pipeline over the shards this process claims as it goes."""
+        make_views, cut = self._make_views()
+        items = ViewItems(self.dataset, range(len(self.dataset)), make_views, self.spec)
+        stream = iterate_views(items, self.options.num_workers, order=claims.images(ranges))
+        try:
+            while (first := next(stream, None)) is not None:
+                shard = claims.claimed.popleft()  # claimed before its first image was made
                 tensors = _encode_shard(
                     self.encoder,
-                    stream,
+                    itertools.chain([first], stream),
                     ranges[shard],
                     self.spec.n,
                     self.batch_size,
@@ -331,8 +359,8 @@ class _FeaturePass:
                     if tensors is None:
                         raise RuntimeError(f"{cache.shard_path(shard)}: unreadable after writing")
                 parts[shard] = tensors
+                claims.finish(shard)
         finally:
-            bar.close()
             close = getattr(stream, "close", None)
             if close is not None:
                 close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +64,7 @@ class ViewItems(torch.utils.data.Dataset):
         key: Callable[[int, Any], int] | None = None,
     ) -> None:
         self.dataset = dataset
-        self.indices = list(indices)
+        self.indices = indices if isinstance(indices, range) else list(indices)
         self.make_views = make_views
         self.spec = crops_spec
         self.key = key
@@ -84,9 +84,9 @@ class ViewItems(torch.utils.data.Dataset):
             return BadImage(index, error)
 
 
-def _prefetch(items: Sequence[Any], depth: int) -> Iterator[Any]:
-    """Iterate ``items`` (lazily computed by ``__getitem__``) one step ahead in a thread, at
-    most ``depth`` items queued; errors in the thread surface in the caller."""
+def _prefetch(items: Sequence[Any], depth: int, order: Iterable[int]) -> Iterator[Any]:
+    """Iterate ``items[j]`` for ``j`` in ``order`` (lazily computed by ``__getitem__``) ahead in
+    a thread, at most ``depth`` items queued; errors in the thread surface in the caller."""
     slots: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -101,7 +101,7 @@ def _prefetch(items: Sequence[Any], depth: int) -> Iterator[Any]:
 
     def work() -> None:
         try:
-            for j in range(len(items)):
+            for j in order:
                 if not put(("item", items[j])):
                     return
             put(("end", None))
@@ -123,14 +123,19 @@ def _prefetch(items: Sequence[Any], depth: int) -> Iterator[Any]:
         thread.join(timeout=5)
 
 
-def iterate_views(items: ViewItems, num_workers: int) -> Iterator[ImageViews | BadImage]:
-    """The items in order, made by one prefetching thread (``num_workers`` 0) or by loader
-    worker processes."""
+def iterate_views(
+    items: ViewItems, num_workers: int, order: Iterable[int] | None = None
+) -> Iterator[ImageViews | BadImage]:
+    """The items in order (or ``items[j]`` for ``j`` in ``order``, an iterable read as the
+    pipeline goes, a few images ahead), made by one prefetching thread (``num_workers`` 0) or
+    by loader worker processes."""
+    order = range(len(items)) if order is None else order
     if num_workers <= 0:
-        return _prefetch(items, PREFETCH_IMAGES)
+        return _prefetch(items, PREFETCH_IMAGES, order)
     loader = torch.utils.data.DataLoader(
         items,
         batch_size=None,
+        sampler=order,
         shuffle=False,
         num_workers=num_workers,
         prefetch_factor=WORKER_PREFETCH,
