@@ -1,269 +1,330 @@
-"""Result files of `wca eval` -> one row per (dataset, model, method): tables, CSV, a plot, and
-the paper's published numbers beside ours.
+"""Result files -> rows that never mix settings, each with its calibration and its paired
+top-1 difference to a baseline.
 
-Several files of the same (dataset, model, method), e.g. runs with other seeds, make one row
-whose mean and std are over all their runs pooled. The CSV has clip_benchmark's ``build``
-columns (``acc1, acc5, mean_per_class_recall, dataset, model, pretrained, task,
-model_fullname``) so their tools read it, one row per method rather than per file.
+Files are pooled into one row (their runs together) only when every setting that changes a
+number is equal (:data:`KEY`): the dataset's name, split and data root, the model spec and its
+weights' sha256, the method and its options, the crops (strategy, pool, N, alpha, effective
+alpha, beta), the protocol, runs and seed, the precision and views path, the texts' sha256.
+Rows that share the columns shown (``group_by``, and the method) are labelled by the settings
+in which they differ, e.g. ``zero [rrc]`` and ``zero [random]``. A setting a schema-1 file did
+not record is unknown, and an unknown value equals nothing, not even another file's unknown.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from wca.sweep import model_fields
+import numpy as np
+
+from wca.paired import PairedDifference, paired_bootstrap, per_image
+from wca.report import DEFAULT_BASELINE, DEFAULT_GROUP_BY, GROUP_COLUMNS, KEY
+from wca.results import NotAResult, ResultFile, read_result
 
 TASK = "zeroshot_classification"
-CSV_COLUMNS = (
-    "dataset", "model", "pretrained", "model_fullname", "task", "method",
-    "acc1", "acc5", "mean_per_class_recall", "top1_mean", "top1_std", "top5_mean", "top5_std",
-    "runs", "images", "views_per_image", "seconds", "files",
-)  # fmt: skip
-PAPER_COLUMNS = ("paper_top1", "diff_top1")
+ABBREVIATIONS = {"patch_n": "N", "n_samples": "pool", "n_run": "runs", "data_path": "root"}
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """A setting the file did not record: equal to nothing but itself (one file's)."""
+
+    file: str
+
+    def __str__(self) -> str:
+        return "?"
 
 
 @dataclass
 class Row:
-    """One (dataset, model, method): accuracies in percent over every run of its files."""
+    """One set of settings (:data:`KEY`): accuracies (%) and calibration of every run of its
+    files, each image's correctness per run, and the paired difference to the baseline."""
 
     dataset: str
     model: str
     pretrained: str
     method: str
+    settings: dict[str, Any]
+    label: str = ""
     top1: list[float] = field(default_factory=list)
     top5: list[float] = field(default_factory=list)
+    ece: list[float] = field(default_factory=list)
+    nll: list[float] = field(default_factory=list)
+    brier: list[float] = field(default_factory=list)
     recall: list[float] = field(default_factory=list)  # mean per-class recall per file (%)
+    correct: list[np.ndarray | None] = field(default_factory=list)  # bool [runs, images] a file
     images: int = 0
     views_per_image: int = 1
     seconds: list[float] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    delta: PairedDifference | None = None
+    delta_note: str | None = None  # why there is no paired difference
 
     @staticmethod
     def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-        mean = sum(values) / len(values)
-        return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        array = np.asarray(values, dtype=np.float64)
+        return float(array.mean()), float(array.std())
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        return self.dataset, self.model, self.pretrained, self.method
+    def key(self) -> tuple[Any, ...]:
+        return tuple(self.settings[name] for name in KEY)
+
+    @property
+    def model_label(self) -> str:
+        """The model, short: clip_benchmark's name and tag, or a weights file's stem (no path)."""
+        return short_model(self.model, self.pretrained)
+
+    @property
+    def name(self) -> str:
+        """The method and, when rows share it, the settings that tell them apart."""
+        return f"{self.method} [{self.label}]" if self.label else self.method
+
+    def column(self, name: str) -> str:
+        return self.model_label if name == "model" else str(self.settings[name])
+
+    def per_image(self) -> np.ndarray | str:
+        """Each image's share of correct runs over every file's runs, or why there is none."""
+        if not self.correct or any(c is None for c in self.correct):
+            return "no per-image correctness (a schema-1 file)"
+        if len({c.shape[1] for c in self.correct}) > 1:
+            return "its files' images differ"
+        return per_image(np.concatenate(self.correct))
 
     def record(self) -> dict[str, Any]:
         """The CSV row (accuracies of clip_benchmark's columns as fractions in [0, 1])."""
         (m1, s1), (m5, s5) = self._mean_std(self.top1), self._mean_std(self.top5)
+        calibration = {
+            name: self._mean_std(values)[0] if values else None
+            for name, values in (("ece", self.ece), ("nll", self.nll), ("brier", self.brier))
+        }
+        delta = self.delta
         return {
             "dataset": self.dataset,
             "model": self.model,
+            "model_label": self.model_label,
             "pretrained": self.pretrained,
             "model_fullname": f"{self.model} {self.pretrained}",
             "task": TASK,
             "method": self.method,
+            "label": self.label,
+            "name": self.name,
             "acc1": m1 / 100,
             "acc5": m5 / 100,
-            "mean_per_class_recall": self._mean_std(self.recall)[0] / 100,
+            "mean_per_class_recall": self._mean_std(self.recall)[0] / 100 if self.recall else None,
             "top1_mean": m1,
             "top1_std": s1,
             "top5_mean": m5,
             "top5_std": s5,
+            **calibration,
+            "baseline": self.settings.get("baseline"),
+            "delta_top1": None if delta is None else delta.diff,
+            "delta_low": None if delta is None else delta.low,
+            "delta_high": None if delta is None else delta.high,
+            "delta_excludes_zero": None if delta is None else delta.excludes_zero,
+            "delta_note": self.delta_note,
             "runs": len(self.top1),
             "images": self.images,
             "views_per_image": self.views_per_image,
             "seconds": self._mean_std(self.seconds)[0] if self.seconds else None,
             "files": len(self.files),
+            **{name: _plain(value) for name, value in self.settings.items() if name in KEY},
         }
 
 
-def result_files(paths: Iterable[str | Path]) -> list[Path]:
-    """The JSON files named, and those under the folders named (recursively), sorted."""
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, Unknown) else value
+
+
+def short_model(model: str, pretrained: str) -> str:
+    """``ViT-B-32 openai``; a weights file or folder by its name's stem, never its path."""
+    if not pretrained:
+        return model
+    if "/" in pretrained or "\\" in pretrained or Path(pretrained).suffix in (".pt", ".bin"):
+        stem = Path(pretrained).stem
+        return model if stem == model else f"{model} ({stem})"
+    return f"{model} {pretrained}"
+
+
+def result_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
+    """The JSON files named, and those under the folders named (recursively), sorted; and a
+    line for each path that does not exist."""
     files: list[Path] = []
+    missing: list[str] = []
     for path in map(Path, paths):
         if path.is_dir():
             files += sorted(path.rglob("*.json"))
         elif path.is_file():
             files.append(path)
         else:
-            raise FileNotFoundError(f"{path}: no such file or folder")
-    return files
+            missing.append(f"{path}: no such file or folder")
+    return files, missing
 
 
-def read_result(path: Path) -> dict[str, Any] | None:
-    """A `wca eval` result file as a dict; None for JSON that is not one. Unreadable -> error."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise ValueError(f"{path}: not a readable JSON file ({error})") from None
-    if not isinstance(document, dict) or "methods" not in document.get("results", {}):
-        return None
-    return document
+def read_results(paths: Iterable[str | Path]) -> tuple[list[tuple[Path, ResultFile]], list[str]]:
+    """Every result file under ``paths``, and one line per file skipped (unreadable, not a
+    result file, a schema this version cannot read), naming the file and why."""
+    files, skipped = result_files(paths)
+    results = []
+    for path in files:
+        try:
+            results.append((path, read_result(path)))
+        except NotAResult as error:
+            skipped.append(str(error))
+        except OSError as error:
+            skipped.append(f"{path}: unreadable ({error.strerror or error})")
+    return results, skipped
 
 
-def rows_of(documents: Iterable[tuple[Path, dict[str, Any]]]) -> list[Row]:
-    """One :class:`Row` per (dataset, model, pretrained, method), in first-seen order."""
-    rows: dict[tuple[str, str, str, str], Row] = {}
-    for path, document in documents:
-        config = document.get("config", {})
-        results = document["results"]
-        names = model_fields(str(config.get("model", "")))
-        dataset = document.get("dataset") or config.get("dataset_info", {}).get("name", "?")
-        model = document.get("model") or names["model"]
-        pretrained = document.get("pretrained", names["pretrained"]) or ""
-        recalls = document.get("metrics_by_method", {})
-        seconds = sum(config.get("seconds", {}).values()) if config.get("seconds") else None
-        for method, result in results["methods"].items():
+def settings_of(result: ResultFile, method: str, path: Path) -> dict[str, Any]:
+    """The :data:`KEY` settings of one method of one file; unrecorded ones :class:`Unknown`."""
+    config, results = result.config, result.results
+    extra = config.model_extra or {}
+    views = config.views
+    if views is None and isinstance(extra.get("fidelity"), bool):
+        views = "fidelity" if extra["fidelity"] else "fast"
+    split = (extra.get("dataset_info") or {}).get("split", config.split)
+    values = {
+        "dataset": result.dataset,
+        "split": split,
+        "data_path": config.data_path,
+        "model_spec": config.model,
+        "model_sha256": config.model_sha256,
+        "method": method,
+        "options": json.dumps(results.methods[method].options, sort_keys=True),
+        "crop_strategy": config.crop_strategy,
+        "n_samples": results.n_samples,
+        "patch_n": results.patch_n,
+        "alpha": config.alpha,
+        "effective_alpha": config.effective_alpha,
+        "beta": config.beta,
+        "protocol": results.protocol,
+        "n_run": results.n_run,
+        "seed": results.seed,
+        "precision": config.precision,
+        "views": views,
+        "descriptions_sha256": config.descriptions_sha256,
+    }
+    if result.schema_version == 1:  # None there means "not recorded", never "none"
+        values = {k: Unknown(str(path)) if v is None else v for k, v in values.items()}
+    return values
+
+
+def rows_of(results: Iterable[tuple[Path, ResultFile]]) -> list[Row]:
+    """One :class:`Row` per set of settings, in first-seen order (see the module doc)."""
+    rows: dict[tuple[Any, ...], Row] = {}
+    for path, result in results:
+        extra = result.config.model_extra or {}
+        seconds = sum(extra["seconds"].values()) if extra.get("seconds") else None
+        n_run, n_images = result.results.n_run, result.results.n_images
+        for method, scored in result.results.methods.items():
+            settings = settings_of(result, method, path)
+            key = tuple(settings[name] for name in KEY)
             row = rows.setdefault(
-                (dataset, model, pretrained, method), Row(dataset, model, pretrained, method)
+                key, Row(result.dataset, result.model, result.pretrained, method, settings)
             )
-            row.top1 += result["top1"]["runs"]
-            row.top5 += result["top5"]["runs"]
-            if method in recalls:
-                row.recall.append(100 * recalls[method]["mean_per_class_recall"])
-            row.images = results["n_images"]
-            row.views_per_image = 1 + results["patch_n"] if result["uses_crops"] else 1
+            row.top1 += scored.top1.runs
+            row.top5 += scored.top5.runs
+            if scored.calibration is not None:
+                row.ece += scored.calibration.ece.runs
+                row.nll += scored.calibration.nll.runs
+                row.brier += scored.calibration.brier.runs
+            metrics = result.metrics_by_method.get(method)
+            if metrics is not None:
+                row.recall.append(100 * metrics.mean_per_class_recall)
+            row.correct.append(scored.correct_matrix(n_run, n_images))
+            row.images = n_images
+            row.views_per_image = 1 + result.results.patch_n if scored.uses_crops else 1
             if seconds is not None:
                 row.seconds.append(seconds)
             row.files.append(str(path))
     return list(rows.values())
 
 
-def load_rows(paths: Iterable[str | Path]) -> list[Row]:
-    """Rows of every result file under ``paths`` (other JSON files are passed over)."""
-    documents = []
-    for path in result_files(paths):
-        document = read_result(path)
-        if document is not None:
-            documents.append((path, document))
-    if not documents:
-        raise ValueError(f"no wca result files in {', '.join(map(str, paths))}")
-    return rows_of(documents)
-
-
-def paper_numbers() -> dict[tuple[str, str, str], float]:
-    """The published top-1 (%) by (dataset, model, method), from the package's data."""
-    text = resources.files("wca").joinpath("data/paper_results.json").read_text("utf-8")
-    data = json.loads(text)
-    return {
-        (dataset, model, method): value
-        for model, methods in data["top1"].items()
-        for method, values in methods.items()
-        for dataset, value in zip(data["datasets"], values, strict=True)
-    }
-
-
-def paper_key(row: Row) -> tuple[str, str, str]:
-    """The key of ``row`` among the published numbers: the OpenAI weights of the same
-    architecture, as a pretrained tag ``openai`` or OpenAI's own file ``<ARCH>.pt``."""
-    model = row.model.replace("/", "-")
-    openai = row.pretrained == "openai" or Path(row.pretrained).name == f"{model}.pt"
-    return row.dataset.lower(), model if openai else "", row.method
-
-
-def with_paper(rows: Sequence[Row]) -> tuple[list[dict[str, Any]], list[tuple[str, str, str]]]:
-    """CSV records with the published top-1 and our difference to it (None where the paper
-    has no number), and the published cells no row matches."""
-    published = paper_numbers()
-    records, matched = [], set()
+def label_rows(rows: Sequence[Row], group_by: Sequence[str] = DEFAULT_GROUP_BY) -> None:
+    """Label each row by the settings (not shown as columns) in which it differs from the
+    rows that share its columns; rows whose labels would still be equal (settings unknown in
+    each) add their first file's name."""
+    unknown = sorted(set(group_by) - set(GROUP_COLUMNS))
+    if unknown:
+        raise ValueError(
+            f"--group-by: unknown column {unknown[0]!r} (choose from {', '.join(GROUP_COLUMNS)})"
+        )
+    shown = [*group_by, "method"]
+    groups: dict[tuple[str, ...], list[Row]] = {}
     for row in rows:
-        record = row.record()
-        paper = published.get(paper_key(row))
-        if paper is not None:
-            matched.add(paper_key(row))
-        record["paper_top1"] = paper
-        record["diff_top1"] = None if paper is None else record["top1_mean"] - paper
-        records.append(record)
-    return records, [key for key in published if key not in matched]
+        groups.setdefault(tuple(row.column(name) for name in shown), []).append(row)
+    for group in groups.values():
+        differing = [
+            name
+            for name in KEY
+            if name not in shown and len({repr(row.settings[name]) for row in group}) > 1
+        ]
+        for row in group:
+            row.label = ", ".join(_setting_text(name, row.settings[name]) for name in differing)
+        labels = [row.label for row in group]
+        for row in group:
+            if labels.count(row.label) > 1:
+                row.label = ", ".join(filter(None, [row.label, f"from {Path(row.files[0]).name}"]))
 
 
-def _cells(record: dict[str, Any], paper: bool) -> list[str]:
-    seconds = record["seconds"]
-    cells = [
-        record["dataset"],
-        record["model_fullname"].strip(),
-        record["method"],
-        f"{record['top1_mean']:.2f} ± {record['top1_std']:.2f}",
-        f"{record['top5_mean']:.2f} ± {record['top5_std']:.2f}",
-        str(record["views_per_image"]),
-        "-" if seconds is None else f"{seconds:.1f}",
-    ]
-    if paper:
-        published, diff = record["paper_top1"], record["diff_top1"]
-        cells += ["-" if published is None else f"{published:.2f}"]
-        cells += ["-" if diff is None else f"{diff:+.2f}"]
-    return cells
+def _setting_text(name: str, value: Any) -> str:
+    if name in ("crop_strategy", "views", "precision", "protocol") and value is not None:
+        return str(value)
+    if name in ("model_sha256", "descriptions_sha256") and isinstance(value, str):
+        return f"{'weights' if name == 'model_sha256' else 'texts'} {value[:8]}"
+    if name == "options":
+        options = json.loads(value) if isinstance(value, str) else {}
+        return ", ".join(f"{k}={v}" for k, v in options.items()) or "default options"
+    if name in ("data_path", "model_spec") and isinstance(value, str):
+        return f"{ABBREVIATIONS.get(name, 'model')} {Path(value.split(':', 1)[-1]).name}"
+    return f"{ABBREVIATIONS.get(name, name)} {value}"
 
 
-def table(records: Sequence[dict[str, Any]], markdown: bool = False) -> str:
-    """Records as a markdown table, or as aligned plain-text columns."""
-    paper = bool(records) and "paper_top1" in records[0]
-    header = ["dataset", "model", "method", "top-1 (%)", "top-5 (%)", "views/img", "seconds"]
-    header += ["paper top-1", "diff"] if paper else []
-    body = [_cells(record, paper) for record in records]
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body])
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *body]
-    )
+def compare_to_baseline(rows: Sequence[Row], baseline: str = DEFAULT_BASELINE) -> None:
+    """Each row's paired top-1 difference to the ``baseline`` method's row of the same settings
+    (:func:`wca.paired.paired_bootstrap`), or a note saying why it has none."""
+    by_key = {row.key: row for row in rows if row.method == baseline}
+    method_at, options_at = KEY.index("method"), KEY.index("options")
+    for row in rows:
+        row.settings["baseline"] = baseline
+        key = list(row.key)
+        key[method_at], key[options_at] = baseline, "{}"
+        base = by_key.get(tuple(key))
+        if row.method == baseline:
+            row.delta_note = "the baseline"
+        elif base is None:
+            row.delta_note = f"no {baseline} row with the same settings"
+        elif isinstance(mine := row.per_image(), str):
+            row.delta_note = mine
+        elif isinstance(theirs := base.per_image(), str):
+            row.delta_note = f"{baseline}: {theirs}"
+        elif mine.shape != theirs.shape:
+            row.delta_note = f"its images differ from {baseline}'s ({len(mine)} vs {len(theirs)})"
+        else:
+            row.delta = paired_bootstrap(mine, theirs)
 
 
-def write_csv(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Records as CSV (see :data:`CSV_COLUMNS`; the paper's columns when present)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    columns = list(CSV_COLUMNS) + [c for c in PAPER_COLUMNS if records and c in records[0]]
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(records)
-    return path
-
-
-def plot(rows: Sequence[Row], path: str | Path) -> Path:
-    """A grouped bar chart of top-1 per dataset (groups) and method (bars), error bars the
-    std over runs; one panel per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = list(dict.fromkeys(f"{r.model} {r.pretrained}".strip() for r in rows))
-    datasets = list(dict.fromkeys(r.dataset for r in rows))
-    methods = list(dict.fromkeys(r.method for r in rows))
-    width = 0.8 / len(methods)
-    figure, axes = plt.subplots(
-        len(models), 1, figsize=(max(6, 1.4 * len(datasets) * max(1, len(methods) / 3)),
-                                 3.2 * len(models)),
-        squeeze=False,
-    )  # fmt: skip
-    for ax, model in zip(axes[:, 0], models, strict=True):
-        mine = {
-            (r.dataset, r.method): r for r in rows if f"{r.model} {r.pretrained}".strip() == model
-        }
-        for m, method in enumerate(methods):
-            xs, heights, errors = [], [], []
-            for d, dataset in enumerate(datasets):
-                if (dataset, method) in mine:
-                    mean, std = Row._mean_std(mine[dataset, method].top1)
-                    xs.append(d + (m - (len(methods) - 1) / 2) * width)
-                    heights.append(mean)
-                    errors.append(std)
-            ax.bar(xs, heights, width, yerr=errors, capsize=2, label=method)
-        ax.set_xticks(range(len(datasets)), datasets)
-        ax.set_xlim(-0.5, len(datasets) - 0.5)
-        ax.set_ylim(0, min(100, max(10, 1.15 * max(Row._mean_std(r.top1)[0] for r in rows))))
-        ax.set_ylabel("top-1 (%)")
-        ax.set_title(model, fontsize=9)
-        ax.legend(fontsize=7, ncols=min(len(methods), 6))
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+def load_rows(
+    paths: Iterable[str | Path],
+    group_by: Sequence[str] = DEFAULT_GROUP_BY,
+    baseline: str = DEFAULT_BASELINE,
+    on_skip: Callable[[str], None] | None = None,
+) -> list[Row]:
+    """Labelled rows of every result file under ``paths``, compared with ``baseline``. Files
+    that cannot be read go to ``on_skip`` one line each (without it, the first is an error);
+    no result file at all is a ValueError."""
+    paths = list(paths)
+    results, skipped = read_results(paths)
+    for line in skipped:
+        if on_skip is None:
+            raise ValueError(line)
+        on_skip(line)
+    if not results:
+        raise ValueError(f"no wca result files in {', '.join(map(str, paths))}")
+    rows = rows_of(results)
+    label_rows(rows, group_by)
+    compare_to_baseline(rows, baseline)
+    return rows
