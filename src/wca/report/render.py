@@ -94,11 +94,13 @@ def table(
 ) -> str:
     """Records as a markdown table, or as aligned plain-text columns: the ``group_by`` columns,
     the method (labelled), top-1 and its paired difference to the baseline, top-5, ECE (%),
-    NLL, Brier, views per image, seconds (and the paper's columns when present)."""
+    NLL, Brier, views per image, seconds when any record has them (and the paper's columns
+    when present)."""
     paper = bool(records) and "paper_top1" in records[0]
     baseline = records[0]["baseline"] if records else DEFAULT_BASELINE
     header = [*group_by, "method", "top-1 (%)", f"Δ top-1 vs {baseline} [95% CI]", "top-5 (%)"]
-    header += ["ECE (%)", "NLL", "Brier", "views/img", "seconds"]
+    timed = any(record["seconds"] is not None for record in records)
+    header += ["ECE (%)", "NLL", "Brier", "views/img"] + (["seconds"] if timed else [])
     header += ["paper top-1", "diff"] if paper else []
     body = []
     for record in records:
@@ -113,8 +115,9 @@ def table(
             _number(record["nll"]),
             _number(record["brier"]),
             str(record["views_per_image"]),
-            "-" if seconds is None else f"{seconds:.1f}",
         ]
+        if timed:
+            cells.append("-" if seconds is None else f"{seconds:.1f}")
         if paper:
             published, diff = record["paper_top1"], record["diff_top1"]
             cells += ["-" if published is None else f"{published:.2f}"]
