@@ -94,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     files = []
     for strategy in args.strategies.split(","):
         spec = CropSpec(n=args.pool, alpha=args.alpha, strategy=strategy)
-        features = extract_features(encoder, dataset, spec, RunOptions(cache_dir=None))
+        features = extract_features(
+            encoder, dataset, spec, RunOptions(cache_dir=None, progress=False)
+        )
         for n in counts:
             evaluation = evaluate(
                 features, heads, args.runs, n, seed=0, logit_scale=float(encoder.logit_scale)
