@@ -151,7 +151,6 @@ def test_item18_2_folders_without_images_are_not_classes(tmp_path, caplog):
     assert "folders without images are not classes: empty, results" in caplog.text
 
 
-@pytest.mark.slow
 def test_item18_2_the_export_readme_command_runs_twice(tmp_path, monkeypatch, capsys):
     """`wca demo --export DIR --per-class 1`, then its README's command from inside DIR, twice:
     the results/ the first run wrote is not a class of the second."""
@@ -185,6 +184,12 @@ def with_bad_files(two_strategies) -> Path:
     bad["results"]["methods"]["zero"]["top1"] = "high"
     (two_strategies / "sub").mkdir()
     (two_strategies / "sub" / "invalid.json").write_text(json.dumps(bad))
+    bad = json.loads((two_strategies / "rrc.json").read_text())
+    bad["results"]["methods"]["zero"]["top1"]["runs"] = []
+    (two_strategies / "sub" / "no-runs.json").write_text(json.dumps(bad))
+    bad = json.loads((two_strategies / "rrc.json").read_text())
+    bad["results"]["methods"]["clip"]["correct"] = "bm90IHpsaWI="  # base64, not zlib
+    (two_strategies / "sub" / "damaged.json").write_text(json.dumps(bad))
     return two_strategies
 
 
@@ -192,20 +197,23 @@ def test_item18_3_each_bad_file_is_named_skipped_and_counted(with_bad_files, cap
     assert main(["report", str(with_bad_files)]) == 0
     captured = capsys.readouterr()
     skipped = [line for line in captured.err.splitlines() if line.startswith("wca: skipped ")]
-    assert len(skipped) == 5 and skipped[-1] == (
-        "wca: skipped 4 file(s) that are not readable results"
+    assert len(skipped) == 7 and skipped[-1] == (
+        "wca: skipped 6 file(s) that are not readable results"
     )
-    for name in ("broken.json", "latin1.json", "notes.json", "invalid.json"):
-        assert sum(name in line for line in skipped) == 1
+    names = ("broken", "latin1", "notes", "invalid", "no-runs", "damaged")
+    for name in names:
+        assert sum(f"{name}.json" in line for line in skipped) == 1
     assert "notes.json: not a wca result file" in captured.err
     assert "invalid.json: results.methods.zero.top1" in captured.err
+    assert "no-runs.json: results.methods.zero.top1: no runs" in captured.err
+    assert f"damaged.json: results.methods.clip.correct: not {RUNS} x {IMAGES} bits" in captured.err
     assert "zero [rrc]" in captured.out  # the good files are reported
 
 
 def test_r3_07_report_is_not_all_or_nothing(with_bad_files, tmp_path, capsys):
     assert main(["report", str(with_bad_files), "--strict"]) == 2
     err = capsys.readouterr().err
-    assert "broken.json" in err and "--strict: 4 file(s) skipped" in err
+    assert "broken.json" in err and "--strict: 6 file(s) skipped" in err
     only_bad = tmp_path / "bad"
     only_bad.mkdir()
     (only_bad / "notes.json").write_text("[]")
@@ -225,7 +233,6 @@ def demo_results(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.slow
 def test_item18_3_the_demo_results_report_like_any_other(demo_results, tmp_path, capsys):
     png = tmp_path / "demo.png"
     assert main(["report", str(demo_results), "--plot", str(png), "--markdown"]) == 0

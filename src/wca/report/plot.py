@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 
+from wca.report import DEFAULT_BASELINE
 from wca.report.rows import Row
 
 ROW_INCHES = 0.34
@@ -47,7 +48,7 @@ def dataset_figure(rows: Sequence[Row], title: str | None = None) -> Figure:
     """The figure of one dataset's rows (see the module doc)."""
     colour_of = dict(zip(map(id, rows), palette(len(rows)), strict=True))  # by first seen
     rows = sorted(rows, key=lambda row: Row._mean_std(row.top1)[0])  # the best on top
-    baseline = rows[0].settings.get("baseline", "clip") if rows else "clip"
+    baseline = (rows[0].baseline if rows else None) or DEFAULT_BASELINE
     models = list(dict.fromkeys(row.model_label for row in rows))
     paired = all(row.delta is not None or row.method == baseline for row in rows)
     paired = paired and any(row.delta is not None for row in rows)

@@ -137,7 +137,7 @@ def notes(rows: Sequence[Row]) -> list[str]:
     """The lines under the table: how the differences were made, and the rows without one."""
     if not rows:
         return []
-    baseline = rows[0].settings["baseline"]
+    baseline = rows[0].baseline or DEFAULT_BASELINE
     lines = [
         f"Δ: top-1 minus {baseline}'s on the same images and settings, in points; 95% interval "
         "of a paired bootstrap over images (1000 resamples, seed 0) of each image's correctness "

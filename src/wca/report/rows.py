@@ -13,6 +13,7 @@ not record is unknown, and an unknown value equals nothing, not even another fil
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,7 @@ class Row:
     views_per_image: int = 1
     seconds: list[float] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    baseline: str | None = None  # the method the difference is to
     delta: PairedDifference | None = None
     delta_note: str | None = None  # why there is no paired difference
 
@@ -119,7 +121,7 @@ class Row:
             "top5_mean": m5,
             "top5_std": s5,
             **calibration,
-            "baseline": self.settings.get("baseline"),
+            "baseline": self.baseline,
             "delta_top1": None if delta is None else delta.diff,
             "delta_low": None if delta is None else delta.low,
             "delta_high": None if delta is None else delta.high,
@@ -170,12 +172,36 @@ def read_results(paths: Iterable[str | Path]) -> tuple[list[tuple[Path, ResultFi
     results = []
     for path in files:
         try:
-            results.append((path, read_result(path)))
+            result = read_result(path)
         except NotAResult as error:
             skipped.append(str(error))
+            continue
         except OSError as error:
             skipped.append(f"{path}: unreadable ({error.strerror or error})")
+            continue
+        problem = _problem(result)
+        if problem:
+            skipped.append(f"{path}: {problem} (regenerate it with the command that wrote it)")
+        else:
+            results.append((path, result))
     return results, skipped
+
+
+def _problem(result: ResultFile) -> str | None:
+    """What makes a valid file unusable for a row: no methods, a method without runs, stored
+    correctness that is not ``n_run x n_images`` bits."""
+    scored = result.results
+    if not scored.methods:
+        return "results.methods: no methods"
+    for name, method in scored.methods.items():
+        if not method.top1.runs or not method.top5.runs:
+            return f"results.methods.{name}.top1: no runs"
+        try:
+            method.correct_matrix(scored.n_run, scored.n_images)
+        except (ValueError, zlib.error) as error:
+            shape = f"{scored.n_run} x {scored.n_images}"
+            return f"results.methods.{name}.correct: not {shape} bits ({error})"
+    return None
 
 
 def settings_of(result: ResultFile, method: str, path: Path) -> dict[str, Any]:
@@ -289,7 +315,7 @@ def compare_to_baseline(rows: Sequence[Row], baseline: str = DEFAULT_BASELINE) -
     by_key = {row.key: row for row in rows if row.method == baseline}
     method_at, options_at = KEY.index("method"), KEY.index("options")
     for row in rows:
-        row.settings["baseline"] = baseline
+        row.baseline = baseline
         key = list(row.key)
         key[method_at], key[options_at] = baseline, "{}"
         base = by_key.get(tuple(key))
