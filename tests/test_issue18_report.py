@@ -38,6 +38,7 @@ def write_result(
     path: Path,
     methods: dict[str, np.ndarray],
     *,
+    options: dict[str, dict] | None = None,
     dataset: str = "cub",
     strategy: str = "random",
     pretrained: str = "openai",
@@ -50,7 +51,7 @@ def write_result(
         scored[name] = MethodResult(
             name, top1, [99.0] * len(top1), [50.0, 60.0], name != "clip",
             ece=[0.05 + 0.01 * len(name)] * len(top1), nll=[0.5] * len(top1),
-            brier=[0.25] * len(top1), correct=correct,
+            brier=[0.25] * len(top1), correct=correct, options=(options or {}).get(name, {}),
         )  # fmt: skip
     runs, images = next(iter(methods.values())).shape
     evaluation = Evaluation(scored, images, runs, 16, 60, seed, "pool")
@@ -120,6 +121,8 @@ def test_item18_2_group_by_shows_settings_as_columns(two_strategies, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("| dataset | model | crop_strategy | method | top-1 (%) |")
     assert lines[4].startswith("| cub | ViT-B-32 openai | rrc | clip |")  # no label needed
+    assert main([*args, "--group-by", "method,crop_strategy"]) == 0  # the method once
+    assert capsys.readouterr().out.startswith("| crop_strategy | method | top-1 (%) |")
     assert main([*args, "--group-by", "dataset,colour"]) == 2
     assert "--group-by: unknown column 'colour'" in capsys.readouterr().err
 
@@ -319,6 +322,18 @@ def test_item18_5_report_marks_differences_whose_interval_excludes_zero(tmp_path
     assert "1000 resamples" in out
     rows = report.load_rows([tmp_path / "r"], baseline="cupl")
     assert next(r for r in rows if r.method == "clip" and r.delta).delta.diff < 0
+
+
+def test_item18_5_a_baseline_with_options_is_found_unless_ambiguous(tmp_path):
+    methods = {"clip": correctness(0.7, 1), "wca": correctness(0.8, 2)}
+    write_result(tmp_path / "a.json", methods, options={"wca": {"image_scale": 4.0}})
+    rows = report.load_rows([tmp_path], baseline="wca")
+    assert rows[0].method == "clip" and rows[0].delta.diff < 0
+    other = {"wca": correctness(0.85, 3)}
+    write_result(tmp_path / "b.json", other, options={"wca": {"image_scale": 3.0}})
+    rows = report.load_rows([tmp_path], baseline="wca")
+    assert [row.name for row in rows] == ["clip", "wca [image_scale=4.0]", "wca [image_scale=3.0]"]
+    assert rows[0].delta_note == "2 wca rows with these settings (other options)"
 
 
 def test_item18_5_images_that_differ_cannot_be_paired(tmp_path):

@@ -97,7 +97,8 @@ def table(
     NLL, Brier, views per image, seconds when any record has them (and the paper's columns
     when present)."""
     paper = bool(records) and "paper_top1" in records[0]
-    baseline = records[0]["baseline"] if records else DEFAULT_BASELINE
+    baseline = (records[0]["baseline"] if records else None) or DEFAULT_BASELINE
+    group_by = [name for name in group_by if name != "method"]  # always shown, once
     header = [*group_by, "method", "top-1 (%)", f"Δ top-1 vs {baseline} [95% CI]", "top-5 (%)"]
     timed = any(record["seconds"] is not None for record in records)
     header += ["ECE (%)", "NLL", "Brier", "views/img"] + (["seconds"] if timed else [])

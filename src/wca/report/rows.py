@@ -278,7 +278,7 @@ def label_rows(rows: Sequence[Row], group_by: Sequence[str] = DEFAULT_GROUP_BY) 
         raise ValueError(
             f"--group-by: unknown column {unknown[0]!r} (choose from {', '.join(GROUP_COLUMNS)})"
         )
-    shown = [*group_by, "method"]
+    shown = [*(name for name in group_by if name != "method"), "method"]
     groups: dict[tuple[str, ...], list[Row]] = {}
     for row in rows:
         groups.setdefault(tuple(row.column(name) for name in shown), []).append(row)
@@ -312,15 +312,22 @@ def _setting_text(name: str, value: Any) -> str:
 def compare_to_baseline(rows: Sequence[Row], baseline: str = DEFAULT_BASELINE) -> None:
     """Each row's paired top-1 difference to the ``baseline`` method's row of the same settings
     (:func:`wca.paired.paired_bootstrap`), or a note saying why it has none."""
-    by_key = {row.key: row for row in rows if row.method == baseline}
-    method_at, options_at = KEY.index("method"), KEY.index("options")
+
+    def cell(row: Row) -> tuple[Any, ...]:  # the settings but the method's own
+        return tuple(row.settings[name] for name in KEY if name not in ("method", "options"))
+
+    partners: dict[tuple[Any, ...], list[Row]] = {}
+    for row in rows:
+        if row.method == baseline:
+            partners.setdefault(cell(row), []).append(row)
     for row in rows:
         row.baseline = baseline
-        key = list(row.key)
-        key[method_at], key[options_at] = baseline, "{}"
-        base = by_key.get(tuple(key))
+        found = partners.get(cell(row), [])
+        base = found[0] if len(found) == 1 else None
         if row.method == baseline:
             row.delta_note = "the baseline"
+        elif len(found) > 1:
+            row.delta_note = f"{len(found)} {baseline} rows with these settings (other options)"
         elif base is None:
             row.delta_note = f"no {baseline} row with the same settings"
         elif isinstance(mine := row.per_image(), str):
