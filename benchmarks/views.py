@@ -19,7 +19,7 @@ import time
 import torch
 
 from wca.crops import CROP_STRATEGIES
-from wca.demo.run import build_heads, demo_sources, model_file
+from wca.demo.run import TEST_SEED, build_heads, demo_sources, model_file
 from wca.demo.world import DemoTestSet
 from wca.encoders import load_encoder
 from wca.evaluate import evaluate
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     strategies = args.strategies.split(",")
 
     start = time.time()
-    dataset = DemoTestSet(args.per_class)
+    dataset = DemoTestSet(args.per_class, TEST_SEED)  # the 480 images of `wca demo`
     encoder = load_encoder(f"open_clip:{model_file()}", device="cpu")
     heads = build_heads(encoder.encode_texts, demo_sources(dataset.classnames))
     baseline = (

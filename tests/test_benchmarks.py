@@ -133,9 +133,19 @@ def test_classify_quick(capsys):
 
 
 def test_peers_quick(capsys):
-    rows = table_rows(run(capsys, "peers", "--quick"))
-    assert [row[0] for row in rows][-3:] == ["zero", "mta", "awt"]
-    assert all(len(row) == 3 and all("±" in cell for cell in row[1:]) for row in rows)
+    """Every method on both view sets, then each cell as `wca report` prints it: calibration
+    and the paired interval of the difference to CLIP."""
+    output = run(capsys, "peers", "--quick")
+    assert "load average before:" in output
+    summary, *cells = tables(output)
+    assert [row[0] for row in summary][-9:] == [
+        "zero", "mta", "awt", "lazsl", "tda", "dmn", "boostadapter", "onzeta", "tda+wca",
+    ]  # fmt: skip
+    assert all(len(row) == 3 and all("±" in cell for cell in row[1:]) for row in summary)
+    assert len(cells) == 2 and all(len(cell) == len(summary) for cell in cells)
+    for cell in cells:
+        assert cell[0][:3] == ["clip", summary[0][1 + cells.index(cell)], "(baseline)"]
+        assert all(row[2].count("[") == 1 and float(row[4]) >= 0 for row in cell[1:])
 
 
 def test_gpu_quick(capsys):

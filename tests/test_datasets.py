@@ -107,11 +107,14 @@ def test_imagefolder_split_and_names_files(tmp_path):
         load_dataset("imagefolder", tmp_path, "test", classnames_file=tmp_path / "three.txt")
 
 
-def test_imagefolder_empty_class_folder_is_named(tmp_path):
+def test_imagefolder_empty_class_folder_is_named(tmp_path, caplog):
+    """A folder without images is not a class (issue 18: a run's results/ beside the classes);
+    it is named in one line."""
     mini.make_imagefolder(tmp_path, {"full": 1})
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match=f"{tmp_path}: .*empty"):
-        load_dataset("imagefolder", tmp_path)
+    with caplog.at_level("INFO", logger="wca"):
+        assert load_dataset("imagefolder", tmp_path).classnames == ["full"]
+    assert f"{tmp_path}: folders without images are not classes: empty" in caplog.text
 
 
 def test_imagefolder_checks_names_against_descriptions(tmp_path, descriptors_dir):

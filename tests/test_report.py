@@ -1,5 +1,6 @@
 """`wca report` (rows, CSV with clip_benchmark's build columns, markdown, plot, the paper's
-numbers) and `wca reproduce` end to end on miniature datasets with a tiny model."""
+numbers) and `wca reproduce` end to end on miniature datasets with a tiny model. Issue 18's
+items (settings, calibration, paired intervals, the plot's layout): test_issue18_report.py."""
 
 from __future__ import annotations
 
@@ -44,7 +45,9 @@ def results(tmp_path) -> Path:
 
 
 def test_rows_pool_the_runs_of_files_of_one_cell(results):
-    rows = report.load_rows([results])
+    skipped: list[str] = []
+    rows = report.load_rows([results], on_skip=skipped.append)  # files of equal settings pool
+    assert skipped == [f"{results / 'notes.json'}: not a wca result file (no results.methods)"]
     assert [(r.dataset, r.pretrained, r.method) for r in rows] == [
         ("cub", "openai", "clip"),
         ("cub", "openai", "wca"),
@@ -61,7 +64,7 @@ def test_rows_pool_the_runs_of_files_of_one_cell(results):
 
 
 def test_paper_numbers_and_differences(results):
-    records, missing = report.with_paper(report.load_rows([results]))
+    records, missing = report.with_paper(report.load_rows([results], on_skip=print))
     cub_wca = records[1]
     assert cub_wca["paper_top1"] == 56.91  # ViT-B/32 WCA on CUB in REFERENCE.md
     assert cub_wca["diff_top1"] == pytest.approx(57.0 - 56.91)
@@ -76,14 +79,16 @@ def test_report_command_writes_csv_markdown_and_plot(results, tmp_path, capsys):
     out_csv, png = tmp_path / "table.csv", tmp_path / "top1.png"
     args = ["report", str(results), "--csv", str(out_csv), "--plot", str(png), "--markdown"]
     assert main([*args, "--paper"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "| cub | ViT-B-32 openai | wca | 57.00 ± 0.71 |" in out and "| +0.09 |" in out
     assert "paper cells with no result" in out
     with out_csv.open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 4 and set(BUILD_COLUMNS + ("task", "model_fullname")) <= set(rows[0])
     assert rows[1]["task"] == "zeroshot_classification" and float(rows[1]["acc1"]) == 0.57
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for dataset in ("cub", "dtd"):  # one figure per dataset
+        assert (tmp_path / f"top1-{dataset}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "wca: skipped 1 file(s) that are not readable results" in err
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "nothing: no such file or folder" in capsys.readouterr().err
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -146,13 +147,27 @@ def parse_int(path: Path, number: int, text: str, what: str) -> int:
         raise ValueError(f"{path}: line {number}: {what} {text!r} is not an integer") from None
 
 
-def class_folders(folder: Path) -> list[str]:
-    """The names of the class sub-folders of ``folder``, sorted (hidden folders skipped)."""
+def class_folders(folder: Path, *, with_images: bool = False) -> list[str]:
+    """The names of the class sub-folders of ``folder``, sorted (hidden folders skipped).
+    ``with_images``: only those holding an image file somewhere below (as
+    :func:`scan_class_folders` finds them), so that a folder of outputs or notes beside the
+    classes is not taken for one."""
     return sorted(
         entry.name
         for entry in folder.iterdir()
-        if entry.is_dir() and not entry.name.startswith(".")
+        if entry.is_dir()
+        and not entry.name.startswith(".")
+        and (not with_images or holds_images(entry))
     )
+
+
+def holds_images(folder: Path) -> bool:
+    """Whether an image file (torchvision's extensions) lies anywhere under ``folder``; stops
+    at the first."""
+    for _, _, files in os.walk(folder, followlinks=True):
+        if any(name.lower().endswith(IMG_EXTENSIONS) for name in files):
+            return True
+    return False
 
 
 def scan_class_folders(folder: Path, class_to_idx: dict[str, int]) -> tuple[list[Path], list[int]]:

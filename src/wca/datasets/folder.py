@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from wca.datasets.base import Dataset, class_folders, find_layout, register, scan_class_folders
 from wca.datasets.names import checked_classnames
 from wca.descriptions import load_classnames
+
+log = logging.getLogger("wca")
 
 
 @register("imagefolder")
@@ -18,8 +21,9 @@ def imagefolder(
     descriptions_name: str | None = None,
     descriptions_dir: str | Path | None = None,
 ) -> Dataset:
-    """Labels are the sorted class folders; ``split`` names a sub-folder of ``root``. A root
-    whose only folder is ``images/`` (a ``wca demo --export`` folder) is read from there.
+    """Labels are the sorted class folders, those holding images: a folder without any (a
+    run's ``results/``) is not a class. ``split`` names a sub-folder of ``root``. A root whose
+    only such folder is ``images/`` (a ``wca demo --export`` folder) is read from there.
 
     Class names are the folder names (``_`` as spaces) or, with ``classnames_file`` (a JSON list
     or a text file with one name per line), that file's names for the sorted folders. With
@@ -29,9 +33,15 @@ def imagefolder(
     folder = Path(root) / split if split is not None else Path(root)
     # a `wca demo --export` folder keeps its image folder in images/, beside its texts
     folder = find_layout(
-        folder, layout, lambda path: class_folders(path) not in ([], ["images"]), ["images"]
+        folder,
+        layout,
+        lambda path: class_folders(path, with_images=True) not in ([], ["images"]),
+        ["images"],
     )
-    classes = class_folders(folder)
+    classes = class_folders(folder, with_images=True)
+    others = sorted(set(class_folders(folder)) - set(classes))
+    if others:  # e.g. the results/ a run wrote beside the classes
+        log.info(f"{folder}: folders without images are not classes: {', '.join(others)}")
     paths, labels = scan_class_folders(folder, {name: i for i, name in enumerate(classes)})
     names = classes
     if classnames_file is not None:

@@ -150,6 +150,10 @@ class AWTHead:
                 scores.append(self.logit_scale * (plan_cos * c).sum(-1))  # sum T o
         return torch.stack(scores) if scores else views.new_zeros(0, n_classes)
 
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """softmax of the logits, which are at the model's temperature already."""
+        return logits.softmax(-1)
+
     def _weights(
         self, views: Tensor, means: Tensor, full_view_cos: Tensor
     ) -> tuple[Tensor, Tensor]:

@@ -95,6 +95,10 @@ class MTAHead:
         mode = solve_mta(views, self.logit_scale * views @ text.T, self.lambda_y, self.lambda_q)
         return self.logit_scale * mode @ text.T
 
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """softmax of the logits, which are at the model's temperature already."""
+        return logits.softmax(-1)
+
 
 @register_method("mta")
 def _mta(

@@ -65,6 +65,12 @@ class ZeroHead:
         bonus = (tied.sum(1) > 1).to(cos.dtype)
         return counts.scatter_add(1, winner[:, None], bonus[:, None])
 
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """The vote shares (counts / their sum, the tie-break's extra vote included): ZERO's
+        own output, a softmax at zero temperature. Classes without a vote get probability 0,
+        so an image whose true class got none costs the NLL's floor (-log 1e-12 = 27.6)."""
+        return logits / logits.sum(-1, keepdim=True)
+
 
 @register_method("zero")
 def _zero(

@@ -1,0 +1,40 @@
+"""`wca report`: result files as rows that never mix settings (:mod:`wca.report.rows`), a
+table, CSV and the paper's numbers (:mod:`wca.report.render`), one figure per dataset
+(:mod:`wca.report.plot`).
+
+The columns and defaults live here, without imports, so the CLI's help costs nothing; the
+public functions of the submodules are reachable as ``wca.report.NAME`` (loaded on first use).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+DEFAULT_GROUP_BY = ("dataset", "model")
+DEFAULT_BASELINE = "clip"
+# Every setting that changes a number, in the order labels name them.
+KEY = (
+    "dataset", "split", "data_path", "model_spec", "model_sha256", "method", "options",
+    "crop_strategy", "n_samples", "patch_n", "alpha", "effective_alpha", "beta", "protocol",
+    "n_run", "seed", "precision", "views", "descriptions_sha256",
+)  # fmt: skip
+GROUP_COLUMNS = ("model", *KEY)  # model: the short model label (clip_benchmark name, file stem)
+
+_PUBLIC = {
+    "rows": (
+        "Row", "Unknown", "compare_to_baseline", "label_rows", "load_rows", "read_results",
+        "result_files", "rows_of", "settings_of", "short_model",
+    ),
+    "render": (
+        "CSV_COLUMNS", "notes", "paper_key", "paper_numbers", "table", "with_paper", "write_csv",
+    ),
+    "plot": ("dataset_figure", "plot"),
+}  # fmt: skip
+_MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(f"wca.report.{_MODULE_OF[name]}"), name)
+    raise AttributeError(f"module 'wca.report' has no attribute {name!r}")
