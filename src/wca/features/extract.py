@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from wca import crops, defaults
 from wca.crops import CropSpec
@@ -33,6 +33,7 @@ from wca.features.views import (
     iterate_views,
 )
 from wca.options import RunOptions
+from wca.progress import progress_bar
 
 DEFAULT_BATCH_SIZE = defaults.BATCH_SIZE  # views per encoder forward pass
 SKIPPED = -1  # the label of an image skipped as unreadable
@@ -304,12 +305,12 @@ class _FeaturePass:
         make_views, cut = self._make_views()
         indices = [i for s in todo for i in ranges[s]]
         items = ViewItems(self.dataset, indices, make_views, self.spec)
-        bar = tqdm(
+        bar = progress_bar(
             total=bar_total,
             initial=bar_total - len(indices),
             unit="img",
             desc=f"features {getattr(self.dataset, 'name', 'images')}",
-            disable=not self.options.progress or (ranks is not None and ranks.rank != 0),
+            enabled=self.options.progress and (ranks is None or ranks.rank == 0),
         )
         stream = iterate_views(items, self.options.num_workers)
         try:
