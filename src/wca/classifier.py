@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from wca import defaults
 from wca.crops import CropSpec, Preprocessing, fidelity_views, normalize_pixels, uint8_views
@@ -46,6 +46,7 @@ from wca.images import as_image, image_key
 from wca.methods import Head, TextSources, WCAHead, build_head
 from wca.methods.registry import class_probabilities
 from wca.prediction import DescriptionScore, Prediction
+from wca.progress import progress_bar
 from wca.scoring import crop_weights, require_finite
 
 log = logging.getLogger("wca")
@@ -293,7 +294,7 @@ class WCAClassifier:
             key=lambda _, image: image_key(image),
         )
         batcher = ViewBatcher(functools.partial(encode_views, self.encoder), self._batch_size())
-        with tqdm(total=len(images), unit="img", desc="classify", disable=not show) as bar:
+        with progress_bar(total=len(images), unit="img", desc="classify", enabled=show) as bar:
             for item in iterate_views(items, 0):
                 if isinstance(item, BadImage):
                     yield from self._score(batcher.flush(), labels, top_k, images, bar)

@@ -20,8 +20,10 @@ TEXT_SCALE = 2.0  # v_j = softmax_j(exp(text_scale) * cos(desc_j, label prompt))
 SEED = 0
 LABEL_TEMPLATE = "a photo of a {}."  # CLIP's prompt, WCA's reference text, the fallback
 
-# Speed: views per encoder forward pass, loader processes (0: one prefetching thread), images
-# per cache shard, model precision. The API and the CLI take the same values.
+# Speed: the device ("auto": cuda, then mps, then cpu), views per encoder forward pass, loader
+# processes (0: one prefetching thread), images per cache shard, model precision. The API and
+# the CLI take the same values (tests/test_cli_startup.py checks both).
+DEVICE = "auto"
 BATCH_SIZE = 256
 NUM_WORKERS = 0
 SHARD_SIZE = 1000

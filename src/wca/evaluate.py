@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from wca import results as schema
 from wca.features import Features
 from wca.methods import Head
 from wca.methods.registry import class_probabilities
+from wca.progress import progress_bar
 
 PROTOCOLS = ("pool", "fresh")
 DEFAULT_CHUNK = 4096  # images scored at once: ~500 MB of fp32 crops at N=60, D=512
@@ -305,7 +305,7 @@ def evaluate(
     per_image = {name: head for name, head in heads.items() if not getattr(head, "online", False)}
     online = {name: head for name, head in heads.items() if name not in per_image}
     total = len(features) * bool(per_image) + count * n_run * len(online)
-    bar = tqdm(total=total, unit="img", desc="scoring", disable=not progress)
+    bar = progress_bar(total=total, unit="img", desc="scoring", enabled=progress)
     if per_image:
         needs_crops = any(head.uses_crops for head in per_image.values())
         for start, chunk in features.chunks(chunk_size):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +41,15 @@ def _open(source: str | Path) -> Image.Image:
     try:
         image = Image.open(source)
         if limit is not None and image.width * image.height > limit:
-            raise Image.DecompressionBombError(f"{image.width}x{image.height}")
+            raise Image.DecompressionBombError(f"{image.width} x {image.height} pixels")
         image.load()
     except Image.DecompressionBombError as error:
+        # PIL's own refusal (above twice its limit) quotes that limit and not the size: say
+        # the size and the one limit that applies
+        size = re.search(r"\((\d+) pixels\)", str(error))
+        what = f"{size[1]} pixels" if size else str(error)
         raise ValueError(
-            f"{source}: image too large ({error}; the limit is {limit} pixels, a guard against "
+            f"{source}: image too large ({what}; the limit is {limit} pixels, a guard against "
             f"decompression bombs): raise it with --max-image-pixels N or {MAX_PIXELS_ENV}=N "
             "(0: no limit) if you trust the file"
         ) from None

@@ -30,7 +30,7 @@ class RunOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    device: str = "auto"
+    device: str = defaults.DEVICE
     precision: Literal["fp32", "fp16", "bf16"] = defaults.PRECISION
     batch_size: Annotated[int, Field(ge=1)] | None = None
     num_workers: Annotated[int, Field(ge=0)] = defaults.NUM_WORKERS

@@ -1,7 +1,9 @@
 """The `wca` command: a thin shell that composes the library's pieces.
 
 Each sub-module registers its sub-commands with ``register(subparsers)`` and binds a handler
-with ``parser.set_defaults(handler=fn)``; ``fn(args) -> int`` returns the exit status.
+with ``parser.set_defaults(handler=fn)``; ``fn(args) -> int`` returns the exit status. Parsing
+imports no model, plotting or web library (``wca --help`` and argument errors answer at once):
+the sub-modules import those inside their handlers.
 """
 
 from __future__ import annotations
@@ -11,6 +13,12 @@ import errno
 import importlib
 import logging
 import sys
+import textwrap
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NoReturn
 
 from wca import __version__
 from wca.errors import RankError, SettingError
@@ -45,8 +53,36 @@ class UsageError(Exception):
     """Bad input from the user: printed as one clear line, exit status 2."""
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help layout without line breaks inside hyphenated words (``hf-hub:``)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+class _RawFormatter(_Formatter, argparse.RawDescriptionHelpFormatter):
+    """The same, with the description (its examples) as written."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser (and its sub-commands') with an error as one line that points to the
+    command's help, instead of the whole usage."""
+
+    FORMATTERS = {
+        argparse.HelpFormatter: _Formatter,
+        argparse.RawDescriptionHelpFormatter: _RawFormatter,
+    }
+
+    def __init__(self, *args, formatter_class=argparse.HelpFormatter, **kwargs) -> None:
+        formatter_class = self.FORMATTERS.get(formatter_class, formatter_class)
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="wca",
         description="Zero-shot image classification with weighted visual-text cross alignment "
         "(Li et al., ICML 2024) and its baselines (CLIP, CLIP-E, CLIP-D, WaffleCLIP, CuPL).",
@@ -92,19 +128,54 @@ def _log_to_stderr(level: int) -> None:
     logger.propagate = False
 
 
+def _sub_commands(parser: argparse.ArgumentParser) -> list[str]:
+    return [
+        name
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for name in action.choices
+    ]
+
+
+_PACKAGE = str(Path(__file__).resolve().parents[1])
+
+
+@contextmanager
+def _warnings_as_log_lines() -> Iterator[None]:
+    """The package's own warnings (a damaged cache shard recomputed...) shown as one
+    ``wca: ...`` line, without Python's echo of the source line, and not at all under ``-q``
+    (the ``wca`` logger's level); other libraries' warnings as Python shows them. Only the
+    format changes, so the warnings stay warnings (filters, ``pytest.warns``)."""
+    formatted = warnings.formatwarning
+
+    def format_warning(message, category, filename, lineno, line=None) -> str:
+        if not str(Path(filename).resolve()).startswith(_PACKAGE):
+            return formatted(message, category, filename, lineno, line)
+        if not logging.getLogger("wca").isEnabledFor(logging.WARNING):
+            return ""
+        return f"wca: {' '.join(str(message).split())}\n"
+
+    warnings.formatwarning = format_warning
+    try:
+        yield
+    finally:
+        warnings.formatwarning = formatted
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if not hasattr(args, "handler"):  # `wca`, or a command group without its sub-command
+        commands = ", ".join(_sub_commands(args.command_parser))
+        args.command_parser.error(f"no command given; choose one of {commands}")
     _log_to_stderr(logging.ERROR if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
     if args.quiet and hasattr(args, "no_progress"):
         args.no_progress = True
-    if not hasattr(args, "handler"):
-        parser.print_help()
-        return 0
     try:
-        return args.handler(args)
+        with _warnings_as_log_lines():
+            return args.handler(args)
     except SettingError as error:  # the library names the setting; we name its flag
         from wca.cli.options import flag_name
 

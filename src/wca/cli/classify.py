@@ -8,17 +8,22 @@ import sys
 from pathlib import Path
 
 from wca.cli import UsageError
-from wca.cli.options import (
-    apply_image_limit,
+from wca.cli.classifier_options import (
     build_classifier,
     class_options,
+    classifier_crop_options,
     classifier_crops,
+    image_paths,
+    read_classes,
+    required_model,
+)
+from wca.cli.options import (
+    apply_image_limit,
     describe,
     image_limit_option,
-    image_paths,
     log,
+    model_help,
     model_options,
-    read_classes,
 )
 
 
@@ -59,17 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="print JSON with the evidence: crop boxes and weights, description scores",
     )
-    parser.add_argument(
-        "--n-crops", "--n-samples", dest="n_crops", type=int, default=60,
-        help="crops per image (60)",
-    )
-    parser.add_argument(
-        "--alpha",
-        type=float,
-        default=0.5,
-        help="smallest crop side, as a fraction of the short side (0.5)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="crop sampler seed (0)")
+    classifier_crop_options(parser)
     parser.add_argument(
         "--fidelity",
         action="store_true",
@@ -88,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     image_limit_option(parser)
-    model_options(parser, with_workers=False)
+    model_options(parser, with_workers=False, model_help=model_help() + "; required")
     parser.set_defaults(handler=run)
 
 
@@ -111,13 +106,16 @@ def evidence(prediction) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from wca.defaults import LABEL_TEMPLATE
 
     classnames = read_classes(args)
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
-    crops = classifier_crops(args)
+    required_model(args)
     images = image_paths(args.images)
+    crops = classifier_crops(args)
     apply_image_limit(args)
     if args.model and args.descriptions is None:
         log.info(
@@ -134,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         path = images[position]
         if isinstance(prediction, Exception):
             failed += 1
-            print(f"wca: error: {prediction}", file=sys.stderr)
+            tqdm.write(f"wca: error: {prediction}", file=sys.stderr)  # above a live bar
             document.append({"image": str(path), "error": str(prediction)})
             continue
         explained.append((path, prediction))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from wca import defaults
 from wca.cli import UsageError
 
 DEFAULT_OUT = "wca-demo-output"
@@ -24,16 +25,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--export", metavar="DIR", help="write the test set, texts and model here")
     parser.add_argument("--per-class", type=int, default=20, help="test images per class (20)")
     parser.add_argument(
-        "--n-crops", "--crops", dest="n_samples", type=int, default=60,
-        help="crop pool per image (60)",
+        "--n-crops",
+        "--crops",
+        dest="n_samples",
+        type=int,
+        default=defaults.N_CROPS,
+        help=f"crop pool per image ({defaults.N_CROPS})",
     )
     parser.add_argument(
         "--n-run", "--runs", dest="n_run", type=int, default=10, help="evaluation runs (10)"
     )
-    parser.add_argument("--patch-n", type=int, default=60, help="crops per run (60)")
-    parser.add_argument("--alpha", type=float, default=0.5, help="smallest crop scale (0.5)")
-    parser.add_argument("--seed", type=int, default=0, help="crop and run seed (0)")
+    parser.add_argument(
+        "--patch-n", type=int, default=defaults.N_CROPS, help=f"crops per run ({defaults.N_CROPS})"
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=defaults.ALPHA,
+        help=f"smallest crop scale ({defaults.ALPHA})",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=defaults.SEED, help=f"crop and run seed ({defaults.SEED})"
+    )
     parser.add_argument("--model", help="an OpenAI-format model file (default: the shipped one)")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bars or phase lines"
+    )
     parser.set_defaults(handler=run)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     train = commands.add_parser(
@@ -78,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         patch_n=args.patch_n,
         alpha=args.alpha,
         seed=args.seed,
+        progress=not args.no_progress,
     )
     return 0
 

@@ -60,13 +60,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     near_duplicate_options(clean)
     clean.set_defaults(handler=run_clean)
 
-    descriptions.set_defaults(handler=lambda args: _help(descriptions))
-
-
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 0
-
 
 def run_fetch(args: argparse.Namespace) -> int:
     from wca.descriptions.fetch import FetchError, fetch, published_sets

@@ -14,6 +14,7 @@ from wca.cli.options import (
     describe,
     flag_name,
     log,
+    model_help,
     model_options,
     run_options,
     setting_label,
@@ -31,9 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "resumable), then score every method over --n-run runs of --patch-n crops drawn "
             "from the pool, as the WCA authors do. Prints a markdown table and writes a JSON "
             "file with every run, the resolved settings and the library versions.",
-            "wca eval --dataset cub --data-root ~/data/CUB_200_2011 \\\n"
+            "wca eval --dataset cub --data-root ~/data/cub \\\n"
             "      --model open_clip:ViT-B-32/openai --descriptions-dir shared/descriptors\n"
-            "  wca eval --config cub.yaml --data-root ~/data/CUB_200_2011 --n-run 5 \\\n"
+            "  wca eval --config cub.yaml --data-root ~/data/cub --n-run 5 \\\n"
             "      --set methods.wca.image_scale=3\n"
             "  wca eval --dataset imagefolder --data-root my_photos --descriptions my.json \\\n"
             "      --methods clip,cupl,wca --model open_clip:ViT-B-32/openai\n"
@@ -46,8 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model_options(
         parser,
         many=True,
-        model_help="a model spec (open_clip:ARCH/TAG, open_clip:ARCH@/path.pt, hf:org/name, "
-        "hf:/dir; default: the OpenAI weights of model_size in --config)",
+        model_help=model_help("the OpenAI CLIP of model_size in --config, else ViT-B/32"),
     )
     crop_options(parser)
     protocol = parser.add_argument_group("protocol and methods")

@@ -7,15 +7,16 @@ import sys
 from pathlib import Path
 
 from wca.cli import UsageError
-from wca.cli.options import (
+from wca.cli.classifier_options import (
     build_classifier,
     class_options,
+    classifier_crop_options,
     classifier_crops,
-    describe,
     image_paths,
-    model_options,
     read_classes,
+    required_model,
 )
+from wca.cli.options import describe, model_help, model_options
 
 DEFAULT_OUT = "wca-explain"
 
@@ -53,11 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out", type=Path, default=Path(DEFAULT_OUT), help=f"output folder ({DEFAULT_OUT})"
     )
-    parser.add_argument("--n-crops", type=int, default=60, help="crops per image (60)")
-    parser.add_argument(
-        "--alpha", type=float, default=0.5, help="smallest crop side, fraction of the short side"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="crop sampler seed (0)")
+    classifier_crop_options(parser)
     parser.add_argument(
         "--explain-crops",
         default="0.1,0.2",
@@ -66,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the short side, 3 over each pixel), encoded for the maps only and cached; 'none' "
         "draws the maps from WCA's own crops (0.1,0.2)",
     )
-    model_options(parser, with_workers=False)
+    model_options(parser, with_workers=False, model_help=model_help() + "; required")
     parser.set_defaults(handler=run)
 
 
@@ -86,17 +83,18 @@ def explanation_crops(text: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from wca.explain import write_explanations
-
     classnames = read_classes(args)
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     if args.label is not None and args.label not in classnames:
         raise UsageError(f"--label {args.label!r} is not one of the {len(classnames)} classes")
-    crops = classifier_crops(args)
+    required_model(args)
     windows = explanation_crops(args.explain_crops)
     images = image_paths(args.images)
+    crops = classifier_crops(args)
     classifier = build_classifier(args, classnames, crops)
+    from wca.explain import write_explanations  # matplotlib: once the arguments are checked
+
     failed = []
 
     def skip(position: int, error: ValueError) -> None:

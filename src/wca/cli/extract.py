@@ -14,6 +14,7 @@ from wca.cli.options import (
     describe,
     flag_name,
     log,
+    model_help,
     model_options,
     run_options,
     setting_label,
@@ -38,7 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     data_options(parser)
-    model_options(parser)
+    model_options(
+        parser, model_help=model_help("the OpenAI CLIP of model_size in --config, else ViT-B/32")
+    )
     crop_options(parser)
     parser.add_argument(
         "--config",

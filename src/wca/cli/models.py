@@ -6,23 +6,30 @@ import argparse
 import sys
 from collections.abc import Callable, Iterator
 
-from wca.encoders import BACKENDS
-from wca.encoders.registry import BARE_FORMS, NAMED_MODELS, SPEC_FORMS
+from wca.cli import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "models", help="list the model backends, their spec forms and model families",
+        "models",
+        help="list the model backends, their spec forms and model families",
         description="List the model specs --model accepts (BACKEND:MODEL, a bare path to a "
         "checkpoint file or model folder, or a named model such as demo), with one example "
         "each: the transformers families hf: loads (by the checkpoint's model_type) and the "
         "pretrained pairs open_clip knows.",
     )
-    parser.add_argument("--backend", choices=sorted(BACKENDS), help="list only this backend")
+    parser.add_argument(
+        "--backend", metavar="NAME", help="list only this backend (hf, open_clip, ...)"
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from wca.encoders import BACKENDS  # the model libraries: imported when listing, not parsing
+
+    if args.backend is not None and args.backend not in BACKENDS:
+        known = ", ".join(sorted(BACKENDS))
+        raise UsageError(f"--backend {args.backend!r}: no such backend (known: {known})")
     for prefix in sorted(BACKENDS) if args.backend is None else [args.backend]:
         print("\n".join(backend_lines(prefix)), end="\n\n")
     if args.backend is None:
@@ -32,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
 def bare_lines() -> Iterator[str]:
     """The specs without a backend prefix: paths (backend inferred) and named models."""
+    from wca.encoders.registry import BARE_FORMS, NAMED_MODELS
+
     yield "without a prefix (the backend inferred from what is on disk):"
     for form, what, example in BARE_FORMS:
         yield f"  {form:<34} {what}"
@@ -42,6 +51,8 @@ def bare_lines() -> Iterator[str]:
 
 def backend_lines(prefix: str) -> Iterator[str]:
     """One backend: its summary, its spec forms with an example each, and what it loads."""
+    from wca.encoders.registry import BACKENDS, SPEC_FORMS
+
     module = sys.modules[BACKENDS[prefix].__module__]
     summary = (module.__doc__ or prefix).strip().splitlines()[0]
     yield f"{prefix}: {summary}"

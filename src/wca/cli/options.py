@@ -17,7 +17,31 @@ from wca.cli import UsageError
 
 log = logging.getLogger("wca")
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# The --model spec forms, written out here so that --help imports no model library; a test
+# checks them against wca.encoders.registry (SPEC_FORMS, CHECKPOINT_SUFFIXES, NAMED_MODELS).
+MODEL_FORMS = (
+    "open_clip:ARCH/TAG",
+    "open_clip:hf-hub:ORG/NAME",
+    "open_clip:ARCH@/path/weights.pt",
+    "open_clip:/path/file.pt",
+    "open_clip:local-dir:/path/folder",
+    "hf:ORG/NAME",
+    "hf:/path/folder",
+)
+CHECKPOINT_FILES = ".pt/.pth/.bin/.ckpt/.safetensors"
+NAMED_MODELS = {"demo": "the shipped demo model"}
+
+
+def model_help(default: str | None = None) -> str:
+    """The help of one command's ``--model``: every spec form, and its own ``default``."""
+    named = ", ".join(f"{name} ({what})" for name, what in NAMED_MODELS.items())
+    text = (
+        f"the model: {', '.join(MODEL_FORMS)}, a bare path to a {CHECKPOINT_FILES} file or "
+        f"a model folder (backend inferred), or {named}; `wca models` lists them"
+    )
+    return f"{text} (default: {default})" if default else text
+
+
 # settings whose flag is not --<setting with dashes>
 FLAGS = {
     "n": "--n-crops",
@@ -122,10 +146,10 @@ def model_options(
     parser: argparse.ArgumentParser,
     with_workers: bool = True,
     many: bool = False,
-    model_help: str = "the model: open_clip:ARCH/TAG, open_clip:hf-hub:org/name, "
-    "open_clip:ARCH@/path.pt, hf:org/name, hf:/dir",
+    model_help: str = model_help(),
 ) -> None:
-    """``many``: ``--model`` may be repeated (a sweep), giving a list."""
+    """``many``: ``--model`` may be repeated (a sweep), giving a list; ``model_help``: the
+    command's own help of ``--model`` (:func:`model_help` with its default)."""
     group = parser.add_argument_group("model and speed")
     group.add_argument(
         "--model",
@@ -133,7 +157,11 @@ def model_options(
         action="append" if many else "store",
         help=("repeatable; " if many else "") + model_help,
     )
-    group.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda:0")
+    group.add_argument(
+        "--device",
+        default=defaults.DEVICE,
+        help=f"auto (cuda, mps, cpu), cpu, cuda:0 (default {defaults.DEVICE})",
+    )
     group.add_argument(
         "--precision",
         default=defaults.PRECISION,
@@ -150,8 +178,8 @@ def model_options(
             "--num-workers",
             type=int,
             default=defaults.NUM_WORKERS,
-            help="loader processes decoding images and making crops (default 0:"
-            " one background thread)",
+            help="loader processes decoding images and making crops (default "
+            f"{defaults.NUM_WORKERS}; 0: one background thread)",
         )
         group.add_argument(
             "--shard-size",
@@ -264,49 +292,6 @@ def setting_label(text: str) -> str:
     return f"--set {text}"
 
 
-def class_options(parser: argparse.ArgumentParser) -> None:
-    """``--classes a,b`` or ``--classes-file FILE`` (classify, explain)."""
-    names = parser.add_mutually_exclusive_group(required=True)
-    names.add_argument("--classes", help="comma-separated class names")
-    names.add_argument(
-        "--classes-file",
-        type=Path,
-        metavar="FILE",
-        help="class names: JSON list or one name per line ('#' lines are comments)",
-    )
-
-
-def read_classes(args: argparse.Namespace) -> list[str]:
-    """The class names of :func:`class_options`; at least two."""
-    from wca.descriptions import load_classnames
-
-    if args.classes is not None:
-        classnames = [name.strip() for name in args.classes.split(",") if name.strip()]
-    else:
-        classnames = load_classnames(args.classes_file)
-    if len(classnames) < 2:
-        raise UsageError("give at least two classes (--classes a,b or --classes-file FILE)")
-    return classnames
-
-
-def image_paths(arguments: list[Path]) -> list[Path]:
-    """The image files named, a folder standing for every image file under it (sorted)."""
-    paths = []
-    for argument in arguments:
-        if argument.is_dir():
-            found = sorted(
-                p for p in argument.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-            )
-            if not found:
-                raise FileNotFoundError(f"{argument}: a folder with no image files")
-            paths += found
-        elif argument.is_file():
-            paths.append(argument)
-        else:
-            raise FileNotFoundError(f"{argument}: no such image file or folder")
-    return paths
-
-
 def load_encoder(args: argparse.Namespace, spec: str):
     """The encoder of ``spec`` with ``--device`` (this rank's under torchrun), ``--precision``
     and ``--batch-size``."""
@@ -319,22 +304,3 @@ def load_encoder(args: argparse.Namespace, spec: str):
     )
     encoder.progress = not getattr(args, "no_progress", False)
     return encoder
-
-
-def classifier_crops(args: argparse.Namespace):
-    """The crops of ``--n-crops``, ``--alpha`` and ``--seed`` (classify, explain), checked
-    before any work."""
-    from wca.crops import CropSpec
-
-    return CropSpec(n=args.n_crops, alpha=args.alpha, seed=args.seed)
-
-
-def build_classifier(args: argparse.Namespace, classnames: list[str], crops, **options: Any):
-    """The WCA classifier of ``--model`` and ``--descriptions`` with ``crops`` (classify,
-    explain); ``options`` go to :class:`wca.WCAClassifier` as well."""
-    from wca.classifier import WCAClassifier
-
-    if not args.model:
-        raise UsageError("no model: pass --model SPEC, e.g. open_clip:ViT-B-32/openai")
-    encoder = load_encoder(args, args.model)
-    return WCAClassifier(encoder, classnames, args.descriptions, crops=crops, **options)

@@ -26,12 +26,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Run `wca eval` on every shipped config (the authors' settings of each "
             "dataset) with every model, all six methods and the authors' protocol, writing one "
             "result file per cell into --output-dir. Cells already complete with the same "
-            "settings are skipped, so an interrupted run resumes. Ends with `wca report "
+            "settings are skipped, so an interrupted run resumes. Before any work it prints "
+            "what the run needs (each dataset's folder and texts, each model's weights) and "
+            "what is missing; datasets that are missing are left out (exit status 1). Ends "
+            "with `wca report "
             "--paper` on the folder: our top-1 beside the published numbers. ImageNet and its "
             "variants score with the repeated published names and, as no CuPL set of the "
             "authors is public, CuPL's own imagenet_prompts_base.json when the descriptions "
             "directory has it.",
             "wca reproduce --data-root ~/data/{dataset} --descriptions-dir shared/descriptors\n"
+            "      # e.g. ~/data/cub/CUB_200_2011, ~/data/dtd/dtd\n"
             "  wca reproduce --data-root ~/data/{dataset} --models ViT-B-32/openai "
             "--datasets cub,dtd",
         ),
@@ -63,12 +67,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="one result JSON per cell (default results/paper)",
     )
-    parser.add_argument("--descriptions-dir", type=Path, metavar="DIR")
+    parser.add_argument(
+        "--descriptions-dir",
+        type=Path,
+        metavar="DIR",
+        help="description sets laid out <dataset>/cupl.json, clip-d.json, clip-e.json "
+        "(default: $WCA_DESCRIPTIONS_DIR, else ~/.cache/wca/descriptions)",
+    )
+    parser.add_argument(
+        "--descriptions",
+        metavar="TEMPLATE",
+        help="texts of each dataset instead: a folder laid out like one dataset of "
+        "--descriptions-dir or a {class: [sentence, ...]} JSON, {dataset} standing for the "
+        "dataset's name (without it: one dataset only)",
+    )
     parser.add_argument("--cache-dir", type=Path, metavar="DIR", help="feature cache")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    parser.add_argument("--batch-size", type=int, help="views per encoder pass")
-    parser.add_argument("--num-workers", type=int, default=0, help="loader processes")
+    parser.add_argument("--device", default=defaults.DEVICE, help="auto (cuda, mps, cpu), cpu, ...")
+    parser.add_argument("--precision", default=defaults.PRECISION, choices=("fp32", "fp16", "bf16"))
+    parser.add_argument(
+        "--batch-size", type=int, help=f"views per encoder pass (default {defaults.BATCH_SIZE})"
+    )
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=defaults.NUM_WORKERS,
+        help=f"loader processes (default {defaults.NUM_WORKERS})",
+    )
     parser.add_argument("--csv", type=Path, metavar="FILE", help="the report as CSV")
     parser.add_argument("--plot", type=Path, metavar="PNG", help="the report as a bar chart")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -124,6 +148,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--data-root {args.data_root}: put {{dataset}} where each name goes")
     models = model_specs(args.models)
     configs = config_files(args.configs, args.datasets)
+    if args.descriptions and "{dataset}" not in args.descriptions and len(configs) > 1:
+        raise UsageError(
+            f"--descriptions {args.descriptions}: put {{dataset}} where each name goes "
+            f"({len(configs)} datasets)"
+        )
     cache = args.cache_dir or defaults.cache_dir("features")
     options = RunOptions(
         device=args.device,
@@ -134,11 +163,10 @@ def run(args: argparse.Namespace) -> int:
         descriptions_dir=args.descriptions_dir,
         progress=not args.no_progress,
     )
-    status = 0
+    planned: dict[Path, list | Exception] = {}
     for config in configs:
-        print(f"== {config.stem}: {len(models)} model(s)", file=sys.stderr)
         try:
-            cells = sweep.plan(
+            planned[config] = sweep.plan(
                 models,
                 None,
                 [args.data_root],
@@ -147,10 +175,83 @@ def run(args: argparse.Namespace) -> int:
                 flag=flag_name,
             )
         except (FileNotFoundError, ValueError) as error:
-            print(f"wca: error: {config.stem}: {error}", file=sys.stderr)
-            status = 1
-            continue
-        summary = sweep.run(cells, config_options(options, config), skip_existing=True)
+            planned[config] = error
+    options_of = {
+        config: cell_options(options, config, args.descriptions, dataset_of(config, cells))
+        for config, cells in planned.items()
+    }
+    rows, ready = needs(planned, options_of, models)
+    print(format_rows(["needs", "where", "status"], rows), file=sys.stderr)
+    if not ready:
+        print("wca: error: nothing to run: every dataset above is missing", file=sys.stderr)
+        return 1
+    status = 0 if len(ready) == len(configs) else 1
+    for config in ready:
+        print(f"== {config.stem}: {len(models)} model(s)", file=sys.stderr)
+        summary = sweep.run(planned[config], options_of[config], skip_existing=True)
         status = max(status, 1 if summary.failed else 0)
-    print_report([args.output_dir], args.csv, markdown=True, plot=args.plot, paper=True)
+    if any(args.output_dir.glob("*.json")):
+        print_report([args.output_dir], args.csv, markdown=True, plot=args.plot, paper=True)
+    else:
+        print(f"wca: no result files in {args.output_dir}: no report", file=sys.stderr)
     return status
+
+
+def dataset_of(config: Path, cells: list | Exception) -> str:
+    """The dataset name of a config's cells (that fills ``{dataset}``), else its file name."""
+    return config.stem if isinstance(cells, Exception) else str(cells[0].config.dataset)
+
+
+def cell_options(options, config: Path, descriptions: str | None, dataset: str):
+    """The run options of one config (:func:`config_options`), with ``--descriptions``
+    filled with the ``dataset`` name when given."""
+    options = config_options(options, config)
+    if descriptions is None:
+        return options
+    path = Path(descriptions.replace("{dataset}", dataset)).expanduser().resolve()
+    return options.model_copy(update={"descriptions": path})
+
+
+def needs(planned: dict, options_of: dict, models: list[str]) -> tuple[list[list[str]], list]:
+    """What the run needs, as table rows (``needs``, ``where``, ``status``), and the configs
+    whose data and texts are there: each dataset's folder and texts (read as its cells would,
+    nothing computed), each model's weights (on disk, or to be downloaded)."""
+    from wca.pipeline import prepare_cell
+    from wca.sweep import one_line, weights_file
+
+    rows, ready = [], []
+    for config, cells in planned.items():
+        what = f"dataset {config.stem}"
+        if isinstance(cells, Exception):
+            rows.append([what, "-", f"missing: {one_line(cells)}"])
+            continue
+        where = str(cells[0].config.data_path)
+        try:
+            dataset, _, texts = prepare_cell(cells[0].config, options_of[config])
+        except (OSError, ValueError, KeyError) as error:
+            rows.append([what, where, f"missing: {one_line(error)}"])
+            continue
+        rows.append([what, where, f"ok: {len(dataset)} images; texts {texts}"])
+        ready.append(config)
+    for spec in models:
+        try:
+            found = weights_file(spec)
+        except Exception as error:  # an architecture open_clip does not know, ...
+            rows.append([f"weights {spec}", "-", f"unknown: {one_line(error)}"])
+            continue
+        if found is None:
+            status = "not on disk: downloaded when first used (needs the network)"
+        else:
+            status = "ok" if Path(found).exists() else "missing: no such file or folder"
+        rows.append([f"weights {spec}", found or "-", status])
+    return rows, ready
+
+
+def format_rows(header: list[str], rows: list[list[str]]) -> str:
+    """Rows as aligned columns under ``header``, the last column unpadded."""
+    lines = [header, *rows]
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join([*(row[i].ljust(width) for i, width in enumerate(widths)), row[-1]])
+        for row in lines
+    )

@@ -7,7 +7,7 @@ import os
 import tempfile
 
 from wca.cli import UsageError
-from wca.cli.options import describe, load_encoder, model_options
+from wca.cli.options import describe, load_encoder, model_help, model_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also open a temporary public link through Gradio's share servers (needs internet)",
     )
-    model_options(parser, with_workers=False)
+    model_options(
+        parser,
+        with_workers=False,
+        model_help=model_help("demo, with the demo world's classes, texts and example images"),
+    )
     parser.set_defaults(handler=run)
 
 

@@ -8,6 +8,7 @@ protocol, and writes the table, the JSON result and one explanation image to a f
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from wca.demo.world import (
     demo_classes,
 )
 
+logger = logging.getLogger("wca")
 TEST_SEED = 1234
 # The best WCA settings found on a validation set (rendered with another seed than the test
 # set; see docs/demo.md), scored as the method "wca-tuned": uniform description weights.
@@ -75,6 +77,9 @@ def run_demo(
 ):
     """Run the demo and write ``results.json``, ``results.md`` and ``explanation.png`` to ``out``.
 
+    ``progress``: name each phase (rendering, model, texts, features, scoring, explanation) as
+    it starts on the ``wca`` logger and show the long ones' progress bars
+    (:func:`wca.progress.progress_bar`); ``log`` prints the table and the closing lines.
     Returns the result (:class:`wca.results.ResultFile`).
     """
     from wca.classifier import WCAClassifier
@@ -87,18 +92,31 @@ def run_demo(
     from wca.pipeline import file_sha256, sources_sha256
 
     start = time.time()
+    phase = logger.info if progress else lambda *_: None
     out = Path(out)
     model = Path(model) if model is not None else model_file()
+    phase(f"rendering the test set: {per_class} images of each class (seed {test_seed})")
     dataset = DemoTestSet(per_class, test_seed)
+    phase(f"loading the model {model}")
     encoder = load_encoder(str(model), device="cpu")  # a file (bare path) or any model spec
+    encoder.progress = progress
     sources = demo_sources(dataset.classnames)
+    phase(f"encoding the texts of every method for {len(dataset.classnames)} classes")
     heads = build_heads(encoder.encode_texts, sources, TUNED_WCA)
     crops = CropSpec(n=n_samples, alpha=alpha, seed=seed)
     options = RunOptions(cache_dir=None, progress=progress)
+    phase(f"features: {len(dataset)} images x {n_samples + 1} views (the full view, the crops)")
     features = extract_features(encoder, dataset, crops, options)
     patch_n = min(patch_n, n_samples)
+    phase(f"scoring {', '.join(heads)}: {n_run} runs of {patch_n} crops")
     evaluation = evaluate(
-        features, heads, n_run, patch_n, seed, logit_scale=float(encoder.logit_scale)
+        features,
+        heads,
+        n_run,
+        patch_n,
+        seed,
+        logit_scale=float(encoder.logit_scale),
+        progress=progress,
     )
     options_of = {"wca": {"image_scale": defaults.IMAGE_SCALE, "text_scale": defaults.TEXT_SCALE}}
     options_of["wca-tuned"] = TUNED_WCA
@@ -141,6 +159,7 @@ def run_demo(
         encoder, dataset.classnames, sources.sentences, n_crops=patch_n, alpha=alpha, seed=seed
     )  # the explained image's crops: as many as a run scores
     image, label = dataset[0]
+    phase(f"explaining one image: {out / 'explanation.png'}")
     prediction = classifier.predict([image], top_k=3)[0]
     render_explanation(
         image, prediction, out / "explanation.png", classifier, dataset.classnames[label]

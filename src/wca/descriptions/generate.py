@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import TextIO
 
 import openai
-from tqdm.auto import tqdm
 
 from wca.descriptions.clean import dedupe
 from wca.descriptions.llm import (
@@ -53,6 +52,7 @@ from wca.descriptions.prompts import (
     load_questions,
     parse_answer,
 )
+from wca.progress import progress_bar
 
 # Names that lived here before the split, still importable from this module.
 __all__ = [
@@ -259,12 +259,12 @@ class _Run:
         self.todo = todo
         self.answers: dict[str, list] = {c: [None] * len(plans[c]) for c in todo}
         self.pending = {c: len(plans[c]) for c in todo}
-        self.bar = tqdm(
+        self.bar = progress_bar(
             total=self.total,
             initial=self.finished,
             unit="class",
             desc="describe",
-            disable=not self.progress,
+            enabled=self.progress,
         )
         executor = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="wca-llm")
         try:

@@ -11,7 +11,6 @@ its tokenizer, so that texts longer than the model's context (cut when encoded) 
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -230,15 +229,13 @@ class Encoder(ABC):
     def _bar(
         self, total: int, what: str, progress: bool | None, step: int | None = None
     ) -> Iterator:
-        """A tqdm bar on stderr when ``total`` spans more than one step and stderr is a
-        terminal (tqdm's own check), else a no-op with the same ``update``."""
-        from tqdm import tqdm
+        """A progress bar (:func:`wca.progress.progress_bar`) when ``total`` spans more than
+        one step, else a no-op with the same ``update``."""
+        from wca.progress import progress_bar
 
         show = self.progress if progress is None else progress
-        disable = None if show and total > (step or self.batch_size) else True
-        with tqdm(
-            total=total, desc=what, unit="text", file=sys.stderr, disable=disable, leave=False
-        ) as bar:
+        enabled = bool(show) and total > (step or self.batch_size)
+        with progress_bar(total=total, desc=what, unit="text", enabled=enabled, leave=False) as bar:
             yield bar
 
 

@@ -19,8 +19,6 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from torch import Tensor
-from transformers import AutoModel, AutoProcessor
-from transformers.utils import logging as hf_logging
 
 from wca.encoders.base import PRECISIONS, Encoder
 from wca.encoders.hf_families import Family, family_for
@@ -30,7 +28,7 @@ from wca.encoders.registry import register_backend
 # Hub ids and folder forms, for `wca models` and error messages.
 SPEC_FORMS = (
     ("hf:ORG/NAME", "a Hub model (cache first)", "hf:openai/clip-vit-base-patch32"),
-    ("hf:/path/to/folder", "a save_pretrained folder (model + processor)", "hf:./my-align"),
+    ("hf:/path/folder", "a save_pretrained folder (model + processor)", "hf:./my-align"),
 )
 
 
@@ -177,7 +175,11 @@ def _model_type(spec: str, config: Path) -> object:
 
 def _load(source: str, dtype: torch.dtype, device: torch.device):
     """The model and its processor, without transformers' own "Loading weights" bar (which
-    writes frames to stderr even when it is a log file)."""
+    writes frames to stderr even when it is a log file). transformers' model code is imported
+    here, not with the module: an open_clip spec never pays for it."""
+    from transformers import AutoModel, AutoProcessor
+    from transformers.utils import logging as hf_logging
+
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:

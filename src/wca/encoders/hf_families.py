@@ -19,7 +19,6 @@ import torch
 from PIL import Image
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
-from transformers.image_utils import PILImageResampling, SizeDict, pil_torch_interpolation_mapping
 
 from wca.crops import Preprocessing
 
@@ -36,6 +35,8 @@ def image_option(processor, key: str, default=None):
 
 def _interpolation(processor) -> str:
     """The torchvision interpolation transformers resizes with (PIL NEAREST is nearest-exact)."""
+    from transformers.image_utils import PILImageResampling, pil_torch_interpolation_mapping
+
     resample = image_option(processor, "resample")
     if isinstance(resample, InterpolationMode):
         return resample.value
@@ -162,6 +163,8 @@ def naflex_preprocessing(processor, name: str) -> Preprocessing:
 
 def _naflex_transform(processor, prep: Preprocessing) -> Callable[[Image.Image], Tensor]:
     """The processor's own resize (to the square) and rescale + normalise of one image."""
+    from transformers.image_utils import SizeDict
+
     image_processor = processor.image_processor
     square = SizeDict(height=prep.image_size, width=prep.image_size)
 

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import torch
 
+from wca import defaults
 from wca.encoders.base import Encoder, resolve_batch_size, resolve_device, resolve_precision
 
 log = logging.getLogger("wca")
@@ -145,8 +146,8 @@ def _local_spec(path: Path) -> tuple[str, str]:
 
 def load_encoder(
     spec: str,
-    device: str | torch.device = "auto",
-    precision: str = "fp32",
+    device: str | torch.device = defaults.DEVICE,
+    precision: str = defaults.PRECISION,
     batch_size: int | None = None,
     text_cache: bool | str | Path = True,
 ) -> Encoder:

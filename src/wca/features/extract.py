@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from wca import crops, defaults
 from wca.crops import CropSpec
@@ -35,6 +35,7 @@ from wca.features.views import (
     iterate_views,
 )
 from wca.options import RunOptions
+from wca.progress import progress_bar
 
 DEFAULT_BATCH_SIZE = defaults.BATCH_SIZE  # views per encoder forward pass
 SKIPPED = -1  # the label of an image skipped as unreadable
@@ -312,12 +313,12 @@ class _FeaturePass:
         rounds, wait for a shard another process holds (:mod:`wca.features.claims`)."""
         if not claims.pending:
             return
-        bar = tqdm(
+        bar = progress_bar(
             total=bar_total,
             initial=bar_total - sum(len(ranges[s]) for s in claims.pending),
             unit="img",
             desc=f"features {getattr(self.dataset, 'name', 'images')}",
-            disable=not self.options.progress or (ranks is not None and ranks.rank != 0),
+            enabled=self.options.progress and (ranks is None or ranks.rank == 0),
         )
         try:
             while True:
