@@ -169,7 +169,8 @@ def test_r3_02_a_file_with_a_repeated_key_is_an_error_naming_it(duplicated, tmp_
 def test_r3_02_the_api_classify_and_explain_refuse_it(duplicated, tmp_path, monkeypatch, capsys):
     with pytest.raises(ValueError, match="duplicate key 'brindle'"):
         WCAClassifier(FakeEncoder(), ["brindle", "skarrow"], duplicated)
-    monkeypatch.setattr("wca.cli.options.load_encoder", lambda *args, **kwargs: FakeEncoder())
+    fake = lambda *args, **kwargs: FakeEncoder()  # noqa: E731
+    monkeypatch.setattr("wca.cli.classifier_options.load_encoder", fake)
     image = tmp_path / "dog.png"
     Image.new("RGB", (40, 32), (120, 80, 40)).save(image)
     common = [str(image), "--classes", "brindle,skarrow", "--descriptions", str(duplicated),

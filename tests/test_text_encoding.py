@@ -123,11 +123,12 @@ class _Terminal(io.StringIO):
 
 @pytest.mark.parametrize(
     ("stream", "progress", "shown"),
-    [(_Terminal, None, True), (io.StringIO, None, False), (_Terminal, False, False)],
+    [(_Terminal, None, True), (io.StringIO, None, True), (_Terminal, False, False)],
 )
-def test_r3_08_text_encoding_shows_a_bar_on_a_terminal_only(
+def test_r3_08_text_encoding_shows_its_progress_unless_turned_off(
     specs, monkeypatch, stream, progress, shown
 ):
+    """A bar on a terminal; whole lines elsewhere (wca.progress: no \r in a log)."""
     encoder = load_encoder(specs["open_clip"], device="cpu", batch_size=2, text_cache=False)
     err = stream()
     monkeypatch.setattr(sys, "stderr", err)
@@ -135,6 +136,8 @@ def test_r3_08_text_encoding_shows_a_bar_on_a_terminal_only(
     assert ("encoding texts" in err.getvalue()) is shown
     if shown:
         assert "0/5" in err.getvalue()  # the total, on the first frame
+    if stream is io.StringIO:
+        assert "\r" not in err.getvalue()
 
 
 def test_r3_08_encoder_progress_setting_and_one_batch_show_no_bar(specs, monkeypatch):

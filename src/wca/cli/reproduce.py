@@ -217,7 +217,8 @@ def needs(planned: dict, options_of: dict, models: list[str]) -> tuple[list[list
     whose data and texts are there: each dataset's folder and texts (read as its cells would,
     nothing computed), each model's weights (on disk, or to be downloaded)."""
     from wca.pipeline import prepare_cell
-    from wca.sweep import one_line, weights_file
+    from wca.specs import weights_file
+    from wca.sweep import one_line
 
     rows, ready = [], []
     for config, cells in planned.items():
