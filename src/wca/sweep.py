@@ -178,6 +178,10 @@ def plan(
                     raise SettingError("dataset", "not set (a name, or dataset: in a config)")
                 if not config.data_path:
                     raise SettingError("data_path", "not set (where the dataset is)")
+                if not Path(config.data_path).expanduser().is_dir():  # before any model library
+                    raise FileNotFoundError(
+                        f"{config.data_path}: data root does not exist or is not a folder"
+                    )
                 if model is not None:
                     config.model = absolute_spec(full_spec(model))
                 enabled = [method.name for method in config.enabled_methods()]
