@@ -207,3 +207,46 @@ def test_heads_scoring_all_runs_from_the_pool_match_per_run_scoring(monkeypatch)
     assert a.methods["wca"].top1 == pytest.approx(b.methods["wca"].top1)
     assert a.methods["wca"].top5 == pytest.approx(b.methods["wca"].top5)
     assert spy.calls[:3] == [(1, 7), (2, 7), (2, 7)]  # chunk 1: run 0, then runs 1-2 and 3-4
+
+
+class StreamRecorder:
+    """An online head that remembers the order its images arrive in (their labels, from the
+    embedding's first coordinate) and scores each image by the label of the one before it."""
+
+    uses_crops, n_draws, online = True, 1, True
+
+    def __init__(self) -> None:
+        self.orders: list[list[int]] = []
+
+    def stream(self, length=None):
+        order: list[int] = []
+        self.orders.append(order)
+
+        class Stream:
+            previous = 0
+
+            def logits(self, image_emb, crop_emb=None):
+                out = torch.zeros(len(image_emb), C)
+                for row, image in enumerate(image_emb):
+                    order.append(int(image[-1]))
+                    out[row, self.previous] = 1.0  # a memory: the previous image's label
+                    self.previous = int(image[-1]) % C
+                return out
+
+        return Stream()
+
+
+def test_online_heads_stream_a_seeded_order_per_run_from_an_empty_memory():
+    features = _features()
+    features.image_emb[:, -1] = torch.arange(B, dtype=features.image_emb.dtype)  # image ids
+    head = StreamRecorder()
+    first = evaluate(features, {"s": head}, n_run=3, patch_n=2, seed=5, chunk_size=4)
+    orders = list(head.orders)
+    assert len(orders) == 3 and all(sorted(order) == list(range(B)) for order in orders)
+    assert len({tuple(order) for order in orders}) == 3  # every run its own order
+    again = evaluate(features, {"s": head}, n_run=3, patch_n=2, seed=5, chunk_size=7)
+    assert head.orders[3:] == orders  # the same seed, the same streams, whatever the chunks
+    assert again.methods["s"].top1 == first.methods["s"].top1
+    evaluate(features, {"s": head}, n_run=1, patch_n=2, seed=6)
+    assert head.orders[-1] != orders[0]  # another seed, another order
+    assert first.methods["s"].online and first.to_schema().stream_order is not None
