@@ -33,6 +33,16 @@ PRECISION = "fp32"
 IMAGENET_FAMILY = ("imagenet", "imagenetv2", "imagenet-sketch", "imagenet-r", "imagenet-a")
 
 CACHE_ENV = "WCA_CACHE_DIR"
+# the tiny CLIP shipped with wca (trained by `wca demo train`): the model spec `demo`
+DEMO_ASSETS = Path(__file__).parent / "demo" / "assets"
+DEMO_MODEL = DEMO_ASSETS / "wca-demo-rn.pt"
+
+
+def demo_model() -> Path:
+    """The shipped demo model's file (an OpenAI-format state dict), checked to be there."""
+    if not DEMO_MODEL.is_file():
+        raise FileNotFoundError(f"{DEMO_MODEL}: the shipped demo model is missing")
+    return DEMO_MODEL
 
 
 def cache_dir(kind: str) -> Path:

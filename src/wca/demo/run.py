@@ -29,14 +29,6 @@ TEST_SEED = 1234
 TUNED_WCA: dict[str, float] = {"image_scale": defaults.IMAGE_SCALE, "text_scale": 0.0}
 
 
-def model_file() -> Path:
-    from wca.demo.train import MODEL_FILE
-
-    if not MODEL_FILE.is_file():
-        raise FileNotFoundError(f"{MODEL_FILE}: the shipped demo model is missing")
-    return MODEL_FILE
-
-
 def demo_sources(classnames: list[str]):
     """The text sources of every method: CuPL-style sentences (also WCA's descriptions) and
     CLIP-D descriptors, both written from the classes' part descriptions."""
@@ -94,7 +86,7 @@ def run_demo(
     start = time.time()
     phase = logger.info if progress else lambda *_: None
     out = Path(out)
-    model = Path(model) if model is not None else model_file()
+    model = Path(model) if model is not None else defaults.demo_model()
     phase(f"rendering the test set: {per_class} images of each class (seed {test_seed})")
     dataset = DemoTestSet(per_class, test_seed)
     phase(f"loading the model {model}")
@@ -198,7 +190,7 @@ def export(out: str | Path, *, per_class: int = 20, test_seed: int = TEST_SEED, 
     from wca.demo.train import MODEL_CONFIG
 
     out = Path(out)
-    model = Path(model) if model is not None else model_file()
+    model = Path(model) if model is not None else defaults.demo_model()
     dataset = DemoTestSet(per_class, test_seed)
     images = out / "images"
     for index in range(len(dataset)):

@@ -21,12 +21,13 @@ import torch.nn.functional as F
 from open_clip.model import CLIP
 from torch import Tensor
 
+from wca import defaults
 from wca.demo.world import TrainingStream
 
-ASSETS = Path(__file__).parent / "assets"
+ASSETS = defaults.DEMO_ASSETS
 MODEL_NAME = "wca-demo-rn"
 MODEL_CONFIG = ASSETS / f"{MODEL_NAME}.json"
-MODEL_FILE = ASSETS / "wca-demo-rn.pt"
+MODEL_FILE = defaults.DEMO_MODEL
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 

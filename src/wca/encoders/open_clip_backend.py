@@ -11,7 +11,7 @@ Specs (after ``open_clip:``):
   archive); the architecture is inferred from the weights, as ``clip.load`` does.
 - ``local-dir:/path/folder``: an open_clip model folder (``open_clip_config.json`` and weights).
 
-The named model ``demo`` is the shipped demo model (``open_clip:<wca.demo.train.MODEL_FILE>``).
+The named model ``demo`` is the shipped demo model (``open_clip:<wca.defaults.DEMO_MODEL>``).
 Checkpoints are never unpickled as arbitrary Python: state dicts load with
 ``torch.load(weights_only=True)`` (passed explicitly, so ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``
 cannot turn it off), and a file that holds Python code objects is refused
@@ -36,6 +36,7 @@ from open_clip.tokenizer import SigLipTokenizer, basic_clean, canonicalize_text
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 from torch import Tensor
 
+from wca import defaults
 from wca.crops import Preprocessing
 from wca.encoders.base import Encoder
 from wca.encoders.checkpoints import check_archive, is_torchscript, load_error
@@ -316,9 +317,7 @@ def _openai_state_dict(spec: str, path: Path) -> dict[str, Tensor]:
 
 
 def _demo_spec() -> str:
-    from wca.demo.run import model_file
-
-    return f"open_clip:{model_file()}"
+    return f"open_clip:{defaults.demo_model()}"
 
 
 register_named_model("demo", "the shipped demo model", _demo_spec)

@@ -182,11 +182,11 @@ EXAMPLE_INDICES = (0, 7, 13, 20)  # one image each of four demo classes from dif
 def demo_service(examples_dir: str | Path, device: str = "cpu") -> Service:
     """The shipped demo model with the demo world's classes, texts and a few test images
     (written to ``examples_dir`` as ``<class>.png``)."""
-    from wca.demo.run import TEST_SEED, model_file
+    from wca.demo.run import TEST_SEED
     from wca.demo.world import DemoTestSet, class_descriptors, class_sentences
     from wca.encoders import load_encoder
 
-    model = model_file()
+    model = defaults.demo_model()
     encoder = load_encoder(f"open_clip:{model}", device=device)
     images = DemoTestSet(per_class=1, seed=TEST_SEED)
     examples_dir = Path(examples_dir)
