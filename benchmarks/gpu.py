@@ -37,14 +37,9 @@ import torch
 from torch import Tensor
 
 from _common import IMAGE_SIZE, machine_report, make_jpegs, ratio, table
+from _synthetic import SyntheticTextEncoder, synthetic_features, synthetic_sources
 from extract import TINY_ARCH, TINY_CONFIG, Config, build_encoder
-from scoring import (
-    SyntheticTextEncoder,
-    synchronize,
-    synthetic_features,
-    synthetic_sources,
-    time_heads,
-)
+from scoring import synchronize, time_heads
 from wca.crops import CropSpec, normalize_pixels, uint8_views
 
 ARCHS = ("ViT-B-32", "ViT-B-16")

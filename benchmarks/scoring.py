@@ -42,7 +42,6 @@ import time
 from dataclasses import dataclass, fields, replace
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from _common import (
@@ -54,6 +53,8 @@ from _common import (
     reset_peak_rss,
     table,
 )
+from _online import print_online
+from _synthetic import SyntheticTextEncoder, synthetic_features, synthetic_sources
 from wca.evaluate import evaluate
 from wca.features import Features
 from wca.methods import METHODS as ALL_METHODS
@@ -61,48 +62,6 @@ from wca.methods import Head, TextSources, awt, build_head
 
 METHODS = ("clip", "clip-e", "clip-d", "waffle", "cupl", "wca")
 VARIANTS = ("library", "per-run")
-
-
-def synthetic_features(images: int, pool: int, dim: int, classes: int, part: int) -> Features:
-    """Unit-norm fp16 features: crops are noisy copies of their image, made ``part`` at a time."""
-    generator = torch.Generator().manual_seed(0)
-    image_emb = F.normalize(torch.randn(images, dim, generator=generator), dim=-1)
-    parts = []
-    for lo in range(0, images, part):
-        rows = image_emb[lo : lo + part]
-        noise = torch.randn(len(rows), pool, dim, generator=generator)
-        parts.append(F.normalize(noise.mul_(0.05).add_(rows[:, None]), dim=-1).half())
-    labels = torch.randint(0, classes, (images,), generator=generator)
-    boxes = torch.zeros(1, pool, 4, dtype=torch.long).expand(images, pool, 4)
-    return Features(image_emb.half(), parts, boxes, labels)
-
-
-def synthetic_sources(classes: int, descriptions: int) -> TextSources:
-    """Text sources of ImageNet's shape: 80 templates, 5 descriptors and ``descriptions``
-    sentences per class, a 1000-word list for WaffleCLIP."""
-    names = [f"class {i}" for i in range(classes)]
-    return TextSources(
-        classnames=names,
-        sentences={n: [f"{n} sentence {j}." for j in range(descriptions)] for n in names},
-        descriptors={n: [f"feature {j} of {n}" for j in range(5)] for n in names},
-        templates=[f"a photo number {k} of a {{}}." for k in range(80)],
-        words=[f"word{k}" for k in range(1000)],
-    )
-
-
-@dataclass
-class SyntheticTextEncoder:
-    """Texts -> random unit vectors (a fixed generator: the scoring cost does not depend on
-    which vectors they are), with CLIP's temperature, passed to ``build_head`` like a model."""
-
-    dim: int
-    logit_scale: float = 100.0
-
-    def __post_init__(self) -> None:
-        self.generator = torch.Generator().manual_seed(1)
-
-    def encode_texts(self, texts: list[str]) -> Tensor:
-        return F.normalize(torch.randn(len(texts), self.dim, generator=self.generator), dim=-1)
 
 
 @dataclass(frozen=True)
@@ -207,143 +166,6 @@ def awt_floor(head, image_emb: Tensor, crop_emb: Tensor) -> float:
 
     product()  # warm-up
     return best_time(product, 2)
-
-
-# --------------------------------------------------------------------------- online heads
-
-ONLINE_METHODS = ("tda", "tda+wca", "dmn", "boostadapter", "onzeta")
-ONLINE_CALL = 256  # images per stream call, as evaluate's chunks
-
-
-def reads_views(head) -> bool:
-    """Whether the head's stream scores every view with its base (else one view per image)."""
-    from wca.methods.boostadapter import BoostAdapterHead
-    from wca.methods.dmn import DMNHead
-    from wca.methods.tda import TDAHead
-
-    if isinstance(head, BoostAdapterHead | DMNHead):
-        return True
-    return isinstance(head, TDAHead) and head.views == "confident"
-
-
-def memory_products(head, classes: int, dim: int):
-    """A function of a block of queries ``[b, D]`` doing the products of the head's memory at
-    its capacity, with random stores of the right shapes."""
-    from wca.methods.dmn import DMNHead
-    from wca.methods.onzeta import OnZetaHead
-    from wca.methods.tda import TDAHead
-
-    generator = torch.Generator().manual_seed(2)
-    if isinstance(head, TDAHead):
-        shots = head.pos_shots + head.neg_shots
-        keys = torch.randn(classes * shots, dim, generator=generator)
-        values = torch.rand(classes * head.neg_shots, classes, generator=generator)
-
-        def cache(query: Tensor) -> None:
-            affinity = torch.exp(query @ keys.T)
-            affinity[:, classes * head.pos_shots :] @ values
-
-        return cache
-    if isinstance(head, DMNHead):
-        memory = torch.randn(classes * (head.memory_size + 1), dim, generator=generator)
-        return lambda query: query @ memory.T
-    if isinstance(head, OnZetaHead):
-        proxies = torch.randn(dim, classes, generator=generator)
-        return lambda query: (query @ proxies, query.T @ (query @ proxies))
-    raise TypeError(f"no memory products for {type(head).__name__}")
-
-
-def unavoidable_seconds(head, image_emb: Tensor, crop_emb: Tensor, classes: int) -> float:
-    """The base's per-view logits and the memory's products for these images, in blocks."""
-    several, products = reads_views(head), memory_products(head, classes, image_emb.shape[1])
-    start = time.perf_counter()
-    for lo in range(0, len(image_emb), ONLINE_CALL):
-        images, crops = image_emb[lo : lo + ONLINE_CALL], crop_emb[lo : lo + ONLINE_CALL]
-        step = max(1, 2**23 // (classes * (1 + crops.shape[1])))
-        for sub in range(0, len(images), step):
-            crop_block = crops[sub : sub + step] if head.uses_crops else None
-            head.base.views(images[sub : sub + step], crop_block, several)
-        products(images.float())
-    return time.perf_counter() - start
-
-
-def stream_seconds(head, image_emb: Tensor, crop_emb: Tensor) -> tuple[float, float]:
-    """Seconds to stream the images through a fresh stream, and the peak memory above the
-    start (GB; nan where the peak cannot be reset)."""
-    before, resettable = current_rss_gb(), reset_peak_rss()
-    stream = head.stream(len(image_emb))
-    start = time.perf_counter()
-    for lo in range(0, len(image_emb), ONLINE_CALL):
-        crops = crop_emb[lo : lo + ONLINE_CALL] if head.uses_crops else None
-        logits = stream.logits(image_emb[lo : lo + ONLINE_CALL], crops)
-        if not torch.isfinite(logits).all():
-            raise RuntimeError(f"{type(head).__name__}: scores that are not finite")
-    seconds = time.perf_counter() - start
-    return seconds, (peak_rss_gb() - before) if resettable else float("nan")
-
-
-def time_online(args: argparse.Namespace) -> list[list]:
-    """Per online head: s per 1000 images streamed, its unavoidable work, the ratio, the peak
-    memory; then lazsl beside awt."""
-    features = synthetic_features(args.online_images, args.patch_n, args.dim, args.classes, 1000)
-    image_emb = features.image_emb.float()
-    crop_emb = features.crop_emb.float()
-    sources = synthetic_sources(args.classes, args.descriptions)
-    encoder = SyntheticTextEncoder(args.dim)
-    per_1000 = 1000 / len(image_emb)
-    rows = []
-    for name in ONLINE_METHODS:
-        head = build_head(name, encoder, sources)
-        stream_seconds(head, image_emb[:2], crop_emb[:2])  # warm-up
-        seconds, peak = stream_seconds(head, image_emb, crop_emb)
-        floor = unavoidable_seconds(head, image_emb, crop_emb, args.classes)
-        rows.append(
-            [name, seconds * per_1000, floor * per_1000, ratio(seconds, floor), f"{peak:.2f}"]
-        )
-        print(f"{name}: {seconds:.2f} s streamed, {floor:.2f} s unavoidable", flush=True)
-    count = min(len(image_emb), args.per_head_images)
-    timed = {}
-    for name in ("lazsl", "awt"):
-        head = build_head(name, encoder, sources)
-        head.logits(image_emb[:2], crop_emb[:2])
-        start = time.perf_counter()
-        head.logits(image_emb[:count], crop_emb[:count])
-        timed[name] = (time.perf_counter() - start) * 1000 / count
-    rows.append(
-        [
-            "lazsl (beside awt)",
-            timed["lazsl"],
-            timed["awt"],
-            ratio(timed["lazsl"], timed["awt"]),
-            "n/a",
-        ]
-    )
-    return rows
-
-
-def print_online(args: argparse.Namespace) -> None:
-    rows = time_online(args)
-    print(
-        f"\nonline heads: {args.online_images} images streamed in calls of {ONLINE_CALL}, "
-        f"full view + {args.patch_n} crops, {args.classes} classes, D={args.dim}; lazsl and "
-        f"awt on {min(args.online_images, args.per_head_images)} images\n"
-    )
-    print(
-        table(
-            [
-                "method",
-                "s per 1000 images",
-                "unavoidable s per 1000 images",
-                "x unavoidable",
-                "peak above start GB",
-            ],
-            rows,
-        )
-    )
-    print(
-        "\nunavoidable: the per-view logits of the base and the memory's products at its "
-        "capacity; for lazsl, AWT's time on the same images."
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
