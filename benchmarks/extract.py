@@ -38,8 +38,10 @@ from torch import Tensor
 import crops_baseline
 import wca.crops
 from _common import JpegDataset, cuda_or_skip, machine_report, make_jpegs, table
+from wca.crops import CropSpec
 from wca.encoders.open_clip_backend import OpenClipEncoder
 from wca.features import extract_features
+from wca.options import RunOptions
 
 ALPHA = 0.5
 # --quick: a one-layer ViT registered with open_clip, so the smoke test takes seconds
@@ -183,8 +185,11 @@ def measure(
         start = time.perf_counter()
         with pipeline_before_b13b9ce(config.float_views):
             features = extract_features(
-                encoder, dataset, n_crops, ALPHA, batch_size=config.batch,
-                num_workers=config.workers, progress=False, views_on_device=config.device_views,
+                encoder, dataset, CropSpec(n_crops, ALPHA),
+                RunOptions(
+                    cache_dir=None, batch_size=config.batch, num_workers=config.workers,
+                    progress=False, views_on_device=config.device_views,
+                ),
             )
         sync()
         pipeline = max(pipeline, len(dataset) / (time.perf_counter() - start))

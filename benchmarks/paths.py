@@ -15,12 +15,16 @@ import time
 
 import torch
 
-from wca.crops import crop_boxes, fast_views, fidelity_views
-from wca.demo.run import TEST_SEED, build_heads, demo_sources, model_file
+from wca.crops import CropSpec, crop_boxes, fast_views, fidelity_views
+from wca.defaults import demo_model
+from wca.demo.run import TEST_SEED, build_heads, demo_sources
 from wca.demo.world import DemoTestSet
 from wca.encoders import load_encoder
 from wca.evaluate import evaluate
 from wca.features import extract_features
+from wca.options import RunOptions
+
+NO_CACHE = RunOptions(cache_dir=None, progress=False)  # features in memory, no bars
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         args.per_class, args.crops, args.runs = 1, 4, 2
     start = time.time()
     dataset = DemoTestSet(args.per_class, TEST_SEED)  # the 480 images of `wca demo`
-    encoder = load_encoder(f"open_clip:{model_file()}", device="cpu")
+    encoder = load_encoder(f"open_clip:{demo_model()}", device="cpu")
     heads = build_heads(encoder.encode_texts, demo_sources(dataset.classnames))
 
     std = torch.tensor(encoder.preprocessing.std).view(1, 3, 1, 1)
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for fidelity in (False, True):
         features = extract_features(
-            encoder, dataset, args.crops, 0.5, fidelity=fidelity, progress=False
+            encoder, dataset, CropSpec(args.crops, 0.5), NO_CACHE, fidelity=fidelity
         )
         results[fidelity] = evaluate(features, heads, args.runs, args.crops, 0).methods
     for name in heads:

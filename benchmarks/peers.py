@@ -25,7 +25,8 @@ from pathlib import Path
 from _common import machine_report, table
 from wca import report
 from wca.crops import CropSpec
-from wca.demo.run import TEST_SEED, demo_sources, model_file
+from wca.defaults import demo_model
+from wca.demo.run import TEST_SEED, demo_sources
 from wca.demo.world import DemoTestSet
 from wca.encoders import load_encoder
 from wca.evaluate import evaluate, result_file
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.time()
     dataset = DemoTestSet(args.per_class, TEST_SEED)
-    model = model_file()
+    model = demo_model()
     encoder = load_encoder(f"open_clip:{model}", device="cpu")
     sources = demo_sources(dataset.classnames)
     heads = {name: build_head(name, encoder, sources) for name in METHODS}  # its logit_scale

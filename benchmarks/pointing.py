@@ -27,7 +27,8 @@ import torch
 
 import wca
 from _common import machine_report, table
-from wca.demo.run import TEST_SEED, demo_sources, model_file
+from wca.defaults import demo_model
+from wca.demo.run import TEST_SEED, demo_sources
 from wca.demo.world import PART_KINDS, DemoTestSet
 from wca.explain.contrast import cover_masks
 from wca.explain.where import WINDOWS, where_maps
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     dataset = DemoTestSet(1 if args.quick else args.per_class, args.seed)
     count = 2 if args.quick else len(dataset)
-    encoder = wca.load_encoder(f"open_clip:{model_file()}", device="cpu")
+    encoder = wca.load_encoder(f"open_clip:{demo_model()}", device="cpu")
     classifier = wca.WCAClassifier(
         encoder, dataset.classnames, demo_sources(dataset.classnames).sentences
     )

@@ -18,12 +18,16 @@ import time
 
 import torch
 
-from wca.crops import CROP_STRATEGIES
-from wca.demo.run import TEST_SEED, build_heads, demo_sources, model_file
+from wca.crops import CROP_STRATEGIES, CropSpec
+from wca.defaults import demo_model
+from wca.demo.run import TEST_SEED, build_heads, demo_sources
 from wca.demo.world import DemoTestSet
 from wca.encoders import load_encoder
 from wca.evaluate import evaluate
 from wca.features import extract_features
+from wca.options import RunOptions
+
+NO_CACHE = RunOptions(cache_dir=None, progress=False)  # features in memory, no bars
 
 DETERMINISTIC = {"grid"}
 
@@ -44,11 +48,11 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.time()
     dataset = DemoTestSet(args.per_class, TEST_SEED)  # the 480 images of `wca demo`
-    encoder = load_encoder(f"open_clip:{model_file()}", device="cpu")
+    encoder = load_encoder(f"open_clip:{demo_model()}", device="cpu")
     heads = build_heads(encoder.encode_texts, demo_sources(dataset.classnames))
     baseline = (
         evaluate(
-            extract_features(encoder, dataset, 1, args.alpha, progress=False),
+            extract_features(encoder, dataset, CropSpec(1, args.alpha), NO_CACHE),
             {"clip-d": heads["clip-d"]},
             1,
             1,
@@ -72,9 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             seeds = range(1 if strategy in DETERMINISTIC else args.repeats)
             accuracies = []
             for seed in seeds:
-                features = extract_features(
-                    encoder, dataset, n, args.alpha, seed=seed, strategy=strategy, progress=False
-                )
+                spec = CropSpec(n, args.alpha, seed=seed, strategy=strategy)
+                features = extract_features(encoder, dataset, spec, NO_CACHE)
                 result = evaluate(features, {"wca": heads["wca"]}, 1, n, 0, protocol="fresh")
                 accuracies.append(result.methods["wca"].top1[0])
             spread = statistics.pstdev(accuracies) if len(accuracies) > 1 else 0.0
