@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -181,13 +180,12 @@ def test_barrier_waits_for_every_rank():
 
 
 def test_a_failing_rank_stops_the_others_at_once_naming_it():
-    first, second = _two_ranks()
+    first, second = _two_ranks(timeout=120)
     with pytest.raises(ValueError, match="unreadable"), second.together("the feature pass"):
         raise ValueError("image 3: unreadable")
-    start = time.monotonic()
+    # named as failed, not as late: waiting out the timeout would say "did not finish"
     with pytest.raises(RankError, match=r"rank 1 of 2 failed in the feature pass: ValueError"):
         first.barrier("the feature pass")
-    assert time.monotonic() - start < 1  # no waiting for the timeout
 
 
 def test_a_missing_rank_is_named_after_the_timeout():

@@ -19,20 +19,20 @@ DTD_TEST = ["banded/banded_0002.jpg", "zigzagged/zigzagged_0003.jpg", "banded/ba
 
 
 @pytest.fixture(scope="module")
-def sweep_world(tmp_path_factory, descriptors_dir) -> dict[str, object]:
+def sweep_world(tmp_path_factory, tiny_descriptions) -> dict[str, object]:
     """Two tiny models and data roots ``<root>/{dataset}`` for eurosat and dtd."""
     base = tmp_path_factory.mktemp("sweep")
     specs = [save_open_clip_model(base / f"model{seed}", seed=seed) for seed in (0, 1)]
     make_eurosat(base / "data" / "eurosat")
-    make_dtd(base / "data" / "dtd", descriptors_dir, {"test1": DTD_TEST})
+    make_dtd(base / "data" / "dtd", tiny_descriptions, {"test1": DTD_TEST})
     return {"specs": specs, "root": base / "data" / "{dataset}"}
 
 
-def _sweep_args(world, descriptors_dir, tmp_path: Path, *extra: str) -> list[str]:
+def _sweep_args(world, tiny_descriptions, tmp_path: Path, *extra: str) -> list[str]:
     return [
         "eval", "--dataset", "eurosat", "--dataset", "dtd", "--data-root", str(world["root"]),
         "--model", world["specs"][0], "--model", world["specs"][1],
-        "--descriptions-dir", str(descriptors_dir), "--cache-dir", str(tmp_path / "cache"),
+        "--descriptions-dir", str(tiny_descriptions), "--cache-dir", str(tmp_path / "cache"),
         "--output", str(tmp_path / "out" / "{dataset}__{model}__{protocol}.json"),
         "--methods", "clip,cupl,wca", "--n-samples", "4", "--n-run", "2", "--patch-n", "3",
         "--no-progress", *extra,
@@ -53,9 +53,9 @@ def image_views(monkeypatch) -> list[int]:
 
 
 def test_sweep_writes_one_file_per_cell_with_clip_benchmark_fields(
-    sweep_world, descriptors_dir, tmp_path, image_views, capsys
+    sweep_world, tiny_descriptions, tmp_path, image_views, capsys
 ):
-    assert main(_sweep_args(sweep_world, descriptors_dir, tmp_path)) == 0
+    assert main(_sweep_args(sweep_world, tiny_descriptions, tmp_path)) == 0
     err = capsys.readouterr().err
     assert "sweep: 4 cells, 4 written, 0 skipped, 0 failed" in err
     files = sorted((tmp_path / "out").glob("*.json"))
@@ -83,9 +83,9 @@ def test_sweep_writes_one_file_per_cell_with_clip_benchmark_fields(
     assert sum(image_views) == 2 * (10 + 3) * 5  # 2 models x (10 + 3 images) x 5 views
 
     image_views.clear()  # resumable: complete cells with the same settings are skipped
-    assert main(_sweep_args(sweep_world, descriptors_dir, tmp_path, "--skip-existing")) == 0
+    assert main(_sweep_args(sweep_world, tiny_descriptions, tmp_path, "--skip-existing")) == 0
     assert "4 skipped" in capsys.readouterr().err and image_views == []
-    changed = _sweep_args(sweep_world, descriptors_dir, tmp_path, "--skip-existing")
+    changed = _sweep_args(sweep_world, tiny_descriptions, tmp_path, "--skip-existing")
     changed[changed.index("--n-run") + 1] = "3"
     del changed[changed.index("dtd") - 1 : changed.index("dtd") + 1]
     assert main(changed) == 0
@@ -95,9 +95,9 @@ def test_sweep_writes_one_file_per_cell_with_clip_benchmark_fields(
 
 
 def test_a_failing_cell_is_reported_and_the_sweep_goes_on(
-    sweep_world, descriptors_dir, tmp_path, capsys
+    sweep_world, tiny_descriptions, tmp_path, capsys
 ):
-    args = _sweep_args(sweep_world, descriptors_dir, tmp_path)
+    args = _sweep_args(sweep_world, tiny_descriptions, tmp_path)
     args[args.index("--model", args.index("--model") + 1) + 1] = str(tmp_path / "missing")
     datasets = tmp_path / "datasets.txt"
     datasets.write_text("# the sweep's datasets\neurosat\n\n")
@@ -122,9 +122,9 @@ def test_a_failing_cell_is_reported_and_the_sweep_goes_on(
     ],
 )
 def test_bad_sweeps_fail_before_any_work(
-    sweep_world, descriptors_dir, tmp_path, image_views, capsys, change, message
+    sweep_world, tiny_descriptions, tmp_path, image_views, capsys, change, message
 ):
-    args = _sweep_args(sweep_world, descriptors_dir, tmp_path)
+    args = _sweep_args(sweep_world, tiny_descriptions, tmp_path)
     if change[0] in ("--out", "--data-root"):
         index = args.index("--output" if change[0] == "--out" else change[0])
         args[index : index + 2] = change

@@ -68,19 +68,17 @@ def server(tmp_path_factory):
         port = probe.getsockname()[1]
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(folder)}
     env["WCA_CACHE_DIR"] = str(folder / "cache")  # the explanation crops' cache, the test's own
+    env["PYTHONUNBUFFERED"] = "1"  # the URL line reaches the log as soon as it is printed
     log = folder / "serve.log"
     command = [sys.executable, "-m", "wca", "serve", "--port", str(port), "--device", "cpu"]
     with open(log, "w") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 300  # imports on a loaded 2-core machine can be slow
-    while True:
+    # wait for the event (Gradio says it runs once it serves), however slow the imports
+    while "Running on local URL" not in log.read_text():
         assert process.poll() is None, f"wca serve exited:\n{log.read_text()}"
-        assert time.monotonic() < deadline, f"wca serve did not answer:\n{log.read_text()}"
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=5).status_code == 200:
-                break
-        time.sleep(0.5)
+        time.sleep(0.2)
+    assert httpx.get(url, timeout=60).status_code == 200, log.read_text()
     yield url, log
     process.terminate()
     try:
