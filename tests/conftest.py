@@ -36,7 +36,7 @@ def tiny_descriptions(tmp_path_factory: pytest.TempPathFactory) -> Path:
         files = {
             "cupl.json": {n: [f"a photo of {n}, up close.", f"{n} in daylight."] for n in names},
             "clip-d.json": {n: ["which has a pattern", f"which looks like {n}"] for n in names},
-            "clip-e.json": ["a photo of a {}.", "a close-up photo of the {}."],
+            "clip-e.json": ["a photo of a {} texture.", "a photo of a {} pattern."],
         }
         if folder == "dtd":
             files["classnames.json"] = names

@@ -59,17 +59,17 @@ def test_unknown_split_lists_splits(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_NAMES))
-def test_missing_root_names_the_path(name, tmp_path, descriptors_dir):
+def test_missing_root_names_the_path(name, tmp_path, tiny_descriptions):
     missing = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError, match=f"{missing}: data root does not exist"):
-        load_dataset(name, missing, descriptions_dir=descriptors_dir)
+        load_dataset(name, missing, descriptions_dir=tiny_descriptions)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_NAMES))
-def test_wrong_layout_names_path_and_layout(name, tmp_path, descriptors_dir):
+def test_wrong_layout_names_path_and_layout(name, tmp_path, tiny_descriptions):
     mini.write_image(tmp_path / "stray.jpg")
     with pytest.raises(FileNotFoundError, match=f"{tmp_path}: not the expected layout: <root>"):
-        load_dataset(name, tmp_path, descriptions_dir=descriptors_dir)
+        load_dataset(name, tmp_path, descriptions_dir=tiny_descriptions)
 
 
 # ------------------------------------------------------------------------------ imagefolder
@@ -382,9 +382,9 @@ def test_places365_bad_label_is_named(tmp_path, descriptors_dir):
 # ----------------------------------------------------------------------------------- EuroSAT
 
 
-def test_eurosat_all_and_coop_split(tmp_path, descriptors_dir):
+def test_eurosat_all_and_coop_split(tmp_path, tiny_descriptions):
     folder = mini.make_eurosat(tmp_path, per_class=2)
-    everything = load_dataset("eurosat", tmp_path, descriptions_dir=descriptors_dir)
+    everything = load_dataset("eurosat", tmp_path, descriptions_dir=tiny_descriptions)
     assert len(everything) == 20 and everything.split == "all"
     assert everything.labels == [label for label in range(10) for _ in range(2)]
     assert everything.classnames[0] == "annual crop land"
@@ -393,7 +393,7 @@ def test_eurosat_all_and_coop_split(tmp_path, descriptors_dir):
         tmp_path / "split_zhou_EuroSAT.json",
         {"test": ["SeaLake/SeaLake_2.jpg", "Forest/Forest_1.jpg"], "train": []},
     )
-    test = load_dataset("eurosat", tmp_path, "test", descriptions_dir=descriptors_dir)
+    test = load_dataset("eurosat", tmp_path, "test", descriptions_dir=tiny_descriptions)
     assert test.labels == [9, 1] and test.paths[0] == folder / "SeaLake" / "SeaLake_2.jpg"
     with pytest.raises(ValueError, match=r"no 'val' list"):
         load_dataset("eurosat", tmp_path, "val")
