@@ -24,7 +24,7 @@ from pathlib import Path
 import open_clip
 import torch
 
-from _common import JpegDataset, machine_report, make_jpegs, table
+from _common import JpegDataset, machine_report, make_jpegs, ratio, table
 from extract import TINY_ARCH, TINY_CONFIG, Config, build_encoder
 from wca import defaults
 from wca.classifier import WCAClassifier
@@ -61,7 +61,7 @@ def measure(
         for name, way in ways.items():
             start = time.perf_counter()
             way()
-            best[name] = max(best[name], len(paths) / (time.perf_counter() - start))
+            best[name] = max(best[name], ratio(len(paths), time.perf_counter() - start))
     return best
 
 
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     reference = speeds["extract_features"]
     views = args.crops + 1
     rows = [
-        [name, value, value * views, value / reference, f">= {TARGETS[name]}"]
+        [name, value, value * views, ratio(value, reference), f">= {TARGETS[name]}"]
         for name, value in speeds.items()
     ]
     print(

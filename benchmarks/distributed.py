@@ -30,7 +30,7 @@ import open_clip
 import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
-from _common import machine_report, make_jpegs, table
+from _common import machine_report, make_jpegs, ratio, table
 
 TINY = {
     "embed_dim": 32,
@@ -107,11 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             views = args.images * (args.crops + 1)
             label = "1 process" if processes == 1 else f"torchrun {processes} processes"
             threads = max(args.threads // processes, 1)
-            speed = views / best[1] if best[1] > 0 else "n/a (too fast to time)"
+            speed = ratio(views, best[1])  # NaN: too fast to time
             rows.append([f"{label}, OMP_NUM_THREADS={threads}", best[0], best[1], speed])
-    ratio_wall, ratio_extract = (
-        times[2][i] / times[1][i] if times[1][i] > 0 else "n/a" for i in (0, 1)
-    )
+    ratio_wall, ratio_extract = (ratio(times[2][i], times[1][i]) for i in (0, 1))
     rows.append(["2 processes / 1 process", ratio_wall, ratio_extract, ""])
     model = "tiny CLIP" if args.quick else "ViT-B-32 (random weights)"
     print(f"\n{model}, {args.images} JPEGs, N={args.crops} (+1 full view), shards of "

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -37,9 +36,10 @@ from torch import Tensor
 
 import crops_baseline
 import wca.crops
-from _common import JpegDataset, cuda_or_skip, machine_report, make_jpegs, table
+from _common import JpegDataset, cuda_or_skip, machine_report, make_jpegs, ratio, table
 from wca.crops import CropSpec
 from wca.encoders.open_clip_backend import OpenClipEncoder
+from wca.encoders.registry import held_library_logs
 from wca.features import extract_features
 from wca.options import RunOptions
 
@@ -136,9 +136,9 @@ def build_encoder(arch: str, config: Config, device: torch.device) -> BenchEncod
     ``wca.load_encoder`` refuses an architecture without weights (``open_clip:ARCH`` needs a
     tag or a checkpoint), so the backend's class is built around the model directly.
     """
-    logging.getLogger().setLevel(logging.ERROR)  # open_clip warns that no weights were loaded
     torch.manual_seed(0)
-    model = open_clip.create_model(arch, precision=config.precision, device=device).eval()
+    with held_library_logs():  # open_clip warns that no weights were loaded
+        model = open_clip.create_model(arch, precision=config.precision, device=device).eval()
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if config.compile:
@@ -180,7 +180,7 @@ def measure(
         for count in calls:
             encoder.encode_images(ready[:count])
         sync()
-        floor = max(floor, len(dataset) / (time.perf_counter() - start))
+        floor = max(floor, ratio(len(dataset), time.perf_counter() - start))
 
         start = time.perf_counter()
         with pipeline_before_b13b9ce(config.float_views):
@@ -192,7 +192,7 @@ def measure(
                 ),
             )
         sync()
-        pipeline = max(pipeline, len(dataset) / (time.perf_counter() - start))
+        pipeline = max(pipeline, ratio(len(dataset), time.perf_counter() - start))
         if features.crop_emb.shape != (len(dataset), n_crops, encoder.embed_dim):
             raise RuntimeError(f"unexpected features {features!r}")
     return floor, pipeline
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             floor, pipeline = measure(encoder, dataset, args.crops, config, args.repeats)
             views = args.crops + 1
             rows.append([config.label(), floor, floor * views, pipeline, pipeline * views,
-                         pipeline / floor])
+                         ratio(pipeline, floor)])
             print(table(["config", "floor img/s", "floor views/s", "pipeline img/s",
                          "pipeline views/s", "pipeline / floor"], rows[-1:]).splitlines()[-1],
                   flush=True)

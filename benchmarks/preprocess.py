@@ -34,6 +34,7 @@ from _common import (
     cuda_or_skip,
     machine_report,
     make_jpegs,
+    ratio,
     table,
 )
 from wca import crops
@@ -88,7 +89,7 @@ def views_per_second(
         elapsed = time.perf_counter() - start
         if attempt >= warm_up:
             best = min(best, elapsed)
-    return count / best
+    return ratio(count, best)
 
 
 def _gpu_views(prep: crops.Preprocessing, n_crops: int, device: str):
@@ -177,18 +178,18 @@ def main(argv: list[str] | None = None) -> int:
                 rate = views_per_second(ViewDataset(images, args.crops, make_views), workers,
                                         args.repeats)
                 baseline = baseline or rate
-                rows.append([name, workers, rate, rate / (args.crops + 1), rate / baseline])
+                rows.append([name, workers, rate, rate / (args.crops + 1), ratio(rate, baseline)])
             dataset = ViewDataset(images, args.crops, paths_by_name["fast, uint8 (uint8_views)*"])
             rate = views_per_second(dataset, workers, args.repeats,
                                     lambda views, _: crops.normalize_pixels(views, prep))
             rows.append(["fast, uint8, normalised in the main process", workers, rate,
-                         rate / (args.crops + 1), rate / baseline])
+                         rate / (args.crops + 1), ratio(rate, baseline)])
             if args.device.startswith("cuda"):
                 dataset = ViewDataset(images, args.crops, decode_only)
                 rate = views_per_second(dataset, workers, args.repeats,
                                         _gpu_views(prep, args.crops, args.device))
                 rows.append(["GPU: decode in loader, views on GPU (fp16)", workers, rate,
-                             rate / (args.crops + 1), rate / baseline])
+                             rate / (args.crops + 1), ratio(rate, baseline)])
     print(f"\n{args.images} JPEGs of {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} decoded from disk, "
           f"N={args.crops} crops (+1 full view) per image, views {prep.image_size}px, "
           f"best of {args.repeats} passes\n")

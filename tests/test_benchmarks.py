@@ -6,7 +6,9 @@ the library's results."""
 from __future__ import annotations
 
 import importlib
+import math
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -71,6 +73,7 @@ def test_identity_quick(capsys):
     assert all(float(cell) > 0 for row in rows for cell in row[1:])
 
 
+@pytest.mark.slow
 def test_distributed_quick(capsys):
     rows = table_rows(run(capsys, "distributed", "--quick"))
     assert [row[0] for row in rows] == [
@@ -108,6 +111,7 @@ def test_gpu_mode_is_skipped_without_cuda(capsys, script):
     assert "GPU mode skipped" in output
 
 
+@pytest.mark.slow
 def test_views_quick(capsys):
     output = run(capsys, "views", "--quick")
     rows = table_rows(output)
@@ -115,6 +119,7 @@ def test_views_quick(capsys):
     assert all(len(row) == 3 for row in rows)  # N=1 and N=4 measured for every strategy
 
 
+@pytest.mark.slow
 def test_paths_quick(capsys):
     output = run(capsys, "paths", "--quick")
     difference = next(line for line in output.splitlines() if line.startswith("mean absolute"))
@@ -132,6 +137,7 @@ def test_classify_quick(capsys):
     assert all(float(row[1]) > 0 for row in rows) and rows[0][3] == "1"
 
 
+@pytest.mark.slow
 def test_peers_quick(capsys):
     """Every method on both view sets, then each cell as `wca report` prints it: calibration
     and the paired interval of the difference to CLIP."""
@@ -164,6 +170,7 @@ def test_gpu_script_is_skipped_without_cuda(capsys):
     assert "GPU script skipped" in run(capsys, "gpu")
 
 
+@pytest.mark.slow
 def test_pointing_quick(capsys):
     rows = table_rows(run(capsys, "pointing", "--quick"))
     assert [row[0] for row in rows] == [
@@ -175,3 +182,21 @@ def test_pointing_quick(capsys):
     shares = [[float(cell) for cell in row[1:]] for row in rows]
     assert all(len(row) == 4 and all(0 <= s <= 100 for s in row) for row in shares)
     assert 0 < shares[0][0] < 10  # a random peak rarely lands on the body
+
+
+def test_ratio_guards_its_denominator():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from _common import ratio
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    assert ratio(3.0, 2.0) == 1.5
+    assert all(math.isnan(ratio(3.0, d)) for d in (0.0, -1.0, 1e-15, math.inf, math.nan))
+
+
+@pytest.mark.parametrize("script", ["preprocess", "extract", "identity", "scoring", "classify"])
+def test_quick_modes_survive_a_clock_that_does_not_move(script, capsys, monkeypatch):
+    """A quick run can be too short to time: a ratio of zero-length times prints ``nan``."""
+    monkeypatch.setattr(time, "perf_counter", lambda: 0.0)
+    args = ["--quick", "--no-profile"] if script == "preprocess" else ["--quick"]
+    assert "|" in run(capsys, script, *args)

@@ -107,6 +107,7 @@ def eval_args(world, data_root: Path, tmp_path: Path, *extra: str) -> list[str]:
 # ----------------------------------------------------------------------- item 1
 
 
+@pytest.mark.slow
 def test_item01_nonfinite_embeddings_stop_the_run(world, tmp_path, capsys):
     weights = Path(world["spec"].split("@", 1)[1])
     state = torch.load(weights, weights_only=True)

@@ -53,6 +53,7 @@ def test_probe_through_wca_load_encoder(recorded):
     _check(result, recorded["test_probe"])
 
 
+@pytest.mark.slow
 def test_probe_through_open_clip(recorded, openai_model):
     tokenizer = (
         open_clip.get_tokenizer(MODEL_NAME)

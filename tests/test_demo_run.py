@@ -16,6 +16,7 @@ from wca.demo.world import DemoTestSet
 from wca.results import read_result
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--per-class", "1", "--crops", "6", "--runs", "2"]
@@ -66,6 +67,7 @@ def test_training_saves_what_an_openai_loader_rebuilds(tmp_path):
         assert torch.allclose(model.encode_text(tokens), loaded.encode_text(tokens), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_training_is_seeded(tmp_path):
     config = TrainConfig(steps=3, batch_size=8, warmup_steps=1, frozen_text_steps=1)
     a = train(config, tmp_path / "a.pt", log=lambda _: None).state_dict()

@@ -82,6 +82,7 @@ def test_cupl_prompts_sent_to_the_server(server, tmp_path):
     assert len(report.descriptions["owl"]) == 15  # 5 questions x 3 answers, all distinct
 
 
+@pytest.mark.slow
 def test_fifty_classes_with_injected_failures(server, tmp_path, capsys):
     failures = {
         "bird 03": ("429", "500"),
@@ -168,6 +169,7 @@ def test_postprocess_runs_on_the_merged_result(server, tmp_path):
     assert json.loads(out.read_text()) == {"owl": ["A."], "cat": ["feature 1 of the cat"]}
 
 
+@pytest.mark.slow
 def test_retry_after_is_honoured(tmp_path):
     with FakeLLMServer(["owl"], retry_after="1") as srv:
         srv.script("owl", "429")

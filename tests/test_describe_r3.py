@@ -59,6 +59,7 @@ def test_r3_01_silent_endpoint_fails_at_the_probe(tmp_path, capsys):
     assert not progress_path(tmp_path / "out.json").exists()
 
 
+@pytest.mark.slow
 def test_r3_01_endpoint_silent_after_the_probe_stops_after_k_failed_requests(tmp_path, capsys):
     """--timeout bounds each request's read; K failed requests in a row stop the run with one
     line naming the endpoint; a run that produced nothing writes no file."""

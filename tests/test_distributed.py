@@ -108,6 +108,7 @@ def reference(world, tmp_path_factory) -> Path:
     return cache
 
 
+@pytest.mark.slow
 def test_two_ranks_eval_matches_one_process(world, reference, tmp_path):
     out = tmp_path / "result.json"
     entry = ["-m", "wca", *_args(world, tmp_path / "cache", "eval")]
@@ -122,6 +123,7 @@ def test_two_ranks_eval_matches_one_process(world, reference, tmp_path):
     _assert_same_features(reference, tmp_path / "cache")
 
 
+@pytest.mark.slow
 def test_dead_rank_is_named_and_the_rerun_resumes(world, reference, tmp_path):
     """Two one-rank "nodes"; rank 1 kills itself after its first shard (tests/dying_rank.py).
     Rank 0 fails naming it once the timeout passes; a rerun (here in one process) computes only
@@ -234,6 +236,7 @@ def test_views_on_the_device_equal_the_fast_path(workers):
         extract_features(encoder, dataset, crops, on_device, fidelity=True)
 
 
+@pytest.mark.slow
 def test_several_cells_are_spread_over_the_ranks(world, tmp_path):
     """clip_benchmark's --distributed: with two cells, rank r runs cell r whole (its own feature
     pass, its own result file); rank 0 reports the sweep. Each result equals a one-process run."""

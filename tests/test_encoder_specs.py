@@ -148,6 +148,7 @@ def test_bare_paths_load_with_the_backend_inferred_and_said_at_debug_level(
     )
 
 
+@pytest.mark.slow
 def test_bare_model_folders_load_as_transformers_or_open_clip(tmp_path, wca_log):
     hf_folder = Path(tiny_models.save_hf_clip_model(tmp_path / "hf").removeprefix("hf:"))
     assert _load(str(hf_folder)).name == f"hf:{hf_folder}"

@@ -103,6 +103,7 @@ def test_json_numbers_are_predicts_evidence(explained, images, classifier):
     assert images[0].parent.name in {c["name"] for c in first["explained"]}
 
 
+@pytest.mark.slow
 def test_ranking_equals_classify(explained, images, demo_args, tmp_path, capsys):
     capsys.readouterr()
     extra = ["--json", "--top-k", "24", "--explain", str(tmp_path)]
@@ -248,6 +249,7 @@ def test_bad_label_is_one_clear_line(demo_args, images, tmp_path, capsys):
     assert error.startswith("wca: error: --explain-crops '0.1,2'") and error.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_unreadable_file_is_named_skipped_and_the_rest_explained(
     demo_args, images, classifier, tmp_path, capsys
 ):

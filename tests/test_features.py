@@ -272,6 +272,7 @@ def test_item06_deleting_an_image_keeps_the_shards_before_it(tmp_path):
     assert all(len(e["images_sha256"]) == 64 for e in manifest["shards"].values())
 
 
+@pytest.mark.slow
 def test_item23_identical_runs_write_identical_shard_bytes(tmp_path):
     """safetensors writes several metadata entries in a random order (per process)."""
     script = (

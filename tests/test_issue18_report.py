@@ -154,6 +154,7 @@ def test_item18_2_folders_without_images_are_not_classes(tmp_path, caplog):
     assert "folders without images are not classes: empty, results" in caplog.text
 
 
+@pytest.mark.slow
 def test_item18_2_the_export_readme_command_runs_twice(tmp_path, monkeypatch, capsys):
     """`wca demo --export DIR --per-class 1`, then its README's command from inside DIR, twice:
     the results/ the first run wrote is not a class of the second."""
@@ -236,6 +237,7 @@ def demo_results(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_item18_3_the_demo_results_report_like_any_other(demo_results, tmp_path, capsys):
     png = tmp_path / "demo.png"
     assert main(["report", str(demo_results), "--plot", str(png), "--markdown"]) == 0

@@ -203,6 +203,7 @@ NEG = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_views,views", [(1, "full"), (20, "full"), (20, "confident")])
 def test_tda_equals_the_authors_loop(n_views, views):
     classes, scale = 5, 20.0

@@ -102,6 +102,7 @@ def test_result_files_read_as_clip_benchmark_build_reads_them(results):
     assert row["task"] == "zeroshot_classification" and row["dataset"] == "cub"
 
 
+@pytest.mark.slow
 def test_reproduce_runs_the_paper_table_and_resumes(tmp_path, descriptors_dir, monkeypatch, capsys):
     # OpenAI's own file name, so the report matches the tiny model to the paper's ViT-B/32
     spec = save_openai_state_dict(tmp_path / "model")

@@ -52,6 +52,7 @@ def image_views(monkeypatch) -> list[int]:
     return views
 
 
+@pytest.mark.slow
 def test_sweep_writes_one_file_per_cell_with_clip_benchmark_fields(
     sweep_world, tiny_descriptions, tmp_path, image_views, capsys
 ):

@@ -106,6 +106,7 @@ def no_traceback(log: Path) -> None:
     assert "Traceback" not in log.read_text(), log.read_text()
 
 
+@pytest.mark.slow
 def test_client_classify_matches_wca_classify(client, exported, expected):
     answer = classify(client, exported / IMAGE)
     assert [a["label"] for a in answer] == [e["label"] for e in expected]
@@ -155,6 +156,7 @@ BAD_INPUTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", BAD_INPUTS)
 def test_client_bad_input_gets_a_message_and_the_server_goes_on(
     case, client, server, exported, expected, tmp_path
@@ -177,6 +179,7 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
+@pytest.mark.slow
 def test_page_in_a_browser_answers_like_wca_classify(server, exported, expected, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
@@ -221,6 +224,7 @@ def overlap(a: dict, b: dict) -> float:
     return max(width, 0) * max(height, 0)
 
 
+@pytest.mark.slow
 def test_page_layout_no_label_covers_a_figure(server, exported, tmp_path):
     """After a classification, no panel label or heading covers the explanation figures, and
     the figures are drawn at (nearly) their own width at the default window width."""
@@ -295,3 +299,21 @@ def test_serve_without_gradio_says_what_to_install(monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == (
         "wca: error: the web page needs Gradio: pip install 'wca[web]'"
     )
+
+
+def test_the_pages_functions_answer_in_process(exported, expected, tmp_path):
+    """The page built without a server: its API function answers as `wca classify` does and a
+    visitor's mistake is a message (the served page is tested above)."""
+    import gradio as gr
+
+    from wca.web.app import build_app
+
+    app = build_app(demo_service(tmp_path / "examples", device="cpu"))
+    functions = {f.api_name: f.fn for f in app.fns.values()}
+    image = {"path": str(exported / IMAGE)}
+    descriptions = {"path": str(exported / "cupl.json")}
+    answer = functions["classify"](image, "\n".join(CLASSES), descriptions, 60, 0.5)
+    assert [a["label"] for a in answer] == [e["label"] for e in expected]
+    assert [a["score"] for a in answer] == pytest.approx([e["score"] for e in expected], abs=1e-4)
+    with pytest.raises(gr.Error, match="only one class"):
+        functions["classify"](image, "fluggen", None, 60, 0.5)
