@@ -203,6 +203,7 @@ def test_decode_errors_surface_as_they_are(tmp_path, workers):
     with pytest.raises(ValueError, match="img4") as raised:
         _extract(FakeEncoder(), Broken(), tmp_path, num_workers=workers)
     assert str(raised.value) == "img4.jpg: not a readable image"  # one line, from any worker
+    del raised  # its traceback holds the loader: freed now, its workers stop at once
     encoder = FakeEncoder()
     _extract(encoder, TinyDataset(), tmp_path)  # same key: shard 0 (images 0-2) kept
     assert encoder.views == 4 * 6
