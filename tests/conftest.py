@@ -26,7 +26,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def descriptors_dir() -> Path:
     """The published description sets in ``../shared/descriptors`` (read-only data), for the
     tests of those sets; they are skipped, with the reason, where the folder is absent."""
-    path = SHARED / "descriptors"
+    path = (SHARED / "descriptors").resolve()  # as the CLI records it, where ../shared is a link
     if not path.is_dir():
         pytest.skip(f"{path} is absent: this test checks the published description sets")
     return path

@@ -170,8 +170,7 @@ def test_eval_on_a_registered_dataset_with_the_published_descriptions(
     assert main(args) == 0
     document = json.loads(out.read_text())
     assert len(document["results"]["methods"]) == 6
-    recorded = Path(document["config"]["descriptions"])  # resolved: ../shared may be a link
-    assert recorded == (descriptors_dir / "eurosat").resolve()
+    assert document["config"]["descriptions"] == str(descriptors_dir / "eurosat")
     sentences = tmp_path / "own.json"
     names = document["config"]["dataset_info"]["classnames"]
     sentences.write_text(json.dumps({name: [f"a satellite photo of {name}."] for name in names}))
