@@ -79,6 +79,20 @@ def test_module_entry_point_help_imports_nothing_heavy():
     assert {name.split(".")[0] for name in modules} & set(HEAVY) == set()
 
 
+def test_model_libraries_load_with_the_first_model_of_their_backend():
+    """Before a model loads, a command has imported torch and torchvision only: open_clip and
+    transformers come with the first model of their backend (here the demo's open_clip one)."""
+    probe = (
+        "import sys, wca.encoders, wca.classifier, wca.pipeline\n"
+        "before = {m for m in ('open_clip', 'transformers') if m in sys.modules}\n"
+        "wca.encoders.load_encoder('demo', device='cpu')\n"
+        "print(sorted(before), 'open_clip' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "True"]
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -24,16 +24,9 @@ import difflib
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import open_clip
 import torch
-from open_clip.model import (
-    build_model_from_openai_state_dict,
-    get_cast_dtype,
-    get_model_preprocess_cfg,
-)
-from open_clip.tokenizer import SigLipTokenizer, basic_clean, canonicalize_text
-from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 from torch import Tensor
 
 from wca import defaults
@@ -42,6 +35,12 @@ from wca.encoders.base import Encoder
 from wca.encoders.checkpoints import check_archive, is_torchscript, load_error
 from wca.encoders.hub import cached_commit, file_fingerprint, hf_cache_hint, load_from_hub
 from wca.encoders.registry import CHECKPOINT_SUFFIXES, register_backend, register_named_model
+
+if TYPE_CHECKING:
+    from open_clip.transform import PreprocessCfg
+
+# open_clip (and the transformers it imports) loads with the first open_clip model, not with
+# wca.encoders: a command that uses another backend, or none, never pays for its import.
 
 OPENAI_CLIP = "an OpenAI-format CLIP model"
 # The spec forms, for `wca models` (see the module docstring).
@@ -72,6 +71,10 @@ class OpenClipEncoder(Encoder):
         precision: str,
         batch_size: int,
     ) -> None:
+        import open_clip
+        from open_clip.model import get_model_preprocess_cfg
+        from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
+
         settings = merge_preprocess_dict(PreprocessCfg(), get_model_preprocess_cfg(model))
         cfg = PreprocessCfg(**settings)
         transform = image_transform_v2(cfg, is_train=False)
@@ -105,6 +108,9 @@ class OpenClipEncoder(Encoder):
         """CLIP's BPE (``SimpleTokenizer``: start and end of text around the text's tokens), or
         the transformers tokenizer inside open_clip's ``HFTokenizer`` / ``SigLipTokenizer``
         after the same cleaning; ``None`` for another tokenizer."""
+        import open_clip
+        from open_clip.tokenizer import SigLipTokenizer, basic_clean, canonicalize_text
+
         tokenizer = self.tokenizer
         if isinstance(tokenizer, open_clip.SimpleTokenizer):
             return [len(tokenizer.encode(text)) + 2 for text in texts]
@@ -146,6 +152,8 @@ def load_open_clip(
     spec: str, model: str, *, device: torch.device, precision: str, batch_size: int
 ) -> OpenClipEncoder:
     """Load an open_clip spec (see the module docstring for the forms)."""
+    import open_clip
+
     options = {"device": device, "precision": precision, "batch_size": batch_size}
     if model.startswith(open_clip.factory.HF_HUB_PREFIX):
         return _load_hf_hub(spec, model, **options)
@@ -169,6 +177,8 @@ def _existing_file(spec: str, path: str) -> Path:
 
 
 def _known_arch(spec: str, arch: str) -> str:
+    import open_clip
+
     if arch in open_clip.list_models():
         return arch
     close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
@@ -177,6 +187,8 @@ def _known_arch(spec: str, arch: str) -> str:
 
 
 def _load_pretrained_tag(spec: str, arch: str, tag: str, **options) -> OpenClipEncoder:
+    import open_clip
+
     tags = open_clip.list_pretrained_tags_by_model(arch)
     if not tag:
         raise ValueError(
@@ -210,6 +222,8 @@ def _load_pretrained_tag(spec: str, arch: str, tag: str, **options) -> OpenClipE
 
 
 def _load_hf_hub(spec: str, model: str, **options) -> OpenClipEncoder:
+    import open_clip
+
     repo = model[len(open_clip.factory.HF_HUB_PREFIX) :]
     if repo.count("/") != 1 or not all(repo.split("/")):
         raise ValueError(f"{spec} is malformed: expected open_clip:hf-hub:ORG/NAME")
@@ -232,6 +246,8 @@ def _load_hf_hub(spec: str, model: str, **options) -> OpenClipEncoder:
 
 def _load_local_dir(spec: str, model: str, **options) -> OpenClipEncoder:
     """An open_clip model folder: ``open_clip_config.json`` and its weights file."""
+    import open_clip
+
     folder = Path(model[len(open_clip.factory.LOCAL_DIR_PREFIX) :]).expanduser()
     if not (folder / "open_clip_config.json").is_file():
         what = "has no open_clip_config.json" if folder.is_dir() else "is not a folder"
@@ -255,6 +271,8 @@ def _load_local_dir(spec: str, model: str, **options) -> OpenClipEncoder:
 
 
 def _load_arch_checkpoint(spec: str, arch: str, path: Path, **options) -> OpenClipEncoder:
+    import open_clip
+
     arch = _known_arch(spec, arch)
     check_archive(spec, path)
     try:
@@ -273,6 +291,9 @@ def _load_arch_checkpoint(spec: str, arch: str, path: Path, **options) -> OpenCl
 
 
 def _load_openai_file(spec: str, path: Path, **options) -> OpenClipEncoder:
+    import open_clip
+    from open_clip.model import build_model_from_openai_state_dict, get_cast_dtype
+
     check_archive(spec, path)
     precision = options["precision"]
     state = _openai_state_dict(spec, path)
