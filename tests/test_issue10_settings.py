@@ -214,10 +214,19 @@ def test_item19_version_and_verbosity_flags(capsys):
     with pytest.raises(SystemExit):
         main(["-V"])
     assert capsys.readouterr().out.startswith("wca ")
-    args = __import__("wca.cli", fromlist=["build_parser"]).build_parser().parse_args(
-        ["-q", "eval"]
-    )
+    from wca.cli import build_parser
+
+    args = build_parser().parse_args(["-q", "eval"])
     assert args.quiet and not args.verbose
+    check = ["descriptions", "check", "d.json", "--classes-file", "c.txt"]
+    for argv in (["report", "x", "-q"], [*check, "-q"], ["report", "-v", "x"]):
+        after = build_parser().parse_args(argv)  # after the command as well
+        assert (after.quiet, after.verbose) == ("-q" in argv, "-v" in argv), argv
+    assert build_parser().parse_args(["-q", "report", "x"]).quiet  # not reset by the command
+    with pytest.raises(SystemExit) as exit_:
+        main(["-v", "report", "x", "-q"])
+    assert exit_.value.code == 2
+    assert "-q and -v exclude each other" in capsys.readouterr().err
 
 
 def test_item19_dataset_names_are_the_same_everywhere():

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from wca import __version__
 from wca.errors import RankError, SettingError
@@ -88,16 +88,28 @@ def build_parser() -> argparse.ArgumentParser:
         "(Li et al., ICML 2024) and its baselines (CLIP, CLIP-E, CLIP-D, WaffleCLIP, CuPL).",
     )
     parser.add_argument("-V", "--version", action="version", version=f"wca {__version__}")
-    verbosity = parser.add_mutually_exclusive_group()
-    verbosity.add_argument(
-        "-q", "--quiet", action="store_true", help="errors only: no notes, no progress bars"
-    )
-    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
+    _add_verbosity(parser, default=False)
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"wca.cli.{name}").register(subparsers)
     _remember_parsers(parser)
     return parser
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, default: Any) -> None:
+    """``-q`` / ``-v`` before or after the command (``wca -q eval`` = ``wca eval -q``); a
+    command's parser leaves them unset (SUPPRESS) so it never overrides ``wca``'s."""
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="errors only: no notes, no progress bars",
+    )
+    verbosity.add_argument(
+        "-v", "--verbose", action="store_true", default=default, help="debug messages too"
+    )
 
 
 def describe_os_error(error: OSError) -> str:
@@ -110,11 +122,13 @@ def describe_os_error(error: OSError) -> str:
 
 
 def _remember_parsers(parser: argparse.ArgumentParser) -> None:
-    """Let every (sub-)command know its own parser, so that a bad flag prints its usage."""
+    """Let every (sub-)command know its own parser, so that a bad flag prints its usage, and
+    take ``-q`` / ``-v`` after the command too."""
     parser.set_defaults(command_parser=parser)
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
+                _add_verbosity(sub, default=argparse.SUPPRESS)
                 _remember_parsers(sub)
 
 
@@ -167,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.quiet and args.verbose:  # one on each side of the command
+        args.command_parser.error("-q and -v exclude each other")
     if not hasattr(args, "handler"):  # `wca`, or a command group without its sub-command
         commands = ", ".join(_sub_commands(args.command_parser))
         args.command_parser.error(f"no command given; choose one of {commands}")

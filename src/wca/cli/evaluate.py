@@ -150,8 +150,9 @@ def run(args: argparse.Namespace) -> int:
         log.info(note)
 
     def show(cell: sweep.Cell, result) -> None:
-        title = f"{result.dataset} ({cell.config.split or result.config.split}), "
-        print(result.table(title + cell.config.model_spec))
+        split = cell.config.split or result.config.split
+        title = f"{result.dataset}{f' ({split})' if split else ''}, {cell.config.model_spec}"
+        print(result.table(title))
         print(f"\nwrote {cell.output}", file=sys.stderr)
 
     summary = sweep.run(
