@@ -227,13 +227,9 @@ def run_cell(
     from wca.evaluate import evaluate, result_file
 
     options = RunOptions() if options is None else options
-    dataset = load_cell_dataset(config, options)
-    root = Path(dataset.root).resolve() if getattr(dataset, "root", None) else None
-    if output is not None and root is not None and root in Path(output).resolve().parents:
-        raise ValueError(
-            f"output: {output} is inside the dataset's folder {root}; write it elsewhere"
-        )
-    sources, source = text_sources(dataset, options)
+    if prepared is None:
+        prepared = prepare_cell(config, options, output)
+    dataset, sources, source = prepared
     encoder = load_model(config, options) if encoder is None else encoder
     if sources.sentences:
         from wca.encoders import check_texts
