@@ -174,7 +174,8 @@ def test_eval_on_a_registered_dataset_with_the_published_descriptions(
     sentences = tmp_path / "own.json"
     names = document["config"]["dataset_info"]["classnames"]
     sentences.write_text(json.dumps({name: [f"a satellite photo of {name}."] for name in names}))
-    assert main([*args, "--descriptions", str(sentences), "--methods", "clip-d,wca"]) == 0
+    own = [*args, "--descriptions", str(sentences), "--methods", "clip-d,wca", "--overwrite"]
+    assert main(own) == 0
     config = json.loads(out.read_text())["config"]
     assert config["descriptions"] == f"{descriptors_dir / 'eurosat'} + {sentences}"
 

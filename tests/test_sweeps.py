@@ -89,10 +89,41 @@ def test_sweep_writes_one_file_per_cell_with_clip_benchmark_fields(
     changed = _sweep_args(sweep_world, tiny_descriptions, tmp_path, "--skip-existing")
     changed[changed.index("--n-run") + 1] = "3"
     del changed[changed.index("dtd") - 1 : changed.index("dtd") + 1]
-    assert main(changed) == 0
+    before = {f: f.read_bytes() for f in files}
+    assert main(changed) == 2  # results of other settings are never replaced unasked
+    err = capsys.readouterr().err.strip()
+    assert "its n_run differs); choose another output, or overwrite it (pass --overwrite)" in err
+    assert "\n" not in err and {f: f.read_bytes() for f in files} == before
+    assert main([*changed, "--overwrite"]) == 0
     err = capsys.readouterr().err
     assert err.count("its n_run differs") == 2 and "2 written" in err
     assert image_views == []  # new runs over the cached features
+
+
+def test_a_result_of_other_texts_is_not_replaced_unasked(
+    sweep_world, tiny_descriptions, tmp_path, image_views, capsys
+):
+    out = tmp_path / "eurosat.json"
+    args = [
+        "eval", "--dataset", "eurosat", "--data-root", str(sweep_world["root"]),
+        "--model", sweep_world["specs"][0], "--descriptions-dir", str(tiny_descriptions),
+        "--no-cache", "--out", str(out), "--methods", "clip,wca", "--n-samples", "2",
+        "--n-run", "2", "--patch-n", "2", "--no-progress",
+    ]  # fmt: skip
+    assert main(args) == 0
+    first = out.read_bytes()
+    names = json.loads(first)["config"]["dataset_info"]["classnames"]
+    sentences = tmp_path / "own.json"
+    sentences.write_text(json.dumps({name: [f"a satellite photo of {name}."] for name in names}))
+    capsys.readouterr()
+    image_views.clear()
+    for skip in ([], ["--skip-existing"]):  # same settings, other texts: neither reused nor lost
+        assert main([*args, "--descriptions", str(sentences), *skip]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "(its descriptions differ); choose another output" in err and "\n" not in err
+        assert out.read_bytes() == first and image_views == []  # before the model was loaded
+    assert main([*args, "--descriptions", str(sentences), "--overwrite"]) == 0
+    assert str(sentences) in json.loads(out.read_text())["config"]["descriptions"]
 
 
 def test_a_failing_cell_is_reported_and_the_sweep_goes_on(

@@ -15,3 +15,10 @@ class SettingError(ValueError):
 
 class RankError(RuntimeError):
     """Under torchrun: another rank failed, or did not reach a barrier within the timeout."""
+
+
+class OutputExists(ValueError):
+    """A file that is not this run's result would be replaced; ``setting`` names the setting
+    that allows it (the CLI adds its flag)."""
+
+    setting = "overwrite"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wca.errors import SettingError
+from wca.errors import OutputExists, SettingError
 from wca.specs import absolute_spec, full_spec, model_fields
 
 log = logging.getLogger("wca")
@@ -86,11 +86,14 @@ def output_path(template: str, values: Mapping[str, Any]) -> Path:
     return Path(template.format(**safe)).expanduser()
 
 
-def finished(path: Path, settings: Mapping[str, Any]) -> str | None:
+def finished(
+    path: Path, settings: Mapping[str, Any], texts_sha256: str | None = None
+) -> str | None:
     """Why the result file at ``path`` cannot be reused for ``settings`` (None: it can).
 
     A file is reused when it is a complete result (clip_benchmark metrics included) with the
-    same settings as those compared in :data:`SETTINGS_COMPARED`.
+    same settings as those compared in :data:`SETTINGS_COMPARED` and, when ``texts_sha256`` is
+    given and the file records one, the same texts (``descriptions_sha256``).
     """
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -104,6 +107,8 @@ def finished(path: Path, settings: Mapping[str, Any]) -> str | None:
     for key in SETTINGS_COMPARED:
         if key in settings and recorded.get(key) != settings[key]:
             return f"its {key} differs"
+    if texts_sha256 and recorded.get("descriptions_sha256") not in (None, texts_sha256):
+        return "its descriptions differ"
     return None
 
 
@@ -237,24 +242,44 @@ def one_line(error: BaseException) -> str:
     return text if isinstance(error, input_errors) else f"{type(error).__name__}: {text}"
 
 
+def check_outputs(cells: Sequence[Cell], precision: str) -> None:
+    """Refuse, before any work, to replace a file that is not a result of its cell's own
+    settings (a run with other crops, another JSON): what was computed is never lost."""
+    for cell in cells:
+        why = finished(cell.output, cell_settings(cell.config, precision))
+        if why not in (None, "not there"):
+            raise _not_this_cells(cell, why)
+
+
+def _not_this_cells(cell: Cell, why: str) -> OutputExists:
+    return OutputExists(
+        f"{cell.output} exists and is not this cell's result ({why}); choose another output, "
+        "or overwrite it"
+    )
+
+
 def run(
     cells: Sequence[Cell],
     options=None,
     *,
     skip_existing: bool = False,
+    overwrite: bool = False,
     primary_method: str | None = None,
     on_result: Callable[[Cell, Any], None] | None = None,
 ) -> Summary:
     """Run every cell (:func:`wca.pipeline.run_cell`), each model loaded once for consecutive
     cells; a failed cell is logged in one line and the others go on. ``skip_existing`` passes
-    over cells whose file is complete with the same settings. Under torchrun with several cells,
+    over cells whose file is complete with the same settings; a file of other settings is
+    replaced only with ``overwrite`` (:func:`check_outputs`). Under torchrun with several cells,
     rank ``r`` runs cells ``i % world_size == r`` whole (clip_benchmark's way) and rank 0
     reports for all; with one cell, the ranks share its feature pass."""
     from wca.features.distributed import join, launched
     from wca.options import RunOptions
-    from wca.pipeline import load_model, prepare_cell, run_cell
+    from wca.pipeline import load_model, prepare_cell, run_cell, sources_sha256
 
     options = RunOptions() if options is None else options
+    if not overwrite:
+        check_outputs(cells, options.precision)
     ranks = None
     if launched() and len(cells) > 1:
         from wca.encoders.base import resolve_device
@@ -266,16 +291,18 @@ def run(
     for index, cell in enumerate(cells):
         if ranks is not None and index % ranks.world_size != ranks.rank:
             continue
-        if skip_existing:
-            why = finished(cell.output, cell_settings(cell.config, options.precision))
-            if why is None:
+        try:
+            prepared = prepare_cell(cell.config, options, cell.output)  # data before the model
+            settings = cell_settings(cell.config, options.precision)
+            why = finished(cell.output, settings, sources_sha256(prepared[1]))
+            if skip_existing and why is None:
                 log.info(f"skip {cell.label}: {cell.output} is complete")
                 summary.skipped.append(cell.label)
                 continue
-            if why != "not there":
+            if why not in (None, "not there"):
+                if not overwrite:  # e.g. the same settings with other texts
+                    raise _not_this_cells(cell, why)
                 log.info(f"redo {cell.label}: {cell.output}: {why}")
-        try:
-            prepared = prepare_cell(cell.config, options, cell.output)  # data before the model
             if loaded[0] != cell.config.model_spec:
                 loaded = (None, None)  # free the previous model first
                 loaded = (cell.config.model_spec, load_model(cell.config, options))

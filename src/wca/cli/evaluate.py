@@ -116,6 +116,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         + ", ".join("{" + name + "}" for name in OUTPUT_FIELDS)
         + ", filled path-safe",
     )
+    output.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a result file of other settings (by default eval refuses, before any "
+        "work, to write over anything but a result of the same settings)",
+    )
     output.add_argument("--no-progress", action="store_true", help="no progress bars")
     output.add_argument(
         "--skip-bad-images",
@@ -159,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         cells,
         options,
         skip_existing=args.skip_existing,
+        overwrite=args.overwrite,
         primary_method=args.primary_method,
         on_result=show,
     )

@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     status = 0 if len(ready) == len(configs) else 1
     for config in ready:
         print(f"== {config.stem}: {len(models)} model(s)", file=sys.stderr)
-        summary = sweep.run(planned[config], options_of[config], skip_existing=True)
+        summary = sweep.run(planned[config], options_of[config], skip_existing=True, overwrite=True)
         status = max(status, 1 if summary.failed else 0)
     if any(args.output_dir.glob("*.json")):
         print_report([args.output_dir], args.csv, markdown=True, plot=args.plot, paper=True)
