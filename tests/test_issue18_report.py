@@ -43,6 +43,7 @@ def write_result(
     strategy: str = "random",
     pretrained: str = "openai",
     seed: int = 0,
+    image_list: str = "fedcba9876543210",
 ) -> Path:
     """A result file as `wca eval` writes it, every method's numbers from its correctness."""
     scored = {}
@@ -61,7 +62,8 @@ def write_result(
         "model": f"open_clip:{model}", "crop_strategy": strategy, "n_samples": 60,
         "patch_n": 16, "alpha": 0.5, "effective_alpha": 0.5, "beta": 0.9, "protocol": "pool",
         "n_run": runs, "seed": seed, "precision": "fp32", "views": "fast",
-        "descriptions_sha256": "0123456789abcdef", "seconds": {"features": 2, "scoring": 1},
+        "descriptions_sha256": "0123456789abcdef", "images_sha256": image_list,
+        "seconds": {"features": 2, "scoring": 1},
     }  # fmt: skip
     result = result_file(
         evaluation, settings, dataset=dataset, model="ViT-B-32", pretrained=pretrained
@@ -84,7 +86,8 @@ def version_1(source: Path, target: Path) -> Path:
     per-image correctness."""
     document = json.loads(source.read_text())
     del document["schema_version"]
-    for name in ("crop_strategy", "precision", "views", "descriptions_sha256", "model_sha256"):
+    recorded_since = ("descriptions_sha256", "model_sha256", "images_sha256")
+    for name in ("crop_strategy", "precision", "views", *recorded_since):
         document["config"].pop(name, None)
     for method in document["results"]["methods"].values():
         method.pop("correct"), method.pop("calibration")
@@ -113,6 +116,14 @@ def test_item18_2_files_of_equal_settings_pool_their_runs(tmp_path):
     assert [row.name for row in rows] == ["clip", "wca"]
     assert rows[1].record()["runs"] == 2 * RUNS and rows[1].record()["files"] == 2
     assert rows[1].delta is not None  # paired over both files' runs
+
+
+def test_item18_2_files_of_other_images_are_other_rows(tmp_path):
+    a = correctness(0.8, 1)  # the same count of images, another list (a file renamed, added...)
+    write_result(tmp_path / "a.json", {"clip": a}, image_list="a" * 16)
+    write_result(tmp_path / "b.json", {"clip": a}, image_list="b" * 16)
+    rows = report.load_rows([tmp_path])
+    assert [row.name for row in rows] == ["clip [images aaaaaaaa]", "clip [images bbbbbbbb]"]
 
 
 def test_item18_2_group_by_shows_settings_as_columns(two_strategies, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,8 +13,9 @@ from mini_datasets import make_dtd, make_eurosat
 from tiny_models import save_open_clip_model
 from wca.cli import main
 from wca.encoders import Encoder
+from wca.pipeline import images_sha256
 from wca.specs import absolute_spec, model_fields
-from wca.sweep import output_path, path_safe, read_list
+from wca.sweep import finished, output_path, path_safe, read_list
 
 DTD_TEST = ["banded/banded_0002.jpg", "zigzagged/zigzagged_0003.jpg", "banded/banded_0005.jpg"]
 
@@ -124,6 +126,25 @@ def test_a_result_of_other_texts_is_not_replaced_unasked(
         assert out.read_bytes() == first and image_views == []  # before the model was loaded
     assert main([*args, "--descriptions", str(sentences), "--overwrite"]) == 0
     assert str(sentences) in json.loads(out.read_text())["config"]["descriptions"]
+
+
+def test_the_image_list_digest_follows_files_and_labels_not_the_folder(tmp_path):
+    def digest(root: str, files: list[str], labels: list[int]) -> str | None:
+        paths = [f"{root}/{name}" for name in files]
+        return images_sha256(SimpleNamespace(root=root, paths=paths, labels=labels))
+
+    files, labels = ["a/1.jpg", "b/2.jpg"], [0, 1]
+    first = digest("/data/x", files, labels)
+    assert first == digest("/moved/x", files, labels)  # relative to the dataset's folder
+    assert first != digest("/data/x", ["a/1.jpg", "b/3.jpg"], labels)  # a file renamed
+    assert first != digest("/data/x", files, [1, 1])  # relabelled
+    assert images_sha256(SimpleNamespace(root=None, paths=None, labels=None)) is None
+    result = tmp_path / "r.json"
+    recorded = {"metrics": {}, "results": {}, "config": {"images_sha256": first}}
+    result.write_text(json.dumps(recorded))
+    assert finished(result, {}, {"images_sha256": first}) is None
+    assert finished(result, {}, {"images_sha256": "0" * 16}) == "its images differ"
+    assert finished(result, {}, {"descriptions_sha256": "0" * 16}) is None  # not recorded
 
 
 def test_a_failing_cell_is_reported_and_the_sweep_goes_on(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,19 @@ def sources_sha256(sources) -> str:
     texts = {key: value for key, value in vars(sources).items() if value is not None}
     text = json.dumps(texts, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def images_sha256(dataset) -> str | None:
+    """The first 16 hex digits of the sha256 of a dataset's image list: each file's path
+    (relative to the dataset's folder) and label, in order; None for a dataset that lists no
+    files. Results of other images (files added, removed or relabelled) never pool."""
+    paths, labels = getattr(dataset, "paths", None), getattr(dataset, "labels", None)
+    if paths is None or labels is None:
+        return None
+    root = getattr(dataset, "root", None) or "."
+    pairs = zip(paths, labels, strict=True)
+    lines = (f"{os.path.relpath(path, root)}\t{int(label)}" for path, label in pairs)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
 def file_sha256(path: str | None) -> str | None:
@@ -276,6 +290,7 @@ def run_cell(
         "data_path": str(Path(config.data_path).expanduser().resolve()),
         "descriptions": source,
         "descriptions_sha256": sources_sha256(sources),
+        "images_sha256": images_sha256(dataset),
         "encoder": encoder.identity,
         "model_file": model_file,
         "model_sha256": file_sha256(model_file),

@@ -126,6 +126,7 @@ class Settings(BaseModel):
     half: bool | None = None
     descriptions: str | None = None
     descriptions_sha256: str | None = None  # the first 16 hex digits
+    images_sha256: str | None = None  # of the image list (paths and labels; the demo's pixels)
 
 
 class ResultFile(BaseModel):

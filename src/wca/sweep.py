@@ -87,13 +87,13 @@ def output_path(template: str, values: Mapping[str, Any]) -> Path:
 
 
 def finished(
-    path: Path, settings: Mapping[str, Any], texts_sha256: str | None = None
+    path: Path, settings: Mapping[str, Any], digests: Mapping[str, str | None] | None = None
 ) -> str | None:
     """Why the result file at ``path`` cannot be reused for ``settings`` (None: it can).
 
     A file is reused when it is a complete result (clip_benchmark metrics included) with the
-    same settings as those compared in :data:`SETTINGS_COMPARED` and, when ``texts_sha256`` is
-    given and the file records one, the same texts (``descriptions_sha256``).
+    same settings as those compared in :data:`SETTINGS_COMPARED` and the same ``digests``
+    (``descriptions_sha256``, ``images_sha256``: compared where both sides have one).
     """
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -107,8 +107,9 @@ def finished(
     for key in SETTINGS_COMPARED:
         if key in settings and recorded.get(key) != settings[key]:
             return f"its {key} differs"
-    if texts_sha256 and recorded.get("descriptions_sha256") not in (None, texts_sha256):
-        return "its descriptions differ"
+    for key, digest in (digests or {}).items():
+        if digest and recorded.get(key) not in (None, digest):
+            return f"its {key.removesuffix('_sha256')} differ"
     return None
 
 
@@ -275,7 +276,7 @@ def run(
     reports for all; with one cell, the ranks share its feature pass."""
     from wca.features.distributed import join, launched
     from wca.options import RunOptions
-    from wca.pipeline import load_model, prepare_cell, run_cell, sources_sha256
+    from wca.pipeline import images_sha256, load_model, prepare_cell, run_cell, sources_sha256
 
     options = RunOptions() if options is None else options
     if not overwrite:
@@ -294,7 +295,12 @@ def run(
         try:
             prepared = prepare_cell(cell.config, options, cell.output)  # data before the model
             settings = cell_settings(cell.config, options.precision)
-            why = finished(cell.output, settings, sources_sha256(prepared[1]))
+            dataset, sources, _ = prepared
+            digests = {
+                "descriptions_sha256": sources_sha256(sources),
+                "images_sha256": images_sha256(dataset),
+            }
+            why = finished(cell.output, settings, digests)
             if skip_existing and why is None:
                 log.info(f"skip {cell.label}: {cell.output} is complete")
                 summary.skipped.append(cell.label)

@@ -7,6 +7,7 @@ protocol, and writes the table, the JSON result and one explanation image to a f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -137,6 +138,9 @@ def run_demo(
         "half": False,
         "descriptions": "the demo world's class sentences and descriptors",
         "descriptions_sha256": sources_sha256(sources),
+        "images_sha256": hashlib.sha256(
+            dataset.pixels.numpy().tobytes() + dataset.labels.numpy().tobytes()
+        ).hexdigest()[:16],  # rendered, not files: the pixels themselves
         "test_set": {"per_class": per_class, "seed": test_seed, "classes": len(dataset.classnames)},
     }
     result = result_file(

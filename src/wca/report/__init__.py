@@ -17,7 +17,7 @@ DEFAULT_BASELINE = "clip"
 KEY = (
     "dataset", "split", "data_path", "model_spec", "model_sha256", "method", "options",
     "crop_strategy", "n_samples", "patch_n", "alpha", "effective_alpha", "beta", "protocol",
-    "n_run", "seed", "precision", "views", "descriptions_sha256",
+    "n_run", "seed", "precision", "views", "descriptions_sha256", "images_sha256",
 )  # fmt: skip
 GROUP_COLUMNS = ("model", *KEY)  # model: the short model label (clip_benchmark name, file stem)
 

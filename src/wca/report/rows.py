@@ -4,7 +4,8 @@ top-1 difference to a baseline.
 Files are pooled into one row (their runs together) only when every setting that changes a
 number is equal (:data:`KEY`): the dataset's name, split and data root, the model spec and its
 weights' sha256, the method and its options, the crops (strategy, pool, N, alpha, effective
-alpha, beta), the protocol, runs and seed, the precision and views path, the texts' sha256.
+alpha, beta), the protocol, runs and seed, the precision and views path, the texts' sha256 and
+the image list's (:func:`wca.pipeline.images_sha256`).
 Rows that share the columns shown (``group_by``, and the method) are labelled by the settings
 in which they differ, e.g. ``zero [rrc]`` and ``zero [random]``. A setting a schema-1 file did
 not record is unknown, and an unknown value equals nothing, not even another file's unknown.
@@ -26,7 +27,10 @@ from wca.report import DEFAULT_BASELINE, DEFAULT_GROUP_BY, GROUP_COLUMNS, KEY
 from wca.results import NotAResult, ResultFile, read_result
 
 TASK = "zeroshot_classification"
-ABBREVIATIONS = {"patch_n": "N", "n_samples": "pool", "n_run": "runs", "data_path": "root"}
+ABBREVIATIONS = {
+    "patch_n": "N", "n_samples": "pool", "n_run": "runs", "data_path": "root",
+    "model_sha256": "weights", "descriptions_sha256": "texts", "images_sha256": "images",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -232,6 +236,7 @@ def settings_of(result: ResultFile, method: str, path: Path) -> dict[str, Any]:
         "precision": config.precision,
         "views": views,
         "descriptions_sha256": config.descriptions_sha256,
+        "images_sha256": config.images_sha256,
     }
     if result.schema_version == 1:  # None there means "not recorded", never "none"
         values = {k: Unknown(str(path)) if v is None else v for k, v in values.items()}
@@ -299,8 +304,8 @@ def label_rows(rows: Sequence[Row], group_by: Sequence[str] = DEFAULT_GROUP_BY) 
 def _setting_text(name: str, value: Any) -> str:
     if name in ("crop_strategy", "views", "precision", "protocol") and value is not None:
         return str(value)
-    if name in ("model_sha256", "descriptions_sha256") and isinstance(value, str):
-        return f"{'weights' if name == 'model_sha256' else 'texts'} {value[:8]}"
+    if name.endswith("_sha256") and isinstance(value, str):
+        return f"{ABBREVIATIONS[name]} {value[:8]}"
     if name == "options":
         options = json.loads(value) if isinstance(value, str) else {}
         return ", ".join(f"{k}={v}" for k, v in options.items()) or "default options"
