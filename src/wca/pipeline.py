@@ -127,6 +127,12 @@ def images_sha256(dataset) -> str | None:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
+def cell_digests(dataset, sources) -> dict[str, str | None]:
+    """What a result records of its inputs beyond the config: the texts' and the image list's
+    digests (compared before a result file is reused or replaced, and by ``wca report``)."""
+    return {"descriptions_sha256": sources_sha256(sources), "images_sha256": images_sha256(dataset)}
+
+
 def file_sha256(path: str | None) -> str | None:
     """The first 16 hex digits of a weights file's sha256 (of the weights file in a folder);
     None without one."""
@@ -289,8 +295,7 @@ def run_cell(
         **config.to_dict(),
         "data_path": str(Path(config.data_path).expanduser().resolve()),
         "descriptions": source,
-        "descriptions_sha256": sources_sha256(sources),
-        "images_sha256": images_sha256(dataset),
+        **cell_digests(dataset, sources),
         "encoder": encoder.identity,
         "model_file": model_file,
         "model_sha256": file_sha256(model_file),

@@ -276,7 +276,7 @@ def run(
     reports for all; with one cell, the ranks share its feature pass."""
     from wca.features.distributed import join, launched
     from wca.options import RunOptions
-    from wca.pipeline import images_sha256, load_model, prepare_cell, run_cell, sources_sha256
+    from wca.pipeline import cell_digests, load_model, prepare_cell, run_cell
 
     options = RunOptions() if options is None else options
     if not overwrite:
@@ -295,12 +295,7 @@ def run(
         try:
             prepared = prepare_cell(cell.config, options, cell.output)  # data before the model
             settings = cell_settings(cell.config, options.precision)
-            dataset, sources, _ = prepared
-            digests = {
-                "descriptions_sha256": sources_sha256(sources),
-                "images_sha256": images_sha256(dataset),
-            }
-            why = finished(cell.output, settings, digests)
+            why = finished(cell.output, settings, cell_digests(*prepared[:2]))
             if skip_existing and why is None:
                 log.info(f"skip {cell.label}: {cell.output} is complete")
                 summary.skipped.append(cell.label)
