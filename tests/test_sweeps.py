@@ -189,6 +189,18 @@ def test_bad_sweeps_fail_before_any_work(
     assert image_views == []
 
 
+def test_a_folder_where_a_result_file_goes_fails_before_any_work(
+    sweep_world, tiny_descriptions, tmp_path, image_views, capsys
+):
+    args = _sweep_args(sweep_world, tiny_descriptions, tmp_path, "--overwrite")
+    args[args.index("--output") + 1] = str(tmp_path / "{dataset}")
+    (tmp_path / "dtd").mkdir()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"wca: error: --output: {tmp_path / 'dtd'} is a folder; the result is a file"
+    assert image_views == []
+
+
 def test_model_fields_follow_clip_benchmark_names(tmp_path, monkeypatch):
     checkpoint = tmp_path / "ViT-B-32.pt"
     checkpoint.write_bytes(b"")

@@ -207,6 +207,8 @@ def plan(
                 cells.append(Cell(config, output_path(template, fields).resolve()))
     seen: dict[Path, Cell] = {}
     for cell in cells:
+        if cell.output.is_dir():
+            raise SettingError("output", f"{cell.output} is a folder; the result is a file")
         if cell.output in seen:
             raise SettingError(
                 "output",
