@@ -6,7 +6,7 @@ encoder batch, precision, loader workers; ``load_encoder``'s and ``RunOptions``'
 CLI's too). Three ways through the same JPEGs, N crops + the full view each:
 ``extract_features`` (``RunOptions()`` but no cache), ``predict`` on the whole list (views of
 several images packed into encoder batches), and ``predict`` called once per image. Targets
-(issue 23): predict on a list >= 0.9 x and one call per image >= 0.8 x extraction images/s.
+predict on a list >= 0.9 x and one call per image >= 0.8 x extraction images/s.
 
     .venv/bin/python benchmarks/classify.py                     # 16 images, N=60, defaults
     .venv/bin/python benchmarks/classify.py --precision bf16 --batch 128

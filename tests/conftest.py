@@ -11,6 +11,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
+SUPPORT = Path(__file__).resolve().parent / "support"  # helpers, on sys.path (pyproject)
 
 
 def pytest_configure(config: pytest.Config) -> None:

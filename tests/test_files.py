@@ -35,7 +35,7 @@ def test_failed_write_keeps_the_old_content(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
 
-def test_item15_written_files_honour_the_umask(tmp_path):
+def test_written_files_honour_the_umask(tmp_path):
     old = os.umask(0o027)
     try:
         path = write_atomic(tmp_path / "group.json", lambda tmp: tmp.write_text("x"))
@@ -47,7 +47,7 @@ def test_item15_written_files_honour_the_umask(tmp_path):
         os.umask(old)
 
 
-def test_item10_disk_full_names_the_path_and_errno(tmp_path, monkeypatch, capsys):
+def test_disk_full_names_the_path_and_errno(tmp_path, monkeypatch, capsys):
     def disk_full(tmp):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -69,7 +69,7 @@ def test_item10_disk_full_names_the_path_and_errno(tmp_path, monkeypatch, capsys
     assert err == f"wca: error: {path}: No space left on device (errno ENOSPC)"
 
 
-def test_item10_out_that_is_a_directory_is_one_line(tmp_path, capsys):
+def test_out_that_is_a_directory_is_one_line(tmp_path, capsys):
     source = tmp_path / "in.json"
     source.write_text(json.dumps({"cat": ["A cat, which has whiskers."]}))
     folder = tmp_path / "results"
@@ -81,7 +81,7 @@ def test_item10_out_that_is_a_directory_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
-def test_item10_dev_full_is_reported(tmp_path):
+def test_dev_full_is_reported(tmp_path):
     def to_dev_full(tmp):
         with open("/dev/full", "w") as full:
             full.write("x" * 10000)

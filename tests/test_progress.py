@@ -1,4 +1,4 @@
-"""Issue 23 item 2: one progress helper for every bar; live bars only on a terminal, elsewhere
+"""One progress helper for every bar; live bars only on a terminal, elsewhere
 a line per phase and one every few percent (never a carriage return); `-q` silences both;
 `wca demo` names its phases."""
 

@@ -1,4 +1,4 @@
-"""Every `wca` command line in the README parses with the real parser (issue 10, item 21): a
+"""Every `wca` command line in the README parses with the real parser : a
 renamed or removed flag fails here. The Python snippets run in tests/test_explain.py."""
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ _CROP_KEYS = {"n": "n_samples", "strategy": "crop_strategy"}  # CropSpec's names
 
 
 class EvalConfig(BaseModel):
-    """Every setting of ``wca eval``; defaults are the authors' (REFERENCE.md)."""
+    """Every setting of ``wca eval``; defaults are the authors' (their configs and code)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
 

@@ -13,7 +13,8 @@ import yaml
 from wca.datasets import canonical_name
 from wca.defaults import IMAGENET_FAMILY
 
-# The authors' code crops with side U(0.1, 0.9) whatever alpha its config says (REFERENCE.md).
+# The authors' code crops with side U(0.1, 0.9) whatever alpha its config says: their
+# main.py defines random_crop(image, alpha=0.1) and calls it without alpha (tmlr-group/WCA).
 AUTHORS_CODE_ALPHA = 0.1
 
 

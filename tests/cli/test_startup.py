@@ -1,0 +1,198 @@
+"""Parsing the command line imports no model, plotting
+or web library; the CLI's defaults are the API's (one place, wca.defaults); every command's
+--model help is its own and lists the spec forms the registry accepts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from inspect import signature
+
+import pytest
+
+from wca import defaults
+from wca.cli import build_parser, options
+from wca.cli.classifier_options import classifier_crops
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices
+
+
+HEAVY = ("torch", "torchvision", "transformers", "open_clip", "gradio", "matplotlib")
+# --help of every command, argument errors, and the parsing of commands that would run
+PARSED = [
+    ["--help"],
+    ["--version"],
+    *[[command, "--help"] for command in _commands(build_parser())],
+    ["demo", "train", "--help"],
+    ["descriptions", "check", "--help"],
+    ["classify"],
+    ["eval", "--frobnicate"],
+    ["eval", "--precision", "fp64"],
+    ["classify", "x.jpg", "--classes", "a,b", "--model", "demo"],
+    ["eval", "--dataset", "cub", "--data-root", "d"],
+    ["serve", "--port", "80"],
+    ["reproduce", "--data-root", "d/{dataset}"],
+]
+PROBE = """
+import contextlib, io, json, sys
+from wca.cli import build_parser
+parser = build_parser()
+for argv in json.loads(sys.argv[1]):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            pass
+print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+def test_parsing_imports_no_model_plotting_or_web_library():
+    """`wca --help`, `--version`, every `COMMAND --help` and argument errors
+    answer before any heavy import (the handlers import what they need)."""
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(PARSED)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    imported = set(json.loads(done.stdout))
+    assert imported & set(HEAVY) == set(), done.stdout
+    assert "wca" in imported
+
+
+def test_module_entry_point_help_imports_nothing_heavy():
+    """`python -m wca --help` as the user runs it, read by -X importtime."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "wca", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    modules = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert "wca.cli" in modules
+    assert {name.split(".")[0] for name in modules} & set(HEAVY) == set()
+
+
+def test_model_libraries_load_with_the_first_model_of_their_backend():
+    """Before a model loads, a command has imported torch and torchvision only: open_clip and
+    transformers come with the first model of their backend (here the demo's open_clip one)."""
+    probe = (
+        "import sys, wca.encoders, wca.classifier, wca.pipeline\n"
+        "before = {m for m in ('open_clip', 'transformers') if m in sys.modules}\n"
+        "wca.encoders.load_encoder('demo', device='cpu')\n"
+        "print(sorted(before), 'open_clip' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "True"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval"],
+        ["extract"],
+        ["classify", "x.jpg", "--classes", "a,b"],
+        ["explain", "x.jpg", "--classes", "a,b", "--descriptions", "d.json"],
+        ["serve"],
+        ["reproduce", "--data-root", "d/{dataset}"],
+    ],
+)
+def test_cli_speed_defaults_are_the_api_defaults(argv):
+    """Device, precision, batch size and workers of every command that loads a
+    model are wca.defaults', as load_encoder's and RunOptions' are."""
+    from wca.encoders import load_encoder
+    from wca.encoders.base import resolve_batch_size
+    from wca.options import RunOptions
+
+    args = build_parser().parse_args(argv)
+    api = signature(load_encoder).parameters
+    run = RunOptions()
+    assert args.device == defaults.DEVICE == api["device"].default == run.device
+    assert args.precision == defaults.PRECISION == api["precision"].default == run.precision
+    # None everywhere: the config's batch size (eval), else defaults.BATCH_SIZE
+    assert args.batch_size is None and api["batch_size"].default is None and run.batch_size is None
+    assert resolve_batch_size(None) == defaults.BATCH_SIZE
+    if hasattr(args, "num_workers"):
+        assert args.num_workers == defaults.NUM_WORKERS == run.num_workers
+    if hasattr(args, "shard_size"):
+        assert args.shard_size == defaults.SHARD_SIZE == run.shard_size
+
+
+def test_eval_flags_left_out_give_the_api_run_options():
+    from wca.options import RunOptions
+
+    args = build_parser().parse_args(["eval"])
+    assert options.run_options(args) == RunOptions()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["classify", "x.jpg", "--classes", "a,b"],
+        ["explain", "x.jpg", "--classes", "a,b", "--descriptions", "d.json"],
+    ],
+)
+def test_classifier_crop_defaults_are_the_api_defaults(argv):
+    from wca.classifier import WCAClassifier
+    from wca.crops import CropSpec
+
+    args = build_parser().parse_args(argv)
+    assert classifier_crops(args) == CropSpec()
+    assert (args.n_crops, args.alpha, args.seed) == (defaults.N_CROPS, defaults.ALPHA, 0)
+    for name in ("n_crops", "alpha", "seed"):  # None: the crops of CropSpec()
+        assert signature(WCAClassifier).parameters[name].default is None
+
+
+def test_demo_defaults_are_the_paper_defaults():
+    args = build_parser().parse_args(["demo"])
+    assert (args.n_samples, args.patch_n, args.alpha, args.seed) == (
+        defaults.N_CROPS,
+        defaults.N_CROPS,
+        defaults.ALPHA,
+        defaults.SEED,
+    )
+
+
+def test_model_help_lists_every_spec_form_the_registry_accepts():
+    """The import-free help text agrees with wca.encoders.registry."""
+    from wca.encoders.registry import CHECKPOINT_SUFFIXES, NAMED_MODELS, SPEC_FORMS
+
+    forms = {form for backend in SPEC_FORMS.values() for form, _, _ in backend}
+    assert forms == set(options.MODEL_FORMS)
+    assert set(options.CHECKPOINT_FILES.split("/")) == set(CHECKPOINT_SUFFIXES)
+    assert {name: what for name, (what, _) in NAMED_MODELS.items()} == options.NAMED_MODELS
+
+
+def _model_help(command: list[str]) -> str:
+    parser = build_parser()
+    for name in command:
+        parser = _commands(parser)[name]
+    (action,) = [a for a in parser._actions if "--model" in a.option_strings]
+    return action.help
+
+
+@pytest.mark.parametrize("command", [["eval"], ["extract"], ["classify"], ["explain"], ["serve"]])
+def test_each_command_has_its_own_model_help(command):
+    text = _model_help(command)
+    for form in (*options.MODEL_FORMS, ".safetensors", "demo (the shipped demo model)"):
+        assert form in text, (command, form)
+    mentions_config = "--config" in text or "model_size" in text
+    assert mentions_config == (command[0] in ("eval", "extract"))
+    if command[0] == "serve":
+        assert "default: demo" in text
+    if command[0] in ("classify", "explain"):
+        assert "required" in text
+
+
+def test_help_keeps_hyphenated_specs_whole(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["classify", "--help"])
+    out = capsys.readouterr().out
+    assert "open_clip:hf-hub:ORG/NAME" in out and "open_clip:local-dir:/path/folder" in out
