@@ -65,19 +65,12 @@ VARIANTS = ("library", "per-run")
 
 
 @dataclass(frozen=True)
-class PerRunHead:
+class PerRunHead(Head):
     """A crop head seen without its ``pool_logits``: ``wca.evaluate`` then gathers every run's
     crops (``index_select``) and calls ``logits`` once per run, as before that method existed."""
 
     head: Head
-
-    @property
-    def uses_crops(self) -> bool:
-        return self.head.uses_crops
-
-    @property
-    def n_draws(self) -> int:
-        return self.head.n_draws
+    uses_crops = True
 
     def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0) -> Tensor:
         return self.head.logits(image_emb, crop_emb, draw)

@@ -7,10 +7,10 @@ import logging
 
 import numpy as np
 import pytest
-from fake_encoder import FakeEncoder
 from PIL import Image
-from tiny_models import save_hf_clip_model
 
+from fake_encoder import FakeEncoder
+from tiny_models import save_hf_clip_model
 from wca.classifier import WCAClassifier
 from wca.encoders import load_encoder
 

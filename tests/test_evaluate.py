@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from fake_encoder import FakeEncoder
 from wca.evaluate import evaluate, result_file, run_indices
 from wca.features import Features
-from wca.methods import TextSources, build_head
+from wca.methods import Head, OnlineHead, TextSources, build_head
 from wca.results import read_result
 
 B, N, D, C = 23, 12, 16, 4
@@ -47,7 +47,7 @@ def _sources() -> TextSources:
 
 
 @dataclass
-class ScriptedHead:
+class ScriptedHead(Head):
     """Fixed logits, optionally different per draw; records the crops it was shown."""
 
     logits_by_draw: list[torch.Tensor]
@@ -111,8 +111,8 @@ def test_indices_are_shared_draws_with_replacement_or_fresh_slices():
 def test_fresh_protocol_shows_each_run_its_own_crops():
     seen = []
 
-    class Recorder:
-        uses_crops, n_draws = True, 1
+    class Recorder(Head):
+        uses_crops = True
 
         def logits(self, image_emb, crop_emb=None, draw=0):
             seen.append(crop_emb[0].clone())
@@ -173,10 +173,10 @@ def test_table_and_json(tmp_path):
     assert (correct.mean(1) * 100).tolist() == pytest.approx(wca["top1"]["runs"])
 
 
-class PerRun:
+class PerRun(Head):
     """A crop head seen through ``logits`` only: evaluate gathers each run's crops for it."""
 
-    uses_crops, n_draws = True, 1
+    uses_crops = True
 
     def __init__(self, head) -> None:
         self.head = head
@@ -187,6 +187,8 @@ class PerRun:
 
 class PoolSpy(PerRun):
     """The same head with its ``pool_logits``, recording the runs of every call."""
+
+    pooled_runs = True
 
     def __init__(self, head) -> None:
         super().__init__(head)
@@ -209,11 +211,11 @@ def test_heads_scoring_all_runs_from_the_pool_match_per_run_scoring(monkeypatch)
     assert spy.calls[:3] == [(1, 7), (2, 7), (2, 7)]  # chunk 1: run 0, then runs 1-2 and 3-4
 
 
-class StreamRecorder:
+class StreamRecorder(OnlineHead):
     """An online head that remembers the order its images arrive in (their labels, from the
     embedding's first coordinate) and scores each image by the label of the one before it."""
 
-    uses_crops, n_draws, online = True, 1, True
+    uses_crops = True
 
     def __init__(self) -> None:
         self.orders: list[list[int]] = []

@@ -8,13 +8,13 @@ import math
 import numpy as np
 import open_clip
 import torch
-from fake_encoder import FakeEncoder
-from feature_world import TinyDataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from torchvision.transforms import RandomResizedCrop
 
+from fake_encoder import FakeEncoder
+from feature_world import TinyDataset
 from wca.crops import (
     CropSpec,
     Preprocessing,

@@ -8,9 +8,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
 from mini_datasets import make_dtd, make_eurosat
 from tiny_models import save_open_clip_model
-
 from wca.cli import main
 from wca.encoders import Encoder
 from wca.pipeline import images_sha256

@@ -43,11 +43,10 @@ from wca.descriptions.io import (
 from wca.errors import SettingError
 from wca.features.views import BadImage, ViewBatcher, ViewItems, encode_views, iterate_views
 from wca.images import as_image, image_key
-from wca.methods import Head, TextSources, WCAHead, build_head
-from wca.methods.registry import class_probabilities
+from wca.methods import Head, TextSources, build_head
 from wca.prediction import DescriptionScore, Prediction
 from wca.progress import progress_bar
-from wca.scoring import crop_weights, require_finite
+from wca.scoring import require_finite
 
 log = logging.getLogger("wca")
 ImageInput = str | Path | Image.Image | np.ndarray
@@ -207,10 +206,11 @@ class WCAClassifier:
             allow_duplicates=self.allow_duplicates,
             **{**self.options, **options},
         )
-        if getattr(head, "online", False):
+        if head.online:
             raise ValueError(f"method {self.method!r} is an online method: use wca eval")
-        if isinstance(head, WCAHead):
-            require_finite(head.desc_emb, self._model, "description embedding")
+        text = head.text_features()
+        if text is not None:
+            require_finite(text, self._model, "text side")
         self._label_sets[key] = _LabelSet(names, texts, head)
         if len(self._label_sets) > LABEL_SETS:
             self._label_sets.popitem(last=False)
@@ -323,13 +323,14 @@ class WCAClassifier:
         head = labels.head
         scores = head.logits(image_emb, crop_emb if head.uses_crops else None)
         require_finite(scores, self._model, "score")
-        probabilities = class_probabilities(head, scores, float(self.encoder.logit_scale))
+        probabilities = head.probabilities(scores, float(self.encoder.logit_scale))
         top = probabilities.topk(top_k, dim=-1)
-        wca = isinstance(head, WCAHead)
-        weights = crop_weights(crop_emb, image_emb, head.image_scale) if wca else None
+        weights = head.crop_weights(image_emb, crop_emb) if head.evidence else None
         for row, (item, _) in enumerate(done):
             indices = top.indices[row].tolist()
-            evidence = self._evidence(labels, indices, weights[row] @ crop_emb[row]) if wca else {}
+            evidence = {}
+            if weights is not None:
+                evidence = self._evidence(labels, indices, weights[row] @ crop_emb[row].float())
             source = images[item.index]
             bar.update(1)
             yield (
@@ -339,7 +340,7 @@ class WCAClassifier:
                     scores=top.values[row].tolist(),
                     indices=indices,
                     boxes=item.boxes,
-                    crop_weights=weights[row] if wca else torch.zeros(0),
+                    crop_weights=weights[row] if weights is not None else torch.zeros(0),
                     descriptions=evidence,
                     image_size=item.size,
                     image_emb=image_emb[row].float(),
@@ -351,15 +352,14 @@ class WCAClassifier:
     @staticmethod
     def _evidence(labels: _LabelSet, indices: list[int], weighted_crop: Tensor):
         """Each top class's descriptions: weight v_j and sum_i w_i cos(crop_i, desc_j)."""
-        head = labels.head
-        v = head.description_weights()
         evidence = {}
-        for c in indices:
-            texts = labels.descriptions[c]
-            similarity = head.desc_emb[c, : len(texts)] @ weighted_crop
+        scores = labels.head.description_scores(indices, weighted_crop)
+        for c, (weights, similarities) in zip(indices, scores, strict=True):
             rows = [
-                DescriptionScore(text, float(v[c, j]), float(similarity[j]))
-                for j, text in enumerate(texts)
+                DescriptionScore(text, float(weight), float(similarity))
+                for text, weight, similarity in zip(
+                    labels.descriptions[c], weights.tolist(), similarities.tolist(), strict=True
+                )
             ]
             evidence[labels.classnames[c]] = sorted(rows, key=lambda r: -r.weight * r.similarity)
         return evidence

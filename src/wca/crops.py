@@ -27,6 +27,7 @@ from torchvision.transforms import InterpolationMode
 
 from wca import defaults
 from wca.errors import SettingError
+from wca.registry import Registry
 
 # Version of the crop sampler; part of every feature-cache key.
 SAMPLER_VERSION = 1
@@ -242,12 +243,11 @@ def _unflipped(sampler):
 
 # Crop-set samplers by name: fn(height, width, n, alpha, beta, numpy Generator) ->
 # (int boxes [n, 4], bool flips [n]).
-CROP_STRATEGIES = {
-    "random": _unflipped(_random_boxes),
-    "diverse": _unflipped(_diverse_boxes),
-    "grid": _unflipped(_grid_boxes),
-    "rrc": _rrc_boxes,
-}
+CROP_STRATEGIES: Registry[Callable[..., tuple[np.ndarray, np.ndarray]]] = Registry("crop strategy")
+CROP_STRATEGIES.register("random", _unflipped(_random_boxes))
+CROP_STRATEGIES.register("diverse", _unflipped(_diverse_boxes))
+CROP_STRATEGIES.register("grid", _unflipped(_grid_boxes))
+CROP_STRATEGIES.register("rrc", _rrc_boxes)
 
 
 def image_to_tensor(image: Image.Image) -> Tensor:

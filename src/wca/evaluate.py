@@ -17,7 +17,7 @@ Online methods (a memory across the test stream: ``head.online``) see, in each r
 in the order :func:`stream_order` gives, from an empty memory; per-image methods do not depend
 on the order. Accuracies are percentages; std is the population std over runs (``numpy.std``, as
 the authors report). Calibration (ECE over 15 equal-width bins of the top-1 confidence, NLL,
-Brier) is over each head's class probabilities (:func:`wca.methods.registry.class_probabilities`).
+Brier) is over each head's class probabilities (:meth:`wca.methods.Head.probabilities`).
 Images are scored in chunks, so memory stays bounded at ImageNet size. Images skipped as
 unreadable (label -1, ``wca eval --skip-bad-images``) are left out.
 """
@@ -37,7 +37,6 @@ from torch import Tensor
 from wca import results as schema
 from wca.features import Features
 from wca.methods import Head
-from wca.methods.registry import class_probabilities
 from wca.progress import progress_bar
 
 PROTOCOLS = ("pool", "fresh")
@@ -219,7 +218,7 @@ class _Tally:
             nll=(self.nll / count).tolist(),
             brier=(self.brier / count).tolist(),
             correct=self.correct,
-            online=bool(getattr(head, "online", False)),
+            online=head.online,
         )
 
 
@@ -228,23 +227,22 @@ def _scored_runs(
 ) -> Iterator[tuple[list[int], Tensor]]:
     """``(runs, logits [B, C])`` of one per-image head on one chunk of images, for every run.
 
-    A crop head with a ``pool_logits(image_emb, crop_pool, indices [R, P]) -> [R, B, C]``
-    method scores many runs from the whole pool at once (no per-run copy of the selected
-    crops); otherwise each run's crops are gathered and passed to ``logits``.
+    A crop head that declares ``pooled_runs`` scores many runs from the whole pool at once
+    (``pool_logits``: no per-run copy of the selected crops); otherwise each run's crops are
+    gathered and passed to ``logits``.
     """
     n_run = len(indices)
-    n_draws = max(int(getattr(head, "n_draws", 1)), 1)
+    n_draws = max(int(head.n_draws), 1)
     if not head.uses_crops:  # one scoring per text draw, shared by the runs that use it
         for draw in range(min(n_draws, n_run)):
             yield list(range(draw, n_run, n_draws)), head.logits(image_emb, None, draw=draw)
         return
-    pool_logits = getattr(head, "pool_logits", None)
-    if pool_logits is not None and n_draws == 1:
-        first = pool_logits(image_emb, crop_emb, indices[:1])
+    if head.pooled_runs and n_draws == 1:
+        first = head.pool_logits(image_emb, crop_emb, indices[:1])
         yield [0], first[0]
         step = max(1, RUN_LOGITS_BUDGET // first[0].numel())
         for start in range(1, n_run, step):
-            logits = pool_logits(image_emb, crop_emb, indices[start : start + step])
+            logits = head.pool_logits(image_emb, crop_emb, indices[start : start + step])
             for offset, run_logits in enumerate(logits):
                 yield [start + offset], run_logits
         return
@@ -297,12 +295,12 @@ def evaluate(
         targets = labels
         if subset is not None:  # choose among the subset's classes
             logits, targets = logits[:, subset], torch.searchsorted(subset, labels)
-        probs = class_probabilities(heads[name], logits.float(), logit_scale)
+        probs = heads[name].probabilities(logits.float(), logit_scale)
         if not bool(torch.isfinite(probs).all()):
             raise ValueError(f"method {name!r} gave non-finite scores")
         tallies[name].add(runs, logits, probs, targets, labels, positions)
 
-    per_image = {name: head for name, head in heads.items() if not getattr(head, "online", False)}
+    per_image = {name: head for name, head in heads.items() if not head.online}
     online = {name: head for name, head in heads.items() if name not in per_image}
     total = len(features) * bool(per_image) + count * n_run * len(online)
     bar = progress_bar(total=total, unit="img", desc="scoring", enabled=progress)

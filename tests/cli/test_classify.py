@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fake_encoder import FakeEncoder
 from PIL import Image
-from tiny_models import save_open_clip_model
 
+from fake_encoder import FakeEncoder
+from tiny_models import save_open_clip_model
 from wca.classifier import WCAClassifier
 from wca.cli import main
 from wca.descriptions import load_classnames

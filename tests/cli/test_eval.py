@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from cli_world import CLASSES, build_world, extract_args, shards
 from mini_datasets import make_eurosat
-
 from wca.cli import main
 from wca.config import EvalConfig, resolve_config
 from wca.encoders import Encoder

@@ -11,10 +11,10 @@ import warnings
 from pathlib import Path
 
 import pytest
-from mini_datasets import write_image
 from PIL import Image
-from tiny_models import save_open_clip_model
 
+from mini_datasets import write_image
+from tiny_models import save_open_clip_model
 from wca.cli import _warnings_as_log_lines, main
 from wca.cli.classifier_options import image_paths, image_suffixes
 

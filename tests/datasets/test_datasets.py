@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-import mini_datasets as mini
 import pytest
 from PIL import Image
 
+import mini_datasets as mini
 from wca.datasets import DATASETS, ENV_VAR, Dataset, load_dataset, resolve_descriptions_dir
 from wca.datasets.imagenet import imagenet_wnids
 from wca.descriptions import load_classnames, load_descriptions

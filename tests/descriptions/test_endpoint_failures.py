@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
-from fake_encoder import FakeEncoder
-from fake_llm_server import FakeLLMServer
 from PIL import Image
 
+from fake_encoder import FakeEncoder
+from fake_llm_server import FakeLLMServer
 from wca.classifier import WCAClassifier
 from wca.cli import main
 from wca.descriptions import load_descriptions, match_descriptions

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_llm_server import FakeLLMServer
 
+from fake_llm_server import FakeLLMServer
 from wca.cli import main
 from wca.descriptions.generate import (
     CUPL_QUESTIONS,

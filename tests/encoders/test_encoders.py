@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import open_clip
 import pytest
-import tiny_models
 import torch
 import torch.nn.functional as F
 from huggingface_hub import constants as hub_constants
@@ -18,6 +17,7 @@ from open_clip.transformer import QuickGELU
 from PIL import Image
 from transformers import AutoProcessor
 
+import tiny_models
 import wca
 from wca.crops import fast_views
 from wca.encoders import BACKENDS, Encoder, ModelNotAvailableError, load_encoder, register_backend

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tiny_hf_families
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+import tiny_hf_families
 import wca
 from wca.cli import main
 from wca.crops import crop_boxes, fast_views, fidelity_views

@@ -11,10 +11,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-import tiny_models
 import torch
 from safetensors.torch import save_file
 
+import tiny_models
 from wca import defaults
 from wca.cli import main
 from wca.encoders import BACKENDS, load_encoder, resolve_spec
@@ -214,13 +214,12 @@ def test_library_log_lines_are_folded_into_our_one_line_error(offline_hub, caplo
     assert logging.getLogger().handlers == handlers
 
 
-def test_a_failing_backends_log_line_becomes_part_of_its_error(monkeypatch, capsys):
+def test_a_failing_backends_log_line_becomes_part_of_its_error(capsys):
     def fails(spec, model, **options):
         logging.getLogger("somelib.loader").warning("Checksum mismatch in shard 3. Retrying.")
         raise ValueError(f"{spec}: cannot load")
 
-    monkeypatch.setitem(BACKENDS, "failing", fails)
-    with pytest.raises(ValueError) as caught:
+    with BACKENDS.temporarily("failing", fails), pytest.raises(ValueError) as caught:
         _load("failing:model")
     assert str(caught.value) == (
         "failing:model: cannot load (somelib logged: Checksum mismatch in shard 3.)"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import open_clip
 import pytest
-import tiny_models
 import torch
-from fake_encoder import FakeEncoder
 
+import tiny_models
+from fake_encoder import FakeEncoder
 from wca import defaults
 from wca.encoders import check_texts, load_encoder
 from wca.encoders import tokens as tokens_module

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from fake_encoder import FakeEncoder
 from PIL import Image
 
 import wca
+from fake_encoder import FakeEncoder
 from wca.cli import main
 from wca.demo.run import export
 from wca.explain import explanation_record, render_explanation, where_figure, write_explanations

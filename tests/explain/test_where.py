@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from fake_encoder import FakeEncoder
 from PIL import Image
 
 import wca
+from fake_encoder import FakeEncoder
 from wca.explain.contrast import contrast, cover_masks
 from wca.explain.where import where_figure, where_maps
 from wca.explain.windows import Windows, window_embeddings

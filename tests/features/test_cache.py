@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from cache_worker import IMAGES, SHARD_SIZE
-from cli_world import build_world, extract_args, shards
-from fake_encoder import FakeEncoder
-from feature_world import TinyDataset, copy_features, extract, same_features
 from PIL import Image
 from safetensors import SafetensorError
 
 import wca.features.cache as cache_module
+from cache_worker import IMAGES, SHARD_SIZE
+from cli_world import build_world, extract_args, shards
 from conftest import SUPPORT
+from fake_encoder import FakeEncoder
+from feature_world import TinyDataset, copy_features, extract, same_features
 from wca.cli import main
 from wca.features import MANIFEST
 from wca.files import FINGERPRINT_BLOCK, FileLock, file_fingerprint

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_encoder import FakeEncoder
 from PIL import Image
 from safetensors.torch import load_file
-from tiny_models import save_openai_state_dict
 from torch import distributed as dist
 
 from conftest import SUPPORT
+from fake_encoder import FakeEncoder
+from tiny_models import save_openai_state_dict
 from wca.cli import main
 from wca.crops import CropSpec
 from wca.features import ShardCache, extract_features

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_encoder import FakeEncoder
-from feature_world import TinyDataset, copy_features, extract, same_features
 from PIL import Image
 
 from conftest import SUPPORT
+from fake_encoder import FakeEncoder
+from feature_world import TinyDataset, copy_features, extract, same_features
 from wca import crops
 from wca.features import MANIFEST, extract_features
 

@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 
 import pytest
+
 from mini_datasets import make_dtd, make_pets
 from tiny_models import save_openai_state_dict
-
 from wca import report
 from wca.cli import main
 from wca.encoders import Encoder

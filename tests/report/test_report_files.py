@@ -281,7 +281,6 @@ def test_zero_mta_and_awt_probabilities_are_their_own():
     from wca.evaluate import MIN_PROBABILITY
     from wca.methods.awt import AWTHead
     from wca.methods.mta import MTAHead
-    from wca.methods.registry import class_probabilities
     from wca.methods.zero import ZeroHead
 
     g = torch.Generator().manual_seed(0)
@@ -289,7 +288,7 @@ def test_zero_mta_and_awt_probabilities_are_their_own():
     classes, images, crops = unit(5, 16), unit(3, 16), unit(3, 9, 16)
     zero = ZeroHead(classes, logit_scale=30.0)
     votes = zero.logits(images, crops)
-    shares = class_probabilities(zero, votes, 30.0)
+    shares = zero.probabilities(votes, 30.0)
     assert torch.allclose(shares, votes / votes.sum(-1, keepdim=True))
     assert torch.allclose(shares.sum(-1), torch.ones(3)) and bool((shares == 0).any())
     assert -np.log(MIN_PROBABILITY) == pytest.approx(27.63, abs=0.01)  # NLL of a 0 share
@@ -298,7 +297,7 @@ def test_zero_mta_and_awt_probabilities_are_their_own():
         AWTHead(classes[:, None], torch.ones(5, 1, dtype=torch.bool), logit_scale=30.0),
     ):
         logits = head.logits(images, crops)  # at the model's temperature already
-        assert torch.allclose(class_probabilities(head, logits, 30.0), logits.softmax(-1))
+        assert torch.allclose(head.probabilities(logits, 30.0), logits.softmax(-1))
 
 
 # ------------------------------------------------------- paired confidence intervals

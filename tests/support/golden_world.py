@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+
 from tiny_models import save_open_clip_model
 
 CLASSES = ("red fox", "blue whale", "green frog")

@@ -15,8 +15,9 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
-import tiny_models
 import torch
+
+import tiny_models
 
 SIZE = 32  # input side of the fixed-size families
 TOWER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,

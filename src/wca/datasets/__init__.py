@@ -23,8 +23,6 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from wca.dataset_names import dataset_key
-
 # The loader modules register themselves on import.
 from wca.datasets import (  # noqa: F401
     cub,
@@ -54,8 +52,7 @@ __all__ = [
 def canonical_name(name: str) -> str:
     """The registered name of dataset ``name`` (``-``/``_`` and the authors' spellings alike,
     see :mod:`wca.dataset_names`); unknown names come back as they are."""
-    key = dataset_key(name)
-    return next((known for known in DATASETS if dataset_key(known) == key), name)
+    return DATASETS.canonical(name) or name
 
 
 def load_dataset(name: str, root: str | Path, split: str | None = None, **options: Any) -> Dataset:
@@ -64,9 +61,7 @@ def load_dataset(name: str, root: str | Path, split: str | None = None, **option
     Unknown names and options give a ValueError listing the known ones; a missing root or an
     unexpected layout gives a FileNotFoundError naming the path and the layout expected.
     """
-    loader = DATASETS.get(canonical_name(name))
-    if loader is None:
-        raise ValueError(f"unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))})")
+    loader = DATASETS.get_entry(name)
     parameters = inspect.signature(loader).parameters
     known = [p.name for p in parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
     unknown = sorted(set(options) - set(known))

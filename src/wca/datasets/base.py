@@ -10,23 +10,19 @@ import torch.utils.data
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
+from wca.dataset_names import dataset_key
 from wca.descriptions.io import read_text
 from wca.images import load_image
+from wca.registry import Registry
 
-# Registry name -> loader ``fn(root: Path, split: str | None, **options) -> Dataset``.
-DATASETS: dict[str, Callable[..., Dataset]] = {}
+# Registry name -> loader ``fn(root: Path, split: str | None, **options) -> Dataset``; names
+# match whatever their case, ``-``/``_`` and the WCA authors' spellings (``oxford_pet``).
+DATASETS: Registry[Callable[..., Dataset]] = Registry("dataset", normalize=dataset_key)
 
 
 def register(name: str) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
-    """Register a loader under ``name`` (``load_dataset`` treats ``-`` and ``_`` alike)."""
-
-    def decorator(loader: Callable[..., Dataset]) -> Callable[..., Dataset]:
-        if name in DATASETS:
-            raise ValueError(f"dataset {name!r} is registered twice")
-        DATASETS[name] = loader
-        return loader
-
-    return decorator
+    """Register a loader under ``name`` (a name is registered once)."""
+    return DATASETS.register(name)
 
 
 class Dataset(torch.utils.data.Dataset):

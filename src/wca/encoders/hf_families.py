@@ -21,6 +21,7 @@ from torch import Tensor
 from torchvision.transforms import InterpolationMode
 
 from wca.crops import Preprocessing
+from wca.registry import Registry
 
 
 def image_option(processor, key: str, default=None):
@@ -241,15 +242,12 @@ class Family:
     logit_bias: Callable[..., float] = no_logit_bias
 
 
-FAMILIES: dict[str, Family] = {}
+FAMILIES: Registry[Family] = Registry("model family")
 
 
 def register_family(family: Family) -> Family:
     """Make checkpoints whose config has ``model_type == family.model_type`` loadable."""
-    if family.model_type in FAMILIES:
-        raise ValueError(f"a model family {family.model_type!r} is already registered")
-    FAMILIES[family.model_type] = family
-    return family
+    return FAMILIES.register(family.model_type, family)
 
 
 def family_for(model_type: object, name: str) -> Family:
@@ -257,7 +255,7 @@ def family_for(model_type: object, name: str) -> Family:
     if model_type not in FAMILIES:
         raise ValueError(
             f"{name}: model_type {model_type!r} is not a dual-encoder family the hf backend "
-            f"knows (known: {', '.join(sorted(FAMILIES))}; see `wca models`)"
+            f"knows (known: {', '.join(FAMILIES.list())}; see `wca models`)"
         )
     return FAMILIES[model_type]
 

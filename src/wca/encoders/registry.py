@@ -18,6 +18,7 @@ import torch
 
 from wca import defaults
 from wca.encoders.base import Encoder, resolve_batch_size, resolve_device, resolve_precision
+from wca.registry import Registry
 
 log = logging.getLogger("wca")
 # Files a bare path may name, loaded by open_clip as OpenAI-format CLIP weights.
@@ -39,11 +40,11 @@ class BackendLoader(Protocol):
     ) -> Encoder: ...
 
 
-BACKENDS: dict[str, BackendLoader] = {}
+BACKENDS: Registry[BackendLoader] = Registry("model backend")
 # Per backend: (form, what it names, one example), for `wca models`.
 SPEC_FORMS: dict[str, tuple[tuple[str, str, str], ...]] = {}
 # Named models: name -> (what it is, a function giving its BACKEND:MODEL spec).
-NAMED_MODELS: dict[str, tuple[str, Callable[[], str]]] = {}
+NAMED_MODELS: Registry[tuple[str, Callable[[], str]]] = Registry("named model")
 # The forms that need no backend prefix, for `wca models` and the --model help texts.
 BARE_FORMS = (
     ("/path/file.pt", "a checkpoint file (.pt, .pth, .bin, .ckpt, .safetensors): OpenAI-format "
@@ -64,9 +65,7 @@ def register_backend(
     (``(form, what it names, example)`` each, listed by `wca models`)."""
 
     def register(loader: BackendLoader) -> BackendLoader:
-        if prefix in BACKENDS:
-            raise ValueError(f"a model backend {prefix!r} is already registered")
-        BACKENDS[prefix] = loader
+        BACKENDS.register(prefix, loader)
         SPEC_FORMS[prefix] = tuple(forms)
         return loader
 
@@ -75,9 +74,9 @@ def register_backend(
 
 def register_named_model(name: str, what: str, spec: Callable[[], str]) -> None:
     """Make ``name`` a model spec of its own, standing for ``spec()`` (computed when loaded)."""
-    if name in NAMED_MODELS or name in BACKENDS:
-        raise ValueError(f"a model name {name!r} is already registered")
-    NAMED_MODELS[name] = (what, spec)
+    if name in BACKENDS:
+        raise ValueError(f"a model name {name!r} is already registered (as a backend)")
+    NAMED_MODELS.register(name, (what, spec))
 
 
 def split_spec(spec: str) -> tuple[str, str]:

@@ -32,6 +32,7 @@ from wca.methods import (  # noqa: F401  (each module registers its methods)
     wca,
     zero,
 )
+from wca.methods.base import Head, OnlineHead
 from wca.methods.prompts import (
     LABEL_TEMPLATE,
     PromptHead,
@@ -42,7 +43,7 @@ from wca.methods.prompts import (
     template_prompts,
     waffle_descriptors,
 )
-from wca.methods.registry import METHODS, EncodeTexts, Head, build_head, register_method
+from wca.methods.registry import METHODS, EncodeTexts, build_head, register_method
 from wca.methods.sources import TextSources, load_text_sources
 from wca.methods.wca import WCAHead
 
@@ -51,6 +52,7 @@ __all__ = [
     "METHODS",
     "EncodeTexts",
     "Head",
+    "OnlineHead",
     "PromptHead",
     "TextSources",
     "WCAHead",

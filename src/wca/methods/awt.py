@@ -36,8 +36,9 @@ from torch import Tensor
 
 from wca.defaults import LABEL_TEMPLATE
 from wca.descriptions.io import match_descriptions
+from wca.methods.base import Head
 from wca.methods.prompts import encode_prompts
-from wca.methods.registry import EncodeTexts, Head, register_method, require
+from wca.methods.registry import EncodeTexts, register_method, require
 from wca.methods.sources import TextSources
 from wca.methods.zero import LogitScale, all_views
 
@@ -118,14 +119,15 @@ def sinkhorn(
 
 
 @dataclass
-class AWTHead:
+class AWTHead(Head):
+    uses_crops = True
+    own_probabilities = True
+
     prompt_emb: Tensor  # [C, P, D]: the label prompt, then the description prompts (padded)
     mask: Tensor  # [C, P]
     logit_scale: float = 100.0
     image_temperature: float = 0.5
     text_temperature: float = 0.5
-    uses_crops: bool = True
-    n_draws: int = 1
     _text: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0) -> Tensor:
@@ -150,7 +152,7 @@ class AWTHead:
                 scores.append(self.logit_scale * (plan_cos * c).sum(-1))  # sum T o
         return torch.stack(scores) if scores else views.new_zeros(0, n_classes)
 
-    def probabilities(self, logits: Tensor) -> Tensor:
+    def probabilities(self, logits: Tensor, logit_scale: float) -> Tensor:
         """softmax of the logits, which are at the model's temperature already."""
         return logits.softmax(-1)
 
@@ -208,7 +210,7 @@ def _awt(
     sources: TextSources,
     n_descriptions: Annotated[int, Field(ge=1)] = 50,
     logit_scale: LogitScale = 100.0,
-) -> Head:
+) -> AWTHead:
     """``n_descriptions``: the first that many sentences of each class (all, when fewer).
     The label prompt is the authors' template of ``sources.dataset`` (:func:`awt_template`)."""
     names = sources.names("awt")

@@ -43,7 +43,7 @@ from wca.methods.online import (
     most_confident,
     take,
 )
-from wca.methods.registry import EncodeTexts, Head, register_method
+from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 from wca.methods.tda import TDAHead, TDAStream, dataset_cache
 from wca.methods.zero import LogitScale
@@ -161,7 +161,7 @@ def _boostadapter(
     neg_entropy: Bounds = (0.2, 0.5),
     neg_mask: Bounds = (0.03, 1.0),
     logit_scale: LogitScale = 100.0,
-) -> Head:
+) -> BoostAdapterHead:
     """``dataset`` picks the authors' config (pos_alpha, pos_beta, views, delta) for options
     left unset; ``delta`` extra shots per class for the boosting samples."""
     alpha, beta, views = dataset_cache(dataset or sources.dataset, pos_alpha, pos_beta, views)

@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
+from wca.methods.base import OnlineHead
 from wca.methods.online import (
     Base,
     Fraction,
-    OnlineHead,
     SlotCache,
     Weight,
     block_size,
@@ -43,7 +43,7 @@ from wca.methods.online import (
     most_confident,
     take,
 )
-from wca.methods.registry import EncodeTexts, Head, register_method
+from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 from wca.methods.zero import LogitScale
 
@@ -77,7 +77,7 @@ class DMNHead(OnlineHead):
     logit_scale: float = 100.0
     uses_crops = True  # the views vote the pseudo-label
 
-    def probabilities(self, logits: Tensor) -> Tensor:
+    def probabilities(self, logits: Tensor, logit_scale: float) -> Tensor:
         """The outputs are p_full + weight * memory probabilities: normalised, a mixture."""
         return logits / logits.sum(-1, keepdim=True)
 
@@ -176,7 +176,7 @@ def _dmn(
     weight: Weight | None = None,
     fraction: Fraction = 0.1,
     logit_scale: LogitScale = 100.0,
-) -> Head:
+) -> DMNHead:
     """``dataset`` picks the authors' weight of the memory when ``weight`` is unset;
     ``fraction`` of the views vote the pseudo-label."""
     return DMNHead(

@@ -28,9 +28,10 @@ from pydantic import Field
 from torch import Tensor
 
 from wca.descriptions.io import match_descriptions
+from wca.methods.base import Head
 from wca.methods.online import for_dataset
 from wca.methods.prompts import descriptor_prompts, encode_prompts
-from wca.methods.registry import EncodeTexts, Head, register_method, require
+from wca.methods.registry import EncodeTexts, register_method, require
 from wca.methods.sources import TextSources
 
 EPSILON = 0.1
@@ -74,13 +75,13 @@ def sinkhorn(kernel: Tensor, u: Tensor, v: Tensor, mask: Tensor) -> Tensor:
 
 
 @dataclass
-class LaZSLHead:
+class LaZSLHead(Head):
+    uses_crops = True
+
     desc_emb: Tensor  # [C, N, D], zero padding
     mask: Tensor  # [C, N]
     alpha: float = 0.8
     gamma: float = 0.0
-    uses_crops: bool = True
-    n_draws: int = 1
 
     def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0) -> Tensor:
         if crop_emb is None:
@@ -117,7 +118,7 @@ def _lazsl(
     alpha: Annotated[float, Field(ge=0, le=1)] = 0.8,
     gamma: Annotated[float, Field(ge=-2, le=2)] = 0.0,
     suffix: str | None = None,
-) -> Head:
+) -> LaZSLHead:
     """``alpha`` the weight of the crops in the mixed similarity, ``gamma`` the margin over the
     mean crop-to-image similarity a crop needs; ``dataset`` picks ``suffix`` (the text after
     each description) when unset."""

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
+from wca.methods.base import Head
 from wca.methods.prompts import ClassText, class_vectors
-from wca.methods.registry import EncodeTexts, Head, register_method
+from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 from wca.methods.zero import LogitScale, all_views
 
@@ -81,13 +82,14 @@ def solve_mta(
 
 
 @dataclass
-class MTAHead:
+class MTAHead(Head):
     class_emb: Tensor  # [C, D]
     lambda_y: float = 0.2
     lambda_q: float = 4.0
     logit_scale: float = 100.0
-    uses_crops: bool = True
-    n_draws: int = 1
+
+    uses_crops = True
+    own_probabilities = True
 
     def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0) -> Tensor:
         views = all_views(image_emb, crop_emb)
@@ -95,7 +97,7 @@ class MTAHead:
         mode = solve_mta(views, self.logit_scale * views @ text.T, self.lambda_y, self.lambda_q)
         return self.logit_scale * mode @ text.T
 
-    def probabilities(self, logits: Tensor) -> Tensor:
+    def probabilities(self, logits: Tensor, logit_scale: float) -> Tensor:
         """softmax of the logits, which are at the model's temperature already."""
         return logits.softmax(-1)
 
@@ -108,6 +110,6 @@ def _mta(
     lambda_q: Annotated[float, Field(ge=0)] = 4.0,
     logit_scale: LogitScale = 100.0,
     text: ClassText = "clip",
-) -> Head:
+) -> MTAHead:
     """``text``: the baseline whose class vectors score the mode (and make the affinity)."""
     return MTAHead(class_vectors(text, encode_texts, sources), lambda_y, lambda_q, logit_scale)

@@ -1,13 +1,7 @@
 """What the online (memory) methods share: the stream protocol, the per-image head they start
 from (``base=``), their per-dataset defaults and the per-class caches they keep.
 
-Stream protocol. ``head.stream(length)`` returns a fresh stream with an empty memory; its
-``logits(image_emb [B, D], crop_emb [B, N, D] | None) -> [B, C]`` takes the next B images in
-order and returns, for each, what the method outputs when that image arrives (before any later
-image is seen); the memory carries over to the next call, so scoring a stream in chunks gives
-the same outputs as one call. ``length`` is the number of images the stream will hold (OnZeta's
-schedule needs it); None takes the first call's images as the whole stream.
-``head.logits(image_emb, crop_emb)`` is one stream over the batch, from an empty memory.
+Stream protocol: :class:`wca.methods.base.OnlineHead`.
 
 Base. Every online method starts from a per-image head (``base="clip"`` by default): its
 zero-shot logits are that head's scores times ``logit_scale`` (a head with its own
@@ -24,7 +18,6 @@ import inspect
 import math
 import operator
 import typing
-from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Literal, TypeVar
@@ -33,10 +26,10 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from wca.methods.base import Head
 from wca.methods.registry import (
     METHODS,
     EncodeTexts,
-    Head,
     MethodBuilder,
     build_head,
     options_model,
@@ -52,24 +45,6 @@ VALUE_BUDGET = 2**23  # values [images, views, classes] per block: bounds a bloc
 MAX_BLOCK = 256  # images per block at most (block matrices are [block, block])
 
 T = TypeVar("T")
-
-
-class OnlineHead(ABC):
-    """Base of the online heads: ``online``, one text draw, ``logits`` as a one-call stream."""
-
-    online = True
-    n_draws = 1
-
-    @abstractmethod
-    def stream(self, length: int | None = None):
-        """A fresh stream, with an empty memory, of ``length`` images (None: unknown)."""
-
-    def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0) -> Tensor:
-        return self.stream(len(image_emb)).logits(image_emb, crop_emb)
-
-    def probabilities(self, logits: Tensor) -> Tensor:
-        """Class probabilities: the outputs are logits at the model's temperature already."""
-        return logits.softmax(-1)
 
 
 # --------------------------------------------------------------------------- the base head
@@ -101,8 +76,7 @@ class Base:
         image_emb = image_emb.to(dtype)
         crop_emb = None if crop_emb is None else crop_emb.to(dtype)
         if self.head.uses_crops:
-            side = getattr(self.head, "image_features", None)
-            features = image_emb if side is None else side(image_emb, crop_emb).to(dtype)
+            features = self.head.image_features(image_emb, crop_emb).to(dtype)
             logits = self.scale * self.head.logits(image_emb, crop_emb).to(dtype)
             return features[:, None], logits[:, None]
         views = image_emb[:, None]
@@ -128,18 +102,14 @@ def build_base(
     own_scale = "logit_scale" in options_model(base).model_fields
     options = {"logit_scale": logit_scale} if own_scale else {}
     head = build_head(base, encode_texts, sources, allow_duplicates=True, **options)
-    if getattr(head, "online", False):
+    if head.online:
         raise ValueError(
             f"method {method!r}: base: {base!r} is an online method; the base scores each "
             "image alone (clip, cupl, wca, ...)"
         )
-    text = None
-    if with_text:
-        if not hasattr(head, "text_features"):
-            head_with_text = build_head("clip", encode_texts, sources, allow_duplicates=True)
-            text = head_with_text.text_features()
-        else:
-            text = head.text_features()
+    text = head.text_features() if with_text else None
+    if with_text and text is None:  # zero, mta, awt keep no class vectors: CLIP's prompts
+        text = build_head("clip", encode_texts, sources, allow_duplicates=True).text_features()
     return Base(head, 1.0 if own_scale else logit_scale, text)
 
 

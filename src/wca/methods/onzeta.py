@@ -29,8 +29,9 @@ from pydantic import Field
 from torch import Tensor
 
 from wca.defaults import IMAGENET_FAMILY
-from wca.methods.online import Base, OnlineHead, build_base, dataset_key
-from wca.methods.registry import EncodeTexts, Head, register_method
+from wca.methods.base import OnlineHead
+from wca.methods.online import Base, build_base, dataset_key
+from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 
 BLOCK = 128  # images whose proxy updates are carried in factored form
@@ -50,7 +51,7 @@ class OnZetaHead(OnlineHead):
     def uses_crops(self) -> bool:
         return self.base.uses_crops
 
-    def probabilities(self, logits: Tensor) -> Tensor:
+    def probabilities(self, logits: Tensor, logit_scale: float) -> Tensor:
         """The outputs are a mixture of two distributions already (summing to one)."""
         return logits / logits.sum(-1, keepdim=True)
 
@@ -136,7 +137,7 @@ def _onzeta(
     cr: Positive = 20.0,
     alpha: Annotated[float, Field(ge=0, le=1)] | None = None,
     beta: Annotated[float, Field(ge=0, le=1)] | None = None,
-) -> Head:
+) -> OnZetaHead:
     """``tau_t`` the temperature of the text proxies (the base is scored at 1 / tau_t),
     ``tau_i`` of the vision proxies; ``cw``, ``cr`` their learning rates; ``dataset`` picks
     ``alpha`` and ``beta`` when unset."""

@@ -22,7 +22,8 @@ from torch import Tensor
 
 from wca import defaults
 from wca.descriptions.io import match_descriptions
-from wca.methods.registry import EncodeTexts, Head, register_method, require
+from wca.methods.base import Head
+from wca.methods.registry import EncodeTexts, register_method, require
 from wca.methods.sources import TextSources
 from wca.scoring import mean_embedding
 
@@ -85,11 +86,10 @@ def waffle_descriptors(
 
 
 @dataclass
-class PromptHead:
+class PromptHead(Head):
     """A baseline: one class vector per class (per random draw), scored against the full view."""
 
     class_emb: Tensor  # [K draws, C, D]
-    uses_crops: bool = False
 
     @property
     def n_draws(self) -> int:
@@ -124,7 +124,9 @@ def _prompt_head(encode_texts: EncodeTexts, prompts: list[list[str]], normalize=
 
 
 @register_method("clip")
-def _clip(encode_texts: EncodeTexts, sources: TextSources, template: str = LABEL_TEMPLATE) -> Head:
+def _clip(
+    encode_texts: EncodeTexts, sources: TextSources, template: str = LABEL_TEMPLATE
+) -> PromptHead:
     """``template``: the prompt, ``{}`` standing for the class name."""
     if template.count("{}") != 1:
         raise ValueError(f"clip: template must hold one {{}} for the class name, got {template!r}")
@@ -132,7 +134,7 @@ def _clip(encode_texts: EncodeTexts, sources: TextSources, template: str = LABEL
 
 
 @register_method("clip-e")
-def _clip_e(encode_texts: EncodeTexts, sources: TextSources) -> Head:
+def _clip_e(encode_texts: EncodeTexts, sources: TextSources) -> PromptHead:
     templates = require(sources.templates, "clip-e", "templates (clip-e.json)")
     return _prompt_head(encode_texts, template_prompts(sources.names("clip-e"), templates))
 
@@ -143,7 +145,7 @@ def _clip_d(
     sources: TextSources,
     aggregate: Literal["embedding", "score"] = "embedding",
     suffix: str = "",
-) -> Head:
+) -> PromptHead:
     """``aggregate="embedding"`` (WCA code: normalised mean embedding, no final full stop) or
     ``"score"`` (CLIP-D paper: mean of per-descriptor scores; it adds ``suffix="."``)."""
     names = sources.names("clip-d")
@@ -160,7 +162,7 @@ def _waffle(
     count: Annotated[int, Field(ge=1)] = 15,
     draws: Annotated[int, Field(ge=1)] = 1,
     seed: Annotated[int, Field(ge=0)] = 0,
-) -> Head:
+) -> PromptHead:
     """``draws`` independent descriptor sets (1 in the WCA code, 7 in WaffleCLIP); run ``r`` of
     an evaluation scores with draw ``r % draws``."""
     names = sources.names("waffle")
@@ -176,7 +178,7 @@ def _waffle(
 
 
 @register_method("cupl")
-def _cupl(encode_texts: EncodeTexts, sources: TextSources) -> Head:
+def _cupl(encode_texts: EncodeTexts, sources: TextSources) -> PromptHead:
     names = sources.names("cupl")
     sentences = require(sources.sentences, "cupl", "sentences (cupl.json)")
     return _prompt_head(encode_texts, match_descriptions(names, sentences, "cupl sentences"))

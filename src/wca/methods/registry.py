@@ -15,12 +15,13 @@ import typing
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from torch import Tensor
 
 from wca.descriptions.io import duplicate_names
+from wca.methods.base import Head
 from wca.methods.sources import TextSources
+from wca.registry import Registry
 
 EncodeTexts = Callable[[list[str]], Tensor]
 
@@ -31,17 +32,6 @@ class TextEncoder(Protocol):
     logit_scale: float
 
     def encode_texts(self, texts: list[str]) -> Tensor: ...
-
-
-class Head(Protocol):
-    """Turns L2-normalised image embeddings ``[B, D]`` (and crops ``[B, N, D]``) into scores."""
-
-    uses_crops: bool
-    n_draws: int  # independent random draws of the text side (WaffleCLIP); 1 otherwise
-
-    def logits(
-        self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0
-    ) -> Tensor: ...
 
 
 class MissingTextSource(ValueError):
@@ -64,15 +54,12 @@ def require(value, method: str, what: str):
 
 
 MethodBuilder = Callable[..., Head]
-METHODS: dict[str, MethodBuilder] = {}
+METHODS: Registry[MethodBuilder] = Registry("method")
 
 
 def register_method(name: str) -> Callable[[MethodBuilder], MethodBuilder]:
-    def decorate(builder: MethodBuilder) -> MethodBuilder:
-        METHODS[name] = builder
-        return builder
-
-    return decorate
+    """Register a head builder under ``name`` (a name is registered once)."""
+    return METHODS.register(name)
 
 
 def build_head(
@@ -90,8 +77,7 @@ def build_head(
     Duplicate class names are an error unless ``allow_duplicates`` (such classes can never be
     told apart: the published ImageNet names have "missile" and "sunglasses" twice).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    METHODS.get_entry(method)  # an unknown name: one line listing the known ones
     duplicates = duplicate_names(sources.names(method))
     if duplicates and not allow_duplicates:
         raise DuplicateClassNames(
@@ -139,14 +125,3 @@ def options_model(name: str) -> type[BaseModel]:
     }
     config = ConfigDict(extra="forbid", allow_inf_nan=False)
     return create_model(f"{name}-options", __config__=config, **fields)
-
-
-def class_probabilities(head: Head, logits: Tensor, logit_scale: float) -> Tensor:
-    """A head's class probabilities ``[B, C]`` from its ``logits``: its own ``probabilities``
-    where it defines one (heads whose logits are already at the model's temperature, ZERO's
-    vote shares), else softmax(logit_scale * logits), the scores being cosines (CLIP's
-    zero-shot probabilities at the model's own temperature)."""
-    own = getattr(head, "probabilities", None)
-    if own is not None:
-        return own(logits)
-    return torch.softmax(logit_scale * logits, dim=-1)

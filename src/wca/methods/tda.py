@@ -31,10 +31,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from wca.methods.base import OnlineHead
 from wca.methods.online import (
     Base,
     Bounds,
-    OnlineHead,
     Shots,
     SlotCache,
     Views,
@@ -50,7 +50,7 @@ from wca.methods.online import (
     take,
     with_options,
 )
-from wca.methods.registry import EncodeTexts, Head, register_method
+from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 from wca.methods.zero import LogitScale
 
@@ -217,7 +217,7 @@ def _tda(
     neg_entropy: Bounds = (0.2, 0.5),
     neg_mask: Bounds = (0.03, 1.0),
     logit_scale: LogitScale = 100.0,
-) -> Head:
+) -> TDAHead:
     """``dataset`` picks the authors' config (pos_alpha, pos_beta, views) for options left
     unset; ``base`` the per-image method whose scores and image side TDA starts from."""
     alpha, beta, views = dataset_cache(dataset or sources.dataset, pos_alpha, pos_beta, views)

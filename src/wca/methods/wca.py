@@ -4,6 +4,7 @@ scored by :mod:`wca.scoring`."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -14,17 +15,18 @@ from torch import Tensor
 
 from wca.defaults import IMAGE_SCALE, TEXT_SCALE
 from wca.descriptions.io import match_descriptions
+from wca.methods.base import Head
 from wca.methods.prompts import LABEL_TEMPLATE, PromptHead, encode_prompts
-from wca.methods.registry import EncodeTexts, Head, register_method, require
+from wca.methods.registry import EncodeTexts, register_method, require
 from wca.methods.sources import TextSources
-from wca.scoring import description_weights, image_side, text_side
+from wca.scoring import crop_weights, description_weights, image_side, text_side
 
 # exp(scale) multiplies cosines inside a softmax: beyond this the weights are one-hot anyway
 LogScale = Annotated[float, Field(ge=-50.0, le=50.0)]
 
 
 @dataclass(frozen=True)
-class WCAHead:
+class WCAHead(Head):
     """WCA: crops weighted against the full view, descriptions against the class label.
 
     Frozen, because the text side sum_j v_j desc_j is computed once at construction (use
@@ -37,9 +39,11 @@ class WCAHead:
     image_scale: float = IMAGE_SCALE
     text_scale: float = TEXT_SCALE
     form: str = "reference"
-    uses_crops: bool = True
-    n_draws: int = 1
     text: Tensor = field(init=False, repr=False)  # [C, D] the text side of every class
+
+    uses_crops = True
+    pooled_runs = True
+    evidence = True
 
     def __post_init__(self) -> None:
         side = text_side(self.desc_emb, self.label_emb, self.text_scale, self.mask, self.form)
@@ -82,7 +86,24 @@ class WCAHead:
         return (images @ self.text.T).transpose(0, 1)
 
     def description_weights(self) -> Tensor:
+        """v ``[C, M]``: each description's weight against its class label."""
         return description_weights(self.desc_emb, self.label_emb, self.text_scale, self.mask)
+
+    def crop_weights(self, image_emb: Tensor, crop_emb: Tensor) -> Tensor:
+        """w ``[B, N]``: each crop's weight against its full view."""
+        return crop_weights(crop_emb.float(), image_emb.float(), self.image_scale)
+
+    def description_scores(
+        self, classes: Sequence[int], weighted_crop: Tensor
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Per class: each description's weight v_j and its similarity to the weighted crop
+        mean sum_i w_i crop_i (so that the paper-form score is sum_j v_j similarity_j)."""
+        v = self.description_weights()
+        counts = self.mask.sum(1).tolist()
+        return [
+            (v[c, : counts[c]], self.desc_emb[c, : counts[c]] @ weighted_crop.float())
+            for c in classes
+        ]
 
 
 def _wca_head(
@@ -105,7 +126,7 @@ def _wca(
     image_scale: LogScale = IMAGE_SCALE,
     text_scale: LogScale = TEXT_SCALE,
     form: Form = "reference",
-) -> Head:
+) -> WCAHead:
     return _wca_head(encode_texts, sources, image_scale, text_scale, form)
 
 
@@ -119,7 +140,7 @@ def _wca_uniform_crops(
     sources: TextSources,
     text_scale: LogScale = TEXT_SCALE,
     form: Form = "reference",
-) -> Head:
+) -> WCAHead:
     """WCA with every crop weighted equally (w_i = 1/N)."""
     return _wca_head(encode_texts, sources, -math.inf, text_scale, form)
 
@@ -130,7 +151,7 @@ def _wca_uniform_text(
     sources: TextSources,
     image_scale: LogScale = IMAGE_SCALE,
     form: Form = "reference",
-) -> Head:
+) -> WCAHead:
     """WCA with every description weighted equally (v_j = 1/M)."""
     return _wca_head(encode_texts, sources, image_scale, -math.inf, form)
 
@@ -141,7 +162,7 @@ def _wca_full_view(
     sources: TextSources,
     text_scale: LogScale = TEXT_SCALE,
     form: Form = "reference",
-) -> Head:
+) -> PromptHead:
     """WCA's text side (weighted descriptions) against the full view alone, no crops."""
     head = _wca_head(encode_texts, sources, 0.0, text_scale, form)
     return PromptHead(head.text.unsqueeze(0))
@@ -153,6 +174,6 @@ def _wca_paper(
     sources: TextSources,
     image_scale: LogScale = IMAGE_SCALE,
     text_scale: LogScale = TEXT_SCALE,
-) -> Head:
+) -> WCAHead:
     """WCA as the paper writes it (form="paper": no normalisation of the two sides)."""
     return _wca_head(encode_texts, sources, image_scale, text_scale, "paper")

@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
+from wca.methods.base import Head
 from wca.methods.prompts import ClassText, class_vectors
-from wca.methods.registry import EncodeTexts, Head, register_method
+from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 
 LogitScale = Annotated[float, Field(gt=0, le=1000)]
@@ -35,12 +36,13 @@ def all_views(image_emb: Tensor, crop_emb: Tensor | None) -> Tensor:
 
 
 @dataclass
-class ZeroHead:
+class ZeroHead(Head):
     class_emb: Tensor  # [C, D]
     gamma: float = 0.3
     logit_scale: float = 100.0
-    uses_crops: bool = True
-    n_draws: int = 1
+
+    uses_crops = True
+    own_probabilities = True
 
     def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0) -> Tensor:
         views = all_views(image_emb, crop_emb)
@@ -65,7 +67,7 @@ class ZeroHead:
         bonus = (tied.sum(1) > 1).to(cos.dtype)
         return counts.scatter_add(1, winner[:, None], bonus[:, None])
 
-    def probabilities(self, logits: Tensor) -> Tensor:
+    def probabilities(self, logits: Tensor, logit_scale: float) -> Tensor:
         """The vote shares (counts / their sum, the tie-break's extra vote included): ZERO's
         own output, a softmax at zero temperature. Classes without a vote get probability 0,
         so an image whose true class got none costs the NLL's floor (-log 1e-12 = 27.6)."""
@@ -79,6 +81,6 @@ def _zero(
     gamma: Annotated[float, Field(gt=0, le=1)] = 0.3,
     logit_scale: LogitScale = 100.0,
     text: ClassText = "clip",
-) -> Head:
+) -> ZeroHead:
     """``text``: the baseline whose class vectors the views are scored against."""
     return ZeroHead(class_vectors(text, encode_texts, sources), gamma, logit_scale)
