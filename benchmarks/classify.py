@@ -46,7 +46,8 @@ def measure(
     """Images/s of each way, best of ``repeats`` alternating passes (after a warm-up pass)."""
     dataset = JpegDataset(paths)
     classnames = [f"class {i}" for i in range(10)]
-    crops = CropSpec(n=n_crops, alpha=defaults.ALPHA)
+    crops = CropSpec(n_crops=n_crops, alpha=defaults.ALPHA)
+    batch_size = batch_size or encoder.batch_size
     options = RunOptions(cache_dir=None, batch_size=batch_size, progress=False)
     classifier = WCAClassifier(encoder, classnames, None, crops=crops)
     ways = {

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from wca.crops import Preprocessing, _resize_and_crop
+from wca.preprocessing import Preprocessing, resize_and_crop
 
 
 def image_to_tensor(image: Image.Image) -> Tensor:
@@ -35,9 +35,9 @@ def fast_views(
     """The old fast path: float views ``[N+1, 3, S, S]``, full view first (square boxes; the
     ``flips`` of today's views mirrored afterwards)."""
     pixels = image if isinstance(image, Tensor) else image_to_tensor(image)
-    views = [_resize_and_crop(pixels, prep)]
+    views = [resize_and_crop(pixels, prep)]
     for left, top, right, bottom in boxes.tolist():
-        views.append(_resize_and_crop(pixels[:, top:bottom, left:right], prep))
+        views.append(resize_and_crop(pixels[:, top:bottom, left:right], prep))
     views = torch.stack(views)
     if flips is not None and bool(flips.any()):
         views[1:][flips] = views[1:][flips].flip(-1)

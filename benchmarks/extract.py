@@ -122,12 +122,12 @@ def pipeline_before_b13b9ce(enabled: bool):
     if not enabled:
         yield
         return
-    original = wca.crops.uint8_views
-    wca.crops.uint8_views = crops_baseline.fast_views
+    original = wca.preprocessing.uint8_views
+    wca.preprocessing.uint8_views = crops_baseline.fast_views
     try:
         yield
     finally:
-        wca.crops.uint8_views = original
+        wca.preprocessing.uint8_views = original
 
 
 def build_encoder(arch: str, config: Config, device: torch.device) -> BenchEncoder:
@@ -185,7 +185,7 @@ def measure(
         start = time.perf_counter()
         with pipeline_before_b13b9ce(config.float_views):
             features = extract_features(
-                encoder, dataset, CropSpec(n_crops, ALPHA),
+                encoder, dataset, CropSpec(n_crops=n_crops, alpha=ALPHA),
                 RunOptions(
                     cache_dir=None, batch_size=config.batch, num_workers=config.workers,
                     progress=False, views_on_device=config.device_views,

@@ -7,7 +7,8 @@ For each model and precision:
 - pipeline: extraction from JPEG files: the bytes read on the host, decoded on the device
   (``torchvision.io.decode_jpeg(device="cuda")``, nvjpeg, ``--decode-batch`` files per call),
   the views (the full view + N crops of ``wca.crops.CropSpec``) cut and resized on the device
-  by ``wca.crops.uint8_views``, normalised there by ``wca.crops.normalize_pixels`` and encoded
+  by ``wca.preprocessing.uint8_views``, normalised there by
+  ``wca.preprocessing.normalize_pixels`` and encoded
   in calls of ``--batch`` views; views/s and its ratio to the floor (target >= 0.8).
 
 Then every head of ``wca.methods`` scoring one run on the device at ImageNet size (1000
@@ -40,7 +41,8 @@ from _common import IMAGE_SIZE, machine_report, make_jpegs, ratio, table
 from _synthetic import SyntheticTextEncoder, synthetic_features, synthetic_sources
 from extract import TINY_ARCH, TINY_CONFIG, Config, build_encoder
 from scoring import synchronize, time_heads
-from wca.crops import CropSpec, normalize_pixels, uint8_views
+from wca.crops import CropSpec
+from wca.preprocessing import normalize_pixels, uint8_views
 
 ARCHS = ("ViT-B-32", "ViT-B-16")
 PRECISIONS = ("fp16", "bf16")
@@ -100,7 +102,7 @@ def encoder_floor(encoder, views: int, repeats: int) -> float:
 
 def pipeline_rate(encoder, paths: list[Path], spec: CropSpec, args) -> float:
     """Views/s of :func:`extract_on_device` (best of ``args.repeats``, after a warm-up)."""
-    views = len(paths) * (spec.n + 1)
+    views = len(paths) * (spec.n_crops + 1)
     extract_on_device(encoder, paths[: args.decode_batch], spec, args.decode_batch)
     best = 0.0
     for _ in range(max(args.repeats, 1)):
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         args.images, args.crops, args.batch, args.decode_batch = 3, 2, 4, 2
         args.repeats, args.head_images, classes, descriptions = 1, 4, 20, 5
         archs = (TINY_ARCH,)
-    spec = CropSpec(n=args.crops)
+    spec = CropSpec(n_crops=args.crops)
     began = time.perf_counter()
 
     rows = []
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         for arch in archs:
             for precision in PRECISIONS:
                 encoder = build_encoder(arch, Config(precision, args.batch), device)
-                floor = encoder_floor(encoder, args.images * (spec.n + 1), args.repeats)
+                floor = encoder_floor(encoder, args.images * (spec.n_crops + 1), args.repeats)
                 pipeline = pipeline_rate(encoder, paths, spec, args)
                 rows.append([arch, precision, floor, pipeline, f"{ratio(pipeline, floor):.3g}"])
                 print(
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 del encoder
     print(
-        f"\n{args.images} JPEGs of {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} pixels, N={spec.n} "
+        f"\n{args.images} JPEGs of {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} pixels, N={spec.n_crops} "
         f"(+1 full view), {args.batch} views per encoder call, random weights, device "
         f"{device}; best of {args.repeats}\n"
     )

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from wca.crops import CropSpec, crop_boxes, fast_views, fidelity_views
+from wca.crops import CropSpec, crop_boxes
 from wca.defaults import demo_model
 from wca.demo.run import TEST_SEED, build_heads, demo_sources
 from wca.demo.world import DemoTestSet
@@ -23,6 +23,7 @@ from wca.encoders import load_encoder
 from wca.evaluate import evaluate
 from wca.features import extract_features
 from wca.options import RunOptions
+from wca.preprocessing import fast_views, fidelity_views
 
 NO_CACHE = RunOptions(cache_dir=None, progress=False)  # features in memory, no bars
 
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for fidelity in (False, True):
         features = extract_features(
-            encoder, dataset, CropSpec(args.crops, 0.5), NO_CACHE, fidelity=fidelity
+            encoder, dataset, CropSpec(n_crops=args.crops, alpha=0.5), NO_CACHE, fidelity=fidelity
         )
         results[fidelity] = evaluate(features, heads, args.runs, args.crops, 0).methods
     for name in heads:

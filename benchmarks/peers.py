@@ -31,9 +31,9 @@ from wca.demo.world import DemoTestSet
 from wca.encoders import load_encoder
 from wca.evaluate import evaluate, result_file
 from wca.features import extract_features
+from wca.inputs import file_sha256, sources_sha256
 from wca.methods import build_head
 from wca.options import RunOptions
-from wca.pipeline import file_sha256, sources_sha256
 from wca.sweep import path_safe
 
 PER_IMAGE = (
@@ -53,8 +53,8 @@ def settings(model: Path, sources, spec: CropSpec, n: int, runs: int, per_class:
         "model_file": str(model),
         "model_sha256": file_sha256(str(model)),
         "methods": [{name: {"name": name, "enabled": True}} for name in METHODS],
-        "crop_strategy": spec.strategy,
-        "n_samples": spec.n,
+        "crop_strategy": spec.crop_strategy,
+        "n_samples": spec.n_crops,
         "patch_n": n,
         "alpha": spec.alpha,
         "effective_alpha": spec.alpha,
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     heads = {name: build_head(name, encoder, sources) for name in METHODS}  # its logit_scale
     files = []
     for strategy in args.strategies.split(","):
-        spec = CropSpec(n=args.pool, alpha=args.alpha, strategy=strategy)
+        spec = CropSpec(n_crops=args.pool, alpha=args.alpha, crop_strategy=strategy)
         features = extract_features(
             encoder, dataset, spec, RunOptions(cache_dir=None, progress=False)
         )

@@ -1,7 +1,8 @@
 """Benchmark 1: preprocessing throughput (views/s), model excluded.
 
-The fast tensor path (``wca.crops.fast_views``) against the authors'-style per-crop PIL path
-(``wca.crops.fidelity_views`` with open_clip's ``image_transform(224, is_train=False)``), on the
+The fast tensor path (``wca.preprocessing.fast_views``) against the authors'-style per-crop PIL
+path (``wca.preprocessing.fidelity_views`` with open_clip's ``image_transform(224,
+is_train=False)``), on the
 same JPEGs decoded from disk, the same boxes and the same number of DataLoader workers. Rows:
 the fast path before commit b13b9ce (``benchmarks/crops_baseline.py``), the fast path's float
 views, its ``uint8`` views (what ``extract_features``' loader hands over) and those normalised in
@@ -37,7 +38,7 @@ from _common import (
     ratio,
     table,
 )
-from wca import crops
+from wca import crops, preprocessing
 from wca.images import load_image
 
 ALPHA = 0.5
@@ -62,7 +63,7 @@ class ViewDataset(torch.utils.data.Dataset):
 
 def decode_only(image, boxes) -> Tensor:
     """The GPU path's loader work: decode to a ``uint8`` tensor (views are made on the GPU)."""
-    return crops.image_to_tensor(image)
+    return preprocessing.image_to_tensor(image)
 
 
 def views_per_second(
@@ -92,44 +93,49 @@ def views_per_second(
     return ratio(count, best)
 
 
-def _gpu_views(prep: crops.Preprocessing, n_crops: int, device: str):
+def _gpu_views(prep: preprocessing.Preprocessing, n_crops: int, device: str):
     def make(pixels: Tensor, index: int) -> Tensor:
         pixels = pixels.to(device, non_blocking=True)
         height, width = pixels.shape[1:]
         boxes = crops.crop_boxes(height, width, n_crops, ALPHA, image_index=index)
-        return crops.normalize_pixels(crops.uint8_views(pixels, boxes, prep), prep, torch.float16)
+        views = preprocessing.uint8_views(pixels, boxes, prep)
+        return preprocessing.normalize_pixels(views, prep, torch.float16)
 
     return make
 
 
-def stage_profile(path: Path, n_crops: int, prep: crops.Preprocessing, authors, repeats: int):
+def stage_profile(
+    path: Path, n_crops: int, prep: preprocessing.Preprocessing, authors, repeats: int
+):
     """Milliseconds per view of each stage on one image, one thread: where the time goes."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     image = load_image(path)
     boxes = crops.crop_boxes(image.height, image.width, n_crops, ALPHA)
     views = n_crops + 1
-    chw, hwc = crops_baseline.image_to_tensor(image), crops.image_to_tensor(image)
-    u8 = crops.uint8_views(image, boxes, prep)
+    chw, hwc = crops_baseline.image_to_tensor(image), preprocessing.image_to_tensor(image)
+    u8 = preprocessing.uint8_views(image, boxes, prep)
 
     def resize_all(pixels: Tensor) -> None:
         for left, top, right, bottom in boxes.tolist():
-            crops._resize_and_crop(pixels[:, top:bottom, left:right], prep)
+            preprocessing.resize_and_crop(pixels[:, top:bottom, left:right], prep)
 
     stages = {
         "decode JPEG (per image / views)": lambda: load_image(path),
-        "authors: PIL crop + open_clip transform, all views": lambda: crops.fidelity_views(
+        "authors: PIL crop + open_clip transform, all views": lambda: preprocessing.fidelity_views(
             image, boxes, authors),
         "before b13b9ce: uint8 resize of the crops, CHW copy": lambda: resize_all(chw),
         "now: uint8 resize of the crops, channels-last": lambda: resize_all(hwc),
         "before b13b9ce: normalise, 4 temporaries": lambda: crops_baseline.normalize_pixels(
             u8, prep),
-        "now: normalize_pixels, 1 allocation, in place": lambda: crops.normalize_pixels(u8, prep),
-        "now: normalize_pixels straight to bf16": lambda: crops.normalize_pixels(
+        "now: normalize_pixels, 1 allocation, in place": lambda: preprocessing.normalize_pixels(
+            u8, prep),
+        "now: normalize_pixels straight to bf16": lambda: preprocessing.normalize_pixels(
             u8, prep, torch.bfloat16),
         "before b13b9ce: all views, float": lambda: crops_baseline.fast_views(image, boxes, prep),
-        "now: all views, float (fast_views)": lambda: crops.fast_views(image, boxes, prep),
-        "now: all views, uint8 (uint8_views)": lambda: crops.uint8_views(image, boxes, prep),
+        "now: all views, float (fast_views)": lambda: preprocessing.fast_views(image, boxes, prep),
+        "now: all views, uint8 (uint8_views)": lambda: preprocessing.uint8_views(
+            image, boxes, prep),
     }
     rows = []
     for name, stage in stages.items():
@@ -156,15 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     if not cuda_or_skip(args.device):
         return 0
 
-    prep = crops.Preprocessing()
+    prep = preprocessing.Preprocessing()
     authors = open_clip.image_transform(prep.image_size, is_train=False)
     paths_by_name: dict[str, Callable] = {
         "fidelity (PIL per crop, authors')": functools.partial(
-            crops.fidelity_views, preprocess=authors
+            preprocessing.fidelity_views, preprocess=authors
         ),
         "fast before b13b9ce, float": functools.partial(crops_baseline.fast_views, prep=prep),
-        "fast, float (fast_views)": functools.partial(crops.fast_views, prep=prep),
-        "fast, uint8 (uint8_views)*": functools.partial(crops.uint8_views, prep=prep),
+        "fast, float (fast_views)": functools.partial(preprocessing.fast_views, prep=prep),
+        "fast, uint8 (uint8_views)*": functools.partial(preprocessing.uint8_views, prep=prep),
     }
     with tempfile.TemporaryDirectory() as folder:
         images = JpegDataset(make_jpegs(Path(folder), args.images))
@@ -181,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append([name, workers, rate, rate / (args.crops + 1), ratio(rate, baseline)])
             dataset = ViewDataset(images, args.crops, paths_by_name["fast, uint8 (uint8_views)*"])
             rate = views_per_second(dataset, workers, args.repeats,
-                                    lambda views, _: crops.normalize_pixels(views, prep))
+                                    lambda views, _: preprocessing.normalize_pixels(views, prep))
             rows.append(["fast, uint8, normalised in the main process", workers, rate,
                          rate / (args.crops + 1), ratio(rate, baseline)])
             if args.device.startswith("cuda"):
@@ -207,8 +213,8 @@ def _check_same_views(images: JpegDataset, n: int, prep, authors) -> None:
     """Print how far the paths' views are apart on the first image (they must agree)."""
     image, _ = images[0]
     boxes = crops.crop_boxes(image.height, image.width, n, ALPHA)
-    fast = crops.fast_views(image, boxes, prep)
-    fidelity = crops.fidelity_views(image, boxes, authors)
+    fast = preprocessing.fast_views(image, boxes, prep)
+    fidelity = preprocessing.fidelity_views(image, boxes, authors)
     before = crops_baseline.fast_views(image, boxes, prep)
     print(
         f"view agreement: fast vs fidelity max |diff| {float((fast - fidelity).abs().max()):.3g} "

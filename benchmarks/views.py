@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     heads = build_heads(encoder.encode_texts, demo_sources(dataset.classnames))
     baseline = (
         evaluate(
-            extract_features(encoder, dataset, CropSpec(1, args.alpha), NO_CACHE),
+            extract_features(encoder, dataset, CropSpec(n_crops=1, alpha=args.alpha), NO_CACHE),
             {"clip-d": heads["clip-d"]},
             1,
             1,
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             seeds = range(1 if strategy in DETERMINISTIC else args.repeats)
             accuracies = []
             for seed in seeds:
-                spec = CropSpec(n, args.alpha, seed=seed, strategy=strategy)
+                spec = CropSpec(n_crops=n, alpha=args.alpha, seed=seed, crop_strategy=strategy)
                 features = extract_features(encoder, dataset, spec, NO_CACHE)
                 result = evaluate(features, {"wca": heads["wca"]}, 1, n, 0, protocol="fresh")
                 accuracies.append(result.methods["wca"].top1[0])

@@ -15,10 +15,10 @@ CONFIGS = list(packaged_configs().values())
 def test_config_loads_with_the_authors_settings(path):
     config = resolve_config(path=path)
     assert config.dataset == path.stem and config.dataset in DATASETS
-    assert config.model_spec == "open_clip:ViT-B-32/openai"
+    assert config.model == "open_clip:ViT-B-32/openai"
     assert (config.n_run, config.patch_n) == (20, 60)
     imagenet_pool = path.stem.startswith("imagenet") and path.stem != "imagenetv2"
-    assert config.n_samples == (60 if imagenet_pool else 100)  # the authors' configs
+    assert config.n_crops == (60 if imagenet_pool else 100)  # the authors' configs
     assert config.alpha == (0.7 if path.stem == "places365" else 0.5)
     assert config.crop_alpha == 0.1  # what the authors' code crops with
     assert any("U(0.1, 0.9)" in note for note in config.notes)

@@ -12,15 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from wca.crops import (
-    CROP_STRATEGIES,
-    Preprocessing,
-    crop_boxes,
-    fast_views,
-    fidelity_views,
-    image_to_tensor,
-)
+from wca.crops import CROP_STRATEGIES, crop_boxes
 from wca.images import load_image
+from wca.preprocessing import Preprocessing, fast_views, fidelity_views, image_to_tensor
 
 sizes = st.tuples(st.integers(1, 4000), st.integers(1, 4000)) | st.sampled_from(
     [(1, 1), (3, 2000), (2000, 3), (4000, 100), (100, 4000)]
@@ -189,5 +183,5 @@ def test_grid_crops_cover_scales_from_beta_to_alpha():
 
 
 def test_unknown_strategy_is_an_error():
-    with pytest.raises(ValueError, match="^strategy: must be one of random"):
+    with pytest.raises(ValueError, match="^crop_strategy: must be one of random"):
         crop_boxes(100, 100, 4, 0.5, strategy="spiral")

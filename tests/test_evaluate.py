@@ -104,7 +104,7 @@ def test_indices_are_shared_draws_with_replacement_or_fresh_slices():
     assert sorted(fresh.flatten().tolist()) == list(range(12))
     with pytest.raises(ValueError, match="n_run \\* patch_n = 15"):
         run_indices(12, 3, 5, seed=0, protocol="fresh")
-    with pytest.raises(ValueError, match="unknown protocol"):
+    with pytest.raises(ValueError, match="protocol: must be one of pool, fresh"):
         run_indices(12, 3, 5, seed=0, protocol="other")
 
 
@@ -167,7 +167,7 @@ def test_table_and_json(tmp_path):
     assert document["config"]["dataset"] == "tiny" and document["config"]["alpha"] == 0.5
     assert document["versions"]["torch"] and "open_clip_torch" in document["versions"]
     assert len(wca["per_class_top1"]) == C
-    assert document["schema_version"] == 2 and document["primary_method"] == "wca"
+    assert document["schema_version"] == 3 and document["primary_method"] == "wca"
     read = read_result(path).results.methods["wca"]
     correct = read.correct_matrix(3, B)
     assert (correct.mean(1) * 100).tolist() == pytest.approx(wca["top1"]["runs"])

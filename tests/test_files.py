@@ -64,7 +64,7 @@ def test_disk_full_names_the_path_and_errno(tmp_path, monkeypatch, capsys):
     source.write_text(json.dumps({"cat": ["A cat, which has whiskers."]}))
     real = progress.write_atomic
     monkeypatch.setattr(progress, "write_atomic", lambda p, write: real(p, disk_full))
-    assert main(["descriptions", "clean", str(source), "--out", str(path)]) == 1
+    assert main(["descriptions", "clean", str(source), "--output", str(path)]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"wca: error: {path}: No space left on device (errno ENOSPC)"
 
@@ -74,7 +74,7 @@ def test_out_that_is_a_directory_is_one_line(tmp_path, capsys):
     source.write_text(json.dumps({"cat": ["A cat, which has whiskers."]}))
     folder = tmp_path / "results"
     folder.mkdir()
-    assert main(["descriptions", "clean", str(source), "--out", str(folder)]) == 1
+    assert main(["descriptions", "clean", str(source), "--output", str(folder)]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"wca: error: {folder}: Is a directory (errno EISDIR)"
     assert list(folder.iterdir()) == []

@@ -73,10 +73,10 @@ def test_run_cell_from_python_equals_the_cli(world, tmp_path):
     config = resolve_config(
         "imagefolder",
         overrides={
-            "data_path": str(world["images"]),
+            "data_root": str(world["images"]),
             "model": world["spec"],
             "methods": flags["--methods"],
-            "n_samples": 8,
+            "n_crops": 8,
             "n_run": 3,
             "patch_n": 4,
             "seed": 3,
@@ -87,7 +87,7 @@ def test_run_cell_from_python_equals_the_cli(world, tmp_path):
     _compare_numbers(result.model_dump(mode="json"), golden)
     again = read_result(tmp_path / "r.json")
     assert again.results.methods["wca"].top1 == result.results.methods["wca"].top1
-    assert again.config.descriptions_sha256 and again.config.views == "fast"
+    assert again.config.descriptions_sha256 and again.config.fidelity is False
     correct = again.results.methods["wca"].correct_matrix(3, again.results.n_images)
     assert (correct.mean(1) * 100).tolist() == pytest.approx(again.results.methods["wca"].top1.runs)
 
@@ -95,7 +95,7 @@ def test_run_cell_from_python_equals_the_cli(world, tmp_path):
 def test_outputs_are_never_written_inside_the_dataset(world, tmp_path, capsys):
     inside = Path(world["images"]) / "red_fox" / "result.json"
     argv = ["eval", *EVAL_FLAGS, "--data-root", str(world["images"]), "--descriptions",
-            str(world["texts"]), "--model", world["spec"], "--no-cache",
+            str(world["texts"]), "--model", world["spec"], "--cache-dir", "none",
             "--output", str(inside)]  # fmt: skip
     assert main(argv) == 2
     assert "is inside the dataset's folder" in capsys.readouterr().err

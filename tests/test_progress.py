@@ -57,8 +57,8 @@ def test_a_terminal_gets_a_live_bar_and_disabled_shows_nothing():
 
 @pytest.mark.slow
 def test_demo_names_its_phases_in_a_log_and_q_silences_them(tmp_path, capsys):
-    args = ["demo", "--out", str(tmp_path / "demo"), "--per-class", "1", "--crops", "4"]
-    args += ["--runs", "2", "--patch-n", "4"]
+    args = ["demo", "--output", str(tmp_path / "demo"), "--per-class", "1", "--n-crops", "4"]
+    args += ["--n-run", "2", "--patch-n", "4"]
     assert main(args) == 0
     captured = capsys.readouterr()
     err = captured.err  # not a terminal: lines, no '\r' frames

@@ -15,16 +15,10 @@ from torchvision.transforms import RandomResizedCrop
 
 from fake_encoder import FakeEncoder
 from feature_world import TinyDataset
-from wca.crops import (
-    CropSpec,
-    Preprocessing,
-    crop_views,
-    fast_views,
-    fidelity_views,
-    image_to_tensor,
-)
+from wca.crops import CropSpec, crop_views
 from wca.features import extract_features
 from wca.options import RunOptions
+from wca.preprocessing import Preprocessing, fast_views, fidelity_views, image_to_tensor
 
 
 @settings(max_examples=100, deadline=None)
@@ -116,7 +110,7 @@ def test_fast_and_fidelity_rrc_views_agree():
 
 def test_extraction_stores_and_applies_the_flips(tmp_path):
     dataset, encoder = TinyDataset(5), FakeEncoder()
-    rrc = CropSpec(n=6, alpha=0.5, seed=2, strategy="rrc")
+    rrc = CropSpec(n_crops=6, alpha=0.5, seed=2, crop_strategy="rrc")
     options = RunOptions(cache_dir=tmp_path, batch_size=8, shard_size=2, progress=False)
     features = extract_features(encoder, dataset, rrc, options)
     cached = extract_features(encoder, dataset, rrc, options)
@@ -131,7 +125,7 @@ def test_extraction_stores_and_applies_the_flips(tmp_path):
         )
         expected = encoder.encode_images(fast_views(image, boxes, encoder.preprocessing, flips))
         torch.testing.assert_close(features.crop_emb[index], expected[1:])
-    square = extract_features(encoder, dataset, CropSpec(n=6, alpha=0.5, seed=2), options)
+    square = extract_features(encoder, dataset, CropSpec(n_crops=6, alpha=0.5, seed=2), options)
     assert not square.flips.any()
     chunk = next(features.chunks(3))[1]
     assert torch.equal(chunk.flips, features.flips[: len(chunk)])

@@ -13,9 +13,10 @@ from mini_datasets import make_dtd, make_eurosat
 from tiny_models import save_open_clip_model
 from wca.cli import main
 from wca.encoders import Encoder
-from wca.pipeline import images_sha256
+from wca.inputs import images_sha256
+from wca.results import Settings
 from wca.specs import absolute_spec, model_fields
-from wca.sweep import finished, output_path, path_safe, read_list
+from wca.sweep import output_path, path_safe, read_list
 
 DTD_TEST = ["banded/banded_0002.jpg", "zigzagged/zigzagged_0003.jpg", "banded/banded_0005.jpg"]
 
@@ -36,7 +37,7 @@ def _sweep_args(world, tiny_descriptions, tmp_path: Path, *extra: str) -> list[s
         "--model", world["specs"][0], "--model", world["specs"][1],
         "--descriptions-dir", str(tiny_descriptions), "--cache-dir", str(tmp_path / "cache"),
         "--output", str(tmp_path / "out" / "{dataset}__{model}__{protocol}.json"),
-        "--methods", "clip,cupl,wca", "--n-samples", "4", "--n-run", "2", "--patch-n", "3",
+        "--methods", "clip,cupl,wca", "--n-crops", "4", "--n-run", "2", "--patch-n", "3",
         "--no-progress", *extra,
     ]  # fmt: skip
 
@@ -80,9 +81,9 @@ def test_sweep_writes_one_file_per_cell_with_clip_benchmark_fields(
         assert all(0 <= metrics[key] <= 1 for key in ("acc1", "acc5", "ece"))
         assert 0 <= metrics["brier"] <= 2 and metrics["nll"] >= 0
     config = document["config"]
-    for key in ("data_path", "descriptions", "feature_cache", "model_file"):
+    for key in ("data_root", "descriptions", "feature_cache", "model_file"):
         assert Path(config[key]).is_absolute(), key
-    assert config["model_file"] == document["pretrained"] and config["model_size"] is None
+    assert config["model_file"] == document["pretrained"] and "model_size" not in config
     assert sum(image_views) == 2 * (10 + 3) * 5  # 2 models x (10 + 3 images) x 5 views
 
     image_views.clear()  # resumable: complete cells with the same settings are skipped
@@ -109,7 +110,7 @@ def test_a_result_of_other_texts_is_not_replaced_unasked(
     args = [
         "eval", "--dataset", "eurosat", "--data-root", str(sweep_world["root"]),
         "--model", sweep_world["specs"][0], "--descriptions-dir", str(tiny_descriptions),
-        "--no-cache", "--out", str(out), "--methods", "clip,wca", "--n-samples", "2",
+        "--cache-dir", "none", "--output", str(out), "--methods", "clip,wca", "--n-crops", "2",
         "--n-run", "2", "--patch-n", "2", "--no-progress",
     ]  # fmt: skip
     assert main(args) == 0
@@ -122,7 +123,7 @@ def test_a_result_of_other_texts_is_not_replaced_unasked(
     for skip in ([], ["--skip-existing"]):  # same settings, other texts: neither reused nor lost
         assert main([*args, "--descriptions", str(sentences), *skip]) == 2
         err = capsys.readouterr().err.strip()
-        assert "(its descriptions differ); choose another output" in err and "\n" not in err
+        assert "(its texts differ); choose another output" in err and "\n" not in err
         assert out.read_bytes() == first and image_views == []  # before the model was loaded
     assert main([*args, "--descriptions", str(sentences), "--overwrite"]) == 0
     assert str(sentences) in json.loads(out.read_text())["config"]["descriptions"]
@@ -139,12 +140,10 @@ def test_the_image_list_digest_follows_files_and_labels_not_the_folder(tmp_path)
     assert first != digest("/data/x", ["a/1.jpg", "b/3.jpg"], labels)  # a file renamed
     assert first != digest("/data/x", files, [1, 1])  # relabelled
     assert images_sha256(SimpleNamespace(root=None, paths=None, labels=None)) is None
-    result = tmp_path / "r.json"
-    recorded = {"metrics": {}, "results": {}, "config": {"images_sha256": first}}
-    result.write_text(json.dumps(recorded))
-    assert finished(result, {}, {"images_sha256": first}) is None
-    assert finished(result, {}, {"images_sha256": "0" * 16}) == "its images differ"
-    assert finished(result, {}, {"descriptions_sha256": "0" * 16}) is None  # not recorded
+    recorded = Settings(images_sha256=first)
+    assert recorded.differs_from(Settings(images_sha256=first)) is None
+    assert recorded.differs_from(Settings(images_sha256="0" * 16)) == "images_sha256"
+    assert recorded.differs_from(Settings(descriptions_sha256="0" * 16)) is None  # not recorded
 
 
 def test_a_failing_cell_is_reported_and_the_sweep_goes_on(
@@ -167,7 +166,7 @@ def test_a_failing_cell_is_reported_and_the_sweep_goes_on(
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (["--out", "one.json"], "would both write"),
+        (["--output", "one.json"], "would both write"),
         (["--output", "r/{dataset}_{colour}.json"], "unknown field {colour}"),
         (["--data-root", "/data/same"], "several datasets need {dataset}"),
         (["--primary-method", "clip-d"], "--primary-method: clip-d is not among the methods"),
@@ -178,8 +177,8 @@ def test_bad_sweeps_fail_before_any_work(
     sweep_world, tiny_descriptions, tmp_path, image_views, capsys, change, message
 ):
     args = _sweep_args(sweep_world, tiny_descriptions, tmp_path)
-    if change[0] in ("--out", "--data-root"):
-        index = args.index("--output" if change[0] == "--out" else change[0])
+    if change[0] in ("--output", "--data-root"):
+        index = args.index("--output" if change[0] == "--output" else change[0])
         args[index : index + 2] = change
     else:
         args += change

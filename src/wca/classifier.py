@@ -33,7 +33,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from wca import defaults
-from wca.crops import CropSpec, Preprocessing, fidelity_views, normalize_pixels, uint8_views
+from wca.compat import RENAMED_SETTINGS, renamed
+from wca.crops import CropSpec
 from wca.descriptions.io import (
     class_key,
     load_descriptions,
@@ -45,6 +46,7 @@ from wca.features.views import BadImage, ViewBatcher, ViewItems, encode_views, i
 from wca.images import as_image, image_key
 from wca.methods import Head, TextSources, build_head
 from wca.prediction import DescriptionScore, Prediction
+from wca.preprocessing import Preprocessing, fidelity_views, normalize_pixels, uint8_views
 from wca.progress import progress_bar
 from wca.scoring import require_finite
 
@@ -52,7 +54,6 @@ log = logging.getLogger("wca")
 ImageInput = str | Path | Image.Image | np.ndarray
 PROGRESS_MIN_IMAGES = 8  # predict shows a progress bar from this many images on
 LABEL_SETS = 8  # label sets whose text side is kept (calls with candidate_labels)
-_ARGUMENTS = {"n": "n_crops"}  # CropSpec's names -> WCAClassifier's
 
 
 class ImageTextEncoder(Protocol):
@@ -89,14 +90,14 @@ def _classnames(classnames: Sequence[str]) -> list[str]:
 class _Inputs:
     """The caller's images as a dataset: ``inputs[i] -> (RGB image, no label)``."""
 
-    def __init__(self, images: list[ImageInput]) -> None:
-        self.images = images
+    def __init__(self, images: list[ImageInput], max_pixels: int) -> None:
+        self.images, self.max_pixels = images, max_pixels
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        return as_image(self.images[index]), -1
+        return as_image(self.images[index], self.max_pixels), -1
 
 
 class WCAClassifier:
@@ -105,12 +106,13 @@ class WCAClassifier:
     ``descriptions`` is ``{class: [sentence, ...]}`` or a JSON file of that shape (CuPL sets or
     ``wca describe`` output) with every class; None uses the CLIP prompt "a photo of a
     {class}." alone, as do ``candidate_labels`` of a call that have no descriptions. Crops:
-    ``crops=CropSpec(...)``, or ``n_crops``, ``alpha``, ``beta``, ``seed`` (defaults: the
-    paper's, :mod:`wca.defaults`), drawn per image from
+    ``crops=CropSpec(...)``, or ``n_crops``, ``alpha``, ``beta``, ``seed``, ``crop_strategy``
+    (defaults: the paper's, :mod:`wca.defaults`), drawn per image from
     ``(seed, image_key(image))``. ``method``: any per-image head of :data:`wca.METHODS`
     (default ``wca``), ``options`` its options (``image_scale``, ``text_scale``, ``form`` for
     WCA). ``fidelity=True`` preprocesses every crop with the model's own transform (the authors'
-    way) instead of the fast tensor path.
+    way) instead of the fast tensor path. ``max_image_pixels``: larger images are refused (0:
+    no limit), a guard against decompression bombs.
     """
 
     def __init__(
@@ -124,19 +126,26 @@ class WCAClassifier:
         alpha: float | None = None,
         beta: float | None = None,
         seed: int | None = None,
+        crop_strategy: str | None = None,
         method: str = "wca",
         fidelity: bool = False,
-        allow_duplicates: bool = False,
+        allow_duplicate_classes: bool = False,
+        max_image_pixels: int = defaults.MAX_IMAGE_PIXELS,
         **options: Any,
     ) -> None:
-        loose = {"n": n_crops, "alpha": alpha, "beta": beta, "seed": seed}
+        options = renamed(options, RENAMED_SETTINGS, "WCAClassifier")
+        allow_duplicate_classes = options.pop("allow_duplicate_classes", allow_duplicate_classes)
+        loose = {"n_crops": n_crops, "alpha": alpha, "beta": beta, "seed": seed,
+                 "crop_strategy": crop_strategy}  # fmt: skip
         loose = {name: value for name, value in loose.items() if value is not None}
         if crops is not None and loose:
             raise ValueError(f"give crops=CropSpec(...) or {', '.join(loose)}, not both")
-        try:
-            self.crops = crops if crops is not None else CropSpec(**loose)
-        except SettingError as error:  # named as this class's argument
-            raise SettingError(_ARGUMENTS.get(error.setting, error.setting), error.reason) from None
+        self.crops = crops if crops is not None else CropSpec(**loose)
+        if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int):
+            raise SettingError("max_image_pixels", f"must be an integer, got {max_image_pixels!r}")
+        if max_image_pixels < 0:
+            raise SettingError("max_image_pixels", f"must be >= 0, got {max_image_pixels}")
+        self.max_image_pixels = max_image_pixels
         source = str(descriptions) if isinstance(descriptions, str | Path) else "descriptions"
         if descriptions is None:
             descriptions = {}
@@ -151,7 +160,7 @@ class WCAClassifier:
             )
         self.encoder = encoder
         self.method, self.options, self.fidelity = method, options, bool(fidelity)
-        self.allow_duplicates = allow_duplicates
+        self.allow_duplicate_classes = bool(allow_duplicate_classes)
         self.known = {class_key(name): texts for name, texts in descriptions.items()}
         self._model = str(getattr(encoder, "name", type(encoder).__name__))
         self._label_sets: OrderedDict[tuple[str, ...], _LabelSet] = OrderedDict()
@@ -170,7 +179,7 @@ class WCAClassifier:
 
     @property
     def n_crops(self) -> int:
-        return self.crops.n
+        return self.crops.n_crops
 
     @property
     def alpha(self) -> float:
@@ -203,7 +212,7 @@ class WCAClassifier:
             self.method,
             self.encoder,
             sources,
-            allow_duplicates=self.allow_duplicates,
+            allow_duplicate_classes=self.allow_duplicate_classes,
             **{**self.options, **options},
         )
         if head.online:
@@ -287,7 +296,7 @@ class WCAClassifier:
         top_k = len(labels.classnames) if top_k is None else min(top_k, len(labels.classnames))
         show = len(images) >= PROGRESS_MIN_IMAGES if progress is None else progress
         items = ViewItems(
-            _Inputs(images),
+            _Inputs(images, self.max_image_pixels),
             range(len(images)),
             self._make_views,
             self.crops,

@@ -1,10 +1,15 @@
-"""Evaluation settings: defaults from the authors' protocol, their YAML files, and overrides,
-all validated by pydantic before any work starts.
+"""What an evaluation computes: every setting declared once, with its help and its group, and
+resolved from defaults, a config file and overrides, all validated before any work starts.
 
-A config file in the authors' shape loads as is::
+Each field of :class:`EvalConfig` carries its description and the group it belongs to; the
+command line's flags (``--n-crops`` for ``n_crops``) and their help are generated from them
+(:mod:`wca.cli.settings`), and result files record them under the same names. How a run runs
+(device, caches, workers) is :class:`wca.options.RunOptions`.
+
+A config file in the WCA authors' shape loads as is (:func:`wca.configs.authors_file` reads
+their keys ``model_size``, ``data_path``, ``n_samples``)::
 
     model_size: ViT-B/32
-    batch_size: 32
     dataset: cub
     data_path: data/CUB_200_2011
     alpha: 0.5
@@ -17,17 +22,16 @@ A config file in the authors' shape loads as is::
 
 ``methods`` may also be a mapping ``{wca: {image_scale: 4.0}}`` or a list of names; a method's
 keys other than ``name`` and ``enabled`` are options of its head, checked against the typed
-signature of its builder in :data:`wca.methods.METHODS` (so ``image_scale: abc`` or ``inf`` is
-refused before the feature pass, not after it). Precedence: defaults (per dataset, see
-:func:`wca.configs.dataset_defaults`) < file < overrides ``key=value``
-(``methods.wca.image_scale=3``, ``methods=clip,wca``). ``batch_size`` counts views per encoder
-pass in wca (images in the authors' code); it does not change results.
+signature of its builder (:func:`wca.methods.registry.options_model`), so ``image_scale: abc``
+is refused before the feature pass. Precedence: defaults (per dataset:
+:data:`wca.configs.DATASET_DEFAULTS`) < file < overrides < ``KEY=VALUE`` settings
+(``methods.wca.image_scale=3``, ``methods=clip,wca``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -43,31 +47,22 @@ from pydantic import (
 )
 
 from wca import defaults
-from wca.configs import (
-    AUTHORS_CODE_ALPHA,
-    authors_file,
-    config_path,
-    dataset_defaults,
-    read_config_file,
-)
-from wca.crops import CropSpec
-from wca.datasets import canonical_name
+from wca.compat import RENAMED_SETTINGS, renamed
+from wca.configs import AUTHORS_CODE_ALPHA, authors_file, config_path, dataset_defaults
+from wca.crops import Alpha, Beta, CropSpec, NCrops, Seed, Strategy
 from wca.errors import SettingError
-from wca.methods import METHODS
-from wca.methods.registry import options_model
+from wca.specs import CHECKPOINT_FILES, MODEL_FORMS, NAMED_MODELS
 
 DEFAULT_METHODS = ("clip", "clip-e", "clip-d", "waffle", "cupl", "wca")
-# The authors' CLIP model names -> the wca spec of the same OpenAI weights.
-OPENAI_MODELS = {
-    "ViT-B/32": "ViT-B-32",
-    "ViT-B/16": "ViT-B-16",
-    "ViT-L/14": "ViT-L-14",
-    "ViT-L/14@336px": "ViT-L-14-336",
-    "RN50": "RN50",
-    "RN101": "RN101",
-}
-STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+DEFAULT_MODEL = "open_clip:ViT-B-32/openai"  # the authors' default CLIP, ViT-B/32
 METHOD_ALIASES = {"ours": "wca"}  # the WCA authors' name for their method in their configs
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+def group(name: str, **extra: Any) -> dict[str, Any]:
+    """A field's ``json_schema_extra``: the group its flag is listed in (and e.g. ``metavar``,
+    ``repeatable`` for the flags a sweep repeats)."""
+    return {"group": name, **extra}
 
 
 class MethodConfig(BaseModel):
@@ -75,7 +70,7 @@ class MethodConfig(BaseModel):
     (only those set explicitly, validated and coerced by
     :func:`wca.methods.registry.options_model`)."""
 
-    model_config = STRICT
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str
     enabled: bool = True
@@ -83,20 +78,30 @@ class MethodConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_options(self) -> MethodConfig:
-        if self.name not in METHODS:
-            raise ValueError(f"unknown method {self.name!r} (known: {', '.join(METHODS)})")
+        from wca.methods.registry import METHODS, options_model  # the heads: when validating
+
+        METHODS.get_entry(self.name)  # an unknown name: one line listing the known ones
         options = options_model(self.name).model_validate(self.options)
         self.options = options.model_dump(exclude_unset=True)
         return self
 
+    def resolved_options(self) -> dict[str, Any]:
+        """Every option of the method, defaults included (what a result file records); a
+        temperature left unset is the model's own (``"model"``)."""
+        from wca.methods.registry import options_model
+
+        model = options_model(self.name)
+        resolved = model.model_validate(self.options).model_dump(mode="json")
+        if "logit_scale" in model.model_fields and "logit_scale" not in self.options:
+            resolved["logit_scale"] = "model"
+        return resolved
+
 
 def _default_methods() -> list[MethodConfig]:
-    options = {"image_scale": defaults.IMAGE_SCALE, "text_scale": defaults.TEXT_SCALE}
-    wca = MethodConfig(name="wca", options=options)
-    return [MethodConfig(name=name) for name in DEFAULT_METHODS[:-1]] + [wca]
+    return [MethodConfig(name=name) for name in DEFAULT_METHODS]
 
 
-def _method_entries(value: Any) -> list[dict[str, Any]]:
+def method_entries(value: Any) -> list[dict[str, Any]]:
     """The methods list in any of its shapes (see module doc) as ``{name, enabled, options}``."""
     if isinstance(value, str):
         value = [name.strip() for name in value.split(",") if name.strip()]
@@ -124,56 +129,104 @@ def _method_entries(value: Any) -> list[dict[str, Any]]:
             raise ValueError(f"{key}: expected a mapping of options, got {body!r}")
         body = dict(body or {})
         name = str(body.pop("name", key))
-        name = METHOD_ALIASES.get(name, name)
         enabled = body.pop("enabled", True)
+        name = METHOD_ALIASES.get(name, name)
         entries.append({"name": name, "enabled": enabled, "options": body})
     if not entries:
         raise ValueError("no method listed")
     return entries
 
 
-PositiveInt = Annotated[int, Field(ge=1)]
-_CROP_KEYS = {"n": "n_samples", "strategy": "crop_strategy"}  # CropSpec's names -> the config's
-
-
 class EvalConfig(BaseModel):
-    """Every setting of ``wca eval``; defaults are the authors' (their configs and code)."""
+    """Every setting of an evaluation (``wca eval``); defaults are the WCA authors' (their
+    configs and code)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
 
-    model_size: str = "ViT-B/32"
-    model: str | None = None  # a wca model spec; None: the OpenAI weights of model_size
-    dataset: str | None = None
-    dataset_name: str | None = None  # the name results carry (default: see pipeline)
-    data_path: str | None = None
-    split: str | None = None
-    batch_size: PositiveInt = defaults.BATCH_SIZE
-    alpha: Annotated[float, Field(gt=0, le=1)] = defaults.ALPHA
-    # the lower crop bound actually drawn with, where it differs from the stated alpha: the
-    # authors' code used 0.1 for every published number (None: alpha)
-    effective_alpha: Annotated[float, Field(gt=0, le=1)] | None = None
-    beta: Annotated[float, Field(gt=0, le=1)] = defaults.BETA
-    n_samples: PositiveInt = 100
-    crop_strategy: str = "random"  # the paper's uniform random crops; see wca.crops
-    n_run: PositiveInt = 20
-    patch_n: PositiveInt = 60
-    seed: Annotated[int, Field(ge=0)] = defaults.SEED
-    protocol: Literal["pool", "fresh"] = "pool"
-    fidelity: bool = False  # per-crop PIL preprocessing (the authors' views) instead of tensors
-    half: bool = False  # store features in fp16
-    methods: list[MethodConfig] = Field(default_factory=_default_methods)
+    model: str = Field(
+        DEFAULT_MODEL,
+        description=f"the model: {', '.join(MODEL_FORMS)}, a bare path to a {CHECKPOINT_FILES} "
+        "file or a model folder (backend inferred), or "
+        + ", ".join(f"{name} ({what})" for name, what in NAMED_MODELS.items())
+        + "; `wca models` lists them",
+        json_schema_extra=group("model", metavar="SPEC", repeatable=True),
+    )
+    dataset: str | None = Field(
+        None,
+        description="the dataset's registered name (`wca datasets` lists them)",
+        json_schema_extra=group("data", metavar="NAME", repeatable=True),
+    )
+    data_root: str | None = Field(
+        None,
+        description="where the dataset is, as downloaded ({dataset} stands for each name)",
+        json_schema_extra=group("data", metavar="DIR", repeatable=True),
+    )
+    dataset_name: str | None = Field(
+        None,
+        description="the dataset's name in results",
+        json_schema_extra=group(
+            "data", metavar="NAME", shown="an image folder's own name, else the dataset's"
+        ),
+    )
+    split: str | None = Field(
+        None,
+        description="the split to read",
+        json_schema_extra=group("data", shown="the paper's test split"),
+    )
+    alpha: Alpha = defaults.ALPHA
+    effective_alpha: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None,
+        description="the lower crop bound actually drawn with where it differs from alpha (the "
+        "authors' code crops with 0.1 whatever its config says; their config files set it)",
+        json_schema_extra=group("crops"),
+    )
+    beta: Beta = defaults.BETA
+    n_crops: NCrops = 100  # the authors' pool (60 for ImageNet: DATASET_DEFAULTS)
+    crop_strategy: Strategy = "random"
+    seed: Seed = defaults.SEED
+    fidelity: bool = Field(
+        False,
+        description="make views with the model's own PIL preprocessing per crop (the authors' "
+        "way, slower) instead of the fast tensor path",
+        json_schema_extra=group("crops"),
+    )
+    fp16_cache: bool = Field(
+        False,
+        description="store features in fp16 (half the disk)",
+        json_schema_extra=group("crops"),
+    )
+    n_run: PositiveInt = Field(
+        20, description="runs to average", json_schema_extra=group("protocol")
+    )
+    patch_n: PositiveInt = Field(
+        60, description="crops drawn per run from the pool", json_schema_extra=group("protocol")
+    )
+    protocol: Literal["pool", "fresh"] = Field(
+        "pool",
+        description="pool: each run draws patch_n crops with replacement from the pool, the same "
+        "indices for every image (the authors'); fresh: each run its own crops (needs n_crops >= "
+        "n_run * patch_n)",
+        json_schema_extra=group("protocol"),
+    )
+    methods: list[MethodConfig] = Field(
+        default_factory=_default_methods,
+        description="comma-separated methods (`wca methods` lists them)",
+        json_schema_extra=group("protocol", metavar="LIST", shown=",".join(DEFAULT_METHODS)),
+    )
     _notes: list[str] = PrivateAttr(default_factory=list)  # lines for the user, see resolve
     _named: set[str] = PrivateAttr(default_factory=set)  # methods the user asked for by name
 
     @field_validator("dataset")
     @classmethod
     def _canonical_dataset(cls, value: str | None) -> str | None:
+        from wca.datasets import canonical_name
+
         return None if value is None else canonical_name(value)
 
     @field_validator("methods", mode="before")
     @classmethod
     def _methods_shapes(cls, value: Any) -> list[dict[str, Any]]:
-        return _method_entries(value)
+        return method_entries(value)
 
     @model_validator(mode="after")
     def _valid_crops(self) -> EvalConfig:
@@ -181,19 +234,18 @@ class EvalConfig(BaseModel):
         try:
             self.crops  # noqa: B018
         except SettingError as error:
-            key = _CROP_KEYS.get(error.setting, error.setting)
-            raise ValueError(f"{key}: {error.reason}") from None
+            raise ValueError(f"{error.setting}: {error.reason}") from None
         return self
 
     @property
     def crops(self) -> CropSpec:
         """The crop pool of the feature pass."""
         return CropSpec(
-            n=self.n_samples,
+            n_crops=self.n_crops,
             alpha=self.crop_alpha,
             beta=self.beta,
             seed=self.seed,
-            strategy=self.crop_strategy,
+            crop_strategy=self.crop_strategy,
         )
 
     @property
@@ -207,93 +259,69 @@ class EvalConfig(BaseModel):
         return list(self._notes)
 
     def named(self, method: str) -> bool:
-        """Whether ``method`` was asked for by name (a methods list in a file, ``--methods``,
-        ``--set methods...``) rather than being one of the defaults: a named method whose
-        texts are missing is an error, a default one is skipped."""
+        """Whether ``method`` was asked for by name (a methods list in a file or the
+        overrides, ``methods.<name>...`` settings) rather than being one of the defaults: a
+        named method whose texts are missing is an error, a default one is skipped."""
         return method in self._named
-
-    @property
-    def model_spec(self) -> str:
-        if self.model:
-            return self.model
-        if ":" in self.model_size:
-            return self.model_size
-        if self.model_size not in OPENAI_MODELS:
-            raise ValueError(
-                f"model_size {self.model_size!r} is not one of the authors' CLIP models "
-                f"({', '.join(OPENAI_MODELS)}); give a model spec instead (e.g. open_clip:...)"
-            )
-        return f"open_clip:{OPENAI_MODELS[self.model_size]}/openai"
 
     def enabled_methods(self) -> list[MethodConfig]:
         return [method for method in self.methods if method.enabled]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values in the authors' shape (methods as a list of one-key mappings)."""
+        """The settings as plain values, under their names, every method's options resolved
+        (defaults included), so that equal settings always compare equal."""
         data = self.model_dump(exclude={"methods"})
-        data["model"] = self.model_spec
         data["effective_alpha"] = self.crop_alpha
-        if self.model:
-            data["model_size"] = None  # the spec says which model ran, not the authors' name
         data["methods"] = [
-            {m.name: {"name": m.name, "enabled": m.enabled, **m.options}} for m in self.methods
+            {m.name: {"name": m.name, "enabled": m.enabled, **m.resolved_options()}}
+            for m in self.methods
         ]
         return data
 
 
-def _model_level_key(first: Mapping[str, Any]) -> list[str]:
-    """The config key a model-level check names first (``"alpha: must be <= beta"``), if any."""
-    key = first["msg"].removeprefix("Value error, ").split(":", 1)[0]
-    return [key] if key in EvalConfig.model_fields else []
-
-
-def _one_line(error: ValidationError, data: Mapping[str, Any], source: str) -> ValueError:
-    """The first problem of a validation error as ``source: key: what was wrong``, a method
-    named by its name rather than its position in the list."""
+def _first_problem(error: ValidationError, data: Mapping[str, Any]) -> SettingError:
+    """The first problem of a validation error as a :class:`SettingError` naming the setting
+    (a method by its name, not its place in the list)."""
     first = error.errors()[0]
-    loc = [part for part in first["loc"] if part != "options"] or _model_level_key(first)
+    message = first["msg"].removeprefix("Value error, ")
+    loc = [part for part in first["loc"] if part != "options"]
+    if not loc:  # a check of the whole config names its setting first: "alpha: must be ..."
+        key, _, rest = message.partition(": ")
+        if key in EvalConfig.model_fields:
+            loc, message = [key], rest
     if len(loc) > 1 and loc[0] == "methods" and isinstance(loc[1], int):
         with contextlib.suppress(ValueError, IndexError, KeyError):
-            loc[1] = _method_entries(data["methods"])[loc[1]]["name"]
-    message = first["msg"].removeprefix("Value error, ")
-    if not first["loc"] and loc:
-        message = message.removeprefix(f"{loc[0]}: ")
+            loc[1] = method_entries(data["methods"])[loc[1]]["name"]
+        if len(loc) == 2:  # the method itself (not one of its options): the methods setting
+            loc, message = ["methods"], f"{loc[1]}: {message}"
     if first["type"] == "extra_forbidden":
         known = f" (known: {', '.join(EvalConfig.model_fields)})" if len(loc) == 1 else ""
-        message, loc = f"unknown key {loc[-1]!r}{known}", loc[:-1]
+        message = f"unknown setting{known}"
     elif "input" in first and first["type"] not in ("value_error", "assertion_error"):
         message += f", got {first['input']!r}"
-    where = ".".join(map(str, loc))
-    return ValueError(f"{source}: {where + ': ' if where else ''}{message}")
+    return SettingError(".".join(map(str, loc)) or "settings", message)
 
 
-def _validated(data: Mapping[str, Any], source: str | Mapping[str, str]) -> EvalConfig:
-    """``data`` as a config; ``source`` names where the values came from (per key, if a
-    mapping: the key of the first problem picks the name)."""
+def _validated(data: Mapping[str, Any], source: str | None) -> EvalConfig:
+    """``data`` as a config; errors name ``source`` (a file, ``KEY=VALUE``) before the
+    setting, or the setting alone (a :class:`SettingError`: the CLI adds its flag)."""
     try:
         return EvalConfig.model_validate(dict(data))
-    except ValidationError as error:
-        if not isinstance(source, str):
-            first = error.errors()[0]
-            key = str((list(first["loc"]) or _model_level_key(first) or [""])[0])
-            source = source.get(key, "command line")
-        raise _one_line(error, data, source) from None
+    except (ValidationError, SettingError) as error:
+        problem = _first_problem(error, data) if isinstance(error, ValidationError) else error
+        if source is None:
+            raise problem from None
+        raise ValueError(f"{source}: {problem}") from None
 
 
-def _merge(
-    config: EvalConfig, values: Mapping[str, Any], source: str | Mapping[str, str]
-) -> EvalConfig:
-    return _validated({**config.model_dump(), **values}, source)
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
+def parse_setting(text: str) -> tuple[list[str], Any]:
     """``"a.b=value"`` -> ``(["a", "b"], value)``, the value read as YAML (numbers, booleans)."""
     if "=" not in text:
-        raise ValueError(f"override {text!r} is not KEY=VALUE")
+        raise ValueError(f"setting {text!r} is not KEY=VALUE")
     key, raw = text.split("=", 1)
     path = [part for part in key.strip().split(".") if part]
     if not path:
-        raise ValueError(f"override {text!r} has no key")
+        raise ValueError(f"setting {text!r} has no key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
@@ -301,12 +329,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, value
 
 
-def _apply_method_override(config: EvalConfig, path: list[str], value: Any, source: str):
-    """``methods.<name>.<option>=value`` (``enabled`` switches the method on or off)."""
+def _with_method_option(values: dict[str, Any], path: list[str], value: Any, source: str):
+    """``values`` with ``methods.<name>.<option>=value`` (``enabled`` switches a method)."""
     if len(path) != 3:
         raise ValueError(f"{source}: use methods.<method>.<option>=VALUE")
     _, name, option = path
-    methods = [m.model_dump() for m in config.methods]
+    methods = method_entries(values.get("methods", list(DEFAULT_METHODS)))
     target = next((m for m in methods if m["name"] == name), None)
     if target is None:
         target = {"name": name, "enabled": True, "options": {}}
@@ -315,7 +343,7 @@ def _apply_method_override(config: EvalConfig, path: list[str], value: Any, sour
         target["enabled"] = value
     else:
         target["options"][option] = value
-    return _merge(config, {"methods": methods}, source)
+    return {**values, "methods": methods}
 
 
 def resolve_config(
@@ -323,70 +351,62 @@ def resolve_config(
     path: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     settings: Iterable[str] = (),
-    *,
-    flag: Callable[[str], str] = str,
-    setting: Callable[[str], str] = str,
 ) -> EvalConfig:
-    """Defaults for the dataset, then the file at ``path``, then ``overrides`` (a mapping of
-    keys, e.g. from CLI flags, ``methods.<method>.<option>`` reaching method options; None
-    values are skipped), then ``settings`` (``KEY=VALUE`` strings; dotted keys reach method
-    options). Errors name where a value came from: the file, ``flag(key)`` for an override
-    (default: the key), ``setting(text)`` for a ``KEY=VALUE`` string (default: the string)."""
-    file_values = read_config_file(path) if path is not None else {}
+    """Defaults for the dataset, then the file at ``path``, then ``overrides`` (settings by
+    name, e.g. from flags; ``methods.<method>.<option>`` keys reach method options; None
+    values are skipped), then ``settings`` (``KEY=VALUE`` strings). Errors name the file or
+    the ``KEY=VALUE`` they came from; an override's error is a :class:`SettingError` naming
+    the setting. Old setting names are accepted with a deprecation notice."""
+    parsed = [(text, *parse_setting(text)) for text in settings]
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    method_flags = {k: overrides.pop(k) for k in list(overrides) if k.startswith("methods.")}
-    settings = list(settings)
+    overrides = renamed(overrides, RENAMED_SETTINGS, "setting")
+    file_values, notes = authors_file(config_path(path)) if path is not None else ({}, [])
     named = dataset or overrides.get("dataset") or file_values.get("dataset")
-    for text in settings:
-        key, value = parse_override(text)
-        if key == ["dataset"]:
-            named = value
-    config = _validated(dataset_defaults(named), "defaults")
-    notes = []
-    if path is not None:
-        path = config_path(path)
-        file_values, notes = authors_file(file_values, path)
-        config = _merge(config, file_values, str(path))
+    named = next((value for _, key, value in parsed if key == ["dataset"]), named)
+    values = dataset_defaults(named)
+    _validated(values, "defaults")
+    values.update(file_values)
+    config = _validated(values, None if path is None else str(config_path(path)))
+    values.update({k: v for k, v in overrides.items() if not k.startswith("methods.")})
     if dataset is not None:
-        overrides = {"dataset": dataset, **overrides}
-    config = _merge(config, overrides, {key: flag(key) for key in overrides})
-    for key, value in method_flags.items():
-        config = _apply_method_override(config, key.split("."), value, flag(key))
-    for text in settings:
-        key, value = parse_override(text)
+        values["dataset"] = dataset
+    config = _validated(values, None)
+    for key, value in overrides.items():
+        if key.startswith("methods."):
+            values = _with_method_option(values, key.split("."), value, key)
+            config = _validated(values, None)
+    for text, key, value in parsed:
         if key[0] == "methods" and len(key) > 1:
-            config = _apply_method_override(config, key, value, setting(text))
+            values = _with_method_option(values, key, value, text)
         elif len(key) == 1:
-            config = _merge(config, {key[0]: value}, setting(text))
+            values = renamed({**values, key[0]: value}, RENAMED_SETTINGS, text)
         else:
-            raise ValueError(f"{setting(text)}: only methods.<method>.<option> keys have dots")
-    explicit = "alpha" in overrides or any(parse_override(t)[0] == ["alpha"] for t in settings)
+            raise ValueError(f"{text}: only methods.<method>.<option> keys have dots")
+        config = _validated(values, text)
+    explicit = "alpha" in overrides or any(key == ["alpha"] for _, key, _ in parsed)
     if explicit and config.effective_alpha is not None:
-        config = _merge(config, {"effective_alpha": None}, "command line")
+        config = _validated({**values, "effective_alpha": None}, None)
         notes = [note for note in notes if "alpha" not in note]
     if config.effective_alpha is not None and config.effective_alpha != config.alpha:
         notes.append(
             f"crops drawn with alpha {config.effective_alpha}, not the stated {config.alpha}: "
             f"the authors' code crops with U({AUTHORS_CODE_ALPHA}, 0.9) whatever its config "
-            f"says, and the published numbers come from it; set {flag('alpha')} to crop otherwise"
+            "says, and the published numbers come from it; set alpha to crop otherwise"
         )
     config._notes = notes
-    config._named = _named_methods(file_values, overrides, method_flags, settings)
+    config._named = _named_methods(file_values, overrides, parsed)
     return config
 
 
-def _named_methods(file_values, overrides, method_flags, settings) -> set[str]:
+def _named_methods(file_values, overrides, parsed) -> set[str]:
     named: set[str] = set()
     for values in (file_values, overrides):
         if "methods" in values:
-            named = {entry["name"] for entry in _method_entries(values["methods"])}
-    named |= {key.split(".")[1] for key in method_flags}
-    for text in settings:
-        key, value = parse_override(text)
+            named = {entry["name"] for entry in method_entries(values["methods"])}
+    named |= {key.split(".")[1] for key in overrides if key.startswith("methods.")}
+    for _, key, value in parsed:
         if key == ["methods"]:
-            named = {entry["name"] for entry in _method_entries(value)}
+            named = {entry["name"] for entry in method_entries(value)}
         elif key[0] == "methods" and len(key) > 1:
             named.add(key[1])
     return named
-
-

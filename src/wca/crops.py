@@ -1,31 +1,25 @@
-"""Localized visual prompting: random crops of an image and their preprocessed views.
+"""Localized visual prompting: which crops of an image are read, validated once.
 
-Crop boxes (and, for ``rrc``, a horizontal flip per view) are a pure function of (seed, image
-index, crop index), so any batching, worker count or process layout sees the same crops. Each
-crop is resized to the model's input in both directions (square boxes keep their aspect).
-Two ways turn an image and its boxes into model inputs:
+A :class:`CropSpec` names the crops of every image: how many, their sizes, the random stream
+and the sampler (:data:`CROP_STRATEGIES`). Crop boxes (and, for ``rrc``, a horizontal flip per
+view) are a pure function of (seed, image key, crop index), so any batching, worker count or
+process layout sees the same crops, and the first k crops of a spec are the crops of the same
+spec with ``n_crops = k``. How boxes become model inputs is :mod:`wca.preprocessing`.
 
-- the fast path (:func:`fast_views`) decodes the image once and crops and resizes tensors;
-- the fidelity path (:func:`fidelity_views`) crops with PIL and calls the model's own
-  preprocessing on every crop, as the authors' code does.
-
-Every stack of views is ``[full view, crop 1, ..., crop N]``; the full view is the model's
-standard preprocessing of the whole image (resize of the short side + centre crop for CLIP).
+The settings are declared once here (type, bounds, help) and read by every front end: the
+evaluation config, the classifier, the command line and the web page.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Annotated, Any
 
 import numpy as np
-import torch
-import torchvision.transforms.v2.functional as TF
-from PIL import Image, ImageOps
-from torch import Tensor
-from torchvision.transforms import InterpolationMode
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from wca import defaults
+from wca.compat import renamed
 from wca.errors import SettingError
 from wca.registry import Registry
 
@@ -33,84 +27,115 @@ from wca.registry import Registry
 SAMPLER_VERSION = 1
 DEFAULT_BETA = defaults.BETA
 
+# The crop settings, declared once (the evaluation config uses the same declarations).
+NCrops = Annotated[
+    int,
+    Field(
+        ge=1,
+        description="crops per image (an evaluation's pool, from which each run draws patch_n)",
+        json_schema_extra={"group": "crops", "metavar": "N"},
+    ),
+]
+Alpha = Annotated[
+    float,
+    Field(
+        gt=0,
+        le=1,
+        description="smallest crop side, as a fraction of the image's short side",
+        json_schema_extra={"group": "crops"},
+    ),
+]
+Beta = Annotated[
+    float,
+    Field(
+        gt=0, le=1, description="largest crop side fraction", json_schema_extra={"group": "crops"}
+    ),
+]
+Seed = Annotated[
+    int,
+    Field(
+        ge=0,
+        description="seed of the crops (and of the runs' draws)",
+        json_schema_extra={"group": "crops"},
+    ),
+]
+Strategy = Annotated[
+    str,
+    Field(
+        description="random: the paper's uniform square crops; diverse: random without "
+        "near-duplicates (IoU filter); grid: a multi-scale grid; rrc: RandomResizedCrop boxes "
+        "with random flips, as ZERO, MTA and AWT augment",
+        json_schema_extra={"group": "crops", "metavar": "NAME"},
+    ),
+]
 
-@dataclass(frozen=True)
-class Preprocessing:
-    """The parameters of a CLIP-style image preprocessing, for the fast tensor path.
 
-    ``resize_mode`` is ``"shortest"`` (resize the short side to ``image_size``, then centre
-    crop: OpenAI CLIP and most open_clip models) or ``"squash"`` (resize both sides).
-    ``resize_size``, where set, is the side resized to before a centre crop to ``image_size``
-    (ALIGN squashes to 346 and crops 289). ``crop_rounding`` places an off-centre-by-half crop:
-    ``"round"`` as torchvision (open_clip) or ``"floor"`` as transformers' image processors.
-    """
+class CropSpec(BaseModel):
+    """The crops of every image (see the module doc): ``n_crops`` views per image, sides from
+    ``alpha`` to ``beta`` x the short side (the paper's U(alpha, beta)), the random stream
+    ``seed`` and the sampler ``crop_strategy``. An invalid value raises a
+    :class:`~wca.errors.SettingError` naming the setting."""
 
-    image_size: int = 224
-    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
-    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
-    interpolation: str = "bicubic"
-    resize_mode: str = "shortest"
-    resize_size: int | None = None
-    crop_rounding: str = "round"
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
+    n_crops: NCrops = defaults.N_CROPS
+    alpha: Alpha = defaults.ALPHA
+    beta: Beta = defaults.BETA
+    seed: Seed = defaults.SEED
+    crop_strategy: Strategy = "random"
 
-@dataclass(frozen=True)
-class CropSpec:
-    """The crops of every image, validated once: ``n`` views per image, sides from ``alpha``
-    to ``beta`` x the short side (the paper's U(alpha, beta)), the random stream ``seed`` and
-    the sampler ``strategy`` (:data:`CROP_STRATEGIES`). The classifier, the evaluation config,
-    the feature cache's key, the view pipeline and the web page all take one.
-
-    An invalid value raises a :class:`~wca.errors.SettingError` naming the setting (``n``,
-    ``alpha``, ...).
-    """
-
-    n: int = defaults.N_CROPS
-    alpha: float = defaults.ALPHA
-    beta: float = defaults.BETA
-    seed: int = defaults.SEED
-    strategy: str = "random"
-
-    def __post_init__(self) -> None:
-        for name in ("n", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer):
-                raise SettingError(name, f"must be an integer, got {value!r}")
-        for name in ("alpha", "beta"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
-                raise SettingError(name, f"must be a number, got {value!r}")
-            if not 0 < value <= 1:  # also refuses NaN
-                raise SettingError(name, f"must be in (0, 1], got {value}")
-        if self.n < 1:
-            raise SettingError("n", f"must be >= 1, got {self.n}")
-        if self.seed < 0:
-            raise SettingError("seed", f"must be >= 0, got {self.seed}")
+    def __init__(self, **values: Any) -> None:
+        values = renamed(values, {"n": "n_crops", "strategy": "crop_strategy"}, "CropSpec")
+        try:
+            super().__init__(**values)
+        except ValidationError as error:
+            raise setting_error(error) from None
         if self.alpha > self.beta:
             raise SettingError("alpha", f"must be <= beta, got {self.alpha} > {self.beta}")
-        if self.strategy not in CROP_STRATEGIES:
-            choices = ", ".join(CROP_STRATEGIES)
-            raise SettingError("strategy", f"must be one of {choices}, got {self.strategy!r}")
-        for name, kind in (("n", int), ("seed", int), ("alpha", float), ("beta", float)):
-            object.__setattr__(self, name, kind(getattr(self, name)))
 
-    def views(self, height: int, width: int, image_key: int) -> tuple[Tensor, Tensor]:
-        """``n`` boxes ``[n, 4]`` as ``(left, top, right, bottom)`` pixel corners and a
-        horizontal flip flag per view ``bool [n]`` for an image of ``height x width`` whose
-        crops are keyed by ``image_key`` (its index in a dataset, or a hash of its pixels).
+    @field_validator("n_crops", "seed", mode="before")
+    @classmethod
+    def _integer(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ValueError(f"must be an integer, got {value!r}")
+        return int(value)
+
+    @field_validator("crop_strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        if value not in CROP_STRATEGIES:
+            raise ValueError(f"must be one of {', '.join(CROP_STRATEGIES)}, got {value!r}")
+        return value
+
+    def views(self, height: int, width: int, image_key: int):
+        """``n_crops`` boxes ``[n, 4]`` as ``(left, top, right, bottom)`` pixel corners and a
+        horizontal flip flag per view ``bool [n]`` (torch tensors) for an image of ``height x
+        width`` whose crops are keyed by ``image_key`` (its index in a dataset, or a hash of its
+        pixels).
 
         The paper's ``"random"``: square side = floor(U(alpha, beta) * min(height, width))
         (at least 1 pixel), placed uniformly inside the image, never flipped; row ``i``
         depends only on ``(seed, image_key, i)``.
         """
+        import torch
+
         if height < 1 or width < 1:
             raise ValueError(f"image of size {width}x{height} has no pixels to crop")
         if image_key < 0:
             raise ValueError(f"image key must be >= 0, got {image_key}")
         rng = np.random.default_rng((self.seed, image_key))
-        sampler = CROP_STRATEGIES[self.strategy]
-        boxes, flips = sampler(height, width, self.n, self.alpha, self.beta, rng)
+        sampler = CROP_STRATEGIES[self.crop_strategy]
+        boxes, flips = sampler(height, width, self.n_crops, self.alpha, self.beta, rng)
         return torch.from_numpy(boxes), torch.from_numpy(flips)
+
+
+def setting_error(error: ValidationError) -> SettingError:
+    """The first problem of a settings model's validation error, naming the setting."""
+    first = error.errors()[0]
+    setting = ".".join(map(str, first["loc"])) or "settings"
+    message = first["msg"].removeprefix("Value error, ")
+    got = f", got {first['input']!r}" if "input" in first and "got " not in message else ""
+    return SettingError(setting, f"{message}{got}")
 
 
 def crop_boxes(
@@ -122,7 +147,7 @@ def crop_boxes(
     seed: int = 0,
     image_index: int = 0,
     strategy: str = "random",
-) -> Tensor:
+):
     """The boxes of :func:`crop_views` alone, ``[n, 4]``."""
     return crop_views(height, width, n, alpha, beta, seed, image_index, strategy)[0]
 
@@ -136,9 +161,15 @@ def crop_views(
     seed: int = 0,
     image_index: int = 0,
     strategy: str = "random",
-) -> tuple[Tensor, Tensor]:
+):
     """:meth:`CropSpec.views` with the spec's fields given one by one."""
-    return CropSpec(n, alpha, beta, seed, strategy).views(height, width, image_index)
+    spec = CropSpec(n_crops=n, alpha=alpha, beta=beta, seed=seed, crop_strategy=strategy)
+    return spec.views(height, width, image_index)
+
+
+# A sampler: fn(height, width, n, alpha, beta, numpy Generator) -> (int boxes [n, 4], bool
+# flips [n]).
+Sampler = Callable[..., tuple[np.ndarray, np.ndarray]]
 
 
 def _place(height: int, width: int, scale: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -243,103 +274,8 @@ def _unflipped(sampler):
 
 # Crop-set samplers by name: fn(height, width, n, alpha, beta, numpy Generator) ->
 # (int boxes [n, 4], bool flips [n]).
-CROP_STRATEGIES: Registry[Callable[..., tuple[np.ndarray, np.ndarray]]] = Registry("crop strategy")
+CROP_STRATEGIES: Registry[Sampler] = Registry("crop strategy")
 CROP_STRATEGIES.register("random", _unflipped(_random_boxes))
 CROP_STRATEGIES.register("diverse", _unflipped(_diverse_boxes))
 CROP_STRATEGIES.register("grid", _unflipped(_grid_boxes))
 CROP_STRATEGIES.register("rrc", _rrc_boxes)
-
-
-def image_to_tensor(image: Image.Image) -> Tensor:
-    """An RGB PIL image as a ``uint8`` tensor ``[3, H, W]`` (decoded once for all views).
-
-    The memory stays channels-last, as decoded: torch's antialiased ``uint8`` resize runs about
-    twice as fast on it as on a contiguous ``CHW`` copy.
-    """
-    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
-
-
-def _resize_and_crop(pixels: Tensor, prep: Preprocessing) -> Tensor:
-    """The model's resize + centre crop on a ``uint8`` tensor, antialiased like PIL."""
-    interpolation = InterpolationMode(prep.interpolation)
-    size, resize = prep.image_size, prep.resize_size or prep.image_size
-    if prep.resize_mode == "squash":
-        pixels = TF.resize(pixels, [resize, resize], interpolation=interpolation, antialias=True)
-    elif prep.resize_mode == "shortest":
-        pixels = TF.resize(pixels, resize, interpolation=interpolation, antialias=True)
-    else:
-        raise ValueError(f"unknown resize_mode {prep.resize_mode!r} (shortest or squash)")
-    if prep.crop_rounding == "floor":
-        top, left = (pixels.shape[-2] - size) // 2, (pixels.shape[-1] - size) // 2
-        return pixels[..., top : top + size, left : left + size]
-    return TF.center_crop(pixels, [size, size])
-
-
-def normalize_pixels(
-    views: Tensor, prep: Preprocessing, dtype: torch.dtype = torch.float32
-) -> Tensor:
-    """``uint8`` views ``[V, 3, S, S]`` to ``dtype``, normalised with the model's mean and std,
-    on the views' device: one allocation, scaled and shifted in place."""
-    std = torch.tensor(prep.std, dtype=torch.float64)
-    scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1)
-    shift = (-torch.tensor(prep.mean, dtype=torch.float64) / std).view(1, 3, 1, 1)
-    out = views.to(dtype)
-    return out.mul_(scale.to(views.device, dtype)).add_(shift.to(views.device, dtype))
-
-
-def _flip_flags(flips: Tensor | None, n: int) -> list[bool]:
-    return [False] * n if flips is None else [bool(f) for f in flips.tolist()]
-
-
-def uint8_views(
-    image: Image.Image | Tensor, boxes: Tensor, prep: Preprocessing, flips: Tensor | None = None
-) -> Tensor:
-    """All views of one image before normalisation, ``uint8 [N+1, 3, S, S]`` (full view first):
-    a quarter of the bytes of float views, for loader workers to hand to the encoder. A square
-    crop goes through the model's own resize and centre crop, as its processor would take it;
-    a box that is not square (``rrc``) is resized to ``S x S``, as RandomResizedCrop does.
-    Views are mirrored where ``flips``."""
-    pixels = image if isinstance(image, Tensor) else image_to_tensor(image)
-    size = prep.image_size
-    interpolation = InterpolationMode(prep.interpolation)
-    views = torch.empty(len(boxes) + 1, size, size, 3, dtype=torch.uint8, device=pixels.device)
-    views = views.permute(0, 3, 1, 2)  # channels-last, like the decoded image
-    views[0] = _resize_and_crop(pixels, prep)
-    flags = _flip_flags(flips, len(boxes))
-    for i, (left, top, right, bottom) in enumerate(boxes.tolist(), start=1):
-        crop = pixels[:, top:bottom, left:right]
-        if right - left == bottom - top:
-            view = _resize_and_crop(crop, prep)
-        else:
-            view = TF.resize(crop, [size, size], interpolation=interpolation, antialias=True)
-        views[i] = view.flip(-1) if flags[i - 1] else view
-    return views
-
-
-def fast_views(
-    image: Image.Image | Tensor, boxes: Tensor, prep: Preprocessing, flips: Tensor | None = None
-) -> Tensor:
-    """All views of one image, normalised, as one tensor ``[N+1, 3, S, S]`` (full view first)."""
-    return normalize_pixels(uint8_views(image, boxes, prep, flips), prep)
-
-
-def fidelity_views(
-    image: Image.Image,
-    boxes: Tensor,
-    preprocess: Callable[[Image.Image], Tensor],
-    flips: Tensor | None = None,
-    size: int | None = None,
-) -> Tensor:
-    """All views as the authors make them: PIL crop, then the model's own preprocessing.
-
-    A box that is not square is first resized (bicubic) to ``size x size``, the model's input,
-    as RandomResizedCrop does; views are mirrored where ``flips``."""
-    views = [preprocess(image)]
-    for box, flip in zip(boxes.tolist(), _flip_flags(flips, len(boxes)), strict=True):
-        crop = image.crop(tuple(box))
-        if crop.width != crop.height:
-            if size is None:
-                raise ValueError("fidelity views of boxes that are not square need size")
-            crop = crop.resize((size, size), Image.BICUBIC)
-        views.append(preprocess(ImageOps.mirror(crop) if flip else crop))
-    return torch.stack(views)

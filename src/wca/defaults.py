@@ -28,6 +28,9 @@ BATCH_SIZE = 256
 NUM_WORKERS = 0
 SHARD_SIZE = 1000
 PRECISION = "fp32"
+# Images larger than this many pixels are refused (PIL's own Image.MAX_IMAGE_PIXELS): a guard
+# against decompression bombs; 0 lifts it.
+MAX_IMAGE_PIXELS = 89_478_485
 
 # ImageNet and its test-only variants share ImageNet's class lists (the authors' convention)
 IMAGENET_FAMILY = ("imagenet", "imagenetv2", "imagenet-sketch", "imagenet-r", "imagenet-a")

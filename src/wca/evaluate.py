@@ -4,7 +4,7 @@ image's correctness per method and run.
 Protocols (every run scores every method on every image):
 
 - ``"pool"`` (the authors'): run ``r`` draws ``patch_n`` crop indices with replacement from the
-  pool of ``n_samples`` crops, the same indices for every image. Runs share crops, so the
+  pool of ``n_crops`` crops, the same indices for every image. Runs share crops, so the
   spread over runs measures the draw from a fixed pool.
 - ``"fresh"``: run ``r`` uses pool crops ``r*patch_n .. (r+1)*patch_n - 1``. With the paper's
   random sampler, crop ``i`` of an image is an independent draw (it depends only on seed, image
@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from wca import results as schema
+from wca.errors import SettingError
 from wca.features import Features
 from wca.methods import Head
 from wca.progress import progress_bar
@@ -107,7 +108,7 @@ class Evaluation:
     n_images: int
     n_run: int
     patch_n: int
-    n_samples: int
+    n_crops: int
     seed: int
     protocol: str
     class_subset: list[int] | None = None
@@ -119,7 +120,7 @@ class Evaluation:
             protocol=self.protocol,
             n_run=self.n_run,
             patch_n=self.patch_n,
-            n_samples=self.n_samples,
+            n_crops=self.n_crops,
             seed=self.seed,
             class_subset=self.class_subset,
             stream_order=STREAM_ORDER if online else None,
@@ -127,19 +128,20 @@ class Evaluation:
         )
 
 
-def run_indices(n_samples: int, n_run: int, patch_n: int, seed: int, protocol: str) -> Tensor:
+def run_indices(n_crops: int, n_run: int, patch_n: int, seed: int, protocol: str) -> Tensor:
     """Crop indices ``[n_run, patch_n]`` into the pool, shared by all images (see module doc)."""
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})")
+        raise SettingError("protocol", f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if n_run < 1 or patch_n < 1:
-        raise ValueError(f"n_run and patch_n must be >= 1, got {n_run} and {patch_n}")
+        raise SettingError("n_run", f"n_run and patch_n must be >= 1, got {n_run} and {patch_n}")
     if protocol == "pool":
         generator = torch.Generator().manual_seed(seed)
-        return torch.randint(0, n_samples, (n_run, patch_n), generator=generator)
-    if n_run * patch_n > n_samples:
-        raise ValueError(
-            f"protocol 'fresh' needs n_run * patch_n = {n_run * patch_n} crops per image, the "
-            f"pool has n_samples = {n_samples}: extract with more n_samples or lower n_run/patch_n"
+        return torch.randint(0, n_crops, (n_run, patch_n), generator=generator)
+    if n_run * patch_n > n_crops:
+        raise SettingError(
+            "protocol",
+            f"'fresh' needs n_run * patch_n = {n_run * patch_n} crops per image, the pool has "
+            f"n_crops = {n_crops}: extract more n_crops or lower n_run/patch_n",
         )
     return torch.arange(n_run * patch_n).view(n_run, patch_n)
 
@@ -272,7 +274,7 @@ def evaluate(
     """
     if not heads:
         raise ValueError("no methods to evaluate")
-    indices = run_indices(features.n_samples, n_run, patch_n, seed, protocol)
+    indices = run_indices(features.n_crops, n_run, patch_n, seed, protocol)
     subset = None if class_subset is None else torch.as_tensor(sorted(class_subset))
     valid = features.valid
     labels_all = features.labels.long()[valid]  # skipped images do not count
@@ -341,7 +343,7 @@ def evaluate(
         n_images=count,
         n_run=n_run,
         patch_n=patch_n,
-        n_samples=features.n_samples,
+        n_crops=features.n_crops,
         seed=seed,
         protocol=protocol,
         class_subset=None if class_subset is None else [int(i) for i in class_subset],

@@ -1,67 +1,73 @@
 """Decoding images: any file PIL opens (and arrays) as upright 8-bit RGB, with a guard against
-decompression bombs, and the key of an image's pixels that its crops are drawn from when it has
+decompression bombs (the limit is carried with the data it guards: a dataset's or classifier's
+``max_image_pixels``), and the key of an image's pixels that its crops are drawn from when it has
 no place in a dataset."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import os
 import re
+import threading
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-MAX_PIXELS_ENV = "WCA_MAX_IMAGE_PIXELS"  # 0 or "none": no limit
+from wca.defaults import MAX_IMAGE_PIXELS
+
+_PIL_GUARD = threading.Lock()  # PIL's own guard is a process-wide setting
 
 
-def max_image_pixels() -> int | None:
-    """The largest image (width x height) :func:`load_image` decodes: ``$WCA_MAX_IMAGE_PIXELS``
-    (``0``/``none``: no limit), else PIL's ``Image.MAX_IMAGE_PIXELS`` (about 89 megapixels),
-    which guards against decompression bombs (a tiny file declaring a huge image)."""
-    value = os.environ.get(MAX_PIXELS_ENV, "").strip().lower()
-    if not value:
-        return Image.MAX_IMAGE_PIXELS
-    if value == "none":
-        return None
+class ImageTooLarge(ValueError):
+    """An image above the decompression-bomb guard; ``setting`` names the option that raises
+    it (front ends name their own flag for it)."""
+
+    setting = "max_image_pixels"
+
+
+@contextlib.contextmanager
+def _pil_allows(limit: int) -> Iterator[None]:
+    """PIL's own refusal (above twice its global limit) lifted while a larger ``limit`` (0: no
+    limit) is checked here instead; PIL's setting is restored after."""
+    if limit and limit <= 2 * Image.MAX_IMAGE_PIXELS:
+        yield
+        return
+    with _PIL_GUARD:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _open(source: str | Path, limit: int) -> Image.Image:
+    """Decode a file, refusing images above ``limit`` pixels (0: no limit) with a clear error."""
     try:
-        limit = int(value)
-    except ValueError:
-        raise ValueError(f"{MAX_PIXELS_ENV}={value!r} is not a number of pixels") from None
-    if limit < 0:
-        raise ValueError(f"{MAX_PIXELS_ENV}={value!r} must be >= 0 (0: no limit)")
-    return limit or None
-
-
-def _open(source: str | Path) -> Image.Image:
-    """Decode a file, refusing images above :func:`max_image_pixels` with a clear error."""
-    limit = max_image_pixels()
-    if os.environ.get(MAX_PIXELS_ENV):
-        Image.MAX_IMAGE_PIXELS = limit  # PIL refuses above twice its own global
-    try:
-        image = Image.open(source)
-        if limit is not None and image.width * image.height > limit:
-            raise Image.DecompressionBombError(f"{image.width} x {image.height} pixels")
-        image.load()
+        with _pil_allows(limit), warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below
+            image = Image.open(source)
+            if limit and image.width * image.height > limit:
+                raise Image.DecompressionBombError(f"({image.width * image.height} pixels)")
+            image.load()
     except Image.DecompressionBombError as error:
-        # PIL's own refusal (above twice its limit) quotes that limit and not the size: say
-        # the size and the one limit that applies
         size = re.search(r"\((\d+) pixels\)", str(error))
         what = f"{size[1]} pixels" if size else str(error)
-        raise ValueError(
+        raise ImageTooLarge(
             f"{source}: image too large ({what}; the limit is {limit} pixels, a guard against "
-            f"decompression bombs): raise it with --max-image-pixels N or {MAX_PIXELS_ENV}=N "
-            "(0: no limit) if you trust the file"
+            "decompression bombs): raise max_image_pixels (0: no limit) if you trust the file"
         ) from None
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"{source}: not a readable image ({error})") from error
     return image
 
 
-def load_image(source: str | Path | Image.Image) -> Image.Image:
+def load_image(source: str | Path | Image.Image, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Open an image as 8-bit RGB, upright by its EXIF orientation, with a clear error if not
-    (unreadable, or larger than :func:`max_image_pixels`)."""
-    image = source if isinstance(source, Image.Image) else _open(source)
+    (unreadable, or larger than ``max_pixels``, width x height; 0: no limit)."""
+    image = source if isinstance(source, Image.Image) else _open(source, max_pixels)
     if image.width < 1 or image.height < 1:
         raise ValueError(f"{getattr(image, 'filename', '') or 'image'}: has no pixels")
     image = ImageOps.exif_transpose(image)
@@ -87,7 +93,9 @@ def image_key(image: Image.Image) -> int:
     return int.from_bytes(digest.digest(), "big") >> 1
 
 
-def as_image(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
+def as_image(
+    source: str | Path | Image.Image | np.ndarray, max_pixels: int = MAX_IMAGE_PIXELS
+) -> Image.Image:
     """A path, a PIL image or an ``HxW`` / ``HxWxC`` uint8 array as an upright RGB image."""
     if isinstance(source, np.ndarray):
         if source.dtype != np.uint8 or source.ndim not in (2, 3):
@@ -97,4 +105,4 @@ def as_image(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
         source = Image.fromarray(source)
     elif not isinstance(source, str | Path | Image.Image):
         raise ValueError(f"not an image: {type(source).__name__} (a path, PIL image or array)")
-    return load_image(source)
+    return load_image(source, max_pixels)

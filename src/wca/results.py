@@ -7,8 +7,13 @@ every setting that changes a number (:class:`Settings`), each method's accuracie
 calibration per run, and, compactly, each method's top-1 correctness per image and run
 (:func:`pack_correct`), enough for paired statistics between methods.
 
+The schema owns which settings identify a result (:data:`IDENTITY`): a file is reused for a
+run, or pooled with another by ``wca report``, only when they are all equal
+(:meth:`ResultFile.reusable_for`, :meth:`Settings.identity`).
+
 Versions: 1 is wca 0.2's file (no ``schema_version`` field); it is read with the settings it
-did not record left unknown (None). 2 is this one.
+did not record left unknown (None). 2 is wca 0.3's (settings under their old names, read as
+today's). 3 is this one.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wca.files import write_atomic
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 TASK = "zeroshot_classification"
 CORRECT_ENCODING = "base64(zlib(numpy.packbits(bool [n_run, n_images], row-major)))"
 
@@ -79,7 +84,7 @@ class Results(BaseModel):
     protocol: str
     n_run: int
     patch_n: int
-    n_samples: int
+    n_crops: int
     seed: int
     class_subset: list[int] | None = None
     stream_order: str | None = None  # how online methods order the images of each run
@@ -99,21 +104,38 @@ class Metrics(BaseModel):
     brier: float | None = None
 
 
+# The settings that change a number, in the order report labels name them (with the
+# methods and their options): equal identities, interchangeable results.
+IDENTITY = (
+    "dataset", "split", "data_root", "model", "model_sha256", "crop_strategy", "n_crops",
+    "patch_n", "alpha", "effective_alpha", "beta", "protocol", "n_run", "seed", "precision",
+    "fidelity", "fp16_cache", "descriptions_sha256", "images_sha256",
+)  # fmt: skip
+# Compared only where both sides know them (a run checks a file before hashing the weights).
+KNOWN_ONLY = ("model_sha256", "descriptions_sha256", "images_sha256")
+DIFFERS = {
+    "model_sha256": "weights differ",
+    "descriptions_sha256": "texts differ",
+    "images_sha256": "image list differs",
+}
+
+
 class Settings(BaseModel):
-    """Every setting that changes a number (the evaluation config and how it ran). Unknown
-    values (older files) are None. Extra fields (devices, timings, skipped images) are kept."""
+    """Every setting that changes a number (the evaluation config and how it ran), under the
+    names of :class:`wca.config.EvalConfig` and :class:`wca.options.RunOptions`. Unknown values
+    (older files) are None. Extra fields (devices, timings, skipped images) are kept."""
 
     model_config = ConfigDict(extra="allow")
 
     dataset: str | None = None
     split: str | None = None
-    data_path: str | None = None
+    data_root: str | None = None
     model: str | None = None
     model_file: str | None = None
     model_sha256: str | None = None  # the first 16 hex digits of the weights file's sha256
     methods: list[dict[str, Any]] | None = None
     crop_strategy: str | None = None
-    n_samples: int | None = None
+    n_crops: int | None = None
     patch_n: int | None = None
     alpha: float | None = None
     effective_alpha: float | None = None
@@ -122,11 +144,34 @@ class Settings(BaseModel):
     n_run: int | None = None
     seed: int | None = None
     precision: str | None = None
-    views: str | None = None  # fast or fidelity
-    half: bool | None = None
+    fidelity: bool | None = None
+    fp16_cache: bool | None = None
     descriptions: str | None = None
     descriptions_sha256: str | None = None  # the first 16 hex digits
     images_sha256: str | None = None  # of the image list (paths and labels; the demo's pixels)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that change a number (:data:`IDENTITY`), by name."""
+        return {name: getattr(self, name) for name in IDENTITY}
+
+    def method_options(self) -> dict[str, dict[str, Any]]:
+        """Each method's options as recorded (``{name: {option: value}}``)."""
+        options = {}
+        for entry in self.methods or []:
+            ((name, body),) = entry.items()
+            options[name] = {k: v for k, v in body.items() if k not in ("name", "enabled")}
+        return options
+
+    def differs_from(self, other: Settings) -> str | None:
+        """The first setting in which ``other`` differs from these (None: the same identity);
+        the digests of :data:`KNOWN_ONLY` are compared where both know them."""
+        mine, theirs = self.identity(), other.identity()
+        for name in IDENTITY:
+            if name in KNOWN_ONLY and (mine[name] is None or theirs[name] is None):
+                continue
+            if mine[name] != theirs[name]:
+                return name
+        return None
 
 
 class ResultFile(BaseModel):
@@ -162,9 +207,22 @@ class ResultFile(BaseModel):
         lines.append("")
         lines.append(
             f"{results.n_images} images; protocol {results.protocol}: {results.n_run} runs of "
-            f"{results.patch_n} crops from a pool of {results.n_samples} (seed {results.seed})."
+            f"{results.patch_n} crops from a pool of {results.n_crops} (seed {results.seed})."
         )
         return "\n".join(lines)
+
+    def reusable_for(self, settings: Settings) -> str | None:
+        """Why this result cannot stand for a run of ``settings`` (None: it can): a setting
+        of :data:`IDENTITY` that differs, or a method of the run that the file's settings lack
+        or give other options (a method skipped for want of texts is skipped again: the texts'
+        digest is compared)."""
+        differs = self.config.differs_from(settings)
+        if differs is not None:
+            return f"its {DIFFERS.get(differs, differs + ' differs')}"
+        mine, wanted = self.config.method_options(), settings.method_options()
+        if any(mine.get(name) != options for name, options in wanted.items()):
+            return "its methods differ"
+        return None
 
     def write(self, path: str | Path) -> Path:
         """Write the file atomically (no NaN or infinity: they are never a result)."""
@@ -195,6 +253,8 @@ def read_result(path: str | Path) -> ResultFile:
         )
     if version == 1:
         document = _from_version_1(document)
+    if version <= 2:
+        document = _names_of_version_3(document)
     try:
         return ResultFile.model_validate(document)
     except ValidationError as error:
@@ -228,6 +288,25 @@ def _from_version_1(document: dict[str, Any]) -> dict[str, Any]:
     document.setdefault("model", str(config.get("model", "?")))
     document.setdefault("pretrained", "")
     document["schema_version"] = 1
+    return document
+
+
+def _names_of_version_3(document: dict[str, Any]) -> dict[str, Any]:
+    """A file of wca 0.2 or 0.3 with its settings under today's names (``n_samples`` ->
+    ``n_crops``, ``data_path`` -> ``data_root``, ``half`` -> ``fp16_cache``, ``views`` ->
+    ``fidelity``)."""
+    document = {**document, "results": dict(document["results"])}
+    config = dict(document.get("config") or {})
+    for old, new in (("n_samples", "n_crops"), ("data_path", "data_root"), ("half", "fp16_cache")):
+        if old in config:
+            config[new] = config.pop(old)
+    if "views" in config:
+        views = config.pop("views")
+        config["fidelity"] = None if views is None else views == "fidelity"
+    config.pop("model_size", None)
+    document["config"] = config
+    if "n_samples" in document["results"]:
+        document["results"]["n_crops"] = document["results"].pop("n_samples")
     return document
 
 

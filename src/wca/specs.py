@@ -7,6 +7,19 @@ from __future__ import annotations
 from pathlib import Path
 
 OPEN_CLIP_BIN = "open_clip_pytorch_model.bin"
+# The spec forms, written out here so that help texts import no model library; a test checks
+# them against wca.encoders.registry (SPEC_FORMS, CHECKPOINT_SUFFIXES, NAMED_MODELS).
+MODEL_FORMS = (
+    "open_clip:ARCH/TAG",
+    "open_clip:hf-hub:ORG/NAME",
+    "open_clip:ARCH@/path/weights.pt",
+    "open_clip:/path/file.pt",
+    "open_clip:local-dir:/path/folder",
+    "hf:ORG/NAME",
+    "hf:/path/folder",
+)
+CHECKPOINT_FILES = ".pt/.pth/.bin/.ckpt/.safetensors"
+NAMED_MODELS = {"demo": "the shipped demo model"}
 
 
 def _local(path: str) -> Path | None:

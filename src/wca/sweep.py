@@ -1,41 +1,36 @@
-"""Sweeps over models x datasets x data roots: planning the cells, running them, and the
-pieces that need no model or data.
+"""Sweeps over models x datasets x data roots: planning the cells and looping over them.
 
-A sweep is a list of cells, one per (model, dataset, data root); each writes one result file
-whose path comes from a template such as ``results/{dataset}__{model}__{protocol}.json``.
-:func:`plan` resolves and checks every cell's settings before any work; :func:`run` runs them
-(:func:`wca.pipeline.run_cell`), loading each model once for consecutive cells, going on past a
-failed cell, and under torchrun spreading the cells over the ranks as clip_benchmark's
-``--distributed`` does. The rest: reading name lists, filling the template with path-safe values
-(model specs named by :mod:`wca.specs`), and telling whether a result file is already complete.
+A sweep is a list of cells (:class:`wca.pipeline.Cell`), one per (model, dataset, data root);
+each writes one result file whose path comes from a template such as
+``results/{dataset}__{model}__{protocol}.json``. :func:`plan` resolves and checks every cell's
+settings before any work; :func:`run` runs them, loading each model once for consecutive cells,
+going on past a failed cell, and under torchrun spreading the cells over the ranks as
+clip_benchmark's ``--distributed`` does. What a cell does (inputs, reuse, features, result) is
+the pipeline's; here are the loop and the pieces that need no model or data: reading name
+lists and filling the template with path-safe values (model specs named by :mod:`wca.specs`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from wca.errors import OutputExists, SettingError
+from wca.errors import SettingError
 from wca.specs import absolute_spec, full_spec, model_fields
+
+if TYPE_CHECKING:
+    from wca.pipeline import Cell
 
 log = logging.getLogger("wca")
 
 DEFAULT_OUTPUT = "results/{dataset}__{model}__{protocol}.json"
 OUTPUT_FIELDS = ("dataset", "model", "pretrained", "protocol", "split", "n_run", "patch_n", "seed")
 SAFE_LENGTH = 80
-# Settings of a result file that must match for --skip-existing to reuse it.
-SETTINGS_COMPARED = (
-    "dataset", "split", "model", "alpha", "beta", "n_samples", "crop_strategy", "n_run",
-    "patch_n", "seed", "protocol", "fidelity", "half", "methods", "dataset_name", "precision",
-)  # fmt: skip
-
-
 def read_list(path: str | Path) -> list[str]:
     """Names in a text file, one a line; blank lines and ``#`` comments are skipped."""
     path = Path(path)
@@ -86,57 +81,6 @@ def output_path(template: str, values: Mapping[str, Any]) -> Path:
     return Path(template.format(**safe)).expanduser()
 
 
-def finished(
-    path: Path, settings: Mapping[str, Any], digests: Mapping[str, str | None] | None = None
-) -> str | None:
-    """Why the result file at ``path`` cannot be reused for ``settings`` (None: it can).
-
-    A file is reused when it is a complete result (clip_benchmark metrics included) with the
-    same settings as those compared in :data:`SETTINGS_COMPARED` and the same ``digests``
-    (``descriptions_sha256``, ``images_sha256``: compared where both sides have one).
-    """
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return "not there"
-    except (OSError, ValueError):
-        return "unreadable"
-    if not isinstance(document, dict) or "metrics" not in document or "results" not in document:
-        return "not a complete result"
-    recorded = document.get("config", {})
-    for key in SETTINGS_COMPARED:
-        if key in settings and recorded.get(key) != settings[key]:
-            return f"its {key} differs"
-    for key, digest in (digests or {}).items():
-        if digest and recorded.get(key) not in (None, digest):
-            return f"its {key.removesuffix('_sha256')} differ"
-    return None
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One (model, dataset, data root) of a sweep: its settings and result file."""
-
-    config: Any  # wca.config.EvalConfig
-    output: Path
-
-    @property
-    def label(self) -> str:
-        from wca.pipeline import dataset_name
-
-        return f"{dataset_name(self.config)} x {self.config.model_spec}"
-
-
-def cell_settings(config, precision: str) -> dict[str, Any]:
-    """The settings a result file records and :func:`finished` compares: the config (no
-    model_size when a spec was given, see ``EvalConfig.to_dict``) with the absolute data path,
-    and the precision it ran at."""
-    settings = config.to_dict()
-    settings["data_path"] = str(Path(config.data_path).expanduser().resolve())
-    settings["precision"] = precision
-    return settings
-
-
 def _names(given: Sequence[str] | None) -> list[str | None]:
     return list(given or []) or [None]  # None: from the config file or the defaults
 
@@ -151,21 +95,20 @@ def plan(
     overrides: Mapping[str, Any] | None = None,
     settings: Sequence[str] = (),
     primary_method: str | None = None,
-    flag: Callable[[str], str] = str,
-    setting: Callable[[str], str] = str,
 ) -> list[Cell]:
     """Every cell of models x datasets x data roots (a root may hold ``{dataset}``), settings
     resolved (:func:`wca.config.resolve_config`) and checked before any work starts; two cells
-    may not write the same file. ``flag``/``setting`` name where values came from in errors."""
+    may not write the same file."""
     from wca.config import resolve_config
     from wca.configs import config_path, read_config_file
     from wca.evaluate import run_indices
-    from wca.pipeline import dataset_name
+    from wca.inputs import dataset_name
+    from wca.pipeline import Cell  # noqa: F811  (imported when planning, not with this module)
 
     check_template(template)
     datasets, roots = _names(datasets), _names(data_roots)
     if any(r and "{dataset}" not in r for r in roots) and len(set(datasets)) > 1:
-        raise SettingError("data_path", f"several datasets need {{dataset}} in {', '.join(roots)}")
+        raise SettingError("data_root", f"several datasets need {{dataset}} in {', '.join(roots)}")
     config_file = None if config_file is None else config_path(config_file).resolve()
     cells: list[Cell] = []
     for model in _names(models):
@@ -176,20 +119,17 @@ def plan(
                 values["model"] = model
                 if root is not None:
                     path = Path(root.replace("{dataset}", str(named or ""))).expanduser()
-                    values["data_path"] = str(path.resolve())
-                config = resolve_config(
-                    dataset, config_file, values, settings, flag=flag, setting=setting
-                )
+                    values["data_root"] = str(path.resolve())
+                config = resolve_config(dataset, config_file, values, settings)
                 if not config.dataset:
                     raise SettingError("dataset", "not set (a name, or dataset: in a config)")
-                if not config.data_path:
-                    raise SettingError("data_path", "not set (where the dataset is)")
-                if not Path(config.data_path).expanduser().is_dir():  # before any model library
+                if not config.data_root:
+                    raise SettingError("data_root", "not set (where the dataset is)")
+                if not Path(config.data_root).expanduser().is_dir():  # before any model library
                     raise FileNotFoundError(
-                        f"{config.data_path}: data root does not exist or is not a folder"
+                        f"{config.data_root}: data root does not exist or is not a folder"
                     )
-                if model is not None:
-                    config.model = absolute_spec(full_spec(model))
+                config.model = absolute_spec(full_spec(config.model))
                 enabled = [method.name for method in config.enabled_methods()]
                 if not enabled:
                     raise SettingError("methods", "every method is disabled (enable one)")
@@ -199,10 +139,10 @@ def plan(
                         f"{primary_method} is not among the methods ({', '.join(enabled)})",
                     )
                 run_indices(
-                    config.n_samples, config.n_run, config.patch_n, config.seed, config.protocol
+                    config.n_crops, config.n_run, config.patch_n, config.seed, config.protocol
                 )
-                fields = {**config.model_dump(), **model_fields(config.model_spec)}
-                fields["model"] = config.model_spec  # the whole spec: two checkpoints stay apart
+                fields = {**config.model_dump(), **model_fields(config.model)}
+                fields["model"] = config.model  # the whole spec: two checkpoints stay apart
                 fields["dataset"] = dataset_name(config)
                 cells.append(Cell(config, output_path(template, fields).resolve()))
     seen: dict[Path, Cell] = {}
@@ -248,17 +188,13 @@ def one_line(error: BaseException) -> str:
 def check_outputs(cells: Sequence[Cell], precision: str) -> None:
     """Refuse, before any work, to replace a file that is not a result of its cell's own
     settings (a run with other crops, another JSON): what was computed is never lost."""
+    from wca.options import RunOptions
+
+    options = RunOptions(precision=precision, cache_dir=None)
     for cell in cells:
-        why = finished(cell.output, cell_settings(cell.config, precision))
+        why = cell.existing(cell.settings(options))
         if why not in (None, "not there"):
-            raise _not_this_cells(cell, why)
-
-
-def _not_this_cells(cell: Cell, why: str) -> OutputExists:
-    return OutputExists(
-        f"{cell.output} exists and is not this cell's result ({why}); choose another output, "
-        "or overwrite it"
-    )
+            raise cell.refuse_to_replace(why)
 
 
 def run(
@@ -270,7 +206,7 @@ def run(
     primary_method: str | None = None,
     on_result: Callable[[Cell, Any], None] | None = None,
 ) -> Summary:
-    """Run every cell (:func:`wca.pipeline.run_cell`), each model loaded once for consecutive
+    """Run every cell (:meth:`wca.pipeline.Cell.run`), each model loaded once for consecutive
     cells; a failed cell is logged in one line and the others go on. ``skip_existing`` passes
     over cells whose file is complete with the same settings; a file of other settings is
     replaced only with ``overwrite`` (:func:`check_outputs`). Under torchrun with several cells,
@@ -278,7 +214,7 @@ def run(
     reports for all; with one cell, the ranks share its feature pass."""
     from wca.features.distributed import join, launched
     from wca.options import RunOptions
-    from wca.pipeline import cell_digests, load_model, prepare_cell, run_cell
+    from wca.pipeline import load_model
 
     options = RunOptions() if options is None else options
     if not overwrite:
@@ -290,33 +226,26 @@ def run(
 
         ranks = join(resolve_device(rank_device(options.device)), options.dist_timeout)
     summary = Summary(cells=len(cells))
-    loaded: tuple[Any, Any] = (None, None)  # (model spec, encoder)
+    loaded: dict[str, Any] = {}  # the model of the last cell that needed one, by spec
+
+    def model(cell: Cell):
+        if cell.config.model not in loaded:
+            loaded.clear()  # free the previous model first
+            loaded[cell.config.model] = load_model(cell.config, options)
+        return loaded[cell.config.model]
+
     for index, cell in enumerate(cells):
         if ranks is not None and index % ranks.world_size != ranks.rank:
             continue
         try:
-            prepared = prepare_cell(cell.config, options, cell.output)  # data before the model
-            settings = cell_settings(cell.config, options.precision)
-            why = finished(cell.output, settings, cell_digests(*prepared[:2]))
-            if skip_existing and why is None:
-                log.info(f"skip {cell.label}: {cell.output} is complete")
-                summary.skipped.append(cell.label)
-                continue
-            if why not in (None, "not there"):
-                if not overwrite:  # e.g. the same settings with other texts
-                    raise _not_this_cells(cell, why)
-                log.info(f"redo {cell.label}: {cell.output}: {why}")
-            if loaded[0] != cell.config.model_spec:
-                loaded = (None, None)  # free the previous model first
-                loaded = (cell.config.model_spec, load_model(cell.config, options))
-            result = run_cell(
-                cell.config,
+            computed = []
+            result = cell.run(
                 options,
-                encoder=loaded[1],
-                output=cell.output,
+                encoder=lambda cell=cell, computed=computed: computed.append(1) or model(cell),
+                reuse=skip_existing,
+                overwrite=overwrite,
                 primary_method=primary_method,
                 split_shards=ranks is None,
-                prepared=prepared,
             )
         except (Exception, KeyboardInterrupt) as error:
             if isinstance(error, KeyboardInterrupt) or len(cells) == 1:
@@ -324,7 +253,9 @@ def run(
             log.error(f"error: {cell.label}: {one_line(error)}")
             summary.failed.append(cell.label)
             continue
-        if result is not None:
+        if result is not None and not computed:
+            summary.skipped.append(cell.label)
+        elif result is not None:
             summary.written.append(cell.label)
             if on_result is not None:
                 on_result(cell, result)
@@ -333,6 +264,6 @@ def run(
         summary.reports = ranks.rank == 0
         for index, cell in enumerate(cells):  # the other ranks' cells, as their files say
             if index % ranks.world_size != ranks.rank:
-                done = finished(cell.output, cell_settings(cell.config, options.precision)) is None
+                done = cell.existing(cell.settings(options)) is None
                 (summary.written if done else summary.failed).append(cell.label)
     return summary

@@ -19,7 +19,8 @@ from wca.classifier import WCAClassifier
 from wca.cli import main
 from wca.descriptions import load_classnames
 from wca.encoders import load_encoder
-from wca.images import MAX_PIXELS_ENV, load_image
+from wca.images import load_image
+from wca.options import MAX_PIXELS_ENV
 
 CLASSES = ["red fox", "blue whale", "green frog"]
 TEXTS = {name: [f"A photo of a {name}.", f"A {name} in the wild."] for name in CLASSES}
@@ -91,9 +92,9 @@ def eval_args(world, data_root: Path, tmp_path: Path, *extra: str) -> list[str]:
         world["spec"],
         "--cache-dir",
         str(tmp_path / "cache"),
-        "--out",
+        "--output",
         str(tmp_path / "result.json"),
-        "--n-samples",
+        "--n-crops",
         "4",
         "--n-run",
         "2",
@@ -186,7 +187,7 @@ def test_cli_n_crops_zero_is_one_line(world, capsys):
     args[args.index("--n-crops") + 1] = "0"
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert err == "wca: error: --n-crops: must be >= 1, got 0\n"
+    assert err == "wca: error: --n-crops: Input should be greater than or equal to 1, got 0\n"
 
 
 @pytest.mark.parametrize(
@@ -240,7 +241,7 @@ def test_decompression_bomb_names_file_limit_and_option(
     monkeypatch.delenv(MAX_PIXELS_ENV, raising=False)
     bomb = bomb_png(tmp_path / "bomb.png")
     assert bomb.stat().st_size < 100
-    with pytest.raises(ValueError, match=r"bomb\.png: image too large.*--max-image-pixels"):
+    with pytest.raises(ValueError, match=r"bomb\.png: image too large.*raise max_image_pixels"):
         load_image(bomb)
     classifier = WCAClassifier(FakeEncoder(), CLASSES, TEXTS, n_crops=3)
     with pytest.raises(ValueError, match="89478485 pixels"):
@@ -248,6 +249,7 @@ def test_decompression_bomb_names_file_limit_and_option(
     assert main(classify(world, bomb)) == 1
     err = capsys.readouterr().err
     assert "bomb.png: image too large" in err and "Traceback" not in err
+    assert "(pass --max-image-pixels)" in err
     data = tmp_path / "data"
     for name in ("red_fox", "blue_whale"):
         (data / name).mkdir(parents=True)
@@ -255,7 +257,6 @@ def test_decompression_bomb_names_file_limit_and_option(
     bomb_png(data / "red_fox" / "bomb.png")
     assert main(eval_args(world, data, tmp_path)) == 2
     assert "bomb.png: image too large" in capsys.readouterr().err
-    monkeypatch.setenv(MAX_PIXELS_ENV, "0")  # the option raises the limit for this process
     assert main(classify(world, bomb, extra=["--max-image-pixels", "0"])) == 1
     err = capsys.readouterr().err
     assert "too large" not in err and "not a readable image" in err
@@ -288,14 +289,14 @@ def test_eval_stops_at_a_bad_image_unless_skipping(world, tmp_path, capsys):
     (data / "red_fox" / "2.png").write_bytes(b"not a png")
     assert main(eval_args(world, data, tmp_path)) == 2
     assert "2.png: not a readable image" in capsys.readouterr().err
-    assert main(eval_args(world, data, tmp_path, "--skip-bad-images")) == 0
+    assert main(eval_args(world, data, tmp_path, "--bad-images", "skip")) == 0
     assert "2.png: not a readable image" in capsys.readouterr().err
     document = json.loads((tmp_path / "result.json").read_text())
     (skipped,) = document["config"]["skipped_images"]
     assert skipped["file"].endswith("2.png") and "not a readable image" in skipped["error"]
     assert document["results"]["n_images"] == 4
     # the cached pass is reused by a skipping run, and refused by a strict one
-    assert main(eval_args(world, data, tmp_path, "--skip-bad-images")) == 0
+    assert main(eval_args(world, data, tmp_path, "--bad-images", "skip")) == 0
     assert "cached features" in capsys.readouterr().err
     assert main(eval_args(world, data, tmp_path)) == 2
     assert "2.png: not a readable image" in capsys.readouterr().err

@@ -21,8 +21,8 @@ def test_eval_on_the_demo_export_skips_methods_without_texts(export, tmp_path, c
     argv = [
         "eval", "--dataset", "imagefolder", "--data-root", str(export),
         "--descriptions", str(export), "--model", f"open_clip:{export / 'wca-demo-rn.pt'}",
-        "--n-crops", "3", "--patch-n", "3", "--n-run", "2", "--no-cache", "--no-progress",
-        "--out", str(out),
+        "--n-crops", "3", "--patch-n", "3", "--n-run", "2", "--cache-dir", "none", "--no-progress",
+        "--output", str(out),
     ]
     assert main(argv) == 0
     err = capsys.readouterr().err
@@ -37,7 +37,7 @@ def test_a_method_asked_for_by_name_still_fails(export, tmp_path, capsys):
     argv = [
         "eval", "--dataset", "imagefolder", "--data-root", str(export),
         "--descriptions", str(export), "--model", f"open_clip:{export / 'wca-demo-rn.pt'}",
-        "--methods", "clip,clip-e", "--no-cache", "--out", str(tmp_path / "r.json"),
+        "--methods", "clip,clip-e", "--cache-dir", "none", "--output", str(tmp_path / "r.json"),
     ]
     assert main(argv) == 2
     assert "method 'clip-e' needs templates (clip-e.json)" in capsys.readouterr().err
@@ -70,5 +70,6 @@ def test_the_readme_command_of_the_export_runs(export, monkeypatch, tmp_path, ca
     monkeypatch.chdir(export)
     argv = ["eval", "--dataset", "imagefolder", "--data-root", ".", "--descriptions", ".",
             "--model", "open_clip:wca-demo-rn.pt", "--methods", "clip,wca", "--n-crops", "2",
-            "--patch-n", "2", "--n-run", "1", "--no-cache", "--out", str(tmp_path / "r.json")]
+            "--patch-n", "2", "--n-run", "1", "--cache-dir", "none",
+            "--output", str(tmp_path / "r.json")]
     assert main(argv) == 0

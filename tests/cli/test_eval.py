@@ -84,9 +84,9 @@ def _eval_args(world, tmp_path: Path, *extra: str) -> list[str]:
         world["spec"],
         "--cache-dir",
         str(tmp_path / "cache"),
-        "--out",
+        "--output",
         str(tmp_path / "result.json"),
-        "--n-samples",
+        "--n-crops",
         "6",
         "--n-run",
         "3",
@@ -111,7 +111,7 @@ def test_eval_writes_every_method_and_reuses_the_cache(world, tmp_path, image_ca
     assert list(methods) == ["clip", "clip-e", "clip-d", "waffle", "cupl", "wca"]
     assert len(methods["wca"]["top1"]["runs"]) == 3 and methods["clip"]["top1"]["std"] == 0
     config = document["config"]
-    assert config["n_run"] == 3 and config["n_samples"] == 6 and config["model"] == world["spec"]
+    assert config["n_run"] == 3 and config["n_crops"] == 6 and config["model"] == world["spec"]
     assert config["dataset_info"]["classnames"] == sorted(CLASSES)  # sorted class folders
     assert document["versions"]["torch"] and "open_clip_torch" in document["versions"]
     assert sum(image_calls.views) == 9 * 7  # every view once
@@ -130,8 +130,8 @@ def test_eval_on_a_registered_dataset_with_the_published_descriptions(
     out = tmp_path / "eurosat.json"
     args = [
         "eval", "--dataset", "eurosat", "--data-root", str(root), "--model", world["spec"],
-        "--descriptions-dir", str(descriptors_dir), "--no-cache", "--out", str(out),
-        "--n-samples", "2", "--n-run", "2", "--patch-n", "2", "--no-progress",
+        "--descriptions-dir", str(descriptors_dir), "--cache-dir", "none", "--output", str(out),
+        "--n-crops", "2", "--n-run", "2", "--patch-n", "2", "--no-progress",
     ]  # fmt: skip
     assert main(args) == 0
     document = json.loads(out.read_text())
@@ -189,10 +189,10 @@ def test_corrupted_shard_is_detected_and_recomputed(world, tmp_path, image_calls
         ({"--descriptions": "{drop}"}, "green frog"),
         ({"--model": "nothing"}, "model spec 'nothing' is malformed"),
         ({"--set": "n_run=many"}, "n_run: Input should be a valid integer"),
-        ({"--set": "colour=red"}, "unknown key 'colour'"),
+        ({"--set": "colour=red"}, "colour=red: colour: unknown setting (known: model,"),
         ({"--methods": "clip,best"}, "unknown method 'best'"),
-        ({"--protocol": "fresh"}, "protocol 'fresh' needs n_run * patch_n = 12"),
-        ({"--alpha": "0.95"}, "--alpha: alpha: must be <= beta, got 0.95 > 0.9"),
+        ({"--protocol": "fresh"}, "--protocol: 'fresh' needs n_run * patch_n = 12"),
+        ({"--alpha": "0.95"}, "--alpha: must be <= beta, got 0.95 > 0.9"),
     ],
 )
 def test_bad_arguments_give_one_clear_line(world, tmp_path, capsys, change, message):
@@ -253,7 +253,7 @@ def test_authors_yaml_loads_and_flags_override(tmp_path):
     path = tmp_path / "cub.yaml"
     path.write_text(AUTHORS_YAML)
     config = resolve_config(path=path)
-    assert (config.model_spec, config.dataset, config.data_path) == (
+    assert (config.model, config.dataset, config.data_root) == (
         "open_clip:ViT-B-32/openai",
         "cub",
         "data/CUB_200_2011",
@@ -268,17 +268,20 @@ def test_authors_yaml_loads_and_flags_override(tmp_path):
     assert config.n_run == 5 and config.alpha == 0.5 and config.seed == 3
     assert [m.name for m in config.enabled_methods()] == ["clip", "clip-d", "wca"]
     assert config.enabled_methods()[2].options["text_scale"] == 1.5
-    assert config.to_dict()["methods"][2] == {
-        "wca": {"name": "wca", "enabled": True, "image_scale": 4.0, "text_scale": 1.5}
-    }
+    assert config.to_dict()["methods"][2] == {  # every option, defaults included
+        "wca": {
+            "name": "wca", "enabled": True, "image_scale": 4.0, "text_scale": 1.5,
+            "form": "reference",
+        }
+    }  # fmt: skip
 
 
 def test_defaults_follow_the_reference_per_dataset():
     assert EvalConfig().n_run == 20 and EvalConfig().patch_n == 60
-    assert resolve_config("imagenet").n_samples == 60
+    assert resolve_config("imagenet").n_crops == 60
     assert resolve_config("places365").alpha == 0.7
     cub = resolve_config("cub")
-    assert (cub.n_samples, cub.alpha, cub.beta) == (100, 0.5, 0.9)
+    assert (cub.n_crops, cub.alpha, cub.beta) == (100, 0.5, 0.9)
     assert [m.name for m in cub.enabled_methods()] == [
         "clip",
         "clip-e",
@@ -291,11 +294,11 @@ def test_defaults_follow_the_reference_per_dataset():
 
 def test_bad_config_files_name_the_file_and_key(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("alpha: 0.5\nn_samples: [1]\n")
-    with pytest.raises(ValueError, match="bad.yaml: n_samples: Input should be a valid integer"):
+    path.write_text("alpha: 0.5\nn_samples: [1]\n")  # the authors' key, read as n_crops
+    with pytest.raises(ValueError, match="bad.yaml: n_crops: Input should be a valid integer"):
         resolve_config(path=path)
     path.write_text("methods:\n  - clip: {name: clipper}\n")
-    with pytest.raises(ValueError, match="bad.yaml: methods.clipper: unknown method 'clipper'"):
+    with pytest.raises(ValueError, match="bad.yaml: methods: clipper: unknown method 'clipper'"):
         resolve_config(path=path)
     path.write_text("alpha: [\n")
     with pytest.raises(ValueError, match="bad.yaml: not valid YAML"):

@@ -122,26 +122,27 @@ def test_no_command_exits_2(argv, command, capsys):
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_decompression_bomb_message_quotes_one_limit(tmp_path, monkeypatch):
-    from wca.images import MAX_PIXELS_ENV, load_image
+    from wca.images import load_image
 
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after
-    monkeypatch.setenv(MAX_PIXELS_ENV, "1000")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL's own guard (restored after)
     big = write_image(tmp_path / "big.png", (100, 100))  # 10,000 > 2 x 1000: PIL refuses
     with pytest.raises(ValueError) as error:
-        load_image(big)
+        load_image(big, 1000)
     message = str(error.value)
     assert "(10000 pixels; the limit is 1000 pixels" in message
     assert "2000" not in message and "DOS attack" not in message
     medium = write_image(tmp_path / "medium.png", (40, 40))  # 1600: above the limit, below 2x
-    with pytest.raises(ValueError, match=r"\(40 x 40 pixels; the limit is 1000 pixels"):
-        load_image(medium)
+    with pytest.raises(ValueError, match=r"\(1600 pixels; the limit is 1000 pixels"):
+        load_image(medium, 1000)
+    assert load_image(big, 0).size == (100, 100)  # 0: no limit, PIL's own guard lifted
+    assert Image.MAX_IMAGE_PIXELS == 1000
 
 
 def _extract(world, cache: Path) -> list[str]:
     data = world["base"] / "data" / "imagefolder"
     return [
         "extract", "--dataset", "imagefolder", "--data-root", str(data),
-        "--model", world["spec"], "--cache-dir", str(cache), "--n-samples", "2",
+        "--model", world["spec"], "--cache-dir", str(cache), "--n-crops", "2",
         "--shard-size", "2", "--no-progress",
     ]  # fmt: skip
 

@@ -104,32 +104,22 @@ def test_model_libraries_load_with_the_first_model_of_their_backend():
         ["reproduce", "--data-root", "d/{dataset}"],
     ],
 )
-def test_cli_speed_defaults_are_the_api_defaults(argv):
-    """Device, precision, batch size and workers of every command that loads a
-    model are wca.defaults', as load_encoder's and RunOptions' are."""
+def test_flags_left_out_give_the_api_defaults(argv):
+    """Every command that loads a model: a flag left out is None, so the run options are the
+    API's own (RunOptions(), load_encoder's defaults, wca.defaults)."""
     from wca.encoders import load_encoder
     from wca.encoders.base import resolve_batch_size
     from wca.options import RunOptions
 
     args = build_parser().parse_args(argv)
-    api = signature(load_encoder).parameters
-    run = RunOptions()
-    assert args.device == defaults.DEVICE == api["device"].default == run.device
-    assert args.precision == defaults.PRECISION == api["precision"].default == run.precision
-    # None everywhere: the config's batch size (eval), else defaults.BATCH_SIZE
-    assert args.batch_size is None and api["batch_size"].default is None and run.batch_size is None
-    assert resolve_batch_size(None) == defaults.BATCH_SIZE
-    if hasattr(args, "num_workers"):
-        assert args.num_workers == defaults.NUM_WORKERS == run.num_workers
-    if hasattr(args, "shard_size"):
-        assert args.shard_size == defaults.SHARD_SIZE == run.shard_size
-
-
-def test_eval_flags_left_out_give_the_api_run_options():
-    from wca.options import RunOptions
-
-    args = build_parser().parse_args(["eval"])
-    assert options.run_options(args) == RunOptions()
+    names = options.SPEED if argv[0] in ("classify", "explain", "serve") else None
+    api, run = signature(load_encoder).parameters, options.run_options(args, names)
+    assert args.device is None and args.precision is None and args.batch_size is None
+    assert run == RunOptions()
+    assert run.device == defaults.DEVICE == api["device"].default
+    assert run.precision == defaults.PRECISION == api["precision"].default
+    assert run.batch_size == defaults.BATCH_SIZE == resolve_batch_size(api["batch_size"].default)
+    assert (run.num_workers, run.shard_size) == (defaults.NUM_WORKERS, defaults.SHARD_SIZE)
 
 
 @pytest.mark.parametrize(
@@ -145,19 +135,53 @@ def test_classifier_crop_defaults_are_the_api_defaults(argv):
 
     args = build_parser().parse_args(argv)
     assert classifier_crops(args) == CropSpec()
-    assert (args.n_crops, args.alpha, args.seed) == (defaults.N_CROPS, defaults.ALPHA, 0)
-    for name in ("n_crops", "alpha", "seed"):  # None: the crops of CropSpec()
+    assert (CropSpec().n_crops, CropSpec().alpha, CropSpec().seed) == (
+        defaults.N_CROPS, defaults.ALPHA, defaults.SEED
+    )  # fmt: skip
+    for name in ("n_crops", "alpha", "seed", "crop_strategy"):  # None: the crops of CropSpec()
         assert signature(WCAClassifier).parameters[name].default is None
 
 
 def test_demo_defaults_are_the_paper_defaults():
     args = build_parser().parse_args(["demo"])
-    assert (args.n_samples, args.patch_n, args.alpha, args.seed) == (
+    assert (args.n_crops, args.patch_n, args.alpha, args.seed) == (
         defaults.N_CROPS,
         defaults.N_CROPS,
         defaults.ALPHA,
         defaults.SEED,
     )
+
+
+@pytest.mark.parametrize("command", ["eval", "extract", "classify", "reproduce"])
+def test_every_setting_has_one_flag_whose_help_shows_its_default(command):
+    """The flags are made from the settings' fields: one flag a field, named after it, whose
+    help shows the field's own default (and the authors' per-dataset values)."""
+    from wca.cli.settings import flag_of, shown_default
+    from wca.config import EvalConfig
+    from wca.crops import CropSpec
+    from wca.options import RunOptions
+
+    parser = _commands(build_parser())[command]
+    models = {
+        "eval": (EvalConfig, RunOptions),
+        "extract": (EvalConfig, RunOptions),
+        "classify": (CropSpec,),
+        "reproduce": (),
+    }[command]
+    for model in models:
+        for name, field in model.model_fields.items():
+            if command == "extract" and name in ("n_run", "patch_n", "protocol", "methods"):
+                continue  # the extraction computes no runs
+            actions = [a for a in parser._actions if a.dest == name and a.help != "==SUPPRESS=="]
+            assert len(actions) == 1, (command, name, actions)
+            (action,) = actions
+            assert action.option_strings[0] == flag_of(name)
+            assert f"(default: {shown_default(field)}" in " ".join(action.help.split()), name
+    if command == "eval":
+        (n_crops,) = [a for a in parser._actions if a.dest == "n_crops"]
+        assert "(default: 100; imagenet, imagenet-sketch, imagenet-r, imagenet-a: 60)" in " ".join(
+            n_crops.help.split()
+        )
 
 
 def test_model_help_lists_every_spec_form_the_registry_accepts():
@@ -183,8 +207,6 @@ def test_each_command_has_its_own_model_help(command):
     text = _model_help(command)
     for form in (*options.MODEL_FORMS, ".safetensors", "demo (the shipped demo model)"):
         assert form in text, (command, form)
-    mentions_config = "--config" in text or "model_size" in text
-    assert mentions_config == (command[0] in ("eval", "extract"))
     if command[0] == "serve":
         assert "default: demo" in text
     if command[0] in ("classify", "explain"):

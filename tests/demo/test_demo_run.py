@@ -19,7 +19,7 @@ from wca.results import read_result
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--per-class", "1", "--crops", "6", "--runs", "2"]
+    args = ["demo", "--output", str(out), "--per-class", "1", "--n-crops", "6", "--n-run", "2"]
     assert main(args + ["--patch-n", "6"]) == 0
     results = json.loads((out / "results.json").read_text())["results"]
     assert set(results["methods"]) >= {"clip", "clip-d", "cupl", "wca"}
@@ -30,7 +30,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert (out / "explanation.png").stat().st_size > 0
     assert "wca" in (out / "results.md").read_text()
     document = read_result(out / "results.json")  # the result schema, like wca eval's
-    assert document.dataset == "wca-demo" and document.config.n_samples == 6
+    assert document.dataset == "wca-demo" and document.config.n_crops == 6
     assert document.results.methods["wca"].calibration is not None
 
 
@@ -76,7 +76,7 @@ def test_training_is_seeded(tmp_path):
 
 
 def test_train_rejects_bad_steps(tmp_path, capsys):
-    assert main(["demo", "train", "--out", str(tmp_path / "m.pt"), "--steps", "0"]) == 2
+    assert main(["demo", "train", "--output", str(tmp_path / "m.pt"), "--steps", "0"]) == 2
     assert "--steps must be >= 1" in capsys.readouterr().err
 
 

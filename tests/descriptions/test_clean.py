@@ -187,7 +187,7 @@ def test_cli_clean(tmp_path, capsys, monkeypatch):
     }
     source, out = tmp_path / "in.json", tmp_path / "out.json"
     source.write_text(json.dumps(data))
-    assert main(["descriptions", "clean", str(source), "--out", str(out)]) == 0
+    assert main(["descriptions", "clean", str(source), "--output", str(out)]) == 0
     expected = {"owl": ["A round face.", "Big eyes."], "bird": list(_VECTORS)}
     assert json.loads(out.read_text()) == expected
     assert "kept 6 of 8" in capsys.readouterr().err
@@ -205,7 +205,7 @@ def test_cli_clean(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(describe, "load_text_encoder", fake_load)
     data = {"bird": list(_VECTORS)}
     source.write_text(json.dumps(data))
-    args = ["descriptions", "clean", str(source), "--out", str(out), "--near-dup-encoder",
+    args = ["descriptions", "clean", str(source), "--output", str(out), "--near-dup-encoder",
             "open_clip:ViT-B-32/openai", "--near-dup-threshold", "0.94"]
     assert main(args) == 0
     assert loaded == [("open_clip:ViT-B-32/openai", "auto")]

@@ -31,7 +31,7 @@ def api_key(monkeypatch):
 def _describe(server: FakeLLMServer, tmp_path: Path, *options: str) -> list[str]:
     classes = tmp_path / "classes.json"
     classes.write_text(json.dumps(NAMES))
-    return ["describe", "--classes-file", str(classes), "--out", str(tmp_path / "out.json"),
+    return ["describe", "--classes-file", str(classes), "--output", str(tmp_path / "out.json"),
             "--llm", "m", "--base-url", server.url, "--api-key-env", "WCA_TEST_KEY",
             "--style", "clip-d", "--concurrency", "1", "--backoff", "0.001", *options]
 
@@ -176,7 +176,7 @@ def test_the_api_classify_and_explain_refuse_it(duplicated, tmp_path, monkeypatc
     Image.new("RGB", (40, 32), (120, 80, 40)).save(image)
     common = [str(image), "--classes", "brindle,skarrow", "--descriptions", str(duplicated),
               "--model", "fake:any"]
-    for command in (["classify", *common], ["explain", *common, "--out", str(tmp_path / "why")]):
+    for command in (["classify", *common], ["explain", *common, "--output", str(tmp_path / "why")]):
         assert main(command) == 2
         assert _lines(capsys) == [f"wca: error: {duplicated}: duplicate key 'brindle': a JSON "
                                   "object keeps only the last value of equal keys, so name each "
@@ -194,7 +194,7 @@ def test_eval_refuses_it_as_a_file_and_in_a_folder(duplicated, tmp_path, capsys)
     (folder / "clip-d.json").write_text(DUPLICATED)
     for descriptions, where in ((duplicated, duplicated), (folder, folder / "clip-d.json")):
         args = ["eval", "--dataset", "imagefolder", "--data-root", str(root), "--descriptions",
-                str(descriptions), "--model", "open_clip:none/none", "--out",
+                str(descriptions), "--model", "open_clip:none/none", "--output",
                 str(tmp_path / "r.json"), "--no-progress"]
         assert main(args) == 2
         [line] = _lines(capsys)

@@ -256,7 +256,7 @@ def test_cli_reports_failures_with_a_nonzero_exit(server, tmp_path, capsys):
     server.always["bird 02"] = "500"
     classes = _write_classes(tmp_path, CLASSES[:5])
     out = tmp_path / "out.json"
-    args = ["describe", "--classes-file", str(classes), "--out", str(out), "--style", "clip-d",
+    args = ["describe", "--classes-file", str(classes), "--output", str(out), "--style", "clip-d",
             "--model", "m", "--base-url", server.url, "--api-key-env", "WCA_TEST_KEY",
             "--retries", "1", "--backoff", "0.001", "--no-progress"]
     assert main(args) == 1
@@ -275,7 +275,7 @@ def test_killed_cli_run_resumes_without_asking_again(tmp_path):
     with FakeLLMServer(names) as srv:
         srv.always.update(dict.fromkeys(names[3:], "silent"))  # the run waits at the 4th class
         command = [sys.executable, "-m", "wca", "describe", "--classes-file", str(classes),
-                   "--out", str(out), "--style", "clip-d", "--llm", "m", "--base-url",
+                   "--output", str(out), "--style", "clip-d", "--llm", "m", "--base-url",
                    srv.url, "--concurrency", "1", "--no-progress"]
         env = {**os.environ, "OPENAI_API_KEY": ""}
         process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
@@ -314,7 +314,7 @@ def test_cli_without_api_key_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     classes = _write_classes(tmp_path, ["owl"])
-    args = ["describe", "--classes-file", str(classes), "--out", str(tmp_path / "o.json"),
+    args = ["describe", "--classes-file", str(classes), "--output", str(tmp_path / "o.json"),
             "--model", "gpt-4o-mini"]
     assert main(args) == 2
     assert "set the environment variable OPENAI_API_KEY" in capsys.readouterr().err
@@ -333,7 +333,7 @@ def test_refused_connection_fails_before_the_run(tmp_path, capsys):
     classes = _write_classes(tmp_path, CLASSES[:3])
     out = tmp_path / "o.json"
     # with retries this slow, any retry of a refused connection would hang the test
-    args = ["describe", "--classes-file", str(classes), "--out", str(out), "--llm", "m",
+    args = ["describe", "--classes-file", str(classes), "--output", str(out), "--llm", "m",
             "--base-url", _closed_port_url(), "--api-key-env", "WCA_TEST_KEY",
             "--retries", "5", "--backoff", "600", "--no-progress"]
     assert main(args) == 2
@@ -369,10 +369,10 @@ def test_describe_llm_with_model_as_deprecated_alias(server, tmp_path, capsys):
     classes = _write_classes(tmp_path, ["owl"])
     base = ["describe", "--classes-file", str(classes), "--style", "clip-d",
             "--base-url", server.url, "--api-key-env", "WCA_TEST_KEY", "--no-progress"]
-    assert main([*base, "--out", str(tmp_path / "a.json"), "--llm", "m1"]) == 0
+    assert main([*base, "--output", str(tmp_path / "a.json"), "--llm", "m1"]) == 0
     assert "deprecated" not in capsys.readouterr().err
-    assert main([*base, "--out", str(tmp_path / "b.json"), "--model", "m2"]) == 0
+    assert main([*base, "--output", str(tmp_path / "b.json"), "--model", "m2"]) == 0
     assert "--model is deprecated, use --llm" in capsys.readouterr().err
     assert [r["body"]["model"] for r in server.log if r["class"]] == ["m1", "m2"]
-    assert main([*base, "--out", str(tmp_path / "c.json")]) == 2
+    assert main([*base, "--output", str(tmp_path / "c.json")]) == 2
     assert "--llm is required" in capsys.readouterr().err

@@ -19,9 +19,9 @@ from transformers import AutoProcessor
 
 import tiny_models
 import wca
-from wca.crops import fast_views
 from wca.encoders import BACKENDS, Encoder, ModelNotAvailableError, load_encoder, register_backend
 from wca.encoders.base import resolve_device
+from wca.preprocessing import fast_views
 
 BUILDERS = {
     "open_clip_config": tiny_models.save_open_clip_model,

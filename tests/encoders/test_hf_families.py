@@ -17,9 +17,10 @@ from safetensors.torch import load_file, save_file
 import tiny_hf_families
 import wca
 from wca.cli import main
-from wca.crops import crop_boxes, fast_views, fidelity_views
+from wca.crops import crop_boxes
 from wca.encoders.hf_families import FAMILIES, NAFLEX_PATCHES
 from wca.encoders.registry import SPEC_FORMS
+from wca.preprocessing import fast_views, fidelity_views
 
 KINDS = sorted(tiny_hf_families.BUILDERS)
 SCALE, BIAS = 20.0, -3.0  # written into every tiny checkpoint, to see they come from the weights

@@ -65,7 +65,7 @@ def explained(tmp_path_factory, demo_args, images) -> Path:
     one size: the default's maps and figures, in fewer views)."""
     out = tmp_path_factory.mktemp("explain")
     label = images[0].parent.name
-    args = ["explain", *map(str, images), *demo_args, "--label", label, "--out", str(out)]
+    args = ["explain", *map(str, images), *demo_args, "--label", label, "--output", str(out)]
     args += ["--explain-crops", "0.2"]
     assert main(args) == 0
     return out
@@ -239,11 +239,11 @@ def test_inputs_as_path_pil_or_tensor(images, classifier, tmp_path):
 
 
 def test_bad_label_is_one_clear_line(demo_args, images, tmp_path, capsys):
-    args = ["explain", str(images[0]), *demo_args, "--label", "zebra", "--out", str(tmp_path)]
+    args = ["explain", str(images[0]), *demo_args, "--label", "zebra", "--output", str(tmp_path)]
     assert main(args) == 2
     error = capsys.readouterr().err
     assert error.startswith("wca: error: --label 'zebra'") and error.count("\n") == 1
-    args = ["explain", str(images[0]), *demo_args, "--explain-crops", "0.1,2", "--out", "x"]
+    args = ["explain", str(images[0]), *demo_args, "--explain-crops", "0.1,2", "--output", "x"]
     assert main(args) == 2
     error = capsys.readouterr().err
     assert error.startswith("wca: error: --explain-crops '0.1,2'") and error.count("\n") == 1
@@ -261,7 +261,7 @@ def test_unreadable_file_is_named_skipped_and_the_rest_explained(
         shutil.copy(source, folder / name / "photo.png")
     (folder / "dogs" / "broken.png").write_text("not pixels at all\n")
     out = tmp_path / "out"
-    args = ["explain", str(folder), *demo_args, "--explain-crops", "none", "--out", str(out)]
+    args = ["explain", str(folder), *demo_args, "--explain-crops", "none", "--output", str(out)]
     capsys.readouterr()
     assert main(args) == 1
     error = capsys.readouterr().err

@@ -56,7 +56,7 @@ def _args(world, cache: Path, command: str = "extract") -> list[str]:
     return [
         command, "--dataset", "imagefolder", "--data-root", str(world["images"]),
         "--model", world["spec"], "--device", "cpu", "--cache-dir", str(cache),
-        "--n-samples", "3", "--batch-size", "6", "--shard-size", "1", "--no-progress",
+        "--n-crops", "3", "--batch-size", "6", "--shard-size", "1", "--no-progress",
     ]  # fmt: skip
 
 
@@ -113,7 +113,7 @@ def test_two_ranks_eval_matches_one_process(world, reference, tmp_path):
     out = tmp_path / "result.json"
     entry = ["-m", "wca", *_args(world, tmp_path / "cache", "eval")]
     entry += ["--descriptions", str(world["sentences"]), "--methods", "clip,wca"]
-    entry += ["--n-run", "2", "--patch-n", "2", "--out", str(out)]
+    entry += ["--n-run", "2", "--patch-n", "2", "--output", str(out)]
     launch = ["--nproc-per-node", "2", "--master-port", str(_free_port())]
     process = _torchrun(launch, entry, stdout=subprocess.PIPE)
     stdout, stderr = process.communicate(timeout=TIMEOUT)
@@ -221,7 +221,7 @@ def test_views_on_the_device_equal_the_fast_path(workers):
     options = RunOptions(
         cache_dir=None, batch_size=5, num_workers=workers, progress=False, shard_size=3
     )
-    crops = CropSpec(n=4, alpha=0.5)
+    crops = CropSpec(n_crops=4, alpha=0.5)
     cpu = extract_features(
         encoder, dataset, crops, options.model_copy(update={"views_on_device": False})
     )
@@ -248,7 +248,7 @@ def test_several_cells_are_spread_over_the_ranks(world, tmp_path):
     template = str(tmp_path / "out" / "{dataset}.json")
     common = [
         "eval", "--dataset", "imagefolder", "--model", world["spec"], "--device", "cpu",
-        "--n-samples", "3", "--batch-size", "6", "--no-progress", "--descriptions",
+        "--n-crops", "3", "--batch-size", "6", "--no-progress", "--descriptions",
         str(world["sentences"]), "--methods", "clip,wca", "--n-run", "2", "--patch-n", "2",
         "--output", template, "--data-root", str(roots[0]), "--data-root", str(roots[1]),
     ]  # fmt: skip

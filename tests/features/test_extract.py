@@ -16,7 +16,7 @@ from PIL import Image
 from conftest import SUPPORT
 from fake_encoder import FakeEncoder
 from feature_world import TinyDataset, copy_features, extract, same_features
-from wca import crops
+from wca import crops, preprocessing
 from wca.features import MANIFEST, extract_features
 
 
@@ -29,7 +29,7 @@ def test_shapes_boxes_and_views_match_the_crop_sampler():
     image, _ = dataset[4]
     boxes = crops.crop_boxes(image.height, image.width, 5, 0.5, 0.9, seed=3, image_index=4)
     assert torch.equal(features.boxes[4], boxes)
-    views = crops.fast_views(image, boxes, encoder.preprocessing)
+    views = preprocessing.fast_views(image, boxes, encoder.preprocessing)
     expected = FakeEncoder().encode_images(views)
     torch.testing.assert_close(features.image_emb[4], expected[0])
     torch.testing.assert_close(features.crop_emb[4], expected[1:])
@@ -49,7 +49,7 @@ def test_fidelity_path_uses_the_model_preprocessing():
     dataset, encoder = TinyDataset(count=2), FakeEncoder()
     features = extract(encoder, dataset, None, fidelity=True)
     image, _ = dataset[1]
-    views = crops.fidelity_views(image, features.boxes[1], encoder.preprocess)
+    views = preprocessing.fidelity_views(image, features.boxes[1], encoder.preprocess)
     torch.testing.assert_close(features.crop_emb[1], FakeEncoder().encode_images(views)[1:])
 
 
@@ -62,13 +62,13 @@ def test_cache_is_reused_without_encoding(tmp_path):
     same_features(first, second)
     manifest = json.loads((second.source / MANIFEST).read_text())
     assert manifest["complete"] and len(manifest["shards"]) == 3
-    assert manifest["key"]["n_samples"] == 5 and manifest["key"]["seed"] == 3
+    assert manifest["key"]["n_samples"] == 5 and manifest["key"]["seed"] == 3  # the cache key
 
 
 def test_cache_key_separates_settings(tmp_path):
     dataset = TinyDataset()
     extract(FakeEncoder(), dataset, tmp_path)
-    for options in ({"seed": 4}, {"alpha": 0.6}, {"n": 4}, {"half": True}):
+    for options in ({"seed": 4}, {"alpha": 0.6}, {"n_crops": 4}, {"fp16_cache": True}):
         encoder = FakeEncoder()
         extract(encoder, dataset, tmp_path, **options)
         assert encoder.calls > 0, options
@@ -122,7 +122,7 @@ def test_flipped_byte_without_verify_still_needs_intact_header(tmp_path):
 
 
 def test_half_storage_and_chunks(tmp_path):
-    features = extract(FakeEncoder(), TinyDataset(), tmp_path, half=True)
+    features = extract(FakeEncoder(), TinyDataset(), tmp_path, fp16_cache=True)
     assert features.crop_emb.dtype == torch.float16
     chunks = list(features.chunks(2))
     assert [start for start, _ in chunks] == [0, 2, 3, 5, 6]  # never across a shard
@@ -133,8 +133,8 @@ def test_half_storage_and_chunks(tmp_path):
 def test_bad_arguments():
     with pytest.raises(ValueError, match="alpha"):
         extract(FakeEncoder(), TinyDataset(), None, alpha=0.95)
-    with pytest.raises(ValueError, match="^n: must be >= 1"):
-        extract(FakeEncoder(), TinyDataset(), None, n=0)
+    with pytest.raises(ValueError, match="^n_crops: Input should be greater than or equal to 1"):
+        extract(FakeEncoder(), TinyDataset(), None, n_crops=0)
     with pytest.raises(ValueError, match="no images"):
         extract(FakeEncoder(), TinyDataset(count=0), None)
 
@@ -237,7 +237,7 @@ def test_identical_runs_write_identical_shard_bytes(tmp_path):
 
 def test_the_02_form_still_works_and_warns_with_the_new_spelling():
     encoder, dataset = FakeEncoder(), TinyDataset()
-    with pytest.warns(FutureWarning, match=r"CropSpec\(n, alpha"):
+    with pytest.warns(FutureWarning, match=r"CropSpec\(n_crops=.., alpha"):
         old = extract_features(
             encoder, dataset, 5, 0.5, seed=3, batch_size=8, shard_size=3, progress=False
         )

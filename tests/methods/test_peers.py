@@ -362,6 +362,6 @@ def test_duplicate_names_error_names_the_setting_not_a_flag():
     from wca.methods.registry import DuplicateClassNames
 
     task = TextSources(["fox", "fox"], sentences={"fox": ["red."]})
-    with pytest.raises(DuplicateClassNames, match="allow_duplicates") as error:
+    with pytest.raises(DuplicateClassNames, match="allow_duplicate_classes") as error:
         build_head("awt", RecordingEncoder(), task)
-    assert "--" not in str(error.value) and error.value.setting == "allow_duplicates"
+    assert "--" not in str(error.value) and error.value.setting == "allow_duplicate_classes"

@@ -147,20 +147,21 @@ def test_reproduce_runs_the_paper_table_and_resumes(tmp_path, descriptors_dir, m
 
 
 def test_reproduce_gives_imagenet_configs_the_published_name_lists(tmp_path, descriptors_dir):
-    from wca.cli.reproduce import config_files, config_options, model_specs
     from wca.options import RunOptions
+    from wca.reproduce import config_files, config_options, model_specs
 
     assert model_specs(["ViT-B-32/openai,hf:/m", "ViT-L-14/openai"]) == [
         "open_clip:ViT-B-32/openai",
         "hf:/m",
         "open_clip:ViT-L-14/openai",
     ]
-    configs = config_files(None, None)
-    assert len(configs) == 10 and config_files(None, "imagenet-a")[0].stem == "imagenet-a"
+    configs = config_files()
+    assert len(configs) == 10 and config_files(None, ["imagenet-a"])[0].stem == "imagenet-a"
     options = RunOptions(descriptions_dir=descriptors_dir)
-    imagenet = config_options(options, config_files(None, "imagenet")[0])
+    imagenet = config_options(options, config_files(None, ["imagenet"])[0], None, "imagenet")
     assert imagenet.allow_duplicate_classes
     assert imagenet.descriptions == descriptors_dir / "cupl-original" / "imagenet_prompts_base.json"
-    assert not config_options(options, config_files(None, "cub")[0]).allow_duplicate_classes
+    cub = config_options(options, config_files(None, ["cub"])[0], None, "cub")
+    assert not cub.allow_duplicate_classes
     assert main(["reproduce", "--data-root", "d", "--datasets", "cub"]) == 2
     assert main(["reproduce", "--data-root", "d/{dataset}", "--datasets", "mnist"]) == 2

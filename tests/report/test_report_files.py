@@ -58,8 +58,8 @@ def write_result(
     evaluation = Evaluation(scored, images, runs, 16, 60, seed, "pool")
     model = "ViT-B-32/openai" if pretrained == "openai" else f"ViT-B-32@{pretrained}"
     settings = {
-        "dataset": dataset, "split": "test", "data_path": f"/data/{dataset}",
-        "model": f"open_clip:{model}", "crop_strategy": strategy, "n_samples": 60,
+        "dataset": dataset, "split": "test", "data_root": f"/data/{dataset}",
+        "model": f"open_clip:{model}", "crop_strategy": strategy, "n_crops": 60,
         "patch_n": 16, "alpha": 0.5, "effective_alpha": 0.5, "beta": 0.9, "protocol": "pool",
         "n_run": runs, "seed": seed, "precision": "fp32", "views": "fast",
         "descriptions_sha256": "0123456789abcdef", "images_sha256": image_list,
@@ -244,7 +244,7 @@ def demo_results(tmp_path_factory) -> Path:
     from wca.demo.run import run_demo
 
     out = tmp_path_factory.mktemp("demo")
-    run_demo(out, per_class=1, n_samples=3, n_run=3, patch_n=3, log=lambda *_: None)
+    run_demo(out, per_class=1, n_crops=3, n_run=3, patch_n=3, log=lambda *_: None)
     return out
 
 

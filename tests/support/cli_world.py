@@ -53,6 +53,6 @@ def shards(cache: Path) -> dict[str, dict[str, torch.Tensor]]:
 def extract_args(world, cache: Path) -> list[str]:
     return [
         "extract", "--dataset", "imagefolder", "--data-root", str(world["images"]),
-        "--model", world["spec"], "--cache-dir", str(cache), "--n-samples", "6",
+        "--model", world["spec"], "--cache-dir", str(cache), "--n-crops", "6",
         "--batch-size", "16", "--shard-size", "4", "--no-progress",
     ]  # fmt: skip

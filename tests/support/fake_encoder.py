@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from wca import crops
+from wca import preprocessing
 
 
 class FakeEncoder:
@@ -21,7 +21,7 @@ class FakeEncoder:
     device = torch.device("cpu")
     dtype = torch.float32
     logit_scale = 100.0
-    preprocessing = crops.Preprocessing(image_size=32)
+    preprocessing = preprocessing.Preprocessing(image_size=32)
 
     def __init__(self, seed: int = 0, fail_after: int | None = None) -> None:
         generator = torch.Generator().manual_seed(seed)
@@ -32,7 +32,8 @@ class FakeEncoder:
         self.fail_after = fail_after
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        return crops.fast_views(image, torch.zeros(0, 4, dtype=torch.long), self.preprocessing)[0]
+        no_boxes = torch.zeros(0, 4, dtype=torch.long)
+        return preprocessing.fast_views(image, no_boxes, self.preprocessing)[0]
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         if self.fail_after is not None and self.calls >= self.fail_after:

@@ -37,11 +37,12 @@ class TinyDataset:
 
 def extract(encoder, dataset, cache_dir, **options):
     """``extract_features`` with this module's small defaults, ``options`` split into the crop
-    spec (n, alpha, ...), the run options (batch_size, ...) and the rest (half, verify, ...)."""
-    spec = {"n": 5, "alpha": 0.5, "seed": 3}
+    spec (n_crops, alpha, ...), the run options (batch_size, ...) and the rest (fp16_cache,
+    verify, ...)."""
+    spec = {"n_crops": 5, "alpha": 0.5, "seed": 3}
     run = {"cache_dir": cache_dir, "batch_size": 8, "shard_size": 3, "progress": False}
     for name in list(options):
-        if name in ("n", "alpha", "beta", "seed", "strategy"):
+        if name in CropSpec.model_fields:
             spec[name] = options.pop(name)
         elif name in RunOptions.model_fields:
             run[name] = options.pop(name)

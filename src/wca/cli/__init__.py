@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from wca import __version__
+from wca.compat import renamed_flags
 from wca.errors import RankError, SettingError
 
 # Modules under wca.cli that contribute sub-commands, in the order --help lists them.
@@ -42,10 +43,10 @@ COMMAND_MODULES = (
 def flag_hint(error: Exception, args: argparse.Namespace) -> str:
     """`` (pass --FLAG)`` when ``error`` names a setting (``error.setting``) that allows what
     failed and this command has a flag for it."""
-    from wca.cli.options import flag_name
+    from wca.cli.settings import flag_of
 
     setting = getattr(error, "setting", None)
-    flag = flag_name(setting) if setting else None
+    flag = flag_of(setting) if setting else None
     return f" (pass {flag})" if flag and hasattr(args, flag[2:].replace("-", "_")) else ""
 
 
@@ -178,6 +179,8 @@ def _warnings_as_log_lines() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    with _warnings_as_log_lines():
+        argv = renamed_flags(sys.argv[1:] if argv is None else list(argv))
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
@@ -193,9 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         with _warnings_as_log_lines():
             return args.handler(args)
     except SettingError as error:  # the library names the setting; we name its flag
-        from wca.cli.options import flag_name
+        from wca.cli.settings import flag_of
 
-        print(f"wca: error: {flag_name(error.setting)}: {error.reason}", file=sys.stderr)
+        print(f"wca: error: {flag_of(error.setting)}: {error.reason}", file=sys.stderr)
         return 2
     except (UsageError, FileNotFoundError, ValueError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error

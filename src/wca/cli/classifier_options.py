@@ -7,9 +7,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from wca import defaults
 from wca.cli import UsageError
-from wca.cli.options import load_encoder, log
+from wca.cli.options import load_encoder, log, run_options
+from wca.cli.settings import add_settings, given
 
 
 def class_options(parser: argparse.ArgumentParser) -> None:
@@ -105,33 +105,22 @@ def _not_an_image(path: Path, suffixes: frozenset[str]) -> str | None:
     return None
 
 
-def classifier_crop_options(parser: argparse.ArgumentParser) -> None:
-    """``--n-crops``, ``--alpha``, ``--seed`` of classify and explain (the paper's defaults)."""
-    parser.add_argument(
-        "--n-crops",
-        "--n-samples",
-        dest="n_crops",
-        type=int,
-        default=defaults.N_CROPS,
-        help=f"crops per image ({defaults.N_CROPS})",
-    )
-    parser.add_argument(
-        "--alpha",
-        type=float,
-        default=defaults.ALPHA,
-        help=f"smallest crop side, as a fraction of the short side ({defaults.ALPHA})",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=defaults.SEED, help=f"crop sampler seed ({defaults.SEED})"
-    )
+def classifier_settings(parser: argparse.ArgumentParser) -> None:
+    """The crops (:class:`wca.crops.CropSpec`, the paper's defaults) and the run options of
+    the commands that classify a few images (classify, explain)."""
+    from wca.crops import CropSpec
+    from wca.options import RunOptions
+
+    add_settings(parser, CropSpec)
+    names = ("device", "precision", "batch_size", "max_image_pixels", "progress")
+    add_settings(parser, RunOptions, names=names)
 
 
 def classifier_crops(args: argparse.Namespace):
-    """The crops of ``--n-crops``, ``--alpha`` and ``--seed`` (classify, explain), checked
-    before any work."""
+    """The crops of the crop flags given (classify, explain), checked before any work."""
     from wca.crops import CropSpec
 
-    return CropSpec(n=args.n_crops, alpha=args.alpha, seed=args.seed)
+    return CropSpec(**given(args, CropSpec))
 
 
 def required_model(args: argparse.Namespace) -> str:
@@ -147,4 +136,7 @@ def build_classifier(args: argparse.Namespace, classnames: list[str], crops, **o
     from wca.classifier import WCAClassifier
 
     encoder = load_encoder(args, required_model(args))
-    return WCAClassifier(encoder, classnames, args.descriptions, crops=crops, **options)
+    limit = run_options(args, names=("max_image_pixels",)).max_image_pixels
+    return WCAClassifier(
+        encoder, classnames, args.descriptions, crops=crops, max_image_pixels=limit, **options
+    )

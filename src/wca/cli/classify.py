@@ -7,24 +7,19 @@ import json
 import sys
 from pathlib import Path
 
-from wca.cli import UsageError
+from wca.cli import UsageError, flag_hint
 from wca.cli.classifier_options import (
     build_classifier,
     class_options,
-    classifier_crop_options,
     classifier_crops,
+    classifier_settings,
     image_paths,
     read_classes,
     required_model,
 )
-from wca.cli.options import (
-    apply_image_limit,
-    describe,
-    image_limit_option,
-    log,
-    model_help,
-    model_options,
-)
+from wca.cli.options import describe, log, model_help
+from wca.cli.settings import add_settings
+from wca.options import RunOptions
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -64,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="print JSON with the evidence: crop boxes and weights, description scores",
     )
-    classifier_crop_options(parser)
+    parser.add_argument("--model", metavar="SPEC", help=model_help() + "; required")
+    classifier_settings(parser)
     parser.add_argument(
         "--fidelity",
         action="store_true",
@@ -76,14 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="also write explanations (figures, JSON, index.html) to DIR, as `wca explain`",
     )
-    parser.add_argument(
-        "--allow-duplicate-classes",
-        action="store_true",
-        help="accept class lists with repeated names (they can never be told apart)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    image_limit_option(parser)
-    model_options(parser, with_workers=False, model_help=model_help() + "; required")
+    add_settings(parser, RunOptions, names=("allow_duplicate_classes",))
     parser.set_defaults(handler=run)
 
 
@@ -116,23 +105,23 @@ def run(args: argparse.Namespace) -> int:
     required_model(args)
     images = image_paths(args.images)
     crops = classifier_crops(args)
-    apply_image_limit(args)
     if args.model and args.descriptions is None:
         log.info(
             f"no --descriptions: each class is described by the CLIP prompt "
             f"{LABEL_TEMPLATE.format('{class}')!r} alone (`wca describe` writes richer ones)"
         )
-    duplicates = args.allow_duplicate_classes
+    duplicates = bool(args.allow_duplicate_classes)
     classifier = build_classifier(
-        args, classnames, crops, fidelity=args.fidelity, allow_duplicates=duplicates
+        args, classnames, crops, fidelity=args.fidelity, allow_duplicate_classes=duplicates
     )
     document, failed, explained = [], 0, []
-    results = classifier.predict_each(images, top_k=args.top_k, progress=not args.no_progress)
+    results = classifier.predict_each(images, top_k=args.top_k, progress=args.progress)
     for position, prediction in results:
         path = images[position]
         if isinstance(prediction, Exception):
             failed += 1
-            tqdm.write(f"wca: error: {prediction}", file=sys.stderr)  # above a live bar
+            hint = flag_hint(prediction, args)
+            tqdm.write(f"wca: error: {prediction}{hint}", file=sys.stderr)  # above a live bar
             document.append({"image": str(path), "error": str(prediction)})
             continue
         explained.append((path, prediction))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from wca import defaults
 from wca.cli import UsageError
+from wca.cli.settings import flag_of
 
 DEFAULT_OUT = "wca-demo-output"
 
@@ -21,20 +22,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "results.json and explanation.png to --out. With --export, write the test set as an "
         "image folder with its class names, descriptions and the model file instead.",
     )
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument(
+        "--output", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})"
+    )
     parser.add_argument("--export", metavar="DIR", help="write the test set, texts and model here")
     parser.add_argument("--per-class", type=int, default=20, help="test images per class (20)")
     parser.add_argument(
         "--n-crops",
-        "--crops",
-        dest="n_samples",
         type=int,
         default=defaults.N_CROPS,
         help=f"crop pool per image ({defaults.N_CROPS})",
     )
-    parser.add_argument(
-        "--n-run", "--runs", dest="n_run", type=int, default=10, help="evaluation runs (10)"
-    )
+    parser.add_argument("--n-run", type=int, default=10, help="evaluation runs (10)")
     parser.add_argument(
         "--patch-n", type=int, default=defaults.N_CROPS, help=f"crops per run ({defaults.N_CROPS})"
     )
@@ -59,27 +58,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train the demo model (seeded) and save it as an fp16 OpenAI-format state "
         "dict; prints the single-object probe at the end.",
     )
-    train.add_argument("--out", required=True, help="model file to write (.pt)")
+    train.add_argument("--output", required=True, help="model file to write (.pt)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--steps", type=int, default=None, help="training steps (default: recipe)")
     train.add_argument("--threads", type=int, default=1, help="CPU threads (1, as the shipped run)")
     train.set_defaults(handler=run_train)
 
 
-FLAGS = {"n_samples": "--n-crops"}
-
-
 def _positive(args: argparse.Namespace, *names: str) -> None:
     for name in names:
         if getattr(args, name) < 1:
-            flag = FLAGS.get(name, "--" + name.replace("_", "-"))
-            raise UsageError(f"{flag} must be >= 1, got {getattr(args, name)}")
+            raise UsageError(f"{flag_of(name)} must be >= 1, got {getattr(args, name)}")
 
 
 def run(args: argparse.Namespace) -> int:
     from wca.demo.run import export, run_demo
 
-    _positive(args, "per_class", "n_samples", "n_run", "patch_n")
+    _positive(args, "per_class", "n_crops", "n_run", "patch_n")
     if args.export:
         if Path(args.export).exists() and not Path(args.export).is_dir():
             raise UsageError(f"--export {args.export}: is a file, expected a folder to write")
@@ -87,10 +82,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote the demo test set, class names, descriptions and model to {out}")
         return 0
     run_demo(
-        args.out,
+        args.output,
         model=args.model,
         per_class=args.per_class,
-        n_samples=args.n_samples,
+        n_crops=args.n_crops,
         n_run=args.n_run,
         patch_n=args.patch_n,
         alpha=args.alpha,
@@ -108,7 +103,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.steps is not None:
         _positive(args, "steps")
         config.steps = args.steps
-    out = Path(args.out)
+    out = Path(args.output)
     model = train(config, out, log=lambda line: print(line, flush=True))
     print(format_probe(probe_model(model)))
     print(f"wrote {out}")

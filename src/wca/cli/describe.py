@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     describe.add_argument("--classes-file", required=True, type=Path,
                           help="class names: JSON list (or list of synonym lists) or text lines")
-    describe.add_argument("--out", required=True, type=Path, help="output JSON file")
+    describe.add_argument("--output", required=True, type=Path, help="output JSON file")
     describe.add_argument("--style", choices=("cupl", "clip-d"), default="cupl",
                           help="cupl: 5 questions, full sentences; clip-d: one bulleted list "
                           "of short visual features per class (default: cupl)")
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     )
     report = generate_descriptions(
         classnames,
-        args.out,
+        args.output,
         config,
         overwrite=args.overwrite,
         postprocess=near_duplicate_filter(args),
@@ -138,13 +138,13 @@ def run(args: argparse.Namespace) -> int:
     n_classes = len(set(classnames))
     kept = len(report.descriptions)
     if report.stopped:
-        where = f"{args.out} has {kept} of {n_classes} classes" if kept else "nothing written"
+        where = f"{args.output} has {kept} of {n_classes} classes" if kept else "nothing written"
         print(f"wca: error: {report.stopped}; {where}", file=sys.stderr)
         return 1
     n_texts = sum(len(texts) for texts in report.descriptions.values())
     summary = f"{kept} of {n_classes} classes, {n_texts} descriptions" if kept else "not written"
     print(
-        f"{args.out}: {summary} ({len(report.generated)} generated now, "
+        f"{args.output}: {summary} ({len(report.generated)} generated now, "
         f"{len(report.resumed)} from before)",
         file=sys.stderr,
     )

@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "encoder, near-duplicates by text-embedding similarity.",
     )
     clean.add_argument("file", type=Path, help="description JSON file")
-    clean.add_argument("--out", required=True, type=Path, help="cleaned JSON file")
+    clean.add_argument("--output", required=True, type=Path, help="cleaned JSON file")
     near_duplicate_options(clean)
     clean.set_defaults(handler=run_clean)
 
@@ -108,6 +108,6 @@ def run_clean(args: argparse.Namespace) -> int:
     cleaned = cleaner(descriptions) if cleaner else clean_descriptions(descriptions)
     before = sum(len(t) for t in descriptions.values())
     after = sum(len(t) for t in cleaned.values())
-    write_json_atomic(args.out, cleaned)
-    print(f"{args.out}: kept {after} of {before} descriptions", file=sys.stderr)
+    write_json_atomic(args.output, cleaned)
+    print(f"{args.output}: kept {after} of {before} descriptions", file=sys.stderr)
     return 0

@@ -10,13 +10,13 @@ from wca.cli import UsageError
 from wca.cli.classifier_options import (
     build_classifier,
     class_options,
-    classifier_crop_options,
     classifier_crops,
+    classifier_settings,
     image_paths,
     read_classes,
     required_model,
 )
-from wca.cli.options import describe, model_help, model_options
+from wca.cli.options import describe, model_help
 
 DEFAULT_OUT = "wca-explain"
 
@@ -52,9 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--top-k", type=int, default=3, help="classes listed with their evidence (3)"
     )
     parser.add_argument(
-        "--out", type=Path, default=Path(DEFAULT_OUT), help=f"output folder ({DEFAULT_OUT})"
+        "--output", type=Path, default=Path(DEFAULT_OUT), help=f"output folder ({DEFAULT_OUT})"
     )
-    classifier_crop_options(parser)
+    parser.add_argument("--model", metavar="SPEC", help=model_help() + "; required")
+    classifier_settings(parser)
     parser.add_argument(
         "--explain-crops",
         default="0.1,0.2",
@@ -63,7 +64,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the short side, 3 over each pixel), encoded for the maps only and cached; 'none' "
         "draws the maps from WCA's own crops (0.1,0.2)",
     )
-    model_options(parser, with_workers=False, model_help=model_help() + "; required")
     parser.set_defaults(handler=run)
 
 
@@ -102,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
         failed.append(images[position])
 
     written = write_explanations(
-        classifier, images, args.out, args.label, args.top_k, windows=windows, on_error=skip
+        classifier, images, args.output, args.label, args.top_k, windows=windows, on_error=skip
     )
-    print(f"wrote {len(written)} files to {args.out}; open {written[-1]}")
+    print(f"wrote {len(written)} files to {args.output}; open {written[-1]}")
     if failed:
         print(f"wca: {len(failed)} of {len(images)} images could not be read", file=sys.stderr)
         return 1

@@ -7,18 +7,8 @@ import time
 from pathlib import Path
 
 from wca.cli import UsageError
-from wca.cli.options import (
-    config_overrides,
-    crop_options,
-    data_options,
-    describe,
-    flag_name,
-    log,
-    model_help,
-    model_options,
-    run_options,
-    setting_label,
-)
+from wca.cli.options import describe, evaluation_settings, log, run_options
+from wca.cli.settings import given
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run only the feature pass of `wca eval` (fill the cache)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=describe(
-            "Embed every image's full view and --n-samples crops into the feature cache, e.g. "
+            "Embed every image's full view and --n-crops crops into the feature cache, e.g. "
             "on a GPU machine before scoring elsewhere. An interrupted run resumes from the "
             "last complete shard; damaged shards are found and recomputed. Under torchrun, "
             "every rank encodes its share of the shards and rank 0 reports.",
@@ -38,11 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "      --data-root ~/data/imagenet --model open_clip:ViT-B-32/openai",
         ),
     )
-    data_options(parser)
-    model_options(
-        parser, model_help=model_help("the OpenAI CLIP of model_size in --config, else ViT-B/32")
-    )
-    crop_options(parser)
+    evaluation_settings(parser, ("model", "data", "crops"), repeatable=False)
     parser.add_argument(
         "--config",
         type=Path,
@@ -54,23 +40,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override any config key (repeatable)",
+        help="any setting by name, e.g. n_crops=60 (repeatable)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from wca.config import resolve_config
+    from wca.config import EvalConfig, resolve_config
     from wca.pipeline import extract, load_cell_dataset, load_model
 
     options = run_options(args)
-    overrides = config_overrides(args, protocol_flags=False)
-    overrides.update(model=args.model, data_path=args.data_root)
-    config = resolve_config(
-        args.dataset, args.config, overrides, args.set, flag=flag_name, setting=setting_label
-    )
-    if not config.dataset or not config.data_path:
+    config = resolve_config(args.dataset, args.config, given(args, EvalConfig), args.set)
+    if not config.dataset or not config.data_root:
         raise UsageError("no dataset or data root: pass --dataset NAME and --data-root DIR")
     for note in config.notes:
         log.info(note)
@@ -81,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
     if features is None:  # a rank other than 0 of a torchrun: its shards are done
         return 0
     seconds = time.perf_counter() - started
-    where = features.source if features.source is not None else "memory (--no-cache)"
+    where = features.source if features.source is not None else "memory (--cache-dir none)"
     print(
-        f"{len(features)} images x {config.n_samples + 1} views in {seconds:.1f} s "
+        f"{len(features)} images x {config.n_crops + 1} views in {seconds:.1f} s "
         f"({len(features) / seconds:.2f} images/s); features in {where}"
     )
     return 0

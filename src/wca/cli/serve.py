@@ -7,7 +7,14 @@ import os
 import tempfile
 
 from wca.cli import UsageError
-from wca.cli.options import describe, load_encoder, model_help, model_options
+from wca.cli.options import (
+    SPEED,
+    describe,
+    load_encoder,
+    model_help,
+    run_options,
+    speed_settings,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,11 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also open a temporary public link through Gradio's share servers (needs internet)",
     )
-    model_options(
-        parser,
-        with_workers=False,
-        model_help=model_help("demo, with the demo world's classes, texts and example images"),
+    parser.add_argument(
+        "--model",
+        metavar="SPEC",
+        help=model_help("demo, with the demo world's classes, texts and example images"),
     )
+    speed_settings(parser)
     parser.set_defaults(handler=run)
 
 
@@ -57,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         service = Service(encoder, args.model)
     else:
         examples = tempfile.mkdtemp(prefix="wca-serve-examples-")
-        service = demo_service(examples, device=args.device)
+        service = demo_service(examples, device=run_options(args, names=SPEED).device)
     print(f"wca serve: {service.name}, http://{args.host}:{args.port}", flush=True)
     launch(build_app(service), args.host, args.port, share=args.share)
     return 0

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from wca.datasets import canonical_name
+from wca.compat import RENAMED_SETTINGS, renamed
 from wca.defaults import IMAGENET_FAMILY
 
 # The authors' code crops with side U(0.1, 0.9) whatever alpha its config says: their
@@ -18,17 +18,29 @@ from wca.defaults import IMAGENET_FAMILY
 AUTHORS_CODE_ALPHA = 0.1
 
 
+# The authors' per-dataset values (their configs): 60 crops for ImageNet and its test-only
+# variants, alpha 0.7 for Places365; 100 crops and alpha 0.5 elsewhere (ImageNetV2 included,
+# as their config says). The flags' help shows them beside each default.
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    **{name: {"n_crops": 60} for name in IMAGENET_FAMILY if name != "imagenetv2"},
+    "places365": {"alpha": 0.7},
+}
+# The authors' CLIP model names -> the wca spec of the same OpenAI weights.
+OPENAI_MODELS = {
+    "ViT-B/32": "ViT-B-32",
+    "ViT-B/16": "ViT-B-16",
+    "ViT-L/14": "ViT-L-14",
+    "ViT-L/14@336px": "ViT-L-14-336",
+    "RN50": "RN50",
+    "RN101": "RN101",
+}
+
+
 def dataset_defaults(dataset: str | None) -> dict[str, Any]:
-    """The authors' per-dataset values: 60 crops for ImageNet and its test-only variants, alpha
-    0.7 for Places365, 100 crops and alpha 0.5 elsewhere (ImageNetV2 included, as their
-    config says)."""
+    """The authors' values for ``dataset`` (:data:`DATASET_DEFAULTS`; none for others)."""
+    from wca.datasets import canonical_name
     key = canonical_name(dataset or "").replace("_", "-")
-    values: dict[str, Any] = {}
-    if key in IMAGENET_FAMILY and key != "imagenetv2":
-        values["n_samples"] = 60
-    if key == "places365":
-        values["alpha"] = 0.7
-    return values
+    return dict(DATASET_DEFAULTS.get(key, {}))
 
 
 PACKAGED_CONFIGS = Path(__file__).parent
@@ -44,6 +56,8 @@ def config_path(name: str | Path) -> Path:
     path = Path(name)
     if path.exists() or path.suffix or len(path.parts) > 1:
         return path
+    from wca.datasets import canonical_name
+
     shipped = packaged_configs()
     key = canonical_name(str(name))
     if key not in shipped:
@@ -71,23 +85,47 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def authors_file(values: dict[str, Any], path: Path) -> tuple[dict[str, Any], list[str]]:
-    """A config file's values with the authors' conventions applied: a file in their own shape
-    (it names WCA ``ours``) crops as their code does, and a relative ``data_path`` is taken
-    from the working directory as their code does, else from the file's folder."""
-    values, notes = dict(values), []
+def openai_model(model_size: str) -> str:
+    """The wca spec of the authors' ``model_size`` (``ViT-B/32``: OpenAI's ViT-B-32)."""
+    if model_size not in OPENAI_MODELS:
+        raise ValueError(
+            f"model_size {model_size!r} is not one of the authors' CLIP models "
+            f"({', '.join(OPENAI_MODELS)}); give model: a model spec instead"
+        )
+    return f"open_clip:{OPENAI_MODELS[model_size]}/openai"
+
+
+def authors_file(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """A config file's settings and the notes for the user, the authors' conventions applied:
+    their keys read as ours (``model_size`` -> ``model``, ``data_path`` -> ``data_root``,
+    ``n_samples`` -> ``n_crops``; ``batch_size``, images per batch in their code, does not
+    change a number and is left to the run options), a file in their own shape (it names WCA
+    ``ours``) crops as their code does, and a relative data path is taken from the working
+    directory as their code does, else from the file's folder."""
+    values, notes = dict(read_config_file(path)), []
+    for key, ours in (("data_path", "data_root"), ("n_samples", "n_crops")):
+        if key in values:
+            if ours in values:
+                raise ValueError(f"{path}: {key} and {ours} are one setting; give one")
+            values[ours] = values.pop(key)
+    if "model_size" in values:
+        model_size = values.pop("model_size")
+        if "model" not in values:
+            values["model"] = openai_model(str(model_size))
+    values.pop("batch_size", None)
+    values = renamed(values, RENAMED_SETTINGS, str(path))  # wca 0.3's own names
     methods = values.get("methods")
     entries = methods if isinstance(methods, list) else []
     names = [next(iter(m)) for m in entries if isinstance(m, Mapping) and len(m) == 1]
     if "ours" in names and "effective_alpha" not in values:
         values["effective_alpha"] = AUTHORS_CODE_ALPHA
-    data_path = values.get("data_path")
-    if isinstance(data_path, str) and data_path.strip() and not Path(data_path).is_absolute():
-        data_path = data_path.strip()
-        beside = path.resolve().parent / data_path
-        if not Path(data_path).exists() and beside.exists():
-            values["data_path"] = str(beside)
-            notes.append(f"{path}: data_path {data_path!r} read from the config's folder: {beside}")
+    data_root = values.get("data_root")
+    if isinstance(data_root, str) and data_root.strip() and not Path(data_root).is_absolute():
+        data_root = data_root.strip()
+        beside = path.resolve().parent / data_root
+        if not Path(data_root).exists() and beside.exists():
+            values["data_root"] = str(beside)
+            notes.append(f"{path}: data root {data_root!r} read from the config's folder: {beside}")
         else:
-            values["data_path"] = data_path
+            values["data_root"] = data_root
     return values, notes

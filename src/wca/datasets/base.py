@@ -11,6 +11,7 @@ from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 from wca.dataset_names import dataset_key
+from wca.defaults import MAX_IMAGE_PIXELS
 from wca.descriptions.io import read_text
 from wca.images import load_image
 from wca.registry import Registry
@@ -28,7 +29,8 @@ def register(name: str) -> Callable[[Callable[..., Dataset]], Callable[..., Data
 class Dataset(torch.utils.data.Dataset):
     """Images with integer labels and class names in label order.
 
-    ``dataset[i]`` is ``(RGB PIL image, label)``, decoded with :func:`wca.images.load_image`.
+    ``dataset[i]`` is ``(RGB PIL image, label)``, decoded with :func:`wca.images.load_image`,
+    which refuses images above ``max_image_pixels`` (0: no limit; the run option sets it).
     ``class_subset`` (ImageNet-A/-R) lists the labels a prediction is chosen from; None means
     all of ``classnames``. ``descriptions_name`` is the dataset's folder in a descriptions
     directory. ``paths`` are the image files, in dataset order.
@@ -65,12 +67,13 @@ class Dataset(torch.utils.data.Dataset):
         self.classnames = list(classnames)
         self.descriptions_name = descriptions_name
         self.class_subset = None if class_subset is None else [int(i) for i in class_subset]
+        self.max_image_pixels = MAX_IMAGE_PIXELS
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        return load_image(self.paths[index]), self.labels[index]
+        return load_image(self.paths[index], self.max_image_pixels), self.labels[index]
 
     def __repr__(self) -> str:
         subset = "" if self.class_subset is None else f", scored over {len(self.class_subset)}"

@@ -59,7 +59,7 @@ def run_demo(
     *,
     model: str | Path | None = None,
     per_class: int = 20,
-    n_samples: int = defaults.N_CROPS,
+    n_crops: int = defaults.N_CROPS,
     n_run: int = 10,
     patch_n: int = defaults.N_CROPS,
     alpha: float = defaults.ALPHA,
@@ -81,8 +81,8 @@ def run_demo(
     from wca.evaluate import evaluate, result_file
     from wca.explain import render_explanation
     from wca.features import extract_features
+    from wca.inputs import file_sha256, sources_sha256
     from wca.options import RunOptions
-    from wca.pipeline import file_sha256, sources_sha256
 
     start = time.time()
     phase = logger.info if progress else lambda *_: None
@@ -96,11 +96,11 @@ def run_demo(
     sources = demo_sources(dataset.classnames)
     phase(f"encoding the texts of every method for {len(dataset.classnames)} classes")
     heads = build_heads(encoder.encode_texts, sources, TUNED_WCA)
-    crops = CropSpec(n=n_samples, alpha=alpha, seed=seed)
+    crops = CropSpec(n_crops=n_crops, alpha=alpha, seed=seed)
     options = RunOptions(cache_dir=None, progress=progress)
-    phase(f"features: {len(dataset)} images x {n_samples + 1} views (the full view, the crops)")
+    phase(f"features: {len(dataset)} images x {n_crops + 1} views (the full view, the crops)")
     features = extract_features(encoder, dataset, crops, options)
-    patch_n = min(patch_n, n_samples)
+    patch_n = min(patch_n, n_crops)
     phase(f"scoring {', '.join(heads)}: {n_run} runs of {patch_n} crops")
     evaluation = evaluate(
         features,
@@ -124,8 +124,8 @@ def run_demo(
         "methods": [
             {name: {"name": name, "enabled": True, **options_of.get(name, {})}} for name in heads
         ],
-        "crop_strategy": crops.strategy,
-        "n_samples": n_samples,
+        "crop_strategy": crops.crop_strategy,
+        "n_crops": n_crops,
         "patch_n": patch_n,
         "alpha": alpha,
         "effective_alpha": alpha,
@@ -134,8 +134,8 @@ def run_demo(
         "n_run": n_run,
         "seed": seed,
         "precision": "fp32",
-        "views": "fast",
-        "half": False,
+        "fidelity": False,
+        "fp16_cache": False,
         "descriptions": "the demo world's class sentences and descriptors",
         "descriptions_sha256": sources_sha256(sources),
         "images_sha256": hashlib.sha256(

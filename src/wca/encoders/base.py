@@ -23,8 +23,8 @@ from PIL import Image
 from torch import Tensor
 
 from wca import defaults
-from wca.crops import Preprocessing
 from wca.encoders.text_cache import TEXTS_PER_SHARD, TextCache
+from wca.preprocessing import Preprocessing
 from wca.scoring import require_finite
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

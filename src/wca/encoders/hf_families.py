@@ -4,8 +4,8 @@ A family says what differs between checkpoints of one kind: how pixels reach
 ``get_image_features`` (a ``[B, 3, S, S]`` batch, or SigLIP 2's NaFlex patches), how its
 tokenizer pads and truncates, and where the model keeps its logit scale (and bias). The image
 processor's own settings (size, resize mode, interpolation, centre crop, rescale, offset, mean,
-std) become the :class:`~wca.crops.Preprocessing` the fast crop path reproduces, so fast views
-equal the processor's ``pixel_values``.
+std) become the :class:`~wca.preprocessing.Preprocessing` the fast crop path reproduces, so
+fast views equal the processor's ``pixel_values``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
 
-from wca.crops import Preprocessing
+from wca.preprocessing import Preprocessing
 from wca.registry import Registry
 
 

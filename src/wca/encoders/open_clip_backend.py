@@ -30,11 +30,11 @@ import torch
 from torch import Tensor
 
 from wca import defaults
-from wca.crops import Preprocessing
 from wca.encoders.base import Encoder
 from wca.encoders.checkpoints import check_archive, is_torchscript, load_error
 from wca.encoders.hub import cached_commit, file_fingerprint, hf_cache_hint, load_from_hub
 from wca.encoders.registry import CHECKPOINT_SUFFIXES, register_backend, register_named_model
+from wca.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
     from open_clip.transform import PreprocessCfg
@@ -132,7 +132,8 @@ def _logit_bias(model: torch.nn.Module) -> float:
 
 
 def _preprocessing(cfg: PreprocessCfg, name: str) -> Preprocessing:
-    """open_clip's preprocessing config as :class:`wca.crops.Preprocessing` (square inputs)."""
+    """open_clip's preprocessing config as :class:`wca.preprocessing.Preprocessing` (square
+    inputs)."""
     size = cfg.size if isinstance(cfg.size, int) else tuple(cfg.size)
     if isinstance(size, tuple):
         if len(set(size)) != 1:

@@ -28,8 +28,8 @@ from torch import Tensor
 
 from wca import defaults
 from wca.classifier import ImageTextEncoder, image_key
-from wca.crops import normalize_pixels, uint8_views
 from wca.files import write_atomic
+from wca.preprocessing import normalize_pixels, uint8_views
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1

@@ -48,12 +48,12 @@ class Features:
 
     def __repr__(self) -> str:
         return (
-            f"Features(images={len(self)}, n_samples={self.n_samples}, dim={self.embed_dim}, "
+            f"Features(images={len(self)}, n_crops={self.n_crops}, dim={self.embed_dim}, "
             f"dtype={self.image_emb.dtype}, source={self.source})"
         )
 
     @property
-    def n_samples(self) -> int:
+    def n_crops(self) -> int:
         return self._parts[0].shape[1]
 
     @property

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from wca import crops, defaults
+from wca import defaults, preprocessing
 from wca.crops import CropSpec
 from wca.features.cache import Features, ShardCache, assemble, cache_key, image_identities
 from wca.features.claims import ShardClaims
@@ -43,7 +42,7 @@ SKIPPED = -1  # the label of an image skipped as unreadable
 
 def _decoded(image: Any, boxes: Tensor, flips: Tensor | None = None) -> Tensor:
     """The loader's half of views on the device: the decoded image alone, ``uint8 [3, H, W]``."""
-    return crops.image_to_tensor(image)
+    return preprocessing.image_to_tensor(image)
 
 
 def _views_on(
@@ -51,7 +50,7 @@ def _views_on(
 ) -> Tensor:
     """The encoder's half: the image moved to ``device`` once, every view cut and resized there
     (the fast path's antialiased resize, on that device's kernels)."""
-    return crops.uint8_views(pixels.to(device), boxes, prep, flips)
+    return preprocessing.uint8_views(pixels.to(device), boxes, prep, flips)
 
 
 def _encode_shard(
@@ -122,7 +121,7 @@ def extract_features(
     options: RunOptions | None = None,
     *,
     fidelity: bool = False,
-    half: bool = False,
+    fp16_cache: bool = False,
     verify: bool = True,
     on_bad_image: Callable[[int, Exception], None] | None = None,
     ranks: Ranks | None = None,
@@ -134,7 +133,7 @@ def extract_features(
     views per encoder call, loader processes (0: one prefetching thread), images per shard,
     views cut on the device (default: on CUDA, fast path), progress. ``fidelity``: make views
     with the model's own preprocessing per crop (the authors' way) instead of the fast tensor
-    path. ``half``: store fp16. ``verify``: check every cached shard's sha256 before use.
+    path. ``fp16_cache``: store fp16. ``verify``: check every cached shard's sha256 before use.
     ``on_bad_image``: None stops at the first unreadable image (its error is raised); a
     function ``(index, error)`` is told of each one instead, and the image is kept as skipped:
     label :data:`SKIPPED`, zero embeddings (:attr:`Features.valid` is False there; a cached
@@ -143,15 +142,17 @@ def extract_features(
     returns every image's features once all ranks are done, the others None.
 
     The form of wca 0.2, ``extract_features(encoder, dataset, n_samples, alpha, beta=..,
-    seed=.., cache_dir=.., batch_size=.., ...)``, still works and warns once.
+    seed=.., cache_dir=.., batch_size=.., ...)``, still works and warns once
+    (:func:`wca.compat.extract_arguments`).
     """
-    if not isinstance(crops_spec, CropSpec):
-        crops_spec, options, extra = _legacy_arguments(crops_spec, options, legacy)
-        fidelity, half = extra.get("fidelity", fidelity), extra.get("half", half)
+    if not isinstance(crops_spec, CropSpec) or legacy:
+        from wca.compat import extract_arguments
+
+        crops_spec, options, extra = extract_arguments(crops_spec, options, legacy)
+        fidelity, fp16_cache = extra.get("fidelity", fidelity), extra.get("half", fp16_cache)
+        fp16_cache = extra.get("fp16_cache", fp16_cache)
         verify, ranks = extra.get("verify", verify), extra.get("ranks", ranks)
         on_bad_image = extra.get("on_bad_image", on_bad_image)
-    elif legacy:
-        raise TypeError(f"extract_features() got unexpected arguments: {', '.join(legacy)}")
     options = RunOptions() if options is None else options
     if len(dataset) == 0:
         raise ValueError(f"dataset {getattr(dataset, 'name', '')!r} has no images")
@@ -162,7 +163,7 @@ def extract_features(
         raise ValueError("views on the device use the fast path: not with fidelity views")
     if ranks is not None and options.cache_dir is None:
         raise ValueError("a distributed run needs a feature cache that every rank sees")
-    store_dtype = torch.float16 if half else torch.float32
+    store_dtype = torch.float16 if fp16_cache else torch.float32
     key = cache_key(encoder, dataset, crops_spec, fidelity, store_dtype)
     feature_pass = _FeaturePass(encoder, dataset, crops_spec, options, fidelity, views_on_device)
     cache, ranges, parts, mine = feature_pass.plan(key, verify, ranks, on_bad_image is None)
@@ -194,49 +195,6 @@ def extract_features(
                 raise RuntimeError(f"{cache.shard_path(shard)}: missing after every rank finished")
     complete = [part for part in parts if part is not None]  # every shard, after the loop
     return assemble(complete, None if cache is None else cache.folder)
-
-
-_LEGACY_CROPS = ("n_samples", "alpha", "beta", "seed", "strategy")
-_LEGACY_OPTIONS = ("cache_dir", "batch_size", "num_workers", "shard_size", "views_on_device")
-_LEGACY_EXTRA = ("fidelity", "half", "verify", "on_bad_image", "ranks")
-
-
-def _legacy_arguments(
-    n_samples: Any, alpha: Any, given: dict[str, Any]
-) -> tuple[CropSpec, RunOptions, dict[str, Any]]:
-    """wca 0.2's loose arguments as a crop spec, run options (no cache unless ``cache_dir``)
-    and the remaining keywords; warns once with the new spelling."""
-    values = dict(given)
-    if n_samples is not None:
-        values["n_samples"] = n_samples
-    if alpha is not None:
-        values["alpha"] = alpha
-    unknown = set(values) - {*_LEGACY_CROPS, *_LEGACY_OPTIONS, *_LEGACY_EXTRA, "progress"}
-    if unknown or "n_samples" not in values or "alpha" not in values:
-        missing = [name for name in ("n_samples", "alpha") if name not in values]
-        raise TypeError(
-            "extract_features(encoder, dataset, crops_spec, options): "
-            + (f"unexpected {', '.join(sorted(unknown))}" if unknown else f"missing {missing}")
-        )
-    warnings.warn(
-        "extract_features(encoder, dataset, n_samples, alpha, ...) is replaced by "
-        "extract_features(encoder, dataset, CropSpec(n, alpha, beta, seed, strategy), "
-        "RunOptions(cache_dir=..., batch_size=..., ...))",
-        FutureWarning,
-        stacklevel=3,
-    )
-    spec = CropSpec(
-        n=values["n_samples"],
-        alpha=values["alpha"],
-        beta=values.get("beta", defaults.BETA),
-        seed=values.get("seed", defaults.SEED),
-        strategy=values.get("strategy", "random"),
-    )
-    option_values = {name: values[name] for name in _LEGACY_OPTIONS if values.get(name) is not None}
-    option_values.setdefault("cache_dir", None)
-    option_values["progress"] = values.get("progress", True)
-    extra = {name: values[name] for name in _LEGACY_EXTRA if name in values}
-    return spec, RunOptions(**option_values), extra
 
 
 class _FeaturePass:
@@ -288,13 +246,13 @@ class _FeaturePass:
         if self.fidelity:
             size = encoder.preprocessing.image_size
             return functools.partial(
-                crops.fidelity_views, preprocess=encoder.preprocess, size=size
+                preprocessing.fidelity_views, preprocess=encoder.preprocess, size=size
             ), None
         if self.views_on_device:
             cut = functools.partial(_views_on, device=encoder.device, prep=encoder.preprocessing)
             return _decoded, cut
         # uint8 views travel from the workers; encode_views normalises whole batches
-        return functools.partial(crops.uint8_views, prep=encoder.preprocessing), None
+        return functools.partial(preprocessing.uint8_views, prep=encoder.preprocessing), None
 
     def fill(
         self,
@@ -347,7 +305,7 @@ class _FeaturePass:
                     self.encoder,
                     itertools.chain([first], stream),
                     ranges[shard],
-                    self.spec.n,
+                    self.spec.n_crops,
                     self.batch_size,
                     store_dtype,
                     bar,

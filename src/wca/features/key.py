@@ -81,10 +81,10 @@ def cache_key(
         "preprocessing": None if fidelity else dataclasses.asdict(encoder.preprocessing),
         "alpha": crops_spec.alpha,
         "beta": crops_spec.beta,
-        "n_samples": crops_spec.n,
+        "n_samples": crops_spec.n_crops,
         "seed": crops_spec.seed,
         "sampler_version": crops.SAMPLER_VERSION,
-        "strategy": crops_spec.strategy,
+        "strategy": crops_spec.crop_strategy,
         "store_dtype": str(store_dtype),
         "dataset": dataset_identity(dataset),
     }

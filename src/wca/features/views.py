@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from wca import crops
+from wca import preprocessing
 from wca.crops import CropSpec
 from wca.scoring import require_finite
 
@@ -148,7 +148,7 @@ def encode_views(encoder: Any, views: Tensor) -> Tensor:
     encoder runs (4x fewer bytes moved). Non-finite embeddings raise, naming the model."""
     if views.dtype == torch.uint8:
         views = views.to(encoder.device, non_blocking=True)
-        views = crops.normalize_pixels(views, encoder.preprocessing)
+        views = preprocessing.normalize_pixels(views, encoder.preprocessing)
     with torch.inference_mode():
         emb = encoder.encode_images(views)
     if emb.shape != (len(views), encoder.embed_dim):

@@ -101,7 +101,7 @@ def build_base(
         raise ValueError(f"method {method!r}: base: unknown method {base!r}")
     own_scale = "logit_scale" in options_model(base).model_fields
     options = {"logit_scale": logit_scale} if own_scale else {}
-    head = build_head(base, encode_texts, sources, allow_duplicates=True, **options)
+    head = build_head(base, encode_texts, sources, allow_duplicate_classes=True, **options)
     if head.online:
         raise ValueError(
             f"method {method!r}: base: {base!r} is an online method; the base scores each "
@@ -109,7 +109,8 @@ def build_base(
         )
     text = head.text_features() if with_text else None
     if with_text and text is None:  # zero, mta, awt keep no class vectors: CLIP's prompts
-        text = build_head("clip", encode_texts, sources, allow_duplicates=True).text_features()
+        clip = build_head("clip", encode_texts, sources, allow_duplicate_classes=True)
+        text = clip.text_features()
     return Base(head, 1.0 if own_scale else logit_scale, text)
 
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from torch import Tensor
 
+from wca.compat import RENAMED_SETTINGS, renamed
 from wca.descriptions.io import duplicate_names
 from wca.methods.base import Head
 from wca.methods.sources import TextSources
@@ -42,7 +43,7 @@ class DuplicateClassNames(ValueError):
     """Two classes share a name; ``setting`` is the option that allows it (front ends name
     their own flag for it)."""
 
-    setting = "allow_duplicates"
+    setting = "allow_duplicate_classes"
 
 
 def require(value, method: str, what: str):
@@ -66,7 +67,7 @@ def build_head(
     method: str,
     encoder: TextEncoder | EncodeTexts,
     sources: TextSources,
-    allow_duplicates: bool = False,
+    allow_duplicate_classes: bool = False,
     **options,
 ) -> Head:
     """Build the text side of ``method`` (a name in :data:`METHODS`) for the given classes.
@@ -74,15 +75,17 @@ def build_head(
     ``encoder``: an encoder (``encode_texts`` and ``logit_scale``), its bound ``encode_texts``,
     or any function from texts to unit vectors. The heads that take a ``logit_scale`` get the
     encoder's unless ``options`` give one; a plain function has none, and they keep CLIP's 100.
-    Duplicate class names are an error unless ``allow_duplicates`` (such classes can never be
-    told apart: the published ImageNet names have "missile" and "sunglasses" twice).
+    Duplicate class names are an error unless ``allow_duplicate_classes`` (such classes can
+    never be told apart: the published ImageNet names have "missile" and "sunglasses" twice).
     """
+    options = renamed(options, RENAMED_SETTINGS, "build_head")
+    allow_duplicate_classes = options.pop("allow_duplicate_classes", allow_duplicate_classes)
     METHODS.get_entry(method)  # an unknown name: one line listing the known ones
     duplicates = duplicate_names(sources.names(method))
-    if duplicates and not allow_duplicates:
+    if duplicates and not allow_duplicate_classes:
         raise DuplicateClassNames(
             f"duplicate class names for {method}: {', '.join(map(repr, duplicates))} (such "
-            "classes can never be told apart; allow them explicitly with allow_duplicates)"
+            "classes can never be told apart; allow them explicitly with allow_duplicate_classes)"
         )
     encode_texts, scale = unpack_encoder(encoder)
     if scale is not None and "logit_scale" in options_model(method).model_fields:

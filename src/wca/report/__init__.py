@@ -2,8 +2,9 @@
 table, CSV and the paper's numbers (:mod:`wca.report.render`), one figure per dataset
 (:mod:`wca.report.plot`).
 
-The columns and defaults live here, without imports, so the CLI's help costs nothing; the
-public functions of the submodules are reachable as ``wca.report.NAME`` (loaded on first use).
+The columns and defaults live here (the settings from the result schema, :mod:`wca.results`,
+which imports no model library), so the CLI's help costs little; the public functions of the
+submodules are reachable as ``wca.report.NAME`` (loaded on first use).
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from wca.results import IDENTITY
+
 DEFAULT_GROUP_BY = ("dataset", "model")
 DEFAULT_BASELINE = "clip"
-# Every setting that changes a number, in the order labels name them.
-KEY = (
-    "dataset", "split", "data_path", "model_spec", "model_sha256", "method", "options",
-    "crop_strategy", "n_samples", "patch_n", "alpha", "effective_alpha", "beta", "protocol",
-    "n_run", "seed", "precision", "views", "descriptions_sha256", "images_sha256",
-)  # fmt: skip
+# Every setting that changes a number (the result schema's identity, the model spec as
+# model_spec), with the method and its options, in the order labels name them.
+_CELL = tuple("model_spec" if name == "model" else name for name in IDENTITY)
+KEY = (*_CELL[: _CELL.index("model_sha256") + 1], "method", "options",
+       *_CELL[_CELL.index("model_sha256") + 1 :])  # fmt: skip
 GROUP_COLUMNS = ("model", *KEY)  # model: the short model label (clip_benchmark name, file stem)
 
 _PUBLIC = {

@@ -5,7 +5,8 @@ Files are pooled into one row (their runs together) only when every setting that
 number is equal (:data:`KEY`): the dataset's name, split and data root, the model spec and its
 weights' sha256, the method and its options, the crops (strategy, pool, N, alpha, effective
 alpha, beta), the protocol, runs and seed, the precision and views path, the texts' sha256 and
-the image list's (:func:`wca.pipeline.images_sha256`).
+the image list's (:func:`wca.inputs.images_sha256`): the result schema's identity
+(:data:`wca.results.IDENTITY`) and the method's options.
 Rows that share the columns shown (``group_by``, and the method) are labelled by the settings
 in which they differ, e.g. ``zero [rrc]`` and ``zero [random]``. A setting a schema-1 file did
 not record is unknown, and an unknown value equals nothing, not even another file's unknown.
@@ -28,7 +29,7 @@ from wca.results import NotAResult, ResultFile, read_result
 
 TASK = "zeroshot_classification"
 ABBREVIATIONS = {
-    "patch_n": "N", "n_samples": "pool", "n_run": "runs", "data_path": "root",
+    "patch_n": "N", "n_crops": "pool", "n_run": "runs", "data_root": "root",
     "model_sha256": "weights", "descriptions_sha256": "texts", "images_sha256": "images",
 }  # fmt: skip
 
@@ -211,36 +212,23 @@ def _problem(result: ResultFile) -> str | None:
 def settings_of(result: ResultFile, method: str, path: Path) -> dict[str, Any]:
     """The :data:`KEY` settings of one method of one file; unrecorded ones :class:`Unknown`."""
     config, results = result.config, result.results
-    extra = config.model_extra or {}
-    views = config.views
-    if views is None and isinstance(extra.get("fidelity"), bool):
-        views = "fidelity" if extra["fidelity"] else "fast"
-    split = (extra.get("dataset_info") or {}).get("split", config.split)
-    values = {
-        "dataset": result.dataset,
-        "split": split,
-        "data_path": config.data_path,
-        "model_spec": config.model,
-        "model_sha256": config.model_sha256,
-        "method": method,
-        "options": json.dumps(results.methods[method].options, sort_keys=True),
-        "crop_strategy": config.crop_strategy,
-        "n_samples": results.n_samples,
-        "patch_n": results.patch_n,
-        "alpha": config.alpha,
-        "effective_alpha": config.effective_alpha,
-        "beta": config.beta,
-        "protocol": results.protocol,
-        "n_run": results.n_run,
-        "seed": results.seed,
-        "precision": config.precision,
-        "views": views,
-        "descriptions_sha256": config.descriptions_sha256,
-        "images_sha256": config.images_sha256,
-    }
+    split = ((config.model_extra or {}).get("dataset_info") or {}).get("split", config.split)
+    values = {"model_spec" if name == "model" else name: value
+              for name, value in config.identity().items()}  # fmt: skip
+    values.update(
+        dataset=result.dataset,
+        split=split,
+        method=method,
+        options=json.dumps(results.methods[method].options, sort_keys=True),
+        n_crops=results.n_crops,
+        patch_n=results.patch_n,
+        protocol=results.protocol,
+        n_run=results.n_run,
+        seed=results.seed,
+    )
     if result.schema_version == 1:  # None there means "not recorded", never "none"
         values = {k: Unknown(str(path)) if v is None else v for k, v in values.items()}
-    return values
+    return {name: values[name] for name in KEY}
 
 
 def rows_of(results: Iterable[tuple[Path, ResultFile]]) -> list[Row]:
@@ -302,14 +290,18 @@ def label_rows(rows: Sequence[Row], group_by: Sequence[str] = DEFAULT_GROUP_BY) 
 
 
 def _setting_text(name: str, value: Any) -> str:
-    if name in ("crop_strategy", "views", "precision", "protocol") and value is not None:
+    if name in ("crop_strategy", "precision", "protocol") and value is not None:
         return str(value)
+    if name == "fidelity" and isinstance(value, bool):
+        return "fidelity views" if value else "fast views"
+    if name == "fp16_cache" and isinstance(value, bool):
+        return "fp16 cache" if value else "fp32 cache"
     if name.endswith("_sha256") and isinstance(value, str):
         return f"{ABBREVIATIONS[name]} {value[:8]}"
     if name == "options":
         options = json.loads(value) if isinstance(value, str) else {}
         return ", ".join(f"{k}={v}" for k, v in options.items()) or "default options"
-    if name in ("data_path", "model_spec") and isinstance(value, str):
+    if name in ("data_root", "model_spec") and isinstance(value, str):
         return f"{ABBREVIATIONS.get(name, 'model')} {Path(value.split(':', 1)[-1]).name}"
     return f"{ABBREVIATIONS.get(name, name)} {value}"
 

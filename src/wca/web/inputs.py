@@ -86,7 +86,7 @@ def crop_settings(n_crops: float, alpha: float) -> CropSpec:
     if n_crops is None or n_crops != int(n_crops) or not 1 <= n_crops <= MAX_CROPS:
         raise InputError(f"crops: a whole number from 1 to {MAX_CROPS}, got {n_crops}")
     try:
-        return CropSpec(n=int(n_crops), alpha=float("nan") if alpha is None else float(alpha))
+        return CropSpec(n_crops=int(n_crops), alpha=float("nan") if alpha is None else float(alpha))
     except SettingError as error:
         raise InputError(f"alpha: the smallest crop side, {error.reason}") from None
 
