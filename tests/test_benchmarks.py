@@ -115,7 +115,7 @@ def test_gpu_mode_is_skipped_without_cuda(capsys, script):
 def test_views_quick(capsys):
     output = run(capsys, "views", "--quick")
     rows = table_rows(output)
-    assert [row[0] for row in rows] == ["random", "diverse", "grid", "rrc"]
+    assert [row[0] for row in rows] == ["random", "diverse", "bifta", "grid", "rrc"]
     assert all(len(row) == 3 for row in rows)  # N=1 and N=4 measured for every strategy
 
 

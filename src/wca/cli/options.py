@@ -222,7 +222,8 @@ def crop_options(parser: argparse.ArgumentParser) -> None:
         "--crop-strategy",
         metavar="NAME",
         help="random: the paper's uniform crops (default); diverse: random "
-        "without near-duplicates (IoU filter); grid: a multi-scale grid; rrc: "
+        "without near-duplicates (IoU filter); bifta: BiFTA's IoU-filtered crops "
+        "(pool = their n_samples candidates); grid: a multi-scale grid; rrc: "
         "RandomResizedCrop boxes with random flips, as ZERO, MTA and AWT augment",
     )
     group.add_argument(

@@ -6,7 +6,8 @@
 - ``waffle``: WaffleCLIP's random-word and random-character descriptors (Roth et al. 2023).
 - ``cupl``:   the mean embedding of LLM-written sentences (CuPL, Pratt et al. 2023).
 - ``wca``:    the sentences weighted against "a photo of a {c}." and aligned with image crops;
-  its ablations ``wca-uniform-crops``, ``wca-uniform-text``, ``wca-full-view``, ``wca-paper``.
+  its ablations ``wca-uniform-crops``, ``wca-uniform-text``, ``wca-full-view``, ``wca-paper``;
+  ``bifta`` (BiFTA: WCA on near-duplicate-free descriptions, with ``--crop-strategy bifta``).
 - ``zero``, ``mta``, ``awt``: the peers that also score many views (ZERO, MTA, AWT), on the
   same views (the full view and the crops); ``lazsl`` (LaZSL: crops and descriptions aligned
   by optimal transport).
@@ -22,6 +23,7 @@ encoder's ``logit_scale``, AWT its authors' prompt template for ``sources.datase
 
 from wca.methods import (  # noqa: F401  (each module registers its methods)
     awt,
+    bifta,
     boostadapter,
     dmn,
     lazsl,
