@@ -211,6 +211,8 @@ def test_unknown_method_option_and_missing_source_are_clear_errors(sources):
         "boostadapter",
         "onzeta",
         "bifta",
+        "cosmic",
+        "cosmic+wca",
     }
 
 
