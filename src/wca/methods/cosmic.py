@@ -118,7 +118,10 @@ class COSMICStream:
         self.text = head.base.text  # unit vectors: the base's class vectors
         classes, dim = self.text.shape
         self.memory = SlotCache(classes, head.clip_shots)
-        self.keys = self.text.new_zeros(classes, head.clip_shots, dim)
+        # the memory as unit vectors [C, shots + 1, D]: its entries (0 where none), the class
+        # vector last; a row is normalised alone as in their whole-memory normalisation
+        empty = self.text.new_zeros(classes, head.clip_shots, dim)
+        self.unit = torch.cat([empty, _unit(self.text)[:, None]], dim=1)
         self.dino = SlotCache(classes, head.dino_shots)
         self.dino_keys: Tensor | None = None  # [C x dino_shots, D2]
         self.prototypes: Tensor | None = None  # [C, D2] the mean of each class's entries
@@ -156,7 +159,7 @@ class COSMICStream:
         head, index, classes = self.head, self.seen, len(self.text)
         self.seen += 1
         self.text = self.text.to(features.device, features.dtype)
-        self.keys = self.keys.to(features.device, features.dtype)
+        self.unit = self.unit.to(features.device, features.dtype)
         probabilities = logits.softmax(-1)
         view_entropy = -(probabilities * torch.log(probabilities + 1e-6)).sum(-1)
         chosen = most_confident(view_entropy[None], head.fraction)[0]
@@ -164,7 +167,8 @@ class COSMICStream:
         loss = float(-(mean * torch.log(mean + 1e-8)).sum())
         slot = self.memory.insert(int(mean.argmax()), loss)
         if slot is not None:
-            self.keys.view(-1, self.keys.shape[-1])[slot] = features[chosen].mean(0)
+            label, entry = divmod(slot, head.clip_shots)
+            self.unit[label, entry] = _unit(features[chosen].mean(0))
         query, first = features[0], probabilities[0]
         adaptive = self._read(query)
         space = torch.cat([self.text, adaptive])
@@ -194,12 +198,9 @@ class COSMICStream:
         by exp(-memory_beta (1 - cos)), summed and normalised. In their operations' order,
         normalised twice as theirs, so the graph's near-ties (an empty class's read-out is its
         class vector) fall as theirs."""
-        memory = torch.cat([self.keys, self.text[:, None]], dim=1)
-        unit = memory / memory.norm(dim=-1, keepdim=True)
-        unit = unit.masked_fill((memory.sum(-1) == 0)[..., None], 0.0)
-        similarity = (query / query.norm() * unit).sum(-1)
+        similarity = (query / query.norm() * self.unit).sum(-1)
         weights = torch.exp(-self.head.memory_beta * (-similarity + 1))
-        adaptive = (unit * weights[..., None]).sum(1)
+        adaptive = (self.unit * weights[..., None]).sum(1)
         adaptive = adaptive / adaptive.norm(dim=-1, keepdim=True)
         return adaptive / adaptive.norm(dim=-1, keepdim=True)
 
@@ -213,6 +214,13 @@ class COSMICStream:
     def _scores(self, query: Tensor, graph, space: Tensor) -> Tensor:
         head = self.head
         return clique_scores(query, *graph, space, head.ratio, head.alpha, head.beta)
+
+
+def _unit(vectors: Tensor) -> Tensor:
+    """``vectors / ||vectors||`` along the last dimension, 0 where a vector's entries sum to 0
+    (their test for an empty memory slot)."""
+    unit = vectors / vectors.norm(dim=-1, keepdim=True)
+    return unit.masked_fill((vectors.sum(-1) == 0)[..., None], 0.0)
 
 
 @register_method("cosmic")
