@@ -25,7 +25,9 @@ their file as ``cupl.json`` uses theirs). Their ``main.py`` draws each image's 6
 that image's accepted crops, with replacement; here the pool protocol draws the same slots for
 every image (as WCA's code does), the ``bifta`` strategy filling slots beyond the accepted
 crops with accepted ones. Their configs crop with U(0.5, 0.9) and, unlike WCA's code, use that
-alpha.
+alpha (this package's dataset configs carry WCA's effective alpha, 0.1: set alpha 0.5), from
+``n_samples`` 100 candidates (ImageNet, Food-101, Places365) or 300 (CUB, DTD, Pets), and
+score 20 runs of 60 draws.
 """
 
 from __future__ import annotations
