@@ -25,14 +25,14 @@ Per image i of the stream, with p_v = softmax(logit_scale cos(view v, class vect
   ``rebuild_every`` images; the cliques and anchors of the last build serve until the next.
 - Output: p_full + clip_weight x CLIP clique scores (+ dino_weight x DINOv2 clique scores).
 
-Without ``aux_emb`` this is COSMIC with CLIP alone (their Table 4's CLIP-only row). Where the
-code and the paper differ, this follows the code: the clique scores are summed with the
-zero-shot probabilities under weights the authors pick per dataset on the test labels
-(``search_best_weights`` over {0, 0.001, ..., 1000}) and publish neither as values nor logs,
-so both are 1 here; the CLIP and DINOv2 cache predictions the paper describes do not enter
-the output (only the pseudo-label of the DINOv2 cache); their configs' ``lambda1/lambda2``
-thresholds are unused by the degree control their scripts run. Their text side is TIP-Adapter's
-7 templates and CuPL's sentences averaged; ``base`` (``clip`` by default) is ours to choose.
+Without ``aux_emb`` this is COSMIC with CLIP alone (their Table 4's CLIP-only row). This
+follows the code: the clique scores are summed with the zero-shot probabilities under weights
+the authors pick per dataset on the test labels (``search_best_weights`` over {0, 0.001, ...,
+1000}) and publish neither as values nor logs, so both are 1 here; the two memories' own
+predictions (their "Bi-cache" rows) do not enter the COSMIC output, only the DINOv2 cache's
+pseudo-label; their configs' ``lambda1/lambda2`` thresholds are unused by the degree control
+their scripts run. Their text side is TIP-Adapter's 7 templates and CuPL's sentences averaged;
+``base`` (``clip`` by default) is ours to choose.
 The cache's alpha and beta are their ``configs_l`` values, which repeat TDA's; the shots
 16 on the ImageNet family, 8 elsewhere (their two scripts), ImageNet's for other datasets.
 """
