@@ -115,7 +115,7 @@ def test_gpu_mode_is_skipped_without_cuda(capsys, script):
 def test_views_quick(capsys):
     output = run(capsys, "views", "--quick")
     rows = table_rows(output)
-    assert [row[0] for row in rows] == ["random", "diverse", "grid", "rrc"]
+    assert [row[0] for row in rows] == ["random", "diverse", "bifta", "grid", "rrc"]
     assert all(len(row) == 3 for row in rows)  # N=1 and N=4 measured for every strategy
 
 
@@ -150,8 +150,9 @@ def test_peers_quick(capsys):
     assert all(len(row) == 3 and all("±" in cell for cell in row[1:]) for row in summary)
     assert len(cells) == 2 and all(len(cell) == len(summary) for cell in cells)
     for cell in cells:
-        assert cell[0][:3] == ["clip", summary[0][1 + cells.index(cell)], "(baseline)"]
-        assert all(row[2].count("[") == 1 and float(row[4]) >= 0 for row in cell[1:])
+        assert cell[0][:2] == ["clip", summary[0][1 + cells.index(cell)]]
+        assert cell[0][3] == "(baseline)"  # after the tail
+        assert all(row[3].count("[") == 1 and float(row[5]) >= 0 for row in cell[1:])
 
 
 def test_gpu_quick(capsys):

@@ -63,8 +63,9 @@ Strategy = Annotated[
     str,
     Field(
         description="random: the paper's uniform square crops; diverse: random without "
-        "near-duplicates (IoU filter); grid: a multi-scale grid; rrc: RandomResizedCrop boxes "
-        "with random flips, as ZERO, MTA and AWT augment",
+        "near-duplicates (IoU filter); bifta: BiFTA's IoU-0.85 refinement of n_crops candidates; "
+        "grid: a multi-scale grid; rrc: RandomResizedCrop boxes with random flips, as ZERO, MTA "
+        "and AWT augment",
         json_schema_extra={"group": "crops", "metavar": "NAME"},
     ),
 ]
@@ -194,20 +195,47 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / (area(box) + area(boxes) - inter)
 
 
-def _diverse_boxes(height, width, n, alpha, beta, rng, max_iou: float = 0.5) -> np.ndarray:
-    """Random crops without near-duplicates: a candidate overlapping an accepted crop by IoU
-    above ``max_iou`` is skipped (as BiFTA filters its views). Where the image cannot hold ``n``
-    such crops, the remaining slots take the next candidates unfiltered."""
-    candidates = _random_boxes(height, width, 20 * n, alpha, beta, rng)
+def iou_filter(boxes: np.ndarray, max_iou: float, limit: int) -> list[int]:
+    """BiFTA's view refinement on boxes ``[K, 4]`` (tmlr-group/BiFTA ``helper.py``,
+    ``filter_augmented_samples``): in order, the first box is accepted and each later one is
+    accepted when its IoU with every accepted box is at most ``max_iou``, until ``limit`` are
+    accepted. The indices accepted, in order."""
     chosen: list[int] = []
-    for i, box in enumerate(candidates):
-        if len(chosen) == n:
+    for i, box in enumerate(boxes):
+        if len(chosen) == limit:
             break
-        if not chosen or _iou(box, candidates[chosen]).max() <= max_iou:
+        if not chosen or _iou(box, boxes[chosen]).max() <= max_iou:
             chosen.append(i)
+    return chosen
+
+
+def _diverse_boxes(height, width, n, alpha, beta, rng, max_iou: float = 0.5) -> np.ndarray:
+    """Random crops without near-duplicates: BiFTA's rule (:func:`iou_filter`) at a stricter
+    ``max_iou`` over 20 n candidates. Where the image cannot hold ``n`` such crops, the
+    remaining slots take the next candidates unfiltered (``bifta`` is the authors' sampler)."""
+    candidates = _random_boxes(height, width, 20 * n, alpha, beta, rng)
+    chosen = iou_filter(candidates, max_iou, n)
     taken = set(chosen)
     rest = [i for i in range(len(candidates)) if i not in taken]
     return candidates[(chosen + rest)[:n]]
+
+
+BIFTA_MAX_IOU = 0.85  # iou_threshold of every BiFTA config but imagenet_v2.yaml's 0.8
+BIFTA_QUEUE = 100  # max_queue_len of every BiFTA config but imagenet_v2.yaml's 200
+
+
+def _bifta_boxes(height, width, n, alpha, beta, rng) -> np.ndarray:
+    """BiFTA's sampler (``create_random_crop_loader``): ``n`` candidates (their
+    ``n_samples``: 100 for ImageNet, Food-101, Places365; 300 for CUB, DTD, Pets), kept by
+    :func:`iou_filter` at IoU 0.85 up to 100 (their ``max_queue_len``), accepted ones first.
+    Their main.py pads the queue with blank crops and draws only accepted ones; the pool here
+    has ``n`` slots, so the slots beyond the accepted ones repeat accepted crops drawn
+    uniformly (as their save_crops.py pads), which every draw of the pool then meets with
+    the accepted crops' uniform chance, in expectation."""
+    candidates = _random_boxes(height, width, n, alpha, beta, rng)
+    chosen = iou_filter(candidates, BIFTA_MAX_IOU, BIFTA_QUEUE)
+    padding = rng.integers(len(chosen), size=n - len(chosen))
+    return candidates[chosen + [chosen[i] for i in padding]]
 
 
 def _grid_boxes(height, width, n, alpha, beta, rng) -> np.ndarray:
@@ -277,5 +305,6 @@ def _unflipped(sampler):
 CROP_STRATEGIES: Registry[Sampler] = Registry("crop strategy")
 CROP_STRATEGIES.register("random", _unflipped(_random_boxes))
 CROP_STRATEGIES.register("diverse", _unflipped(_diverse_boxes))
+CROP_STRATEGIES.register("bifta", _unflipped(_bifta_boxes))
 CROP_STRATEGIES.register("grid", _unflipped(_grid_boxes))
 CROP_STRATEGIES.register("rrc", _rrc_boxes)

@@ -269,8 +269,8 @@ def test_calibration_columns_in_the_table_and_csv(two_strategies, tmp_path, caps
     lines = capsys.readouterr().out.splitlines()
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     zero = [cell.strip() for cell in lines[3].strip("|").split("|")]
-    assert header[6:9] == ["ECE (%)", "NLL", "Brier"]
-    assert zero[2] == "zero [random]" and zero[6:9] == ["9.00", "0.500", "0.250"]
+    assert header[7:10] == ["ECE (%)", "NLL", "Brier"]
+    assert zero[2] == "zero [random]" and zero[7:10] == ["9.00", "0.500", "0.250"]
     with out_csv.open() as handle:
         records = list(csv.DictReader(handle))
     assert float(records[1]["ece"]) == pytest.approx(0.09)

@@ -6,14 +6,16 @@
 - ``waffle``: WaffleCLIP's random-word and random-character descriptors (Roth et al. 2023).
 - ``cupl``:   the mean embedding of LLM-written sentences (CuPL, Pratt et al. 2023).
 - ``wca``:    the sentences weighted against "a photo of a {c}." and aligned with image crops;
-  its ablations ``wca-uniform-crops``, ``wca-uniform-text``, ``wca-full-view``, ``wca-paper``.
+  its ablations ``wca-uniform-crops``, ``wca-uniform-text``, ``wca-full-view``, ``wca-paper``;
+  ``bifta`` (BiFTA: WCA on near-duplicate-free descriptions, with ``--crop-strategy bifta``).
 - ``zero``, ``mta``, ``awt``: the peers that also score many views (ZERO, MTA, AWT), on the
   same views (the full view and the crops); ``lazsl`` (LaZSL: crops and descriptions aligned
   by optimal transport).
-- ``tda``, ``dmn``, ``boostadapter``, ``onzeta``: online methods that keep a memory over the
-  stream of test images (TDA, DMN-ZS, BoostAdapter, OnZeta), each starting from a per-image
-  method (``base=``, CLIP by default); ``tda+wca`` is TDA on WCA (see :mod:`wca.methods.online`
-  for the stream protocol).
+- ``tda``, ``dmn``, ``boostadapter``, ``onzeta``, ``cosmic``: online methods that keep a memory
+  over the stream of test images (TDA, DMN-ZS, BoostAdapter, OnZeta, COSMIC, whose stream also
+  takes a second encoder's embeddings, ``aux_emb``), each starting from a per-image
+  method (``base=``, CLIP by default); ``tda+wca`` is TDA on WCA, ``cosmic+wca`` COSMIC on it
+  (see :mod:`wca.methods.online` for the stream protocol).
 
 ``build_head(name, encoder, sources, **options)`` looks the method up in the registry and
 returns a head that turns image (and crop) embeddings into ``[B, C]`` scores; the peers take the
@@ -22,7 +24,9 @@ encoder's ``logit_scale``, AWT its authors' prompt template for ``sources.datase
 
 from wca.methods import (  # noqa: F401  (each module registers its methods)
     awt,
+    bifta,
     boostadapter,
+    cosmic,
     dmn,
     lazsl,
     mta,

@@ -16,10 +16,12 @@ from typing import Any
 
 from wca.report import DEFAULT_BASELINE, DEFAULT_GROUP_BY, KEY
 from wca.report.rows import Row, Unknown
+from wca.results import TAIL_PERCENT, tail_text
 
 CSV_COLUMNS = (
     "dataset", "model", "pretrained", "model_fullname", "task", "method", "label",
-    "acc1", "acc5", "mean_per_class_recall", "top1_mean", "top1_std", "top5_mean", "top5_std",
+    "acc1", "acc5", "mean_per_class_recall", "top1_mean", "top1_std", "top1_tail",
+    "top1_tail_worst_run", "top5_mean", "top5_std",
     "ece", "nll", "brier", "baseline", "delta_top1", "delta_low", "delta_high",
     "runs", "images", "views_per_image", "seconds", "files",
     *(name for name in KEY if name not in ("dataset", "method")),
@@ -93,13 +95,15 @@ def table(
     group_by: Sequence[str] = DEFAULT_GROUP_BY,
 ) -> str:
     """Records as a markdown table, or as aligned plain-text columns: the ``group_by`` columns,
-    the method (labelled), top-1 and its paired difference to the baseline, top-5, ECE (%),
+    the method (labelled), top-1, its expected tail (the worst 10 % of runs, "(worst run)"
+    below 10 runs) and its paired difference to the baseline, top-5, ECE (%),
     NLL, Brier, views per image, seconds when any record has them (and the paper's columns
     when present)."""
     paper = bool(records) and "paper_top1" in records[0]
     baseline = (records[0]["baseline"] if records else None) or DEFAULT_BASELINE
     group_by = [name for name in group_by if name != "method"]  # always shown, once
-    header = [*group_by, "method", "top-1 (%)", f"Δ top-1 vs {baseline} [95% CI]", "top-5 (%)"]
+    header = [*group_by, "method", "top-1 (%)", "tail top-1 (%)"]
+    header += [f"Δ top-1 vs {baseline} [95% CI]", "top-5 (%)"]
     timed = any(record["seconds"] is not None for record in records)
     header += ["ECE (%)", "NLL", "Brier", "views/img"] + (["seconds"] if timed else [])
     header += ["paper top-1", "diff"] if paper else []
@@ -110,6 +114,7 @@ def table(
         cells += [
             record["name"],
             f"{record['top1_mean']:.2f} ± {record['top1_std']:.2f}",
+            tail_text(record["top1_tail"], record["runs"]),
             _delta_cell(record),
             f"{record['top5_mean']:.2f} ± {record['top5_std']:.2f}",
             _number(record["ece"], 100, 2),
@@ -142,7 +147,9 @@ def notes(rows: Sequence[Row]) -> list[str]:
     lines = [
         f"Δ: top-1 minus {baseline}'s on the same images and settings, in points; 95% interval "
         "of a paired bootstrap over images (1000 resamples, seed 0) of each image's correctness "
-        "averaged over runs; * the interval excludes 0."
+        "averaged over runs; * the interval excludes 0.",
+        f"tail: mean top-1 of the worst {TAIL_PERCENT} % of runs (OGA's expected tail accuracy); "
+        f"with fewer than {100 // TAIL_PERCENT} runs, the worst run, marked (worst run).",
     ]
     missing = [row for row in rows if row.delta is None and row.delta_note != "the baseline"]
     for row in missing:

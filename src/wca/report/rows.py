@@ -25,7 +25,7 @@ import numpy as np
 
 from wca.paired import PairedDifference, paired_bootstrap, per_image
 from wca.report import DEFAULT_BASELINE, DEFAULT_GROUP_BY, GROUP_COLUMNS, KEY
-from wca.results import NotAResult, ResultFile, read_result
+from wca.results import NotAResult, ResultFile, expected_tail, read_result, tail_is_worst_run
 
 TASK = "zeroshot_classification"
 ABBREVIATIONS = {
@@ -123,6 +123,8 @@ class Row:
             "mean_per_class_recall": self._mean_std(self.recall)[0] / 100 if self.recall else None,
             "top1_mean": m1,
             "top1_std": s1,
+            "top1_tail": expected_tail(self.top1),  # the worst 10 % of the pooled runs
+            "top1_tail_worst_run": tail_is_worst_run(len(self.top1)),  # below 10 runs
             "top5_mean": m5,
             "top5_std": s5,
             **calibration,
