@@ -210,6 +210,8 @@ def test_unknown_method_option_and_missing_source_are_clear_errors(sources):
         "dmn",
         "boostadapter",
         "onzeta",
+        "dota",
+        "dota+wca",
     }
 
 

@@ -24,6 +24,7 @@ from wca.methods import (  # noqa: F401  (each module registers its methods)
     awt,
     boostadapter,
     dmn,
+    dota,
     lazsl,
     mta,
     onzeta,
