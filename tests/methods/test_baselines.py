@@ -212,6 +212,8 @@ def test_unknown_method_option_and_missing_source_are_clear_errors(sources):
         "onzeta",
         "dota",
         "dota+wca",
+        "ecalp",
+        "ecalp+wca",
     }
 
 

@@ -25,6 +25,7 @@ from wca.methods import (  # noqa: F401  (each module registers its methods)
     boostadapter,
     dmn,
     dota,
+    ecalp,
     lazsl,
     mta,
     onzeta,
