@@ -214,6 +214,10 @@ def test_unknown_method_option_and_missing_source_are_clear_errors(sources):
         "dota+wca",
         "ecalp",
         "ecalp+wca",
+        "bca",
+        "bca+wca",
+        "oga",
+        "oga+wca",
     }
 
 

@@ -10,10 +10,11 @@
 - ``zero``, ``mta``, ``awt``: the peers that also score many views (ZERO, MTA, AWT), on the
   same views (the full view and the crops); ``lazsl`` (LaZSL: crops and descriptions aligned
   by optimal transport).
-- ``tda``, ``dmn``, ``boostadapter``, ``onzeta``: online methods that keep a memory over the
-  stream of test images (TDA, DMN-ZS, BoostAdapter, OnZeta), each starting from a per-image
-  method (``base=``, CLIP by default); ``tda+wca`` is TDA on WCA (see :mod:`wca.methods.online`
-  for the stream protocol).
+- ``tda``, ``dmn``, ``boostadapter``, ``onzeta``, ``dota``, ``ecalp``, ``bca``, ``oga``: online
+  methods that keep a memory over the stream of test images (TDA, DMN-ZS, BoostAdapter, OnZeta,
+  DOTA, ECALP, BCA, OGA), each starting from a per-image method (``base=``, CLIP by default);
+  ``tda+wca`` is TDA on WCA, likewise ``dota+wca``, ``ecalp+wca``, ``bca+wca``, ``oga+wca``
+  (see :mod:`wca.methods.online` for the stream protocol).
 
 ``build_head(name, encoder, sources, **options)`` looks the method up in the registry and
 returns a head that turns image (and crop) embeddings into ``[B, C]`` scores; the peers take the
@@ -22,12 +23,14 @@ encoder's ``logit_scale``, AWT its authors' prompt template for ``sources.datase
 
 from wca.methods import (  # noqa: F401  (each module registers its methods)
     awt,
+    bca,
     boostadapter,
     dmn,
     dota,
     ecalp,
     lazsl,
     mta,
+    oga,
     onzeta,
     prompts,
     tda,
