@@ -9,7 +9,8 @@ query node (their loop passes ``cat(features[:i + 1], features[i])``; the query 
 re-weighting) and s(m, n) = normalise(w x_m) . normalise(x_n):
 
 - edges: each image m to its k_image nodes of highest s(m, .) and to its k_text classes of
-  highest x_m . t_c, weighted by the similarity ** gamma; kept incrementally as theirs (dynamic
+  highest x_m . t_c, weighted by the similarity ** gamma (a negative similarity in a short
+  list weighs as a positive one under their even gamma); kept incrementally as theirs (dynamic
   kNN): a node's list keeps a few spare neighbours, the new image and its query copy enter
   each list through s(m, new), the old query copy's entries drop to -1;
 - the symmetric normalised graph S = D^-1/2 (W + W^T) D^-1/2; the image rows propagate

@@ -15,7 +15,8 @@ Per image x, with zero-shot logits z (the base's, at ``logit_scale``):
   deviations from their class means; Lambda = d ((n - 1) M + tr(M) I)^+ while n <= 4 d, M^+
   beyond (their default ``RidgeMoorePenrose``); d I before;
 - output: the log of their MAP estimate softmax(z) softmax(tau log N(x; mu_c, Lambda^-1)),
-  normalised: log-probabilities whose softmax is theirs.
+  normalised: log-probabilities whose softmax is theirs (the x Lambda x term of the
+  log-likelihoods, the same for every class, cancels).
 
 The authors' runner updates the memory on a batch of 32 images and then scores the batch;
 here each image is its own batch (the stream contract: an image is scored when it arrives).
