@@ -213,6 +213,14 @@ def test_unknown_method_option_and_missing_source_are_clear_errors(sources):
         "bifta",
         "cosmic",
         "cosmic+wca",
+        "dota",
+        "dota+wca",
+        "ecalp",
+        "ecalp+wca",
+        "bca",
+        "bca+wca",
+        "oga",
+        "oga+wca",
     }
 
 

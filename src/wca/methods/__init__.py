@@ -11,10 +11,12 @@
 - ``zero``, ``mta``, ``awt``: the peers that also score many views (ZERO, MTA, AWT), on the
   same views (the full view and the crops); ``lazsl`` (LaZSL: crops and descriptions aligned
   by optimal transport).
-- ``tda``, ``dmn``, ``boostadapter``, ``onzeta``, ``cosmic``: online methods that keep a memory
-  over the stream of test images (TDA, DMN-ZS, BoostAdapter, OnZeta, COSMIC, whose stream also
-  takes a second encoder's embeddings, ``aux_emb``), each starting from a per-image
-  method (``base=``, CLIP by default); ``tda+wca`` is TDA on WCA, ``cosmic+wca`` COSMIC on it
+- ``tda``, ``dmn``, ``boostadapter``, ``onzeta``, ``dota``, ``ecalp``, ``bca``, ``oga``,
+  ``cosmic``: online methods that keep a memory over the stream of test images (TDA, DMN-ZS,
+  BoostAdapter, OnZeta, DOTA, ECALP, BCA, OGA, COSMIC, whose stream also takes a second
+  encoder's embeddings, ``aux_emb``), each starting from a per-image method (``base=``, CLIP by
+  default); ``tda+wca`` is TDA on WCA, likewise ``dota+wca``, ``ecalp+wca``, ``bca+wca``,
+  ``oga+wca``, ``cosmic+wca``
   (see :mod:`wca.methods.online` for the stream protocol).
 
 ``build_head(name, encoder, sources, **options)`` looks the method up in the registry and
@@ -24,12 +26,16 @@ encoder's ``logit_scale``, AWT its authors' prompt template for ``sources.datase
 
 from wca.methods import (  # noqa: F401  (each module registers its methods)
     awt,
+    bca,
     bifta,
     boostadapter,
     cosmic,
     dmn,
+    dota,
+    ecalp,
     lazsl,
     mta,
+    oga,
     onzeta,
     prompts,
     tda,
