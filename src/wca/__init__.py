@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.4.0"
 
 # Public names and the modules that define them, imported on first use so that `import wca`
 # stays light (no model library, no plotting) until a name is needed.

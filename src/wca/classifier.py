@@ -33,6 +33,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from wca import defaults
+from wca.checks import require_finite
 from wca.compat import RENAMED_SETTINGS, renamed
 from wca.crops import CropSpec
 from wca.descriptions.io import (
@@ -48,7 +49,6 @@ from wca.methods import Head, TextSources, build_head
 from wca.prediction import DescriptionScore, Prediction
 from wca.preprocessing import Preprocessing, fidelity_views, normalize_pixels, uint8_views
 from wca.progress import progress_bar
-from wca.scoring import require_finite
 
 log = logging.getLogger("wca")
 ImageInput = str | Path | Image.Image | np.ndarray

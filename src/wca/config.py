@@ -51,11 +51,15 @@ from wca.compat import RENAMED_SETTINGS, renamed
 from wca.configs import AUTHORS_CODE_ALPHA, authors_file, config_path, dataset_defaults
 from wca.crops import Alpha, Beta, CropSpec, NCrops, Seed, Strategy
 from wca.errors import SettingError
+from wca.method_config import (
+    DEFAULT_METHODS,
+    MethodConfig,
+    default_methods,
+    method_entries,
+)
 from wca.specs import CHECKPOINT_FILES, MODEL_FORMS, NAMED_MODELS
 
-DEFAULT_METHODS = ("clip", "clip-e", "clip-d", "waffle", "cupl", "wca")
 DEFAULT_MODEL = "open_clip:ViT-B-32/openai"  # the authors' default CLIP, ViT-B/32
-METHOD_ALIASES = {"ours": "wca"}  # the WCA authors' name for their method in their configs
 PositiveInt = Annotated[int, Field(ge=1)]
 
 
@@ -63,78 +67,6 @@ def group(name: str, **extra: Any) -> dict[str, Any]:
     """A field's ``json_schema_extra``: the group its flag is listed in (and e.g. ``metavar``,
     ``repeatable`` for the flags a sweep repeats)."""
     return {"group": name, **extra}
-
-
-class MethodConfig(BaseModel):
-    """One method of the evaluation: its registry name, whether it runs, its head options
-    (only those set explicitly, validated and coerced by
-    :func:`wca.methods.registry.options_model`)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    name: str
-    enabled: bool = True
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _check_options(self) -> MethodConfig:
-        from wca.methods.registry import METHODS, options_model  # the heads: when validating
-
-        METHODS.get_entry(self.name)  # an unknown name: one line listing the known ones
-        options = options_model(self.name).model_validate(self.options)
-        self.options = options.model_dump(exclude_unset=True)
-        return self
-
-    def resolved_options(self) -> dict[str, Any]:
-        """Every option of the method, defaults included (what a result file records); a
-        temperature left unset is the model's own (``"model"``)."""
-        from wca.methods.registry import options_model
-
-        model = options_model(self.name)
-        resolved = model.model_validate(self.options).model_dump(mode="json")
-        if "logit_scale" in model.model_fields and "logit_scale" not in self.options:
-            resolved["logit_scale"] = "model"
-        return resolved
-
-
-def _default_methods() -> list[MethodConfig]:
-    return [MethodConfig(name=name) for name in DEFAULT_METHODS]
-
-
-def method_entries(value: Any) -> list[dict[str, Any]]:
-    """The methods list in any of its shapes (see module doc) as ``{name, enabled, options}``."""
-    if isinstance(value, str):
-        value = [name.strip() for name in value.split(",") if name.strip()]
-    if isinstance(value, Mapping):
-        pairs = list(value.items())
-    elif isinstance(value, list):
-        pairs = []
-        for item in value:
-            if isinstance(item, MethodConfig):
-                item = item.model_dump()
-            if isinstance(item, Mapping) and "options" in item:  # {name, enabled, options}
-                body = {"enabled": item.get("enabled", True), **item["options"]}
-                pairs.append((item["name"], body))
-            elif isinstance(item, str):
-                pairs.append((item, {}))
-            elif isinstance(item, Mapping) and len(item) == 1:
-                pairs.append(next(iter(item.items())))
-            else:
-                raise ValueError(f"entry {item!r} is not a name or {{name: {{options}}}}")
-    else:
-        raise ValueError(f"expected a list or mapping, got {value!r}")
-    entries = []
-    for key, body in pairs:
-        if body is not None and not isinstance(body, Mapping):
-            raise ValueError(f"{key}: expected a mapping of options, got {body!r}")
-        body = dict(body or {})
-        name = str(body.pop("name", key))
-        enabled = body.pop("enabled", True)
-        name = METHOD_ALIASES.get(name, name)
-        entries.append({"name": name, "enabled": enabled, "options": body})
-    if not entries:
-        raise ValueError("no method listed")
-    return entries
 
 
 class EvalConfig(BaseModel):
@@ -209,7 +141,7 @@ class EvalConfig(BaseModel):
         json_schema_extra=group("protocol"),
     )
     methods: list[MethodConfig] = Field(
-        default_factory=_default_methods,
+        default_factory=default_methods,
         description="comma-separated methods (`wca methods` lists them)",
         json_schema_extra=group("protocol", metavar="LIST", shown=",".join(DEFAULT_METHODS)),
     )

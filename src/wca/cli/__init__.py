@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 from wca import __version__
 from wca.compat import renamed_flags
 from wca.errors import RankError, SettingError
+from wca.extras import MissingExtra
 
 # Modules under wca.cli that contribute sub-commands, in the order --help lists them.
 COMMAND_MODULES = (
@@ -200,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"wca: error: {flag_of(error.setting)}: {error.reason}", file=sys.stderr)
         return 2
+    except MissingExtra as error:  # an optional part that is not installed
+        print(f"wca: error: {error}", file=sys.stderr)
+        return 1
     except (UsageError, FileNotFoundError, ValueError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"wca: error: {message}{flag_hint(error, args)}", file=sys.stderr)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from wca.cli import UsageError
+from wca.extras import require
 
 
 def print_report(
@@ -23,6 +24,8 @@ def print_report(
     file named on stderr. Returns the number of files skipped."""
     from wca import report
 
+    if plot is not None:  # before any file is read
+        require("matplotlib", "--plot")
     group_by = report.DEFAULT_GROUP_BY if group_by is None else group_by
     skipped: list[str] = []
 

@@ -15,6 +15,7 @@ from wca.cli.options import (
     run_options,
     speed_settings,
 )
+from wca.extras import require
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,12 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    try:
-        from wca.web.app import build_app, launch
-    except ImportError as error:
-        if error.name != "gradio" and not (error.name or "").startswith("gradio."):
-            raise
-        raise UsageError("the web page needs Gradio: pip install 'wca[web]'") from None
+    require("gradio", "the web page")
+    require("matplotlib", "the web page")
+    from wca.web.app import build_app, launch
     from wca.web.service import Service, demo_service
 
     if not 0 < args.port < 65536:

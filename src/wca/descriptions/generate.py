@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-import openai
-
 from wca.descriptions.clean import dedupe
 from wca.descriptions.llm import (
     ChatRunner,
@@ -52,7 +50,10 @@ from wca.descriptions.prompts import (
     load_questions,
     parse_answer,
 )
+from wca.extras import require
 from wca.progress import progress_bar
+
+openai = require("openai", "generating descriptions with an LLM")
 
 # Names that lived here before the split, still importable from this module.
 __all__ = [

@@ -18,8 +18,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import openai
-import tenacity
+from wca.extras import require
+
+openai = require("openai", "generating descriptions with an LLM")
+tenacity = require("tenacity", "generating descriptions with an LLM")
+
 
 PLACEHOLDER_API_KEY = "not-needed"
 _FATAL_STATUS = (401, 403, 404)

@@ -23,9 +23,9 @@ from PIL import Image
 from torch import Tensor
 
 from wca import defaults
+from wca.checks import require_finite
 from wca.encoders.text_cache import TEXTS_PER_SHARD, TextCache
 from wca.preprocessing import Preprocessing
-from wca.scoring import require_finite
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 COUNT_CHUNK = 4096  # texts per tokenizer call when counting tokens

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from wca import preprocessing
+from wca.checks import require_finite
 from wca.crops import CropSpec
-from wca.scoring import require_finite
 
 PREFETCH_IMAGES = 4  # images decoded ahead of the encoder by the prefetching thread
 WORKER_PREFETCH = 2  # images decoded ahead per loader worker

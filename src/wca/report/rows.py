@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from wca.errors import SettingError
 from wca.paired import PairedDifference, paired_bootstrap, per_image
 from wca.report import DEFAULT_BASELINE, DEFAULT_GROUP_BY, GROUP_COLUMNS, KEY
 from wca.results import NotAResult, ResultFile, expected_tail, read_result, tail_is_worst_run
@@ -270,8 +271,8 @@ def label_rows(rows: Sequence[Row], group_by: Sequence[str] = DEFAULT_GROUP_BY) 
     each) add their first file's name."""
     unknown = sorted(set(group_by) - set(GROUP_COLUMNS))
     if unknown:
-        raise ValueError(
-            f"--group-by: unknown column {unknown[0]!r} (choose from {', '.join(GROUP_COLUMNS)})"
+        raise SettingError(
+            "group_by", f"unknown column {unknown[0]!r} (choose from {', '.join(GROUP_COLUMNS)})"
         )
     shown = [*(name for name in group_by if name != "method"), "method"]
     groups: dict[tuple[str, ...], list[Row]] = {}

@@ -1,0 +1,86 @@
+"""Which methods an evaluation runs and with which options: the ``methods`` setting in any of
+its shapes (a comma-separated string, a list of names or ``{name: {options}}`` mappings, the
+WCA authors' list of one-key mappings), each method validated by its head builder's typed
+options (:func:`wca.methods.registry.options_model`, imported when validating, not before)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_METHODS = ("clip", "clip-e", "clip-d", "waffle", "cupl", "wca")
+METHOD_ALIASES = {"ours": "wca"}  # the WCA authors' name for their method in their configs
+
+
+class MethodConfig(BaseModel):
+    """One method of the evaluation: its registry name, whether it runs, its head options
+    (only those set explicitly, validated and coerced by
+    :func:`wca.methods.registry.options_model`)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str
+    enabled: bool = True
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_options(self) -> MethodConfig:
+        from wca.methods.registry import METHODS, options_model  # the heads: when validating
+
+        METHODS.get_entry(self.name)  # an unknown name: one line listing the known ones
+        options = options_model(self.name).model_validate(self.options)
+        self.options = options.model_dump(exclude_unset=True)
+        return self
+
+    def resolved_options(self) -> dict[str, Any]:
+        """Every option of the method, defaults included (what a result file records); a
+        temperature left unset is the model's own (``"model"``)."""
+        from wca.methods.registry import options_model
+
+        model = options_model(self.name)
+        resolved = model.model_validate(self.options).model_dump(mode="json")
+        if "logit_scale" in model.model_fields and "logit_scale" not in self.options:
+            resolved["logit_scale"] = "model"
+        return resolved
+
+
+def default_methods() -> list[MethodConfig]:
+    return [MethodConfig(name=name) for name in DEFAULT_METHODS]
+
+
+def method_entries(value: Any) -> list[dict[str, Any]]:
+    """The methods list in any of its shapes (see module doc) as ``{name, enabled, options}``."""
+    if isinstance(value, str):
+        value = [name.strip() for name in value.split(",") if name.strip()]
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, list):
+        pairs = []
+        for item in value:
+            if isinstance(item, MethodConfig):
+                item = item.model_dump()
+            if isinstance(item, Mapping) and "options" in item:  # {name, enabled, options}
+                body = {"enabled": item.get("enabled", True), **item["options"]}
+                pairs.append((item["name"], body))
+            elif isinstance(item, str):
+                pairs.append((item, {}))
+            elif isinstance(item, Mapping) and len(item) == 1:
+                pairs.append(next(iter(item.items())))
+            else:
+                raise ValueError(f"entry {item!r} is not a name or {{name: {{options}}}}")
+    else:
+        raise ValueError(f"expected a list or mapping, got {value!r}")
+    entries = []
+    for key, body in pairs:
+        if body is not None and not isinstance(body, Mapping):
+            raise ValueError(f"{key}: expected a mapping of options, got {body!r}")
+        body = dict(body or {})
+        name = str(body.pop("name", key))
+        enabled = body.pop("enabled", True)
+        name = METHOD_ALIASES.get(name, name)
+        entries.append({"name": name, "enabled": enabled, "options": body})
+    if not entries:
+        raise ValueError("no method listed")
+    return entries
