@@ -28,19 +28,21 @@ import functools
 import json
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 from pydantic import Field
-from torch import Tensor
 
 from wca.defaults import LABEL_TEMPLATE
+from wca.deferred import torch
 from wca.descriptions.io import match_descriptions
 from wca.methods.base import Head
 from wca.methods.prompts import encode_prompts
 from wca.methods.registry import EncodeTexts, register_method, require
 from wca.methods.sources import TextSources
 from wca.methods.zero import LogitScale, all_views
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 EPSILON = 0.1
 SINKHORN_ITERATIONS = 100

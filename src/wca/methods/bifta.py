@@ -32,19 +32,21 @@ score 20 runs of 60 draws.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 from pydantic import Field
-from torch import Tensor
 
 from wca.defaults import IMAGE_SCALE, TEXT_SCALE
+from wca.deferred import torch
 from wca.descriptions.io import match_descriptions
 from wca.methods.online import for_dataset
 from wca.methods.prompts import LABEL_TEMPLATE, encode_prompts
 from wca.methods.registry import EncodeTexts, register_method, require
 from wca.methods.sources import TextSources
 from wca.methods.wca import LogScale, WCAHead
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 MAX_COSINE = 0.99  # the threshold every released bifta0.99*.json names
 # descriptions kept per class: main.py reads bifta0.99_top50.json for ImageNet (and its

@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 from pydantic import Field
-from torch import Tensor
 
+from wca.deferred import torch
 from wca.methods.online import (
     Bounds,
     CacheBlock,
@@ -47,6 +46,9 @@ from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 from wca.methods.tda import TDAHead, TDAStream, dataset_cache
 from wca.methods.zero import LogitScale
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 # taolinzhang/BoostAdapter configs/*.yaml ``delta`` by dataset (imagenet: TTA-VLM's)
 DELTAS = {

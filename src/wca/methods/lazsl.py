@@ -21,18 +21,20 @@ crops are the views.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 from pydantic import Field
-from torch import Tensor
 
+from wca.deferred import torch
 from wca.descriptions.io import match_descriptions
 from wca.methods.base import Head
 from wca.methods.online import for_dataset
 from wca.methods.prompts import descriptor_prompts, encode_prompts
 from wca.methods.registry import EncodeTexts, register_method, require
 from wca.methods.sources import TextSources
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 EPSILON = 0.1
 ITERATIONS = 100

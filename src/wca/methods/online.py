@@ -14,18 +14,17 @@ the crops) where the method's authors use augmented views.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import operator
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
-import torch
 from pydantic import Field
-from torch import Tensor
 
+from wca.deferred import torch
 from wca.methods.base import Head
 from wca.methods.registry import (
     METHODS,
@@ -35,6 +34,9 @@ from wca.methods.registry import (
     options_model,
 )
 from wca.methods.sources import TextSources
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 Views = Literal["full", "confident"]  # one view per image, or the most confident of all views
 Shots = Annotated[int, Field(ge=1, le=1000)]
@@ -116,17 +118,16 @@ def build_base(
 
 def with_options(builder: MethodBuilder, **fixed) -> MethodBuilder:
     """``builder`` with some options fixed (no longer options): ``tda+wca`` is ``tda`` with
-    ``base="wca"``. The registry reads the options from the signature this returns."""
+    ``base="wca"``. The registry reads the options from the signature this returns (their
+    annotations in ``builder``'s module, which it wraps)."""
 
+    @functools.wraps(builder)
     def build(encode_texts: EncodeTexts, sources: TextSources, **options) -> Head:
         return builder(encode_texts, sources, **fixed, **options)
 
     signature = inspect.signature(builder)
     parameters = [p for name, p in signature.parameters.items() if name not in fixed]
-    hints = typing.get_type_hints(builder, include_extras=True)
     build.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
-    build.__annotations__ = {name: hint for name, hint in hints.items() if name not in fixed}
-    build.__doc__ = builder.__doc__
     return build
 
 

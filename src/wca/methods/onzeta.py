@@ -20,19 +20,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import Field
-from torch import Tensor
 
 from wca.defaults import IMAGENET_FAMILY
+from wca.deferred import F, torch
 from wca.methods.base import OnlineHead
 from wca.methods.online import Base, build_base, dataset_key
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 BLOCK = 128  # images whose proxy updates are carried in factored form
 Positive = Annotated[float, Field(gt=0, le=1e6)]

@@ -13,19 +13,21 @@ Each baseline scores the full view against one class vector per class (per rando
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
-import torch
 from pydantic import Field
-from torch import Tensor
 
 from wca import defaults
+from wca.deferred import torch
 from wca.descriptions.io import match_descriptions
 from wca.methods.base import Head
 from wca.methods.registry import EncodeTexts, register_method, require
 from wca.methods.sources import TextSources
 from wca.scoring import mean_embedding
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 LABEL_TEMPLATE = defaults.LABEL_TEMPLATE
 

@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import torch
-from torch import Tensor
-
+from wca.deferred import torch
 from wca.methods.base import OnlineHead
 from wca.methods.online import (
     Base,
@@ -53,6 +51,9 @@ from wca.methods.online import (
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 from wca.methods.zero import LogitScale
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 class CacheConfig(NamedTuple):
