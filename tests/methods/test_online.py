@@ -353,6 +353,25 @@ def test_boostadapter_equals_the_authors_loop(n_views, views, delta):
     torch.testing.assert_close(streamed(head, stream), expected, atol=1e-6, rtol=0)
 
 
+def test_boosting_samples_carry_the_authors_logsumexp_entropy():
+    """In float32 (a real run's precision), near-certain views' entropies differ in their last
+    bits between softmax x log-softmax and the authors' ``get_output_entropy``; which boosting
+    sample a full class keeps depends on them, so the samples carry the authors' form."""
+    classes, scale = 5, 100.0
+    views, text = stream_views(40, 30, classes, seed=3, spread=0.2).float(), unit(classes, D)
+    logits = torch.stack([scale * image @ text.float().T for image in views])
+    stream = BoostAdapterHead(clip_base(text.float(), scale), "full").stream(len(views))
+    stream.start(classes)
+    stream.prepare(views, logits, views[:, 0])
+    theirs, softmax_form = [], []
+    for image, output in zip(views, logits, strict=True):
+        _, select_output, _ = select_confident_samples(image, output, 0.1)
+        theirs.append(get_output_entropy(select_output).tolist())
+        softmax_form.append(softmax_entropy(select_output).tolist())
+    assert softmax_form != theirs  # the two forms disagree on these views
+    assert stream.boost_losses == theirs
+
+
 # --------------------------------------------------------------------------- DMN-ZS
 
 

@@ -10,9 +10,10 @@ Differences from :mod:`wca.methods.tda`, all the authors':
   "confident"``, ImageNet-A/V/R/Sketch), as TDA's;
 - boosting samples: the int(0.1 V) lowest-entropy views of all V views (none below 10 views,
   as their one-view ImageNet); the image is scored with a copy of the positive cache into which
-  each sample, in entropy order, is inserted with its own pseudo-label, entropy and feature, at
-  a capacity of ``pos_shots + delta`` per class (it may push out entries of that copy); the
-  copy is dropped after the image;
+  each sample, in entropy order, is inserted with its own pseudo-label, entropy (their
+  ``get_output_entropy``, the logsumexp form) and feature, at a capacity of ``pos_shots +
+  delta`` per class (it may push out entries of that copy); the copy is dropped after the
+  image;
 - the negative cache keeps the newest ``neg_shots`` entries per class (their ``update_cache``
   default ``fifo=True``), not the lowest-loss ones.
 
@@ -40,6 +41,7 @@ from wca.methods.online import (
     entropy,
     for_dataset,
     most_confident,
+    output_entropy,
     take,
 )
 from wca.methods.registry import EncodeTexts, register_method
@@ -90,13 +92,15 @@ class BoostStream(TDAStream):
     several_views = True
 
     def prepare(self, features: Tensor, logits: Tensor, key: Tensor) -> None:
-        view_entropy = entropy(logits)
-        chosen = most_confident(view_entropy, 0.1, at_least=0)
+        """The boosting samples: chosen by softmax entropy, each carrying its entropy in the
+        logsumexp form as its loss (the authors' ``select_confident_samples`` then
+        ``get_output_entropy``)."""
+        chosen = most_confident(entropy(logits), 0.1, at_least=0)
         self.key = key
         self.boost_features = take(features, chosen)
         self.boost_labels = take(logits, chosen).argmax(-1)
         self.boost_label_lists = self.boost_labels.tolist()
-        self.boost_losses = take(view_entropy, chosen).tolist()
+        self.boost_losses = take(output_entropy(logits), chosen).tolist()
         self.survives = torch.zeros(chosen.shape, dtype=torch.bool)  # filled on the CPU
         self.evicted: list[tuple[int, int]] = []
 

@@ -155,6 +155,13 @@ def entropy(logits: Tensor) -> Tensor:
     return -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1)
 
 
+def output_entropy(logits: Tensor) -> Tensor:
+    """The same entropy in logsumexp form (BoostAdapter's ``get_output_entropy``): it differs
+    from :func:`entropy` in the last bits, which decide between near-certain views."""
+    log_p = logits - logits.logsumexp(-1, keepdim=True)
+    return -(log_p * log_p.exp()).sum(-1)
+
+
 def mean_entropy(logits: Tensor) -> Tensor:
     """Entropy of the mean softmax over dimension -2 (the authors' ``avg_entropy``)."""
     log_p = logits.log_softmax(-1)
