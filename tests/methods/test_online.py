@@ -544,6 +544,23 @@ def test_onzeta_equals_the_authors_loop(alpha, beta):
         stream.logits(images[:1])
 
 
+def test_onzeta_streams_float32_features_in_chunks_as_in_one_call():
+    """OnZeta's updates feed back into every later image: kept in float32 their rounding grows
+    until one call and the same stream in chunks predict differently; kept in float64 (its
+    state and arithmetic, whatever the features' precision) they agree."""
+    classes, n = 10, 480
+    images = stream_views(n, 1, classes, seed=4, spread=1.0)[:, 0].float()
+    head = OnZetaHead(clip_base(unit(classes, D, seed=54).float(), 100.0))
+    whole = head.logits(images)
+    stream, cuts = head.stream(n), [0, 1, 57, 130, 200, 333, n]
+    chunked = torch.cat(
+        [stream.logits(images[lo:hi]) for lo, hi in zip(cuts, cuts[1:], strict=False)]
+    )
+    assert whole.dtype == chunked.dtype == torch.float32
+    assert torch.equal(whole.argmax(-1), chunked.argmax(-1))
+    torch.testing.assert_close(whole, chunked, atol=1e-5, rtol=0)
+
+
 # --------------------------------------------------------------------------- LaZSL
 
 
