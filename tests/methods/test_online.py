@@ -684,6 +684,24 @@ def test_lazsl_equals_the_authors_loop(n_crops, gamma):
     torch.testing.assert_close(head.logits(views[:, 0], views[:, 1:]), expected, atol=1e-6, rtol=0)
 
 
+def test_lazsl_keeps_the_crop_closest_to_the_full_view_when_no_crop_passes_gamma():
+    """With gamma > 0 no crop may reach mean + gamma (the authors' code returns None there):
+    the crop closest to the full view stands alone, as the authors' loop scores an image of
+    that one crop; never NaN."""
+    classes, n_crops, counts = 5, 12, [3, 1, 4, 2, 5]
+    views = stream_views(8, 1 + n_crops, classes, seed=9, spread=0.4)
+    descriptions = [unit(k, D, seed=20 + c) for c, k in enumerate(counts)]
+    emb = torch.zeros(classes, max(counts), D, dtype=torch.float64)
+    mask = torch.zeros(classes, max(counts), dtype=torch.bool)
+    for c, rows in enumerate(descriptions):
+        emb[c, : len(rows)], mask[c, : len(rows)] = rows, True
+    scores = LaZSLHead(emb, mask, gamma=1.5).logits(views[:, 0], views[:, 1:])
+    closest = torch.einsum("bmd,bd->bm", views[:, 1:], views[:, 0]).argmax(1)
+    alone = torch.stack([views[:, 0], views[torch.arange(len(views)), 1 + closest]], dim=1)
+    assert torch.isfinite(scores).all()
+    torch.testing.assert_close(scores, lazsl_loop(alone, descriptions), atol=1e-6, rtol=0)
+
+
 # --------------------------------------------------------------------------- the registry
 
 
