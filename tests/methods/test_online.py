@@ -11,6 +11,7 @@ import copy
 import hashlib
 import math
 import operator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -741,6 +742,24 @@ def test_online_heads_follow_the_stream_contract(method, sources):
     torch.testing.assert_close(torch.cat(chunks), whole, atol=1e-5, rtol=0)
     fresh = head.stream(40).logits(image[10:], crops[10:])  # an empty memory again
     assert (fresh - whole[10:]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("method", ["tda", "tda+wca", "boostadapter"])
+def test_tda_and_boostadapter_take_the_models_logit_scale_and_say_so(method, sources):
+    """The authors hard-code 100 (OpenAI CLIP's); ours is the model's, given explicitly it is
+    the value given; the result file's options and the README's options table say so."""
+    from types import SimpleNamespace
+
+    from wca.config import MethodConfig
+
+    encoder = SimpleNamespace(encode_texts=hash_encoder, logit_scale=25.4)
+    assert build_head(method, encoder, sources).base.scale == 25.4
+    assert build_head(method, encoder, sources, logit_scale=100.0).base.scale == 100.0
+    assert MethodConfig(name=method).resolved_options()["logit_scale"] == "model"
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    name = method.split("+")[0]
+    (row,) = [line for line in readme.splitlines() if line.startswith(f"| `{name}`")]
+    assert "`logit_scale` the model's" in row or "TDA's" in row, row
 
 
 def test_per_image_heads_are_not_online(sources):

@@ -17,9 +17,9 @@ Differences from :mod:`wca.methods.tda`, all the authors':
 - the negative cache keeps the newest ``neg_shots`` entries per class (their ``update_cache``
   default ``fifo=True``), not the lowest-loss ones.
 
-Per-dataset values: TDA's (their configs repeat them) and ``delta`` from their configs;
-ImageNet's ``delta`` (absent from their ``imagenet.yaml``, whose ImageNet has one view) is
-TTA-VLM's 1.
+Per-dataset values and ``logit_scale`` (the model's): TDA's (their configs repeat them), and
+``delta`` from their configs; ImageNet's ``delta`` (absent from their ``imagenet.yaml``, whose
+ImageNet has one view) is TTA-VLM's 1.
 """
 
 from __future__ import annotations

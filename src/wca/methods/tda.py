@@ -18,8 +18,11 @@ Per image, from its views' zero-shot logits (the base's, at ``logit_scale``):
   - neg_alpha sum_neg exp(-(neg_beta - neg_beta key.q)) mask.
 
 The per-dataset values are the authors' configs (``configs/*.yaml``), ImageNet's for any other
-dataset. ``tda+wca`` is TDA with ``base="wca"``: WCA's scores as the zero-shot logits and its
-weighted crop mean as the key (ours, not from a paper).
+dataset. ``logit_scale`` is the model's (``build_head`` gives the encoder's; result files record
+``"model"``): the authors hard-code 100, OpenAI CLIP's, so the two agree on the models they ran,
+and ``logit_scale=100`` keeps their constant on any other. ``tda+wca`` is TDA with
+``base="wca"``: WCA's scores as the zero-shot logits and its weighted crop mean as the key
+(ours, not from a paper).
 """
 
 from __future__ import annotations
