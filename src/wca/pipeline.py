@@ -108,6 +108,25 @@ def extract(config: EvalConfig, options: RunOptions, encoder, dataset, on_bad_im
     )
 
 
+def check_scorable(dataset) -> None:
+    """Refuse a dataset whose evaluation could only give a uniform answer: fewer than two
+    classes to choose from (every method is right on every image), or fewer than two images
+    (an accuracy of 0 or 100 %). Such a number is never a result."""
+    subset = dataset.class_subset
+    names = dataset.classnames if subset is None else [dataset.classnames[i] for i in subset]
+    where = f"{dataset.root}: the {dataset.split} split of {dataset.name}"
+    if len(names) < 2:
+        raise ValueError(
+            f"{where} has one class to choose from ({names[0]!r}); an evaluation needs at "
+            "least two (one class is every method's answer, never a result)"
+        )
+    if len(dataset) < 2:
+        raise ValueError(
+            f"{where} has one image; an evaluation needs at least two (an accuracy of one "
+            "image is 0 or 100 %, never a result)"
+        )
+
+
 @dataclass(frozen=True)
 class Cell:
     """One evaluation cell: its settings and, optionally, its result file."""
@@ -121,8 +140,9 @@ class Cell:
 
     def prepare(self, options: RunOptions) -> Prepared:
         """The dataset and texts, read before any model: the output may not lie inside the
-        dataset's folder."""
+        dataset's folder, and the dataset must hold a question (:func:`check_scorable`)."""
         dataset = load_cell_dataset(self.config, options)
+        check_scorable(dataset)
         root = Path(dataset.root).resolve() if getattr(dataset, "root", None) else None
         output = self.output
         if output is not None and root is not None and root in Path(output).resolve().parents:
