@@ -11,9 +11,11 @@ from safetensors.torch import load_file
 
 from golden_world import EVAL_FLAGS, GOLDEN, build_world
 from mini_datasets import make_imagefolder, write_image
+from wca import sweep
 from wca.cli import main
 from wca.config import resolve_config
 from wca.datasets import Dataset
+from wca.errors import SettingError
 from wca.options import RunOptions
 from wca.pipeline import check_scorable, run_cell
 from wca.results import SCHEMA_VERSION, read_result
@@ -143,3 +145,28 @@ def test_an_evaluation_of_one_image_is_refused(tmp_path):
             descriptions_name=None,
         )
     )
+
+
+def test_run_cell_checks_its_arguments_before_any_work(tmp_path):
+    """A folder as the output, or settings that are not an EvalConfig, are refused at once
+    (naming the setting), not after the whole cell was computed."""
+    root = make_imagefolder(tmp_path / "pets", {"cat": 2, "dog": 2})
+    config = resolve_config("imagefolder", overrides={"data_root": str(root), "model": "demo"})
+
+    def no_model():
+        raise AssertionError("a model was loaded")
+
+    with pytest.raises(SettingError, match="is a folder; the result is a file") as folder:
+        run_cell(config, RunOptions(cache_dir=None), encoder=no_model, output=tmp_path)
+    assert folder.value.setting == "output"
+    with pytest.raises(SettingError, match="expected an EvalConfig, got a dict") as mapping:
+        run_cell({"dataset": "imagefolder", "data_root": str(root)}, encoder=no_model)
+    assert mapping.value.setting == "config"
+
+
+@pytest.mark.parametrize("spec", ["foo:bar", "open_clip:", "hf: padded"])
+def test_a_sweep_refuses_a_malformed_model_spec_when_planned(tmp_path, spec):
+    root = make_imagefolder(tmp_path / "pets", {"cat": 2, "dog": 2})
+    with pytest.raises(SettingError, match="model spec") as error:
+        sweep.plan(["demo", spec], ["imagefolder"], [str(root)])
+    assert error.value.setting == "model"

@@ -170,10 +170,12 @@ def checked_spec(spec: str) -> str:
     """``spec`` as ``BACKEND:MODEL`` (a named model or a bare path resolved). A malformed spec
     or an unknown backend is a SettingError naming ``model``; a missing checkpoint stays as it
     is (loading it fails, in its own cell, and the sweep goes on)."""
-    from wca.encoders import resolve_spec
+    from wca.encoders.registry import resolve_spec, split_spec
 
     try:
-        return resolve_spec(spec)[0]
+        resolved = resolve_spec(spec)[0]
+        split_spec(resolved)  # BACKEND:MODEL with a model after the backend
+        return resolved
     except FileNotFoundError:
         return spec
     except ValueError as error:
