@@ -217,7 +217,7 @@ def _awt(
     The label prompt is the authors' template of ``sources.dataset`` (:func:`awt_template`)."""
     names = sources.names("awt")
     sentences = require(sources.sentences, "awt", "sentences (cupl.json)")
-    texts = match_descriptions(names, sentences, "awt")
+    texts = match_descriptions(names, sentences, sources.origin("sentences", "awt"))
     prompts = awt_prompts(names, texts, n_descriptions, awt_template(sources.dataset))
     emb, mask = encode_prompts(encode_texts, prompts)
     return AWTHead(emb, mask, logit_scale)

@@ -96,7 +96,8 @@ def _bifta(
     the authors' ``max_descriptions`` when it is unset. Crops: ``--crop-strategy bifta``."""
     names = sources.names("bifta")
     sentences = require(sources.sentences, "bifta", "sentences (cupl.json)")
-    desc_emb, mask = encode_prompts(encode_texts, match_descriptions(names, sentences, "bifta"))
+    texts = match_descriptions(names, sentences, sources.origin("sentences", "bifta"))
+    desc_emb, mask = encode_prompts(encode_texts, texts)
     if max_descriptions is None:
         max_descriptions = for_dataset(MAX_DESCRIPTIONS, dataset or sources.dataset)
     kept = refine_descriptions(desc_emb, mask, max_cosine, max_descriptions)

@@ -129,7 +129,7 @@ def _lazsl(
     each description) when unset."""
     names = sources.names("clip-d")
     descriptors = require(sources.descriptors, "lazsl", "descriptors (clip-d.json)")
-    descriptors = match_descriptions(names, descriptors, "lazsl descriptors")
+    descriptors = match_descriptions(names, descriptors, sources.origin("descriptors", "lazsl"))
     suffix = for_dataset(SUFFIXES, dataset or sources.dataset) if suffix is None else suffix
     emb, mask = encode_prompts(encode_texts, descriptor_prompts(names, descriptors, suffix=suffix))
     return LaZSLHead(emb, mask, alpha, gamma)

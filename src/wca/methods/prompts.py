@@ -152,7 +152,7 @@ def _clip_d(
     ``"score"`` (CLIP-D paper: mean of per-descriptor scores; it adds ``suffix="."``)."""
     names = sources.names("clip-d")
     descriptors = require(sources.descriptors, "clip-d", "descriptors (clip-d.json)")
-    descriptors = match_descriptions(names, descriptors, "clip-d descriptors")
+    descriptors = match_descriptions(names, descriptors, sources.origin("descriptors", "clip-d"))
     prompts = descriptor_prompts(names, descriptors, suffix=suffix)
     return _prompt_head(encode_texts, prompts, normalize=aggregate == "embedding")
 
@@ -170,7 +170,8 @@ def _waffle(
     names = sources.names("waffle")
     words = require(sources.words, "waffle", "a word list (waffle-words.json)")
     descriptors = require(sources.descriptors, "waffle", "descriptors (clip-d.json)")
-    phrases = [d for texts in match_descriptions(names, descriptors, "waffle") for d in texts]
+    matched = match_descriptions(names, descriptors, sources.origin("descriptors", "waffle"))
+    phrases = [d for texts in matched for d in texts]
     class_embs = []
     for draw in range(draws):
         shared = waffle_descriptors(names, phrases, words, count, seed + draw)
@@ -183,7 +184,8 @@ def _waffle(
 def _cupl(encode_texts: EncodeTexts, sources: TextSources) -> PromptHead:
     names = sources.names("cupl")
     sentences = require(sources.sentences, "cupl", "sentences (cupl.json)")
-    return _prompt_head(encode_texts, match_descriptions(names, sentences, "cupl sentences"))
+    texts = match_descriptions(names, sentences, sources.origin("sentences", "cupl"))
+    return _prompt_head(encode_texts, texts)
 
 
 # The baselines a peer method (zero, mta) may take its class vectors from.

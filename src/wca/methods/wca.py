@@ -112,7 +112,8 @@ def _wca_head(
 ) -> WCAHead:
     names = sources.names("wca")
     sentences = require(sources.sentences, "wca", "sentences (cupl.json)")
-    desc_emb, mask = encode_prompts(encode_texts, match_descriptions(names, sentences, "wca"))
+    texts = match_descriptions(names, sentences, sources.origin("sentences", "wca"))
+    desc_emb, mask = encode_prompts(encode_texts, texts)
     label_emb = encode_texts([LABEL_TEMPLATE.format(name) for name in names]).float()
     return WCAHead(desc_emb, mask, label_emb, image_scale, text_scale, form)
 
