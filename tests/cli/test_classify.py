@@ -160,6 +160,26 @@ def test_corrupt_zip_checkpoint_fails_its_crc(world, tmp_path, capsys):
     assert "corrupt" in capsys.readouterr().err
 
 
+def test_a_damaged_safetensors_header_is_called_damaged(world, tmp_path, capsys):
+    """A safetensors file whose header cannot be read is damaged, not a model of another
+    architecture."""
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "ViT-B-32.safetensors"
+    save_file({"visual.proj": torch.zeros(4, 2)}, weights)
+    data = bytearray(weights.read_bytes())
+    data[10:14] = b"\xff\xfe{{"  # inside the JSON header: no longer UTF-8
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="is a damaged safetensors file .*invalid UTF-8") as error:
+        load_encoder(f"open_clip:{weights}", device="cpu")
+    assert "do not match" not in str(error.value)
+    args = classify(world, next(world["images"].rglob("*.png")))
+    args[args.index(world["spec"])] = str(weights)
+    assert main(args) == 2
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert line.startswith(f"wca: error: open_clip:{weights}: {weights} is a damaged safetensors")
+
+
 # ----------------------------------------------------------------------- items 2 and 3
 
 
