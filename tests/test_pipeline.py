@@ -170,3 +170,18 @@ def test_a_sweep_refuses_a_malformed_model_spec_when_planned(tmp_path, spec):
     with pytest.raises(SettingError, match="model spec") as error:
         sweep.plan(["demo", spec], ["imagefolder"], [str(root)])
     assert error.value.setting == "model"
+
+
+def test_an_output_that_can_never_be_written_is_refused_when_planned(tmp_path):
+    """/dev/null/x.json (under a file) is refused before any work, saying why, not after the
+    cell was computed; run_cell too."""
+    root = make_imagefolder(tmp_path / "pets", {"cat": 2, "dog": 2})
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for output in (tmp_path / "a-file" / "x.json", tmp_path / "a-file" / "deeper" / "x.json"):
+        with pytest.raises(SettingError, match=f"cannot be written: {blocker} is not a folder"):
+            sweep.plan(["demo"], ["imagefolder"], [str(root)], template=str(output))
+        config = resolve_config("imagefolder", overrides={"data_root": str(root)})
+        with pytest.raises(SettingError, match="is not a folder") as error:
+            run_cell(config, RunOptions(cache_dir=None), encoder=lambda: 1 / 0, output=output)
+        assert error.value.setting == "output"

@@ -17,6 +17,7 @@ result records and when an existing file can stand for a run is the schema's
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,18 @@ def extract(config: EvalConfig, options: RunOptions, encoder, dataset, on_bad_im
         on_bad_image=on_bad_image,
         ranks=ranks,
     )
+
+
+def check_output(output: Path) -> None:
+    """Refuse, before any work, an output that can never be written: a folder, or a path
+    under something that is not a folder (``/dev/null/x.json``) or cannot be written in."""
+    if output.is_dir():
+        raise SettingError("output", f"{output} is a folder; the result is a file")
+    existing = next(parent for parent in output.absolute().parents if parent.exists())
+    if not existing.is_dir():
+        raise SettingError("output", f"{output} cannot be written: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SettingError("output", f"{output} cannot be written: no permission in {existing}")
 
 
 def check_scorable(dataset) -> None:
@@ -316,8 +329,8 @@ def run_cell(
     on its dataset, written to ``output`` when given."""
     if not isinstance(config, EvalConfig):
         raise SettingError("config", f"expected an EvalConfig, got a {type(config).__name__}")
-    if output is not None and Path(output).is_dir():
-        raise SettingError("output", f"{output} is a folder; the result is a file")
+    if output is not None:
+        check_output(Path(output))
     cell = Cell(config, None if output is None else Path(output))
     return cell.run(
         options, encoder=encoder, reuse=reuse, overwrite=overwrite, primary_method=primary_method

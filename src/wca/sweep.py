@@ -143,7 +143,7 @@ def plan(
                     )
                 check_protocol(config.n_crops, config.n_run, config.patch_n, config.protocol)
                 configs.append(config)
-    from wca.pipeline import Cell  # noqa: F811  (imported when planning, not with this module)
+    from wca.pipeline import Cell, check_output  # noqa: F811  (imported when planning)
 
     cells: list[Cell] = []
     for config in configs:
@@ -154,8 +154,7 @@ def plan(
         cells.append(Cell(config, output_path(template, fields).resolve()))
     seen: dict[Path, Cell] = {}
     for cell in cells:
-        if cell.output.is_dir():
-            raise SettingError("output", f"{cell.output} is a folder; the result is a file")
+        check_output(cell.output)
         if cell.output in seen:
             raise SettingError(
                 "output",

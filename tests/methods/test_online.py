@@ -762,6 +762,19 @@ def test_tda_and_boostadapter_take_the_models_logit_scale_and_say_so(method, sou
     assert "`logit_scale` the model's" in row or "TDA's" in row, row
 
 
+@pytest.mark.parametrize("option", ["neg_entropy", "neg_mask"])
+def test_inverted_bounds_are_refused(option, sources):
+    """TDA's thresholds are intervals (lower, upper): an inverted one is an error naming it."""
+    from wca.config import resolve_config
+    from wca.errors import SettingError
+
+    with pytest.raises(ValueError, match="the lower bound 0.5 is above the upper 0.2"):
+        build_head("tda", hash_encoder, sources, **{option: (0.5, 0.2)})
+    with pytest.raises(SettingError, match=f"methods.tda.{option}: the lower bound 0.5"):
+        resolve_config("cub", overrides={f"methods.tda.{option}": [0.5, 0.2]})
+    build_head("tda", hash_encoder, sources, **{option: (0.2, 0.2)})  # an empty interval
+
+
 def test_per_image_heads_are_not_online(sources):
     for method in ("clip", "wca", "lazsl", "zero"):
         assert not getattr(build_head(method, hash_encoder, sources), "online", False)

@@ -252,6 +252,15 @@ def test_nan_a_missing_metrics_by_method_and_a_bad_schema_version_are_named(two_
     assert "wca: skipped 3 file(s) that are not readable results" in captured.err
 
 
+def test_a_baseline_no_result_has_is_an_error(two_strategies, capsys):
+    """`--baseline nosuch` names the methods the results have (exit 2); the default baseline
+    may be missing (each row then says so)."""
+    assert main(["report", str(two_strategies), "--baseline", "nosuch"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("wca: error: --baseline nosuch: no result has this method (they have")
+    assert main(["report", str(two_strategies), "--baseline", "zero"]) == 0
+
+
 def test_report_is_not_all_or_nothing(with_bad_files, tmp_path, capsys):
     assert main(["report", str(with_bad_files), "--strict"]) == 2
     err = capsys.readouterr().err

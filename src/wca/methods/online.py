@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from wca.deferred import torch
 from wca.methods.base import Head
@@ -42,7 +42,19 @@ Views = Literal["full", "confident"]  # one view per image, or the most confiden
 Shots = Annotated[int, Field(ge=1, le=1000)]
 Weight = Annotated[float, Field(ge=0, le=1e6)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
-Bounds = tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]]
+
+
+def _ordered(bounds: tuple[float, float]) -> tuple[float, float]:
+    if bounds[0] > bounds[1]:
+        raise ValueError(f"the lower bound {bounds[0]:g} is above the upper {bounds[1]:g}")
+    return bounds
+
+
+# an interval (lower, upper), as TDA's entropy and mask thresholds
+Bounds = Annotated[
+    tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]], AfterValidator(_ordered)
+]
+
 VALUE_BUDGET = 2**23  # values [images, views, classes] per block: bounds a block's memory
 MAX_BLOCK = 256  # images per block at most (block matrices are [block, block])
 
