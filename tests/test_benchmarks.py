@@ -74,6 +74,13 @@ def test_identity_quick(capsys):
 
 
 @pytest.mark.slow
+def test_startup_quick(capsys):
+    rows = table_rows(run(capsys, "startup", "--quick"))
+    assert [row[0] for row in rows] == ["`wca eval --alpha 2`"]
+    assert all(float(cell) > 0 for cell in rows[0][1:])
+
+
+@pytest.mark.slow
 def test_distributed_quick(capsys):
     rows = table_rows(run(capsys, "distributed", "--quick"))
     assert [row[0] for row in rows] == [

@@ -104,10 +104,10 @@ class WCAClassifier:
     """Zero-shot classification by weighted visual-text cross alignment.
 
     ``descriptions`` is ``{class: [sentence, ...]}`` or a JSON file of that shape (CuPL sets or
-    ``wca describe`` output) with every class; None uses the CLIP prompt "a photo of a
-    {class}." alone, as do ``candidate_labels`` of a call that have no descriptions. Crops:
-    ``crops=CropSpec(...)``, or ``n_crops``, ``alpha``, ``beta``, ``seed``, ``crop_strategy``
-    (defaults: the paper's, :mod:`wca.defaults`), drawn per image from
+    ``wca describe`` output) with every class (an empty one is an error); None uses the CLIP
+    prompt "a photo of a {class}." alone, as do ``candidate_labels`` of a call that have no
+    descriptions. Crops: ``crops=CropSpec(...)``, or ``n_crops``, ``alpha``, ``beta``, ``seed``,
+    ``crop_strategy`` (defaults: the paper's, :mod:`wca.defaults`), drawn per image from
     ``(seed, image_key(image))``. ``method``: any per-image head of :data:`wca.METHODS`
     (default ``wca``), ``options`` its options (``image_scale``, ``text_scale``, ``form`` for
     WCA). ``fidelity=True`` preprocesses every crop with the model's own transform (the authors'
@@ -147,6 +147,7 @@ class WCAClassifier:
             raise SettingError("max_image_pixels", f"must be >= 0, got {max_image_pixels}")
         self.max_image_pixels = max_image_pixels
         source = str(descriptions) if isinstance(descriptions, str | Path) else "descriptions"
+        given = descriptions is not None
         if descriptions is None:
             descriptions = {}
         elif isinstance(descriptions, dict):
@@ -157,6 +158,11 @@ class WCAClassifier:
             raise ValueError(
                 "descriptions must be {class: [sentence, ...]} or the path of such a JSON file, "
                 f"got a {type(descriptions).__name__}"
+            )
+        if given and not descriptions:  # {}: not "no descriptions", which is None
+            raise ValueError(
+                f"{source}: no class has descriptions (an empty object); give {{class: "
+                "[sentence, ...]}, or no descriptions to score with the CLIP prompt alone"
             )
         self.encoder = encoder
         self.method, self.options, self.fidelity = method, options, bool(fidelity)

@@ -61,6 +61,7 @@ from wca.specs import CHECKPOINT_FILES, MODEL_FORMS, NAMED_MODELS
 
 DEFAULT_MODEL = "open_clip:ViT-B-32/openai"  # the authors' default CLIP, ViT-B/32
 PositiveInt = Annotated[int, Field(ge=1)]
+PROTOCOLS = ("pool", "fresh")
 
 
 def group(name: str, **extra: Any) -> dict[str, Any]:
@@ -209,6 +210,21 @@ class EvalConfig(BaseModel):
             for m in self.methods
         ]
         return data
+
+
+def check_protocol(n_crops: int, n_run: int, patch_n: int, protocol: str) -> None:
+    """Whether the runs can be drawn from the pool: ``fresh`` needs ``n_run * patch_n``
+    distinct crops per image (a SettingError naming the setting otherwise)."""
+    if protocol not in PROTOCOLS:
+        raise SettingError("protocol", f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if n_run < 1 or patch_n < 1:
+        raise SettingError("n_run", f"n_run and patch_n must be >= 1, got {n_run} and {patch_n}")
+    if protocol == "fresh" and n_run * patch_n > n_crops:
+        raise SettingError(
+            "protocol",
+            f"'fresh' needs n_run * patch_n = {n_run * patch_n} crops per image, the pool has "
+            f"n_crops = {n_crops}: extract more n_crops or lower n_run/patch_n",
+        )
 
 
 def _first_problem(error: ValidationError, data: Mapping[str, Any]) -> SettingError:

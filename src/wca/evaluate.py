@@ -35,12 +35,11 @@ import torch
 from torch import Tensor
 
 from wca import results as schema
-from wca.errors import SettingError
+from wca.config import check_protocol
 from wca.features import Features
 from wca.methods import Head
 from wca.progress import progress_bar
 
-PROTOCOLS = ("pool", "fresh")
 DEFAULT_CHUNK = 4096  # images scored at once: ~500 MB of fp32 crops at N=60, D=512
 TOP_K = 5
 ECE_BINS = 15
@@ -130,19 +129,10 @@ class Evaluation:
 
 def run_indices(n_crops: int, n_run: int, patch_n: int, seed: int, protocol: str) -> Tensor:
     """Crop indices ``[n_run, patch_n]`` into the pool, shared by all images (see module doc)."""
-    if protocol not in PROTOCOLS:
-        raise SettingError("protocol", f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    if n_run < 1 or patch_n < 1:
-        raise SettingError("n_run", f"n_run and patch_n must be >= 1, got {n_run} and {patch_n}")
+    check_protocol(n_crops, n_run, patch_n, protocol)
     if protocol == "pool":
         generator = torch.Generator().manual_seed(seed)
         return torch.randint(0, n_crops, (n_run, patch_n), generator=generator)
-    if n_run * patch_n > n_crops:
-        raise SettingError(
-            "protocol",
-            f"'fresh' needs n_run * patch_n = {n_run * patch_n} crops per image, the pool has "
-            f"n_crops = {n_crops}: extract more n_crops or lower n_run/patch_n",
-        )
     return torch.arange(n_run * patch_n).view(n_run, patch_n)
 
 

@@ -84,6 +84,7 @@ def text_sources(dataset, options: RunOptions):
         )
     if given is not None and not given.is_dir():
         sources.sentences = load_descriptions(given)
+        sources.origins["sentences"] = str(given)
         return sources, str(given.resolve()) if folder is None else f"{folder} + {given.resolve()}"
     return sources, str(folder.resolve())
 
@@ -91,7 +92,11 @@ def text_sources(dataset, options: RunOptions):
 def sources_sha256(sources) -> str:
     """The first 16 hex digits of the sha256 of every text the methods read (names, sentences,
     descriptors, templates, words): equal digests, equal text sides."""
-    texts = {key: value for key, value in vars(sources).items() if value is not None}
+    texts = {
+        key: value
+        for key, value in vars(sources).items()
+        if value is not None and key != "origins"  # where the texts are, not what they say
+    }
     text = json.dumps(texts, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -142,7 +142,9 @@ class RunOptions(BaseModel):
     @field_validator("cache_dir", mode="before")
     @classmethod
     def _no_cache(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
+        """``none`` (as the CLI's Path, or a string) or an empty string: no cache."""
+        spelled = str(value).strip().lower() if isinstance(value, (str, Path)) else None
+        return None if spelled in ("", "none") else value
 
     @field_validator("cache_dir", "descriptions_dir", "descriptions")
     @classmethod

@@ -17,6 +17,7 @@ result records and when an existing file can stand for a run is the schema's
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,37 @@ def extract(config: EvalConfig, options: RunOptions, encoder, dataset, on_bad_im
     )
 
 
+def check_output(output: Path) -> None:
+    """Refuse, before any work, an output that can never be written: a folder, or a path
+    under something that is not a folder (``/dev/null/x.json``) or cannot be written in."""
+    if output.is_dir():
+        raise SettingError("output", f"{output} is a folder; the result is a file")
+    existing = next(parent for parent in output.absolute().parents if parent.exists())
+    if not existing.is_dir():
+        raise SettingError("output", f"{output} cannot be written: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SettingError("output", f"{output} cannot be written: no permission in {existing}")
+
+
+def check_scorable(dataset) -> None:
+    """Refuse a dataset whose evaluation could only give a uniform answer: fewer than two
+    classes to choose from (every method is right on every image), or fewer than two images
+    (an accuracy of 0 or 100 %). Such a number is never a result."""
+    subset = dataset.class_subset
+    names = dataset.classnames if subset is None else [dataset.classnames[i] for i in subset]
+    where = f"{dataset.root}: the {dataset.split} split of {dataset.name}"
+    if len(names) < 2:
+        raise ValueError(
+            f"{where} has one class to choose from ({names[0]!r}); an evaluation needs at "
+            "least two (one class is every method's answer, never a result)"
+        )
+    if len(dataset) < 2:
+        raise ValueError(
+            f"{where} has one image; an evaluation needs at least two (an accuracy of one "
+            "image is 0 or 100 %, never a result)"
+        )
+
+
 @dataclass(frozen=True)
 class Cell:
     """One evaluation cell: its settings and, optionally, its result file."""
@@ -121,8 +153,9 @@ class Cell:
 
     def prepare(self, options: RunOptions) -> Prepared:
         """The dataset and texts, read before any model: the output may not lie inside the
-        dataset's folder."""
+        dataset's folder, and the dataset must hold a question (:func:`check_scorable`)."""
         dataset = load_cell_dataset(self.config, options)
+        check_scorable(dataset)
         root = Path(dataset.root).resolve() if getattr(dataset, "root", None) else None
         output = self.output
         if output is not None and root is not None and root in Path(output).resolve().parents:
@@ -296,8 +329,8 @@ def run_cell(
     on its dataset, written to ``output`` when given."""
     if not isinstance(config, EvalConfig):
         raise SettingError("config", f"expected an EvalConfig, got a {type(config).__name__}")
-    if output is not None and Path(output).is_dir():
-        raise SettingError("output", f"{output} is a folder; the result is a file")
+    if output is not None:
+        check_output(Path(output))
     cell = Cell(config, None if output is None else Path(output))
     return cell.run(
         options, encoder=encoder, reuse=reuse, overwrite=overwrite, primary_method=primary_method

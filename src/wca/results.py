@@ -226,7 +226,7 @@ class ResultFile(BaseModel):
     language: str = "en"
     metrics: Metrics
     primary_method: str | None = None
-    metrics_by_method: dict[str, Metrics] = Field(default_factory=dict)
+    metrics_by_method: dict[str, Metrics]  # version 1 files get theirs when read
     results: Results
     config: Settings
     versions: dict[str, str | None] = Field(default_factory=dict)
@@ -286,13 +286,23 @@ def read_result(path: str | Path) -> ResultFile:
     Unreadable files and other JSON raise :class:`NotAResult` (or ``OSError``) naming the file."""
     path = Path(path)
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+    except _NonFinite as error:
+        raise NotAResult(
+            f"{path}: holds {error} (NaN and infinities are never a result: regenerate it with "
+            "the wca eval command that wrote it)"
+        ) from None
     except (UnicodeDecodeError, ValueError) as error:
         raise NotAResult(f"{path}: not a readable JSON file ({error})") from None
     if not isinstance(document, dict) or "methods" not in document.get("results", {}):
         raise NotAResult(f"{path}: not a wca result file (no results.methods)")
     version = document.get("schema_version", 1)
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise NotAResult(
+            f"{path}: schema_version {version!r} is not a result schema (an integer, 1 to "
+            f"{SCHEMA_VERSION})"
+        )
+    if version > SCHEMA_VERSION:
         raise NotAResult(
             f"{path}: result schema {version!r} is newer than this wca reads ({SCHEMA_VERSION}); "
             "update wca"
@@ -310,6 +320,15 @@ def read_result(path: str | Path) -> ResultFile:
             f"{path}: {where}: {first['msg']} (regenerate it with the wca eval command that "
             "wrote it)"
         ) from None
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> float:
+    """JSON's NaN and Infinity, which a result never holds (it is written without them)."""
+    raise _NonFinite(name)
 
 
 def _from_version_1(document: dict[str, Any]) -> dict[str, Any]:

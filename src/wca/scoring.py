@@ -8,10 +8,13 @@ Scales are the log-scale values of the authors' configs: the softmax multiplier 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from wca.deferred import F, torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
 
 FORMS = ("reference", "paper")
 

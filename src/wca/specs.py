@@ -42,17 +42,6 @@ def absolute_spec(spec: str) -> str:
     return spec
 
 
-def full_spec(spec: str) -> str:
-    """``spec`` as ``BACKEND:MODEL``: a named model (``demo``) or a bare path resolved; a spec
-    that does not resolve stays as it is (loading it fails, in its own cell)."""
-    from wca.encoders import resolve_spec
-
-    try:
-        return resolve_spec(spec)[0]
-    except (ValueError, FileNotFoundError):
-        return spec
-
-
 def model_fields(spec: str) -> dict[str, str | None]:
     """clip_benchmark's ``model`` and ``pretrained`` for a wca model spec, and the local
     ``file`` of the weights when the spec names one.

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wca.errors import SettingError
-from wca.specs import absolute_spec, full_spec, model_fields
+from wca.specs import absolute_spec, model_fields
 
 if TYPE_CHECKING:
     from wca.pipeline import Cell
@@ -97,20 +97,20 @@ def plan(
     primary_method: str | None = None,
 ) -> list[Cell]:
     """Every cell of models x datasets x data roots (a root may hold ``{dataset}``), settings
-    resolved (:func:`wca.config.resolve_config`) and checked before any work starts; two cells
-    may not write the same file."""
-    from wca.config import resolve_config
+    resolved (:func:`wca.config.resolve_config`) and checked before any work starts, model
+    specs resolved (a malformed one refused); two cells may not write the same file. The
+    settings are checked before any model library is imported (they need none)."""
+    from wca.config import check_protocol, resolve_config
     from wca.configs import config_path, read_config_file
-    from wca.evaluate import run_indices
+    from wca.datasets import DATASETS
     from wca.inputs import dataset_name
-    from wca.pipeline import Cell  # noqa: F811  (imported when planning, not with this module)
 
     check_template(template)
     datasets, roots = _names(datasets), _names(data_roots)
     if any(r and "{dataset}" not in r for r in roots) and len(set(datasets)) > 1:
         raise SettingError("data_root", f"several datasets need {{dataset}} in {', '.join(roots)}")
     config_file = None if config_file is None else config_path(config_file).resolve()
-    cells: list[Cell] = []
+    configs = []
     for model in _names(models):
         for dataset in datasets:
             named = dataset or (read_config_file(config_file).get("dataset") if config_file else "")
@@ -123,13 +123,16 @@ def plan(
                 config = resolve_config(dataset, config_file, values, settings)
                 if not config.dataset:
                     raise SettingError("dataset", "not set (a name, or dataset: in a config)")
+                try:
+                    DATASETS.get_entry(config.dataset)
+                except ValueError as error:
+                    raise SettingError("dataset", str(error)) from None
                 if not config.data_root:
                     raise SettingError("data_root", "not set (where the dataset is)")
                 if not Path(config.data_root).expanduser().is_dir():  # before any model library
                     raise FileNotFoundError(
                         f"{config.data_root}: data root does not exist or is not a folder"
                     )
-                config.model = absolute_spec(full_spec(config.model))
                 enabled = [method.name for method in config.enabled_methods()]
                 if not enabled:
                     raise SettingError("methods", "every method is disabled (enable one)")
@@ -138,17 +141,20 @@ def plan(
                         "primary_method",
                         f"{primary_method} is not among the methods ({', '.join(enabled)})",
                     )
-                run_indices(
-                    config.n_crops, config.n_run, config.patch_n, config.seed, config.protocol
-                )
-                fields = {**config.model_dump(), **model_fields(config.model)}
-                fields["model"] = config.model  # the whole spec: two checkpoints stay apart
-                fields["dataset"] = dataset_name(config)
-                cells.append(Cell(config, output_path(template, fields).resolve()))
+                check_protocol(config.n_crops, config.n_run, config.patch_n, config.protocol)
+                configs.append(config)
+    from wca.pipeline import Cell, check_output  # noqa: F811  (imported when planning)
+
+    cells: list[Cell] = []
+    for config in configs:
+        config.model = absolute_spec(checked_spec(config.model))
+        fields = {**config.model_dump(), **model_fields(config.model)}
+        fields["model"] = config.model  # the whole spec: two checkpoints stay apart
+        fields["dataset"] = dataset_name(config)
+        cells.append(Cell(config, output_path(template, fields).resolve()))
     seen: dict[Path, Cell] = {}
     for cell in cells:
-        if cell.output.is_dir():
-            raise SettingError("output", f"{cell.output} is a folder; the result is a file")
+        check_output(cell.output)
         if cell.output in seen:
             raise SettingError(
                 "output",
@@ -157,6 +163,22 @@ def plan(
             )
         seen[cell.output] = cell
     return cells
+
+
+def checked_spec(spec: str) -> str:
+    """``spec`` as ``BACKEND:MODEL`` (a named model or a bare path resolved). A malformed spec
+    or an unknown backend is a SettingError naming ``model``; a missing checkpoint stays as it
+    is (loading it fails, in its own cell, and the sweep goes on)."""
+    from wca.encoders.registry import resolve_spec, split_spec
+
+    try:
+        resolved = resolve_spec(spec)[0]
+        split_spec(resolved)  # BACKEND:MODEL with a model after the backend
+        return resolved
+    except FileNotFoundError:
+        return spec
+    except ValueError as error:
+        raise SettingError("model", str(error)) from None
 
 
 @dataclass

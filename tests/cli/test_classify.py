@@ -160,6 +160,26 @@ def test_corrupt_zip_checkpoint_fails_its_crc(world, tmp_path, capsys):
     assert "corrupt" in capsys.readouterr().err
 
 
+def test_a_damaged_safetensors_header_is_called_damaged(world, tmp_path, capsys):
+    """A safetensors file whose header cannot be read is damaged, not a model of another
+    architecture."""
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "ViT-B-32.safetensors"
+    save_file({"visual.proj": torch.zeros(4, 2)}, weights)
+    data = bytearray(weights.read_bytes())
+    data[10:14] = b"\xff\xfe{{"  # inside the JSON header: no longer UTF-8
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="is a damaged safetensors file .*invalid UTF-8") as error:
+        load_encoder(f"open_clip:{weights}", device="cpu")
+    assert "do not match" not in str(error.value)
+    args = classify(world, next(world["images"].rglob("*.png")))
+    args[args.index(world["spec"])] = str(weights)
+    assert main(args) == 2
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert line.startswith(f"wca: error: open_clip:{weights}: {weights} is a damaged safetensors")
+
+
 # ----------------------------------------------------------------------- items 2 and 3
 
 
@@ -362,3 +382,29 @@ def test_hash_lines_in_a_classes_file_are_comments(world, tmp_path, capsys):
     args[args.index("--classes") : args.index("--classes") + 2] = ["--classes-file", str(path)]
     assert main(args) == 0
     assert "#" not in capsys.readouterr().out
+
+
+def test_an_empty_descriptions_object_is_an_error(world, tmp_path, capsys):
+    """`--descriptions {}` is not "no descriptions" (CLIP's prompt alone): classify refuses
+    it, naming the file, as eval and serve do; the API too."""
+    empty = tmp_path / "empty.json"
+    empty.write_text("{}")
+    image = world["images"] / "red_fox" / "0.png"
+    assert main(classify(world, image, extra=("--descriptions", str(empty)))) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"wca: error: {empty}: no class has descriptions (an empty object)")
+    with pytest.raises(ValueError, match="no class has descriptions"):
+        WCAClassifier(FakeEncoder(), CLASSES, {})
+
+
+def test_eval_names_the_descriptions_file_that_lacks_classes(world, tmp_path, capsys):
+    """The sentences of a --descriptions file (or a folder's cupl.json) that lack classes are
+    named by that file, not by the method that read them."""
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({"red fox": ["A red fox."]}))
+    args = eval_args(world, world["images"], tmp_path)
+    args[args.index("--descriptions") + 1] = str(partial)
+    assert main(args) == 2
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert line == f"wca: error: {partial}: no descriptions for 1 classes: 'blue whale'"
+    assert not (tmp_path / "result.json").exists()

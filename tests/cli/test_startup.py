@@ -66,6 +66,59 @@ def test_parsing_imports_no_model_plotting_or_web_library():
     assert "wca" in imported
 
 
+# settings that are wrong: each is refused by checking the settings (EvalConfig, the method
+# and dataset registries), which needs no model library
+SETTING_ERRORS = [
+    ["--alpha", "2"],
+    ["--n-run", "-3"],
+    ["--dataset", "nosuch"],
+    ["--methods", "nosuch"],
+    ["--set", "nosuch=3"],
+]
+SETTINGS_PROBE = """
+import contextlib, io, json, sys
+from wca.cli import main
+answers = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exit:
+            code = exit.code
+    loaded = sorted({name.split(".")[0] for name in sys.modules})
+    answers.append({"code": code, "err": err.getvalue(), "modules": loaded})
+print(json.dumps(answers))
+"""
+
+
+def test_argument_errors_are_answered_without_model_or_web_libraries(tmp_path):
+    """`wca eval` with a wrong setting exits 2 with one line naming its flag, and has imported
+    no torch, torchvision, open_clip or transformers by then: the method registry's options
+    and the dataset registry are known without them (wca.deferred). `wca serve` checks its
+    arguments before importing Gradio."""
+    argvs = [["eval", *error, "--dataset", "cub", "--data-root", str(tmp_path)]
+             for error in SETTING_ERRORS]  # fmt: skip
+    argvs[2] = ["eval", "--dataset", "nosuch", "--data-root", str(tmp_path)]
+    flags = [
+        error[1].split("=")[0] if error[0] == "--set" else error[0] for error in SETTING_ERRORS
+    ]
+    argvs += [["serve", "--port", "99999"], ["serve", "--batch-size", "0"]]  # before Gradio
+    flags += ["--port", "--batch-size"]
+    done = subprocess.run(
+        [sys.executable, "-c", SETTINGS_PROBE, json.dumps(argvs)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    for argv, flag, answer in zip(argvs, flags, json.loads(done.stdout), strict=True):
+        lines = answer["err"].splitlines()
+        assert answer["code"] == 2 and len(lines) == 1, (argv, answer["err"])
+        assert lines[0].startswith("wca: error: ") and flag in lines[0], lines
+        loaded = set(answer["modules"]) & {*HEAVY, "open_clip", "transformers"}
+        assert loaded == set(), (argv, loaded)
+
+
 def test_module_entry_point_help_imports_nothing_heavy():
     """`python -m wca --help` as the user runs it, read by -X importtime."""
     done = subprocess.run(

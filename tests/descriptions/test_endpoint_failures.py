@@ -86,6 +86,35 @@ def test_endpoint_silent_after_the_probe_stops_after_k_failed_requests(tmp_path,
     assert not progress_path(tmp_path / "out.json").exists()
 
 
+def test_a_trickling_endpoint_fails_at_the_probe_within_its_timeout(tmp_path, capsys):
+    """A server that sends its headers and then a byte at a time: the probe's timeout bounds
+    the whole request, not each read, so the run stops at the probe with one line."""
+    with FakeLLMServer(NAMES, trickle_seconds=0.02) as server:
+        server.always[""] = "trickle"
+        assert main(_describe(server, tmp_path, "--probe-timeout", "0.3")) == 2
+    [line] = _lines(capsys)
+    assert line.startswith(f"wca: error: the LLM endpoint {server.url}")
+    assert "did not answer a one-token request within 0.3 s" in line
+    assert not server.counts and not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.slow
+def test_an_endpoint_trickling_after_the_probe_stops_after_k_failed_requests(tmp_path, capsys):
+    """--timeout bounds each request whole: trickled answers fail as timeouts, and K of them
+    in a row stop the run with one line naming the endpoint, as for a silent server."""
+    with FakeLLMServer(NAMES, trickle_seconds=0.02) as server:
+        server.always.update(dict.fromkeys(NAMES, "trickle"))
+        args = _describe(server, tmp_path, "--timeout", "0.3", "--retries", "0",
+                         "--max-consecutive-failures", "2", "--no-progress")  # fmt: skip
+        assert main(args) == 1
+    lines = _lines(capsys)
+    assert lines[-1] == (
+        f"wca: error: stopped after 2 failed requests in a row to the LLM endpoint "
+        f"{server.url}/ (last: timed out after 0.3 s); nothing written"
+    )
+    assert [server.counts[name] for name in NAMES[:2]] == [1, 1]
+
+
 def test_a_stopped_run_keeps_what_it_finished(tmp_path, capsys):
     with FakeLLMServer(NAMES) as server:
         for name in NAMES[1:]:
@@ -136,7 +165,7 @@ def test_the_api_reports_the_stop_and_writes_nothing(tmp_path):
         GenerationConfig(model="m", probe_timeout=0)
 
 
-def test_timeout_bounds_connect_and_read():
+def test_timeout_bounds_connect_read_and_the_whole_request():
     client = make_client("http://127.0.0.1:9/v1", "WCA_TEST_KEY", 7.0)
     timeout = client.timeout
     assert (timeout.connect, timeout.read, timeout.write, timeout.pool) == (7.0, 7.0, 7.0, 7.0)

@@ -7,6 +7,7 @@ import base64
 import json
 import re
 import shutil
+import warnings
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -294,3 +295,46 @@ def test_readme_snippets_run_as_written(demo_data, monkeypatch):
         assert (demo_data.parent / name).stat().st_size > 0
     evaluation = read_result(demo_data.parent / "results" / "demo.json")  # the whole evaluation
     assert set(evaluation.results.methods) == {"clip", "cupl", "wca"}
+
+
+@pytest.mark.slow
+def test_an_image_too_small_for_a_where_map_is_named_and_the_rest_explained(
+    demo_args, tmp_path, capsys
+):
+    """A valid 1x1 image has one explanation window, too few for a contrast: it is explained
+    without its where-map (a line naming it, a note on the page), and the batch goes on."""
+    tiny, small = tmp_path / "tiny.png", tmp_path / "small.png"
+    Image.new("RGB", (1, 1), (200, 30, 30)).save(tiny)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 12, 3), np.uint8)).save(small)
+    out = tmp_path / "out"
+    args = ["explain", str(tiny), str(small), *demo_args, "--explain-crops", "0.5",
+            "--output", str(out)]  # fmt: skip
+    capsys.readouterr()
+    assert main(args) == 0
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "where-map" in line]
+    assert line.startswith(f"wca: {tiny}: explained without a where-map: the image is 1x1")
+    assert (out / "tiny-descriptions.png").stat().st_size > 0 and (out / "tiny.json").exists()
+    assert not (out / "tiny-where.png").exists()
+    assert (out / "small-where.png").stat().st_size > 0
+    assert "No where-map: the image is 1x1" in (out / "index.html").read_text()
+
+
+@pytest.mark.slow
+def test_explain_honours_max_image_pixels_without_pil_warnings(
+    demo_args, tmp_path, capsys, monkeypatch
+):
+    """The decompression-bomb guard is max_image_pixels, as in classify: an image over it is
+    one line naming the file (no PIL warning before it), one under it is explained even
+    above PIL's own warning threshold."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL warns above 1000 pixels
+    picture = tmp_path / "wide.png"
+    Image.new("RGB", (40, 30), (20, 160, 40)).save(picture)  # 1200 pixels
+    base = ["explain", str(picture), *demo_args, "--explain-crops", "none"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # none may escape
+        capsys.readouterr()
+        assert main([*base, "--max-image-pixels", "1100", "--output", str(tmp_path / "a")]) == 1
+        lines = capsys.readouterr().err.splitlines()
+        assert lines[0].startswith(f"wca: error: {picture}: image too large (1200 pixels")
+        assert main([*base, "--max-image-pixels", "2000", "--output", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b" / "wide-where.png").stat().st_size > 0

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import math
 import operator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -353,6 +354,25 @@ def test_boostadapter_equals_the_authors_loop(n_views, views, delta):
     torch.testing.assert_close(streamed(head, stream), expected, atol=1e-6, rtol=0)
 
 
+def test_boosting_samples_carry_the_authors_logsumexp_entropy():
+    """In float32 (a real run's precision), near-certain views' entropies differ in their last
+    bits between softmax x log-softmax and the authors' ``get_output_entropy``; which boosting
+    sample a full class keeps depends on them, so the samples carry the authors' form."""
+    classes, scale = 5, 100.0
+    views, text = stream_views(40, 30, classes, seed=3, spread=0.2).float(), unit(classes, D)
+    logits = torch.stack([scale * image @ text.float().T for image in views])
+    stream = BoostAdapterHead(clip_base(text.float(), scale), "full").stream(len(views))
+    stream.start(classes)
+    stream.prepare(views, logits, views[:, 0])
+    theirs, softmax_form = [], []
+    for image, output in zip(views, logits, strict=True):
+        _, select_output, _ = select_confident_samples(image, output, 0.1)
+        theirs.append(get_output_entropy(select_output).tolist())
+        softmax_form.append(softmax_entropy(select_output).tolist())
+    assert softmax_form != theirs  # the two forms disagree on these views
+    assert stream.boost_losses == theirs
+
+
 # --------------------------------------------------------------------------- DMN-ZS
 
 
@@ -525,6 +545,23 @@ def test_onzeta_equals_the_authors_loop(alpha, beta):
         stream.logits(images[:1])
 
 
+def test_onzeta_streams_float32_features_in_chunks_as_in_one_call():
+    """OnZeta's updates feed back into every later image: kept in float32 their rounding grows
+    until one call and the same stream in chunks predict differently; kept in float64 (its
+    state and arithmetic, whatever the features' precision) they agree."""
+    classes, n = 10, 480
+    images = stream_views(n, 1, classes, seed=4, spread=1.0)[:, 0].float()
+    head = OnZetaHead(clip_base(unit(classes, D, seed=54).float(), 100.0))
+    whole = head.logits(images)
+    stream, cuts = head.stream(n), [0, 1, 57, 130, 200, 333, n]
+    chunked = torch.cat(
+        [stream.logits(images[lo:hi]) for lo, hi in zip(cuts, cuts[1:], strict=False)]
+    )
+    assert whole.dtype == chunked.dtype == torch.float32
+    assert torch.equal(whole.argmax(-1), chunked.argmax(-1))
+    torch.testing.assert_close(whole, chunked, atol=1e-5, rtol=0)
+
+
 # --------------------------------------------------------------------------- LaZSL
 
 
@@ -648,6 +685,24 @@ def test_lazsl_equals_the_authors_loop(n_crops, gamma):
     torch.testing.assert_close(head.logits(views[:, 0], views[:, 1:]), expected, atol=1e-6, rtol=0)
 
 
+def test_lazsl_keeps_the_crop_closest_to_the_full_view_when_no_crop_passes_gamma():
+    """With gamma > 0 no crop may reach mean + gamma (the authors' code returns None there):
+    the crop closest to the full view stands alone, as the authors' loop scores an image of
+    that one crop; never NaN."""
+    classes, n_crops, counts = 5, 12, [3, 1, 4, 2, 5]
+    views = stream_views(8, 1 + n_crops, classes, seed=9, spread=0.4)
+    descriptions = [unit(k, D, seed=20 + c) for c, k in enumerate(counts)]
+    emb = torch.zeros(classes, max(counts), D, dtype=torch.float64)
+    mask = torch.zeros(classes, max(counts), dtype=torch.bool)
+    for c, rows in enumerate(descriptions):
+        emb[c, : len(rows)], mask[c, : len(rows)] = rows, True
+    scores = LaZSLHead(emb, mask, gamma=1.5).logits(views[:, 0], views[:, 1:])
+    closest = torch.einsum("bmd,bd->bm", views[:, 1:], views[:, 0]).argmax(1)
+    alone = torch.stack([views[:, 0], views[torch.arange(len(views)), 1 + closest]], dim=1)
+    assert torch.isfinite(scores).all()
+    torch.testing.assert_close(scores, lazsl_loop(alone, descriptions), atol=1e-6, rtol=0)
+
+
 # --------------------------------------------------------------------------- the registry
 
 
@@ -687,6 +742,37 @@ def test_online_heads_follow_the_stream_contract(method, sources):
     torch.testing.assert_close(torch.cat(chunks), whole, atol=1e-5, rtol=0)
     fresh = head.stream(40).logits(image[10:], crops[10:])  # an empty memory again
     assert (fresh - whole[10:]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("method", ["tda", "tda+wca", "boostadapter"])
+def test_tda_and_boostadapter_take_the_models_logit_scale_and_say_so(method, sources):
+    """The authors hard-code 100 (OpenAI CLIP's); ours is the model's, given explicitly it is
+    the value given; the result file's options and the README's options table say so."""
+    from types import SimpleNamespace
+
+    from wca.config import MethodConfig
+
+    encoder = SimpleNamespace(encode_texts=hash_encoder, logit_scale=25.4)
+    assert build_head(method, encoder, sources).base.scale == 25.4
+    assert build_head(method, encoder, sources, logit_scale=100.0).base.scale == 100.0
+    assert MethodConfig(name=method).resolved_options()["logit_scale"] == "model"
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    name = method.split("+")[0]
+    (row,) = [line for line in readme.splitlines() if line.startswith(f"| `{name}`")]
+    assert "`logit_scale` the model's" in row or "TDA's" in row, row
+
+
+@pytest.mark.parametrize("option", ["neg_entropy", "neg_mask"])
+def test_inverted_bounds_are_refused(option, sources):
+    """TDA's thresholds are intervals (lower, upper): an inverted one is an error naming it."""
+    from wca.config import resolve_config
+    from wca.errors import SettingError
+
+    with pytest.raises(ValueError, match="the lower bound 0.5 is above the upper 0.2"):
+        build_head("tda", hash_encoder, sources, **{option: (0.5, 0.2)})
+    with pytest.raises(SettingError, match=f"methods.tda.{option}: the lower bound 0.5"):
+        resolve_config("cub", overrides={f"methods.tda.{option}": [0.5, 0.2]})
+    build_head("tda", hash_encoder, sources, **{option: (0.2, 0.2)})  # an empty interval
 
 
 def test_per_image_heads_are_not_online(sources):

@@ -107,7 +107,8 @@ def test_reproduce_runs_the_paper_table_and_resumes(tmp_path, descriptors_dir, m
     # OpenAI's own file name, so the report matches the tiny model to the paper's ViT-B/32
     spec = save_openai_state_dict(tmp_path / "model")
     weights = Path(spec.split(":", 1)[1]).rename(tmp_path / "model" / "ViT-B-32.pt")
-    make_dtd(tmp_path / "data" / "dtd", descriptors_dir, {"test1": ["banded/banded_0002.jpg"]})
+    dtd_images = ["banded/banded_0002.jpg", "braided/braided_0003.jpg"]  # one image is no result
+    make_dtd(tmp_path / "data" / "dtd", descriptors_dir, {"test1": dtd_images})
     make_pets(tmp_path / "data" / "oxford_pets", descriptors_dir, {"test": [0, 36]})
     views: list[int] = []
     original = Encoder.encode_images
@@ -123,7 +124,7 @@ def test_reproduce_runs_the_paper_table_and_resumes(tmp_path, descriptors_dir, m
     ]  # fmt: skip
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert sum(views) == 3 * 101  # the authors' pool of 100 crops + the full view
+    assert sum(views) == 4 * 101  # the authors' pool of 100 crops + the full view
     files = sorted((tmp_path / "paper").glob("*.json"))
     assert [f.name.split("__")[0] for f in files] == ["dtd", "oxford_pets"]
     document = json.loads(files[1].read_text())

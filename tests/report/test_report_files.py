@@ -225,6 +225,42 @@ def test_each_bad_file_is_named_skipped_and_counted(with_bad_files, capsys):
     assert "zero [rrc]" in captured.out  # the good files are reported
 
 
+def test_nan_a_missing_metrics_by_method_and_a_bad_schema_version_are_named(two_strategies, capsys):
+    """A NaN top-1 is never pooled ("nan ± nan"), a file without metrics_by_method is not a
+    result, and a schema_version that is no number is not called newer: each file is named
+    and skipped."""
+    good = json.loads((two_strategies / "rrc.json").read_text())
+    bad = json.loads(json.dumps(good))
+    bad["results"]["methods"]["zero"]["top1"]["runs"][0] = float("nan")
+    (two_strategies / "nan.json").write_text(json.dumps(bad))  # NaN, as json writes it
+    bad = json.loads(json.dumps(good))
+    del bad["metrics_by_method"]
+    (two_strategies / "no-metrics.json").write_text(json.dumps(bad))
+    bad = {**good, "schema_version": "x"}
+    (two_strategies / "version-x.json").write_text(json.dumps(bad))
+    assert main(["report", str(two_strategies)]) == 0
+    captured = capsys.readouterr()
+    assert "nan" not in captured.out.lower()
+    assert f"{two_strategies / 'nan.json'}: holds NaN (NaN and infinities are never" in captured.err
+    assert f"{two_strategies / 'no-metrics.json'}: metrics_by_method: Field required" in (
+        captured.err
+    )
+    assert f"{two_strategies / 'version-x.json'}: schema_version 'x' is not a result schema" in (
+        captured.err
+    )
+    assert "newer" not in captured.err
+    assert "wca: skipped 3 file(s) that are not readable results" in captured.err
+
+
+def test_a_baseline_no_result_has_is_an_error(two_strategies, capsys):
+    """`--baseline nosuch` names the methods the results have (exit 2); the default baseline
+    may be missing (each row then says so)."""
+    assert main(["report", str(two_strategies), "--baseline", "nosuch"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("wca: error: --baseline nosuch: no result has this method (they have")
+    assert main(["report", str(two_strategies), "--baseline", "zero"]) == 0
+
+
 def test_report_is_not_all_or_nothing(with_bad_files, tmp_path, capsys):
     assert main(["report", str(with_bad_files), "--strict"]) == 2
     err = capsys.readouterr().err

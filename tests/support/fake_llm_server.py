@@ -18,6 +18,8 @@ requests per class, and plays a per-class script of behaviours before answering 
     "drop"       closes the connection without sending a response
     "silent"     reads the request and never answers (until the server stops); each such
                  request sets the event ``heard_silent``
+    "trickle"    sends the headers of a long answer, then a byte every ``trickle_seconds``
+                 for ``trickle_for`` seconds (or until the server stops), then closes
 
 Usage::
 
@@ -38,7 +40,9 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-BEHAVIOURS = ("ok", "slow", "429", "500", "401", "404", "malformed", "nochoices", "drop", "silent")
+BEHAVIOURS = (
+    "ok", "slow", "429", "500", "401", "404", "malformed", "nochoices", "drop", "silent", "trickle"
+)  # fmt: skip
 
 
 def default_answer(classname: str, prompt: str, index: int) -> str:
@@ -59,6 +63,8 @@ class FakeLLMServer:
         retry_after: str = "0",
         max_choices: int | None = None,
         delay: float = 0.0,
+        trickle_seconds: float = 0.05,
+        trickle_for: float = 5.0,
     ) -> None:
         self.classnames = sorted(classnames, key=len, reverse=True)
         self.answer = answer
@@ -66,6 +72,7 @@ class FakeLLMServer:
         self.retry_after = retry_after
         self.max_choices = max_choices
         self.delay = delay
+        self.trickle_seconds, self.trickle_for = trickle_seconds, trickle_for
         self.always: dict[str, str] = {}
         self.counts: Counter[str] = Counter()
         self.probes = 0  # requests about no class (the endpoint probe)
@@ -179,6 +186,18 @@ class FakeLLMServer:
                 if behaviour == "silent":
                     server.heard_silent.set()
                     server._stopping.wait()
+                    self.close_connection = True
+                    return
+                if behaviour == "trickle":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(10**6))
+                    self.end_headers()
+                    until = time.monotonic() + server.trickle_for
+                    while time.monotonic() < until and not server._stopping.wait(
+                        server.trickle_seconds
+                    ):
+                        self.wfile.write(b" ")
                     self.close_connection = True
                     return
                 if behaviour == "429":

@@ -47,8 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     describe.add_argument("--max-tokens", type=int, help="tokens per answer (cupl 50, clip-d 200)")
     describe.add_argument("--concurrency", type=int, default=8, help="requests in flight (8)")
     describe.add_argument("--timeout", type=float, default=60.0,
-                          help="seconds to connect and seconds to wait for the answer, per "
-                          "request (60)")
+                          help="seconds a request may take, from connecting to the last byte "
+                          "of its answer (60)")
     describe.add_argument("--retries", type=int, default=5, help="retries per request (5)")
     describe.add_argument("--probe-timeout", type=float, default=30.0, metavar="SECONDS",
                           help="seconds the one-token request sent before the run may take "

@@ -77,7 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sweep.add_argument(
         "--skip-existing",
         action="store_true",
-        help="skip cells whose result file is complete and has the same settings",
+        help="skip cells whose result file is complete and has the same settings (with "
+        "--overwrite, the files of other settings are computed again and replaced)",
     )
     output = group_of(parser, "output")
     output.add_argument(

@@ -21,7 +21,8 @@ def print_report(
     strict: bool = False,
 ) -> int:
     """The report of ``paths`` on stdout, and the CSV and plot files asked for; each skipped
-    file named on stderr. Returns the number of files skipped."""
+    file named on stderr. A ``baseline`` given (None: the default's, which may be missing)
+    must be a method of the results. Returns the number of files skipped."""
     from wca import report
 
     if plot is not None:  # before any file is read
@@ -36,6 +37,11 @@ def print_report(
     rows = report.load_rows(paths, group_by, baseline or report.DEFAULT_BASELINE, on_skip=skip)
     if strict and skipped:
         raise UsageError(f"--strict: {len(skipped)} file(s) skipped (see above)")
+    methods = list(dict.fromkeys(row.method for row in rows))
+    if baseline is not None and baseline not in methods:  # asked for by name: it must be there
+        raise UsageError(
+            f"--baseline {baseline}: no result has this method (they have {', '.join(methods)})"
+        )
     if paper:
         records, missing = report.with_paper(rows)
     else:

@@ -53,7 +53,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--baseline",
-        default=DEFAULT_BASELINE,
         metavar="METHOD",
         help=f"the method the differences are to (default {DEFAULT_BASELINE})",
     )

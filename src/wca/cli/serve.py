@@ -50,20 +50,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:  # the arguments first: Gradio's import takes seconds
+        raise UsageError(f"--port must be 1..65535, got {args.port}")
+    options = run_options(args, names=SPEED)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     require("gradio", "the web page")
     require("matplotlib", "the web page")
     from wca.web.app import build_app, launch
     from wca.web.service import Service, demo_service
 
-    if not 0 < args.port < 65536:
-        raise UsageError(f"--port must be 1..65535, got {args.port}")
     if args.model:
         encoder = load_encoder(args, args.model)
         service = Service(encoder, args.model)
     else:
         examples = tempfile.mkdtemp(prefix="wca-serve-examples-")
-        service = demo_service(examples, device=run_options(args, names=SPEED).device)
+        service = demo_service(examples, device=options.device)
     print(f"wca serve: {service.name}, http://{args.host}:{args.port}", flush=True)
     launch(build_app(service), args.host, args.port, share=args.share)
     return 0

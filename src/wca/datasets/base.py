@@ -6,9 +6,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch.utils.data
 from PIL import Image
-from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 from wca.dataset_names import dataset_key
 from wca.defaults import MAX_IMAGE_PIXELS
@@ -26,14 +24,16 @@ def register(name: str) -> Callable[[Callable[..., Dataset]], Callable[..., Data
     return DATASETS.register(name)
 
 
-class Dataset(torch.utils.data.Dataset):
+class Dataset:
     """Images with integer labels and class names in label order.
 
     ``dataset[i]`` is ``(RGB PIL image, label)``, decoded with :func:`wca.images.load_image`,
     which refuses images above ``max_image_pixels`` (0: no limit; the run option sets it).
     ``class_subset`` (ImageNet-A/-R) lists the labels a prediction is chosen from; None means
     all of ``classnames``. ``descriptions_name`` is the dataset's folder in a descriptions
-    directory. ``paths`` are the image files, in dataset order.
+    directory. ``paths`` are the image files, in dataset order. It is a map-style dataset
+    as torch's DataLoader reads them, without importing torch: resolving a dataset's name
+    (every setting's check) costs no torch.
     """
 
     def __init__(
@@ -163,6 +163,8 @@ def class_folders(folder: Path, *, with_images: bool = False) -> list[str]:
 def holds_images(folder: Path) -> bool:
     """Whether an image file (torchvision's extensions) lies anywhere under ``folder``; stops
     at the first."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
     for _, _, files in os.walk(folder, followlinks=True):
         if any(name.lower().endswith(IMG_EXTENSIONS) for name in files):
             return True
@@ -172,6 +174,8 @@ def holds_images(folder: Path) -> bool:
 def scan_class_folders(folder: Path, class_to_idx: dict[str, int]) -> tuple[list[Path], list[int]]:
     """Image files under ``folder/<class>/`` (torchvision's image extensions), sorted, with the
     label ``class_to_idx`` gives their folder. Every listed folder must hold an image."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
     try:
         samples = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS)
     except FileNotFoundError as error:

@@ -79,7 +79,7 @@ class GenerationConfig:
     ``questions`` are templates with ``{c}`` (or ``{}``) for the class name and ``{a}`` for its
     article; ``n`` answers per question come from the API's ``n`` parameter (``n_mode="param"``,
     topped up when a server returns fewer) or from ``n`` requests (``"repeat"``). Each request
-    gets ``timeout`` seconds to connect and ``timeout`` seconds to read the answer, and up to
+    gets ``timeout`` seconds in all, from connecting to the last byte of its answer, and up to
     ``max_retries`` retries, waiting ``backoff_base * 2**k`` seconds (jittered, at most
     ``backoff_max``) or what ``Retry-After`` asks (at most ``max_retry_after``). The probe
     before the run waits at most ``probe_timeout`` seconds (and at most ``timeout``); the run

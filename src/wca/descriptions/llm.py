@@ -10,11 +10,13 @@ The API key is read from the environment and only handed to the client.
 from __future__ import annotations
 
 import email.utils
+import importlib
 import json
 import os
 import random
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,8 @@ tenacity = require("tenacity", "generating descriptions with an LLM")
 PLACEHOLDER_API_KEY = "not-needed"
 _FATAL_STATUS = (401, 403, 404)
 _RETRY_STATUS = (408, 409, 429)
+# the HTTP library openai's client is built on: httpx, or its successor httpx2 (openai >= 3)
+http = importlib.import_module(openai.DefaultHttpxClient.__mro__[1].__module__.partition(".")[0])
 
 
 def resolve_api_key(env_name: str, base_url: str | None) -> str:
@@ -42,20 +46,54 @@ def resolve_api_key(env_name: str, base_url: str | None) -> str:
     )
 
 
+class DeadlineTransport(http.HTTPTransport):
+    """An HTTP transport on which a request's (read) timeout bounds the whole request: the
+    HTTP library's timeouts bound each read, so a server that sends its headers and then a
+    byte every few seconds would hold a request for ever. The body is cut off, as a read
+    timeout, at the first chunk that arrives after the deadline."""
+
+    def handle_request(self, request: http.Request) -> http.Response:
+        seconds = request.extensions.get("timeout", {}).get("read")
+        started = time.monotonic()
+        response = super().handle_request(request)
+        if seconds is not None:
+            response.stream = _Deadline(response.stream, started + seconds, seconds, request)
+        return response
+
+
+class _Deadline(http.SyncByteStream):
+    def __init__(self, stream, deadline: float, seconds: float, request: http.Request) -> None:
+        self.stream, self.deadline, self.seconds, self.request = stream, deadline, seconds, request
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.stream:
+            if time.monotonic() > self.deadline:
+                raise http.ReadTimeout(
+                    f"no whole answer within {self.seconds:g} s", request=self.request
+                )
+            yield chunk
+
+    def close(self) -> None:
+        self.stream.close()
+
+
 def make_client(base_url: str | None, api_key_env: str, timeout: float) -> openai.OpenAI:
     """An OpenAI client for the endpoint, with the library's own retries off. ``timeout``
-    bounds each request's connect and each read of its answer (and its write and the wait for
-    a pooled connection): a server that accepts and never answers costs ``timeout`` seconds."""
+    bounds each request whole, from its connect to the last byte of its answer
+    (:class:`DeadlineTransport`): a server that accepts and never answers, or answers a byte at
+    a time, costs ``timeout`` seconds (and at most one more read)."""
     return openai.OpenAI(
         base_url=base_url,
         api_key=resolve_api_key(api_key_env, base_url),
         max_retries=0,
         timeout=openai.Timeout(timeout),
+        http_client=openai.DefaultHttpxClient(transport=DeadlineTransport()),
     )
 
 
 def probe_endpoint(client: openai.OpenAI, model: str, timeout: float, api_key_env: str) -> None:
-    """Send one real one-token request, waiting at most ``timeout`` seconds for the answer.
+    """Send one real one-token request, waiting at most ``timeout`` seconds for the whole
+    answer.
 
     ValueError (one line) for a failure no retry can fix: refused connection or unknown host,
     no answer in time, wrong key (401/403), unknown model (404). A 429, a 5xx, a dropped

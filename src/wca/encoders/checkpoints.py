@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 LEGACY_PICKLES = 4  # torch's legacy format: magic number, protocol, sys info, then the object
 STRING_OPS = {
@@ -117,7 +118,7 @@ def unpickling_error(error: BaseException) -> pickle.UnpicklingError | None:
 
 def load_error(spec: str, path: Path, what: str, error: Exception) -> ValueError:
     """One clear line for a checkpoint that could not be loaded: refused for holding Python
-    code objects, unreadable, or not matching ``what`` (the architecture)."""
+    code objects, unreadable or damaged, or not matching ``what`` (the architecture)."""
     if unpickling_error(error) is not None:
         references = code_references(path)
         if references:
@@ -132,6 +133,11 @@ def load_error(spec: str, path: Path, what: str, error: Exception) -> ValueError
             "its pickle could not be read"
         )
     message = f"{type(error).__name__}: {' '.join(str(error).split())}"[:300]
+    if isinstance(error, SafetensorError):  # its header or tensors cannot be read
+        return ValueError(
+            f"{spec}: {path} is a damaged safetensors file ({' '.join(str(error).split())}); "
+            "download or copy it again"
+        )
     if not (_is_torch_archive(path) or path.suffix == ".safetensors"):
         return ValueError(
             f"{spec}: {path} is not a readable PyTorch checkpoint "

@@ -65,6 +65,10 @@ def cover_masks(boxes: Tensor, size: tuple[int, int], grid: tuple[int, int]) -> 
     return inside_y[:, :, None] & inside_x[:, None, :]
 
 
+class TooFewCrops(ValueError):
+    """Too few crops to contrast (an image of a pixel or two has one window)."""
+
+
 def contrast(
     masks: Tensor, values: Tensor, draws: int = DRAWS, level: float = LEVEL, seed: int = 0
 ) -> Contrast:
@@ -78,7 +82,7 @@ def contrast(
         )
     count, rows, columns = masks.shape
     if count < 3:
-        raise ValueError(f"a contrast needs at least 3 crops, got {count}")
+        raise TooFewCrops(f"a contrast needs at least 3 crops, got {count}")
     if not torch.isfinite(values).all():
         raise ValueError("values must be finite")
     # cells covered by the same crops share every number: fit each coverage pattern once

@@ -13,14 +13,16 @@ from PIL import Image
 from torch import Tensor
 
 from wca.classifier import Prediction, WCAClassifier
+from wca.defaults import MAX_IMAGE_PIXELS
 from wca.images import load_image
 
 ImageLike = str | Path | Image.Image | Tensor
 
 
-def as_image(image: ImageLike) -> Image.Image:
+def as_image(image: ImageLike, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """An RGB PIL image from a file path, a PIL image or a tensor (``[3, H, W]`` or
-    ``[H, W, 3]``; uint8, or float in [0, 1])."""
+    ``[H, W, 3]``; uint8, or float in [0, 1]); a file above ``max_pixels`` is refused (0: no
+    limit)."""
     if isinstance(image, Tensor):
         from torchvision.transforms.functional import to_pil_image
 
@@ -33,7 +35,7 @@ def as_image(image: ImageLike) -> Image.Image:
         if pixels.is_floating_point():
             pixels = (pixels.clamp(0, 1) * 255).round().to(torch.uint8)
         return to_pil_image(pixels).convert("RGB")
-    return load_image(image)
+    return load_image(image, max_pixels)
 
 
 @dataclass

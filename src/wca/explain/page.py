@@ -6,16 +6,20 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from wca.classifier import Prediction, WCAClassifier
+from wca.explain.contrast import TooFewCrops
 from wca.explain.evidence import ImageLike, as_image
 from wca.explain.figures import descriptions_figure, save_png
 from wca.explain.record import explanation_record
 from wca.explain.where import WINDOWS, where_figure
 from wca.explain.windows import Windows
 from wca.files import write_atomic
+
+log = logging.getLogger("wca")
 
 
 def write_explanations(
@@ -38,8 +42,9 @@ def write_explanations(
     ``classifier.predict(images)`` already made, to avoid encoding the images again.
     ``windows``: the where-maps' explanation crops (None: WCA's crops). An image that cannot be
     read raises its ``ValueError``, or, given ``on_error``, is passed to it with its position,
-    listed on the page as skipped, and the others are explained. Returns the files written,
-    ``index.html`` last.
+    listed on the page as skipped, and the others are explained. An image too small for a
+    where-map (a pixel or two: fewer than 3 crops) is explained without one, with a warning
+    naming it. Returns the files written, ``index.html`` last.
     """
     labels = _labels(label, len(images))
     if predictions is not None and len(predictions) != len(images):
@@ -49,7 +54,7 @@ def write_explanations(
     pictures, skipped = {}, []
     for position, image in enumerate(images):
         try:
-            pictures[position] = as_image(image)
+            pictures[position] = as_image(image, classifier.max_image_pixels)
         except ValueError as error:
             if on_error is None:
                 raise
@@ -65,14 +70,20 @@ def write_explanations(
         record = {"image": name, "source": sources[position]}
         record |= explanation_record(prediction, classifier, truth, top_k)
         figures = {
-            f"{name}-descriptions.png": descriptions_figure(picture, prediction, classifier, truth),
-            f"{name}-where.png": where_figure(picture, prediction, classifier, windows=windows),
+            f"{name}-descriptions.png": descriptions_figure(picture, prediction, classifier, truth)
         }
+        note = None
+        try:
+            where = where_figure(picture, prediction, classifier, windows=windows)
+            figures[f"{name}-where.png"] = where
+        except TooFewCrops as error:  # a pixel or two: explained without its where-map
+            note = f"the image is {picture.width}x{picture.height} ({error})"
+            log.warning(f"{sources[position] or name}: explained without a where-map: {note}")
         for filename, figure in figures.items():
             written.append(save_png(figure, out / filename))
         _write_text(out / f"{name}.json", json.dumps(record, indent=1) + "\n")
         written.append(out / f"{name}.json")
-        sections.append(_section(name, record, [out / f for f in figures], top_k))
+        sections.append(_section(name, record, [out / f for f in figures], top_k, note))
     page = out / "index.html"
     _write_text(page, _page(sections, skipped))
     return [*written, page]
@@ -133,7 +144,9 @@ def _inline(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _section(name: str, record: dict, pictures: list[Path], top_k: int) -> str:
+def _section(
+    name: str, record: dict, pictures: list[Path], top_k: int, note: str | None = None
+) -> str:
     rows = "".join(
         f"<tr><td>{c['rank']}</td><td>{html.escape(c['name'])}</td>"
         f"<td>{c['probability']:.3f}</td><td>{c['score']:.4f}</td></tr>"
@@ -149,6 +162,8 @@ def _section(name: str, record: dict, pictures: list[Path], top_k: int) -> str:
         f"<figcaption>{html.escape(p.name)}</figcaption></figure>"
         for p in pictures
     )
+    if note is not None:
+        figures += f"<p>No where-map: {html.escape(note)}</p>"
     return (
         f'<section id="{html.escape(name)}"><h2>{html.escape(name)}</h2>{truth}'
         "<table><tr><th>rank</th><th>class</th><th>probability</th><th>WCA score</th></tr>"

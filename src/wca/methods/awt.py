@@ -28,19 +28,21 @@ import functools
 import json
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 from pydantic import Field
-from torch import Tensor
 
 from wca.defaults import LABEL_TEMPLATE
+from wca.deferred import torch
 from wca.descriptions.io import match_descriptions
 from wca.methods.base import Head
 from wca.methods.prompts import encode_prompts
 from wca.methods.registry import EncodeTexts, register_method, require
 from wca.methods.sources import TextSources
 from wca.methods.zero import LogitScale, all_views
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 EPSILON = 0.1
 SINKHORN_ITERATIONS = 100
@@ -215,7 +217,7 @@ def _awt(
     The label prompt is the authors' template of ``sources.dataset`` (:func:`awt_template`)."""
     names = sources.names("awt")
     sentences = require(sources.sentences, "awt", "sentences (cupl.json)")
-    texts = match_descriptions(names, sentences, "awt")
+    texts = match_descriptions(names, sentences, sources.origin("sentences", "awt"))
     prompts = awt_prompts(names, texts, n_descriptions, awt_template(sources.dataset))
     emb, mask = encode_prompts(encode_texts, prompts)
     return AWTHead(emb, mask, logit_scale)

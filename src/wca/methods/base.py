@@ -20,10 +20,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-from torch import Tensor
+from wca.deferred import torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
 
 CAPABILITIES = ("uses_crops", "pooled_runs", "own_probabilities", "online", "evidence")
 

@@ -25,13 +25,11 @@ benchmarks). ``bca+wca`` is BCA from WCA's weighted crop mean and text side (our
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field
-from torch import Tensor
 
+from wca.deferred import F, torch
 from wca.methods.base import OnlineHead
 from wca.methods.dota import chosen_views
 from wca.methods.online import (
@@ -46,6 +44,9 @@ from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 from wca.methods.tda import TDA_CONFIGS
 from wca.methods.zero import LogitScale
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 Threshold = Annotated[float, Field(ge=0, le=1)]
 Count = Annotated[float, Field(gt=0, le=1e9)]

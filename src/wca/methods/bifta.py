@@ -32,19 +32,21 @@ score 20 runs of 60 draws.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 from pydantic import Field
-from torch import Tensor
 
 from wca.defaults import IMAGE_SCALE, TEXT_SCALE
+from wca.deferred import torch
 from wca.descriptions.io import match_descriptions
 from wca.methods.online import for_dataset
 from wca.methods.prompts import LABEL_TEMPLATE, encode_prompts
 from wca.methods.registry import EncodeTexts, register_method, require
 from wca.methods.sources import TextSources
 from wca.methods.wca import LogScale, WCAHead
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 MAX_COSINE = 0.99  # the threshold every released bifta0.99*.json names
 # descriptions kept per class: main.py reads bifta0.99_top50.json for ImageNet (and its
@@ -94,7 +96,8 @@ def _bifta(
     the authors' ``max_descriptions`` when it is unset. Crops: ``--crop-strategy bifta``."""
     names = sources.names("bifta")
     sentences = require(sources.sentences, "bifta", "sentences (cupl.json)")
-    desc_emb, mask = encode_prompts(encode_texts, match_descriptions(names, sentences, "bifta"))
+    texts = match_descriptions(names, sentences, sources.origin("sentences", "bifta"))
+    desc_emb, mask = encode_prompts(encode_texts, texts)
     if max_descriptions is None:
         max_descriptions = for_dataset(MAX_DESCRIPTIONS, dataset or sources.dataset)
     kept = refine_descriptions(desc_emb, mask, max_cosine, max_descriptions)

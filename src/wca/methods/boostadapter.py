@@ -10,27 +10,27 @@ Differences from :mod:`wca.methods.tda`, all the authors':
   "confident"``, ImageNet-A/V/R/Sketch), as TDA's;
 - boosting samples: the int(0.1 V) lowest-entropy views of all V views (none below 10 views,
   as their one-view ImageNet); the image is scored with a copy of the positive cache into which
-  each sample, in entropy order, is inserted with its own pseudo-label, entropy and feature, at
-  a capacity of ``pos_shots + delta`` per class (it may push out entries of that copy); the
-  copy is dropped after the image;
+  each sample, in entropy order, is inserted with its own pseudo-label, entropy (their
+  ``get_output_entropy``, the logsumexp form) and feature, at a capacity of ``pos_shots +
+  delta`` per class (it may push out entries of that copy); the copy is dropped after the
+  image;
 - the negative cache keeps the newest ``neg_shots`` entries per class (their ``update_cache``
   default ``fifo=True``), not the lowest-loss ones.
 
-Per-dataset values: TDA's (their configs repeat them) and ``delta`` from their configs;
-ImageNet's ``delta`` (absent from their ``imagenet.yaml``, whose ImageNet has one view) is
-TTA-VLM's 1.
+Per-dataset values and ``logit_scale`` (the model's): TDA's (their configs repeat them), and
+``delta`` from their configs; ImageNet's ``delta`` (absent from their ``imagenet.yaml``, whose
+ImageNet has one view) is TTA-VLM's 1.
 """
 
 from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 from pydantic import Field
-from torch import Tensor
 
+from wca.deferred import torch
 from wca.methods.online import (
     Bounds,
     CacheBlock,
@@ -41,12 +41,16 @@ from wca.methods.online import (
     entropy,
     for_dataset,
     most_confident,
+    output_entropy,
     take,
 )
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 from wca.methods.tda import TDAHead, TDAStream, dataset_cache
 from wca.methods.zero import LogitScale
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 # taolinzhang/BoostAdapter configs/*.yaml ``delta`` by dataset (imagenet: TTA-VLM's)
 DELTAS = {
@@ -88,13 +92,15 @@ class BoostStream(TDAStream):
     several_views = True
 
     def prepare(self, features: Tensor, logits: Tensor, key: Tensor) -> None:
-        view_entropy = entropy(logits)
-        chosen = most_confident(view_entropy, 0.1, at_least=0)
+        """The boosting samples: chosen by softmax entropy, each carrying its entropy in the
+        logsumexp form as its loss (the authors' ``select_confident_samples`` then
+        ``get_output_entropy``)."""
+        chosen = most_confident(entropy(logits), 0.1, at_least=0)
         self.key = key
         self.boost_features = take(features, chosen)
         self.boost_labels = take(logits, chosen).argmax(-1)
         self.boost_label_lists = self.boost_labels.tolist()
-        self.boost_losses = take(view_entropy, chosen).tolist()
+        self.boost_losses = take(output_entropy(logits), chosen).tolist()
         self.survives = torch.zeros(chosen.shape, dtype=torch.bool)  # filled on the CPU
         self.evicted: list[tuple[int, int]] = []
 

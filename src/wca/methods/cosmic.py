@@ -40,13 +40,11 @@ The cache's alpha and beta are their ``configs_l`` values, which repeat TDA's; t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field
-from torch import Tensor
 
+from wca.deferred import F, torch
 from wca.methods.base import OnlineHead
 from wca.methods.cosmic_graph import clique_scores, hyper_classes
 from wca.methods.online import (
@@ -66,6 +64,9 @@ from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 from wca.methods.tda import TDA_CONFIGS
 from wca.methods.zero import LogitScale
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 SHOTS = {  # --CLIP_Cache_shot and --DINO_Cache_shot of their two scripts
     **dict.fromkeys(("imagenet", "imagenet-a", "imagenetv2", "imagenet-r", "imagenet-sketch"), 16),

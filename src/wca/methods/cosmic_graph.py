@@ -9,10 +9,13 @@ share two neighbours (``is_SOG``), their maximal cliques (networkx, as theirs) a
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import networkx as nx
-import torch
-from torch import Tensor
+from wca.deferred import nx, torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
 
 DEGREE_TOLERANCE = 1e-2
 BISECTIONS = 500  # make_max_cliques' max_iter for the degree control

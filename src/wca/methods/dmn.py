@@ -24,13 +24,11 @@ memory, kept up to date, so each image costs one pass over the memory (the simil
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field
-from torch import Tensor
 
+from wca.deferred import F, torch
 from wca.methods.base import OnlineHead
 from wca.methods.online import (
     Base,
@@ -46,6 +44,9 @@ from wca.methods.online import (
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 from wca.methods.zero import LogitScale
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 # the searched weight of the dynamic memory in YBZh/DMN's camera-ready zero-shot logs
 WEIGHTS = {

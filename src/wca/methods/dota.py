@@ -28,12 +28,11 @@ other dataset; ``dota+wca`` is DOTA on WCA's scores and weighted crop mean (ours
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, NamedTuple
+from typing import TYPE_CHECKING, Annotated, NamedTuple
 
-import torch
 from pydantic import Field
-from torch import Tensor
 
+from wca.deferred import torch
 from wca.methods.base import OnlineHead
 from wca.methods.gaussian import Discriminant
 from wca.methods.online import (
@@ -52,6 +51,9 @@ from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 from wca.methods.tda import TDA_CONFIGS
 from wca.methods.zero import LogitScale
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 class DOTAConfig(NamedTuple):

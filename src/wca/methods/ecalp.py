@@ -28,17 +28,18 @@ pass over the whole graph (three propagations over every image so far), as their
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field
-from torch import Tensor
 
+from wca.deferred import F, torch
 from wca.methods.base import OnlineHead
 from wca.methods.online import Base, build_base, with_options
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 BLOCK = 256  # images whose base side is computed at once
 SHARPNESS = 10000.0  # their pred * 10000 before the softmax

@@ -8,8 +8,9 @@ Per image and class c, with crops r_m, full view g and the class's descriptions 
 "{c}, which (is/has/...) {descriptor}", a full stop after it on ImageNet):
 
 - mixed similarity s_mn = (1 - alpha) g.d_n + alpha r_m.d_n;
-- crop marginal: uniform over the crops with r_m.g >= mean_m(r_m.g) + gamma, 0 elsewhere;
-  description marginal uniform;
+- crop marginal: uniform over the crops with r_m.g >= mean_m(r_m.g) + gamma, 0 elsewhere
+  (with gamma > 0 none may pass: then the crop closest to the full view, where the authors'
+  code returns None and fails; gamma <= 0 always keeps it); description marginal uniform;
 - Sinkhorn on the kernel exp(-(1 - s) / 0.1): r = u / K c, c = v / K^T r, at most 100
   rounds, stopping once mean_m |r - r_old| < 0.01 (each image and class on its own);
 - score: sum_mn T_mn s_mn.
@@ -21,18 +22,20 @@ crops are the views.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 from pydantic import Field
-from torch import Tensor
 
+from wca.deferred import torch
 from wca.descriptions.io import match_descriptions
 from wca.methods.base import Head
 from wca.methods.online import for_dataset
 from wca.methods.prompts import descriptor_prompts, encode_prompts
 from wca.methods.registry import EncodeTexts, register_method, require
 from wca.methods.sources import TextSources
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 EPSILON = 0.1
 ITERATIONS = 100
@@ -99,6 +102,8 @@ class LaZSLHead(Head):
         image, crops, desc = image_emb.to(dtype), crop_emb.to(dtype), self.desc_emb.to(dtype)
         to_full = torch.einsum("bmd,bd->bm", crops, image)
         kept = to_full >= to_full.mean(1, keepdim=True) + self.gamma
+        closest = to_full == to_full.amax(1, keepdim=True)
+        kept = torch.where(kept.any(1, keepdim=True), kept, closest)  # none passed: the closest
         u = kept.to(dtype) / kept.sum(1, keepdim=True)
         whole = torch.einsum("bd,cnd->bcn", image, desc)
         local = torch.einsum("bmd,cnd->bcmn", crops, desc)
@@ -124,7 +129,7 @@ def _lazsl(
     each description) when unset."""
     names = sources.names("clip-d")
     descriptors = require(sources.descriptors, "lazsl", "descriptors (clip-d.json)")
-    descriptors = match_descriptions(names, descriptors, "lazsl descriptors")
+    descriptors = match_descriptions(names, descriptors, sources.origin("descriptors", "lazsl"))
     suffix = for_dataset(SUFFIXES, dataset or sources.dataset) if suffix is None else suffix
     emb, mask = encode_prompts(encode_texts, descriptor_prompts(names, descriptors, suffix=suffix))
     return LaZSLHead(emb, mask, alpha, gamma)

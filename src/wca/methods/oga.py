@@ -30,18 +30,20 @@ weighted crop mean and text side (ours).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 from pydantic import Field
-from torch import Tensor
 
+from wca.deferred import torch
 from wca.methods.base import OnlineHead
 from wca.methods.gaussian import Discriminant
 from wca.methods.online import Base, SlotCache, build_base, with_options
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 from wca.methods.zero import LogitScale
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 BLOCK = 256  # images whose base scores are computed at once
 

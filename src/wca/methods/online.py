@@ -14,18 +14,17 @@ the crops) where the method's authors use augmented views.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import operator
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
-import torch
-from pydantic import Field
-from torch import Tensor
+from pydantic import AfterValidator, Field
 
+from wca.deferred import torch
 from wca.methods.base import Head
 from wca.methods.registry import (
     METHODS,
@@ -36,11 +35,26 @@ from wca.methods.registry import (
 )
 from wca.methods.sources import TextSources
 
+if TYPE_CHECKING:
+    from torch import Tensor
+
 Views = Literal["full", "confident"]  # one view per image, or the most confident of all views
 Shots = Annotated[int, Field(ge=1, le=1000)]
 Weight = Annotated[float, Field(ge=0, le=1e6)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
-Bounds = tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]]
+
+
+def _ordered(bounds: tuple[float, float]) -> tuple[float, float]:
+    if bounds[0] > bounds[1]:
+        raise ValueError(f"the lower bound {bounds[0]:g} is above the upper {bounds[1]:g}")
+    return bounds
+
+
+# an interval (lower, upper), as TDA's entropy and mask thresholds
+Bounds = Annotated[
+    tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]], AfterValidator(_ordered)
+]
+
 VALUE_BUDGET = 2**23  # values [images, views, classes] per block: bounds a block's memory
 MAX_BLOCK = 256  # images per block at most (block matrices are [block, block])
 
@@ -116,17 +130,16 @@ def build_base(
 
 def with_options(builder: MethodBuilder, **fixed) -> MethodBuilder:
     """``builder`` with some options fixed (no longer options): ``tda+wca`` is ``tda`` with
-    ``base="wca"``. The registry reads the options from the signature this returns."""
+    ``base="wca"``. The registry reads the options from the signature this returns (their
+    annotations in ``builder``'s module, which it wraps)."""
 
+    @functools.wraps(builder)
     def build(encode_texts: EncodeTexts, sources: TextSources, **options) -> Head:
         return builder(encode_texts, sources, **fixed, **options)
 
     signature = inspect.signature(builder)
     parameters = [p for name, p in signature.parameters.items() if name not in fixed]
-    hints = typing.get_type_hints(builder, include_extras=True)
     build.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
-    build.__annotations__ = {name: hint for name, hint in hints.items() if name not in fixed}
-    build.__doc__ = builder.__doc__
     return build
 
 
@@ -152,6 +165,13 @@ def for_dataset(table: Mapping[str, T], dataset: str | None) -> T:
 def entropy(logits: Tensor) -> Tensor:
     """Softmax entropy over the last dimension (the authors' ``softmax_entropy``)."""
     return -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1)
+
+
+def output_entropy(logits: Tensor) -> Tensor:
+    """The same entropy in logsumexp form (BoostAdapter's ``get_output_entropy``): it differs
+    from :func:`entropy` in the last bits, which decide between near-certain views."""
+    log_p = logits - logits.logsumexp(-1, keepdim=True)
+    return -(log_p * log_p.exp()).sum(-1)
 
 
 def mean_entropy(logits: Tensor) -> Tensor:

@@ -11,7 +11,12 @@ Image i (0-based) of a stream of n, with key x (the full view, or the base's ima
   w <- normalise_columns(w - cw / sqrt(i + 1) / tau_i x (v - t)^T).
 
 Within a block the proxies are w_start + x^T A scaled per column, so x . w needs one product
-with the block's Gram matrix instead of a pass over w per image; exact, not approximate.
+with the block's Gram matrix instead of a pass over w per image; exact, not approximate. The
+state (proxies, rho) and each block's arithmetic are float64 whatever the features' precision:
+the updates feed back into every later image, and in float32 their rounding alone (a block's
+products rounded differently by its size) grows until one call and the same stream fed in
+chunks disagree on some images (as the authors' float32 and float64 runs do); the outputs come
+back in the features' precision (at least float32).
 ``beta`` and ``alpha`` per dataset are TTA-VLM's (``online_method/onzeta.py``): beta 0.8 on the
 ImageNet family (the authors' only dataset) and 0.4 elsewhere, alpha 0 on Caltech-101.
 """
@@ -20,19 +25,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import Field
-from torch import Tensor
 
 from wca.defaults import IMAGENET_FAMILY
+from wca.deferred import F, torch
 from wca.methods.base import OnlineHead
-from wca.methods.online import Base, build_base, dataset_key
+from wca.methods.online import Base, build_base, dataset_key, working_dtype
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 BLOCK = 128  # images whose proxy updates are carried in factored form
 Positive = Annotated[float, Field(gt=0, le=1e6)]
@@ -65,7 +71,7 @@ class OnZetaStream:
 
     def __init__(self, head: OnZetaHead, length: int | None) -> None:
         self.head, self.length = head, length
-        self.proxies = F.normalize(head.base.text, dim=-1).T.clone()  # [D, C]
+        self.proxies = F.normalize(head.base.text.double(), dim=-1).T.clone()  # [D, C]
         self.rho = np.zeros(self.proxies.shape[1])
         self.seen = 0
 
@@ -78,15 +84,17 @@ class OnZetaStream:
                 f"beta schedule); {self.seen + len(image_emb)} arrived"
             )
         out = []
-        for lo in range(0, len(image_emb), BLOCK):
-            crops = None if crop_emb is None else crop_emb[lo : lo + BLOCK]
-            features, logits = self.head.base.views(image_emb[lo : lo + BLOCK], crops, False)
+        for lo in range(0, len(image_emb), BLOCK):  # in float64: see the module doc
+            crops = None if crop_emb is None else crop_emb[lo : lo + BLOCK].double()
+            features, logits = self.head.base.views(
+                image_emb[lo : lo + BLOCK].double(), crops, False
+            )
             out.append(self._block(features[:, 0], logits[:, 0]))
-        return torch.cat(out) if out else image_emb.new_zeros(0, self.proxies.shape[1])
+        dtype = working_dtype(image_emb)
+        return torch.cat(out).to(dtype) if out else image_emb.new_zeros(0, self.proxies.shape[1])
 
     def _block(self, x: Tensor, text_logits: Tensor) -> Tensor:
         head, (size, classes) = self.head, text_logits.shape
-        self.proxies = self.proxies.to(x.dtype)
         self.proxies = self.proxies.to(x.device)
         start = (x @ self.proxies).cpu().numpy()  # x_i . w at the block's start
         gram = (x @ x.T).cpu().numpy()

@@ -13,19 +13,21 @@ Each baseline scores the full view against one class vector per class (per rando
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
-import torch
 from pydantic import Field
-from torch import Tensor
 
 from wca import defaults
+from wca.deferred import torch
 from wca.descriptions.io import match_descriptions
 from wca.methods.base import Head
 from wca.methods.registry import EncodeTexts, register_method, require
 from wca.methods.sources import TextSources
 from wca.scoring import mean_embedding
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 LABEL_TEMPLATE = defaults.LABEL_TEMPLATE
 
@@ -150,7 +152,7 @@ def _clip_d(
     ``"score"`` (CLIP-D paper: mean of per-descriptor scores; it adds ``suffix="."``)."""
     names = sources.names("clip-d")
     descriptors = require(sources.descriptors, "clip-d", "descriptors (clip-d.json)")
-    descriptors = match_descriptions(names, descriptors, "clip-d descriptors")
+    descriptors = match_descriptions(names, descriptors, sources.origin("descriptors", "clip-d"))
     prompts = descriptor_prompts(names, descriptors, suffix=suffix)
     return _prompt_head(encode_texts, prompts, normalize=aggregate == "embedding")
 
@@ -168,7 +170,8 @@ def _waffle(
     names = sources.names("waffle")
     words = require(sources.words, "waffle", "a word list (waffle-words.json)")
     descriptors = require(sources.descriptors, "waffle", "descriptors (clip-d.json)")
-    phrases = [d for texts in match_descriptions(names, descriptors, "waffle") for d in texts]
+    matched = match_descriptions(names, descriptors, sources.origin("descriptors", "waffle"))
+    phrases = [d for texts in matched for d in texts]
     class_embs = []
     for draw in range(draws):
         shared = waffle_descriptors(names, phrases, words, count, seed + draw)
@@ -181,7 +184,8 @@ def _waffle(
 def _cupl(encode_texts: EncodeTexts, sources: TextSources) -> PromptHead:
     names = sources.names("cupl")
     sentences = require(sources.sentences, "cupl", "sentences (cupl.json)")
-    return _prompt_head(encode_texts, match_descriptions(names, sentences, "cupl sentences"))
+    texts = match_descriptions(names, sentences, sources.origin("sentences", "cupl"))
+    return _prompt_head(encode_texts, texts)
 
 
 # The baselines a peer method (zero, mta) may take its class vectors from.

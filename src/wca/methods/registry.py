@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import functools
 import inspect
+import types
 import typing
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
-from torch import Tensor
 
 from wca.compat import RENAMED_SETTINGS, renamed
 from wca.descriptions.io import duplicate_names
@@ -24,7 +24,10 @@ from wca.methods.base import Head
 from wca.methods.sources import TextSources
 from wca.registry import Registry
 
-EncodeTexts = Callable[[list[str]], Tensor]
+if TYPE_CHECKING:
+    from torch import Tensor
+
+EncodeTexts = Callable[[list[str]], "Tensor"]
 
 
 class TextEncoder(Protocol):
@@ -114,17 +117,30 @@ def unpack_encoder(encoder: TextEncoder | EncodeTexts) -> tuple[EncodeTexts, flo
     return encode_texts, None if scale is None else float(scale)
 
 
+def option_annotations(builder: MethodBuilder) -> dict[str, tuple[Any, Any]]:
+    """``{option: (type, default)}`` of a builder: every parameter after ``encode_texts`` and
+    ``sources``, its annotation evaluated in the builder's own module. Only the options' are
+    evaluated: the others may name torch types, imported for type checkers alone, so that
+    the options are known without torch."""
+    parameters = {
+        name: parameter
+        for name, parameter in inspect.signature(builder).parameters.items()
+        if name not in ("encode_texts", "sources")
+    }
+    annotations = {
+        name: p.annotation for name, p in parameters.items() if p.annotation is not p.empty
+    }
+    module = inspect.unwrap(builder).__globals__
+    hints = typing.get_type_hints(
+        types.SimpleNamespace(__annotations__=annotations), module, include_extras=True
+    )
+    return {name: (hints.get(name, Any), p.default) for name, p in parameters.items()}
+
+
 @functools.cache
 def options_model(name: str) -> type[BaseModel]:
     """A pydantic model of method ``name``'s options, from its builder's typed signature
-    (every parameter after ``encode_texts`` and ``sources``, with its default): options from
-    the API, a config file, ``--set`` or a flag are all checked by it."""
-    builder = METHODS[name]
-    hints = typing.get_type_hints(builder, include_extras=True)
-    fields: dict[str, Any] = {
-        parameter: (hints.get(parameter, Any), spec.default)
-        for parameter, spec in inspect.signature(builder).parameters.items()
-        if parameter not in ("encode_texts", "sources")
-    }
+    (:func:`option_annotations`): options from the API, a config file, ``--set`` or a flag
+    are all checked by it."""
     config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    return create_model(f"{name}-options", __config__=config, **fields)
+    return create_model(f"{name}-options", __config__=config, **option_annotations(METHODS[name]))

@@ -17,7 +17,8 @@ class TextSources:
     ``classnames_for`` overrides the names for one method (ImageNet: the OpenAI names for
     clip-d and waffle, the CuPL names elsewhere). ``dataset`` is the task's dataset name
     (``cub``, ``imagenet-r``...), for methods whose authors prompt each dataset differently
-    (AWT); None for other images.
+    (AWT); None for other images. ``origins`` names the file of each kind of text, so that an
+    error names it (not part of the texts' digest).
     """
 
     classnames: list[str]
@@ -27,9 +28,15 @@ class TextSources:
     words: list[str] | None = None  # WaffleCLIP word list
     classnames_for: dict[str, list[str]] = field(default_factory=dict)
     dataset: str | None = None
+    origins: dict[str, str] = field(default_factory=dict)  # kind of text -> the file it came from
 
     def names(self, method: str) -> list[str]:
         return self.classnames_for.get(method, self.classnames)
+
+    def origin(self, kind: str, default: str) -> str:
+        """The file the texts of ``kind`` (``sentences``, ``descriptors``...) came from, for
+        messages; ``default`` (the method) when they came from no file."""
+        return self.origins.get(kind, default)
 
 
 def load_text_sources(directory: str | Path, classnames: list[str] | None = None) -> TextSources:
@@ -56,6 +63,12 @@ def load_text_sources(directory: str | Path, classnames: list[str] | None = None
             classnames_for = {"clip-d": openai_names, "waffle": openai_names}
     if not classnames:
         raise FileNotFoundError(f"{directory}: no classnames.json, and no class names given")
+    files = {
+        "sentences": directory / "cupl.json",
+        "descriptors": directory / "clip-d.json",
+        "templates": directory / "clip-e.json",
+        "words": directory.parent / "waffle-words.json",
+    }
     return TextSources(
         classnames=list(classnames),
         sentences=read("cupl.json", load_descriptions),
@@ -63,4 +76,5 @@ def load_text_sources(directory: str | Path, classnames: list[str] | None = None
         templates=read("clip-e.json", load_templates),
         words=read("waffle-words.json", load_words, directory.parent),
         classnames_for=classnames_for,
+        origins={kind: str(path) for kind, path in files.items() if path.is_file()},
     )

@@ -18,19 +18,20 @@ Per image, from its views' zero-shot logits (the base's, at ``logit_scale``):
   - neg_alpha sum_neg exp(-(neg_beta - neg_beta key.q)) mask.
 
 The per-dataset values are the authors' configs (``configs/*.yaml``), ImageNet's for any other
-dataset. ``tda+wca`` is TDA with ``base="wca"``: WCA's scores as the zero-shot logits and its
-weighted crop mean as the key (ours, not from a paper).
+dataset. ``logit_scale`` is the model's (``build_head`` gives the encoder's; result files record
+``"model"``): the authors hard-code 100, OpenAI CLIP's, so the two agree on the models they ran,
+and ``logit_scale=100`` keeps their constant on any other. ``tda+wca`` is TDA with
+``base="wca"``: WCA's scores as the zero-shot logits and its weighted crop mean as the key
+(ours, not from a paper).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import torch
-from torch import Tensor
-
+from wca.deferred import torch
 from wca.methods.base import OnlineHead
 from wca.methods.online import (
     Base,
@@ -53,6 +54,9 @@ from wca.methods.online import (
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 from wca.methods.zero import LogitScale
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 class CacheConfig(NamedTuple):

@@ -6,20 +6,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field
-from torch import Tensor
 
 from wca.defaults import IMAGE_SCALE, TEXT_SCALE
+from wca.deferred import F, torch
 from wca.descriptions.io import match_descriptions
 from wca.methods.base import Head
 from wca.methods.prompts import LABEL_TEMPLATE, PromptHead, encode_prompts
 from wca.methods.registry import EncodeTexts, register_method, require
 from wca.methods.sources import TextSources
 from wca.scoring import crop_weights, description_weights, image_side, text_side
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 # exp(scale) multiplies cosines inside a softmax: beyond this the weights are one-hot anyway
 LogScale = Annotated[float, Field(ge=-50.0, le=50.0)]
@@ -111,7 +112,8 @@ def _wca_head(
 ) -> WCAHead:
     names = sources.names("wca")
     sentences = require(sources.sentences, "wca", "sentences (cupl.json)")
-    desc_emb, mask = encode_prompts(encode_texts, match_descriptions(names, sentences, "wca"))
+    texts = match_descriptions(names, sentences, sources.origin("sentences", "wca"))
+    desc_emb, mask = encode_prompts(encode_texts, texts)
     label_emb = encode_texts([LABEL_TEMPLATE.format(name) for name in names]).float()
     return WCAHead(desc_emb, mask, label_emb, image_scale, text_scale, form)
 

@@ -13,17 +13,18 @@ scores is ZERO's prediction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field
-from torch import Tensor
 
+from wca.deferred import F, torch
 from wca.methods.base import Head
 from wca.methods.prompts import ClassText, class_vectors
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 LogitScale = Annotated[float, Field(gt=0, le=1000)]
 
