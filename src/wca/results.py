@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wca.files import write_atomic
+from wca.result_versions import as_current
 
 SCHEMA_VERSION = 3
 TASK = "zeroshot_classification"
@@ -307,10 +308,7 @@ def read_result(path: str | Path) -> ResultFile:
             f"{path}: result schema {version!r} is newer than this wca reads ({SCHEMA_VERSION}); "
             "update wca"
         )
-    if version == 1:
-        document = _from_version_1(document)
-    if version <= 2:
-        document = _names_of_version_3(document)
+    document = as_current(document, version)
     try:
         return ResultFile.model_validate(document)
     except ValidationError as error:
@@ -329,50 +327,6 @@ class _NonFinite(ValueError):
 def _no_constant(name: str) -> float:
     """JSON's NaN and Infinity, which a result never holds (it is written without them)."""
     raise _NonFinite(name)
-
-
-def _from_version_1(document: dict[str, Any]) -> dict[str, Any]:
-    """A wca 0.2 file in this schema: its demo files had no clip_benchmark fields; nothing it
-    did not record is guessed."""
-    document = dict(document)
-    results = document["results"]
-    for method in results["methods"].values():
-        method.setdefault("options", {})
-    config = document.get("config", {})
-    if "metrics_by_method" not in document:
-        document["metrics_by_method"] = {
-            name: metrics_of(method, None) for name, method in results["methods"].items()
-        }
-    by_method = document["metrics_by_method"]
-    primary = document.get("primary_method") or (
-        "wca" if "wca" in by_method else next(iter(by_method))
-    )
-    document.setdefault("primary_method", primary)
-    document.setdefault("metrics", by_method[primary])
-    document.setdefault("dataset", config.get("dataset") or "?")
-    document.setdefault("model", str(config.get("model", "?")))
-    document.setdefault("pretrained", "")
-    document["schema_version"] = 1
-    return document
-
-
-def _names_of_version_3(document: dict[str, Any]) -> dict[str, Any]:
-    """A file of wca 0.2 or 0.3 with its settings under today's names (``n_samples`` ->
-    ``n_crops``, ``data_path`` -> ``data_root``, ``half`` -> ``fp16_cache``, ``views`` ->
-    ``fidelity``)."""
-    document = {**document, "results": dict(document["results"])}
-    config = dict(document.get("config") or {})
-    for old, new in (("n_samples", "n_crops"), ("data_path", "data_root"), ("half", "fp16_cache")):
-        if old in config:
-            config[new] = config.pop(old)
-    if "views" in config:
-        views = config.pop("views")
-        config["fidelity"] = None if views is None else views == "fidelity"
-    config.pop("model_size", None)
-    document["config"] = config
-    if "n_samples" in document["results"]:
-        document["results"]["n_crops"] = document["results"].pop("n_samples")
-    return document
 
 
 def metrics_of(method: dict[str, Any], calibration: Calibration | None) -> dict[str, Any]:
