@@ -9,10 +9,11 @@ Differences from :mod:`wca.methods.tda`, all the authors':
   ``infer_ori_image``, the fine-grained sets) or from the most confident views (``views=
   "confident"``, ImageNet-A/V/R/Sketch), as TDA's;
 - boosting samples: the int(0.1 V) lowest-entropy views of all V views (none below 10 views,
-  as their one-view ImageNet); the image is scored with a copy of the positive cache into which
-  each sample, in entropy order, is inserted with its own pseudo-label, entropy and feature, at
-  a capacity of ``pos_shots + delta`` per class (it may push out entries of that copy); the
-  copy is dropped after the image;
+  as their one-view ImageNet; V the image's own, 1 + counts[b] with ragged crops); the image
+  is scored with a copy of the positive cache into which each sample, in entropy order, is
+  inserted with its own pseudo-label, entropy and feature, at a capacity of ``pos_shots +
+  delta`` per class (it may push out entries of that copy); the copy is dropped after the
+  image;
 - the negative cache keeps the newest ``neg_shots`` entries per class (their ``update_cache``
   default ``fifo=True``), not the lowest-loss ones.
 
@@ -38,9 +39,9 @@ from wca.methods.online import (
     Views,
     Weight,
     build_base,
+    confident_count,
     entropy,
     for_dataset,
-    most_confident,
     take,
 )
 from wca.methods.registry import EncodeTexts, register_method
@@ -87,14 +88,24 @@ class BoostStream(TDAStream):
 
     several_views = True
 
-    def prepare(self, features: Tensor, logits: Tensor, key: Tensor) -> None:
+    def prepare(
+        self, features: Tensor, logits: Tensor, key: Tensor, lengths: Tensor | None
+    ) -> None:
+        """Each image's boosting samples: the int(0.1 V) views of lowest entropy, V its own
+        number of views (``lengths``; its padding views sort last and are never taken)."""
         view_entropy = entropy(logits)
-        chosen = most_confident(view_entropy, 0.1, at_least=0)
+        n_views = [logits.shape[1]] * len(logits) if lengths is None else lengths.tolist()
+        counts = [confident_count(n, 0.1, at_least=0) for n in n_views]
+        if lengths is not None:
+            padding = torch.arange(logits.shape[1], device=lengths.device) >= lengths[:, None]
+            view_entropy = view_entropy.masked_fill(padding.to(logits.device), torch.inf)
+        chosen = torch.argsort(view_entropy, dim=1, stable=True)[:, : max(counts, default=0)]
         self.key = key
         self.boost_features = take(features, chosen)
         self.boost_labels = take(logits, chosen).argmax(-1)
-        self.boost_label_lists = self.boost_labels.tolist()
-        self.boost_losses = take(view_entropy, chosen).tolist()
+        labels, losses = self.boost_labels.tolist(), take(view_entropy, chosen).tolist()
+        self.boost_label_lists = [row[:k] for row, k in zip(labels, counts, strict=True)]
+        self.boost_losses = [row[:k] for row, k in zip(losses, counts, strict=True)]
         self.survives = torch.zeros(chosen.shape, dtype=torch.bool)  # filled on the CPU
         self.evicted: list[tuple[int, int]] = []
 

@@ -30,7 +30,8 @@ from torch import Tensor
 
 from wca.defaults import IMAGENET_FAMILY
 from wca.methods.base import OnlineHead
-from wca.methods.online import Base, build_base, dataset_key
+from wca.methods.online import Base, blocks, build_base, dataset_key
+from wca.methods.ragged import check_counts
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 
@@ -69,7 +70,10 @@ class OnZetaStream:
         self.rho = np.zeros(self.proxies.shape[1])
         self.seen = 0
 
-    def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None) -> Tensor:
+    def logits(
+        self, image_emb: Tensor, crop_emb: Tensor | None = None, *, counts: Tensor | None = None
+    ) -> Tensor:
+        counts = check_counts(counts, crop_emb)
         if self.length is None:
             self.length = len(image_emb)
         if self.seen + len(image_emb) > self.length:
@@ -78,9 +82,8 @@ class OnZetaStream:
                 f"beta schedule); {self.seen + len(image_emb)} arrived"
             )
         out = []
-        for lo in range(0, len(image_emb), BLOCK):
-            crops = None if crop_emb is None else crop_emb[lo : lo + BLOCK]
-            features, logits = self.head.base.views(image_emb[lo : lo + BLOCK], crops, False)
+        for image, crops, part in blocks(BLOCK, image_emb, crop_emb, counts):
+            features, logits = self.head.base.views(image, crops, False, counts=part)
             out.append(self._block(features[:, 0], logits[:, 0]))
         return torch.cat(out) if out else image_emb.new_zeros(0, self.proxies.shape[1])
 
