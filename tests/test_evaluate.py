@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from fake_encoder import FakeEncoder
-from wca.evaluate import evaluate, result_file, run_indices
+from wca.evaluate import evaluate, result_file, run_indices, stream_order
 from wca.features import Features
 from wca.methods import Head, OnlineHead, TextSources, build_head
 from wca.results import read_result
@@ -252,3 +252,37 @@ def test_online_heads_stream_a_seeded_order_per_run_from_an_empty_memory():
     evaluate(features, {"s": head}, n_run=1, patch_n=2, seed=6)
     assert head.orders[-1] != orders[0]  # another seed, another order
     assert first.methods["s"].online and first.to_schema().stream_order is not None
+
+
+def test_ragged_features_score_each_image_on_its_own_crops():
+    features = _features()
+    features.labels[3] = -1  # skipped as unreadable: its count is not read
+    counts = torch.tensor([1 + (5 * i) % N for i in range(B)])
+    counts[3] = 0
+    crops = features.crop_emb
+    crops[torch.arange(N) >= counts[:, None]] = torch.nan  # padding: anything, even NaN
+    encoder = FakeEncoder()
+    heads = {
+        name: build_head(name, encoder.encode_texts, _sources(), **options)
+        for name, options in [("wca", {}), ("zero", {}), ("tda+wca", {"logit_scale": 20.0})]
+    }
+    result = evaluate(features, heads, n_run=2, patch_n=5, seed=1, chunk_size=7, counts=counts)
+    rows = features.valid.nonzero().flatten().tolist()
+    image, labels = features.image_emb, features.labels[rows]
+
+    def own(head, order):  # each image alone on its own crops, in ``order`` (positions)
+        stream = head.stream(len(rows)) if head.online else None
+        score = stream.logits if head.online else head.logits
+        return torch.cat(
+            [score(image[[rows[p]]], crops[[rows[p]], : counts[rows[p]]]) for p in order]
+        )
+
+    for name in ("wca", "zero"):
+        correct = (own(heads[name], range(len(rows))).argmax(1) == labels).numpy()
+        assert (result.methods[name].correct == correct).all()  # every run: its own crops
+    for run in range(2):
+        order = stream_order(len(rows), 1, run)
+        correct = (own(heads["tda+wca"], order.tolist()).argmax(1) == labels[order]).numpy()
+        assert (result.methods["tda+wca"].correct[run, order.numpy()] == correct).all()
+    with pytest.raises(ValueError, match=r"^counts: must be integers \[B\] = \[23\]"):
+        evaluate(features, heads, n_run=1, patch_n=5, counts=counts[:-1])

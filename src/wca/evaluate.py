@@ -38,6 +38,7 @@ from wca import results as schema
 from wca.config import check_protocol
 from wca.features import Features
 from wca.methods import Head
+from wca.methods.ragged import counts_of
 from wca.progress import progress_bar
 
 DEFAULT_CHUNK = 4096  # images scored at once: ~500 MB of fp32 crops at N=60, D=512
@@ -176,13 +177,8 @@ class _Tally:
         one_hot = torch.nn.functional.one_hot(targets, probs.shape[1]).to(probs.dtype)
         brier = ((probs - one_hot) ** 2).sum(1).double().sum()
         nll = -true_p.clamp_min(MIN_PROBABILITY).log().sum()
-        sums = torch.stack(
-            [
-                torch.bincount(bin_of, minlength=ECE_BINS).double(),
-                torch.bincount(bin_of, weights=confidence, minlength=ECE_BINS),
-                torch.bincount(bin_of, weights=hit1.double(), minlength=ECE_BINS),
-            ]
-        )
+        weights = (None, confidence, hit1.double())  # per bin: count, confidence, hits
+        sums = torch.stack([torch.bincount(bin_of, w, ECE_BINS).double() for w in weights])
         for run in runs:
             self.top1[run] += int(hit1.sum())
             self.top5[run] += int(hits.any(dim=1).sum())
@@ -215,19 +211,20 @@ class _Tally:
 
 
 def _scored_runs(
-    head: Head, image_emb: Tensor, crop_emb: Tensor | None, indices: Tensor
+    head: Head, image_emb: Tensor, crop_emb: Tensor | None, indices: Tensor, counts: Tensor | None
 ) -> Iterator[tuple[list[int], Tensor]]:
     """``(runs, logits [B, C])`` of one per-image head on one chunk of images, for every run.
 
     A crop head that declares ``pooled_runs`` scores many runs from the whole pool at once
     (``pool_logits``: no per-run copy of the selected crops); otherwise each run's crops are
-    gathered and passed to ``logits``.
+    gathered and passed to ``logits``. With ``counts`` every run reads each image's own crops.
     """
     n_run = len(indices)
     n_draws = max(int(head.n_draws), 1)
-    if not head.uses_crops:  # one scoring per text draw, shared by the runs that use it
+    if not head.uses_crops or counts is not None:  # one scoring per draw, shared by its runs
+        ragged = {"crop_emb": crop_emb, "counts": counts} if head.uses_crops else {}
         for draw in range(min(n_draws, n_run)):
-            yield list(range(draw, n_run, n_draws)), head.logits(image_emb, None, draw=draw)
+            yield list(range(draw, n_run, n_draws)), head.logits(image_emb, draw=draw, **ragged)
         return
     if head.pooled_runs and n_draws == 1:
         first = head.pool_logits(image_emb, crop_emb, indices[:1])
@@ -255,18 +252,23 @@ def evaluate(
     chunk_size: int = DEFAULT_CHUNK,
     logit_scale: float = 100.0,
     progress: bool = False,
+    counts: Tensor | None = None,
 ) -> Evaluation:
     """Score every head on ``features`` over ``n_run`` runs (see the module doc).
 
     ``class_subset``: the labels predictions are chosen from (ImageNet-A/-R: argmax over their
     200 ImageNet indices of the 1000-class logits); labels are indices of the full class list.
     ``logit_scale``: the model's temperature, for the probabilities of heads that score cosines.
+    ``counts [n_images]``: ragged crops, image i's its first ``counts[i]``, read by every run.
     """
     if not heads:
         raise ValueError("no methods to evaluate")
     indices = run_indices(features.n_crops, n_run, patch_n, seed, protocol)
     subset = None if class_subset is None else torch.as_tensor(sorted(class_subset))
     valid = features.valid
+    if counts is not None:  # by position among the valid images, each read in full
+        counts = counts_of(counts, len(features), features.n_crops, read=valid)[valid]
+        indices = torch.arange(features.n_crops).expand(n_run, -1)
     labels_all = features.labels.long()[valid]  # skipped images do not count
     count = len(labels_all)
     if count == 0:
@@ -303,8 +305,9 @@ def evaluate(
             image_emb, labels = chunk.image_emb.float()[keep], chunk.labels.long()[keep]
             crop_emb = chunk.crop_emb.float()[keep] if needs_crops else None
             positions = position_of[start : start + len(chunk)][keep]
+            ragged = None if counts is None else counts[positions]
             for name, head in per_image.items():
-                for runs, logits in _scored_runs(head, image_emb, crop_emb, indices):
+                for runs, logits in _scored_runs(head, image_emb, crop_emb, indices, ragged):
                     tally(name, runs, logits, labels, positions)
             bar.update(len(chunk))
     rows = valid.nonzero().flatten()
@@ -316,9 +319,9 @@ def evaluate(
                 positions = order[lo : lo + chunk_size]
                 crops = indices[run] if head.uses_crops else None
                 image_emb, crop_emb = features.take(rows[positions], crops)
-                logits = stream.logits(
-                    image_emb.float(), None if crop_emb is None else crop_emb.float()
-                )
+                crop_emb = None if crop_emb is None else crop_emb.float()
+                ragged = {} if counts is None or crops is None else {"counts": counts[positions]}
+                logits = stream.logits(image_emb.float(), crop_emb, **ragged)
                 tally(name, [run], logits, labels_all[positions], positions)
                 bar.update(len(positions))
     bar.close()

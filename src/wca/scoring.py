@@ -19,10 +19,17 @@ if TYPE_CHECKING:
 FORMS = ("reference", "paper")
 
 
-def crop_weights(crop_emb: Tensor, image_emb: Tensor, image_scale: float) -> Tensor:
-    """w_i = softmax_i(exp(image_scale) * cos(crop_i, full image)): ``[B, N]``."""
-    similarity = torch.einsum("bnd,bd->bn", crop_emb, image_emb)
-    return torch.softmax(math.exp(image_scale) * similarity, dim=-1)
+def crop_weights(
+    crop_emb: Tensor, image_emb: Tensor, image_scale: float, mask: Tensor | None = None
+) -> Tensor:
+    """w_i = softmax_i(exp(image_scale) * cos(crop_i, full image)): ``[B, N]``.
+
+    Padding crops (``mask [B, N]`` False: an image with fewer crops) get weight 0.
+    """
+    logits = math.exp(image_scale) * torch.einsum("bnd,bd->bn", crop_emb, image_emb)
+    if mask is not None:
+        logits = logits.masked_fill(~mask, -math.inf)
+    return torch.softmax(logits, dim=-1)
 
 
 def description_weights(
@@ -60,10 +67,16 @@ def _check_form(form: str) -> None:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
 
 
-def image_side(crop_emb: Tensor, image_emb: Tensor, image_scale: float, form: str) -> Tensor:
-    """sum_i w_i crop_i ``[B, D]`` (normalised in the reference form)."""
+def image_side(
+    crop_emb: Tensor, image_emb: Tensor, image_scale: float, form: str, mask: Tensor | None = None
+) -> Tensor:
+    """sum_i w_i crop_i ``[B, D]`` (normalised in the reference form), over each image's own
+    crops (``mask [B, N]``: padding crops have weight 0)."""
     _check_form(form)
-    side = torch.einsum("bn,bnd->bd", crop_weights(crop_emb, image_emb, image_scale), crop_emb)
+    if mask is not None:  # padding may hold anything; it must not leak through 0 * nan
+        crop_emb = crop_emb.masked_fill(~mask.unsqueeze(-1), 0.0)
+    weights = crop_weights(crop_emb, image_emb, image_scale, mask)
+    side = torch.einsum("bn,bnd->bd", weights, crop_emb)
     return F.normalize(side, dim=-1) if form == "reference" else side
 
 

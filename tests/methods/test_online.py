@@ -363,7 +363,7 @@ def test_boosting_samples_carry_the_authors_logsumexp_entropy():
     logits = torch.stack([scale * image @ text.float().T for image in views])
     stream = BoostAdapterHead(clip_base(text.float(), scale), "full").stream(len(views))
     stream.start(classes)
-    stream.prepare(views, logits, views[:, 0])
+    stream.prepare(views, logits, views[:, 0], None)
     theirs, softmax_form = [], []
     for image, output in zip(views, logits, strict=True):
         _, select_output, _ = select_confident_samples(image, output, 0.1)

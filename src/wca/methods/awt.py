@@ -37,6 +37,7 @@ from wca.deferred import torch
 from wca.descriptions.io import match_descriptions
 from wca.methods.base import Head
 from wca.methods.prompts import encode_prompts
+from wca.methods.ragged import by_count
 from wca.methods.registry import EncodeTexts, register_method, require
 from wca.methods.sources import TextSources
 from wca.methods.zero import LogitScale, all_views
@@ -132,7 +133,19 @@ class AWTHead(Head):
     text_temperature: float = 0.5
     _text: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0) -> Tensor:
+    def logits(
+        self,
+        image_emb: Tensor,
+        crop_emb: Tensor | None = None,
+        draw: int = 0,
+        *,
+        counts: Tensor | None = None,
+    ) -> Tensor:
+        """Scores ``[B, C]``; image b's views are its full view and first ``counts[b]`` crops
+        (images grouped by count: each group's Sinkhorn runs on its own views)."""
+        return by_count(self._transport, image_emb, crop_emb, counts)
+
+    def _transport(self, image_emb: Tensor, crop_emb: Tensor | None) -> Tensor:
         views = all_views(image_emb, crop_emb)  # [B, V, D]
         prompts, means = self._prompts(views)
         n_classes, n_prompts = self.mask.shape

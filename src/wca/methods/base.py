@@ -14,6 +14,11 @@ what it does instead of probing it:
   behind a prediction (WCA's).
 
 ``n_draws`` counts independent random draws of the text side (WaffleCLIP); 1 otherwise.
+
+Ragged crops (anytime views, :mod:`wca.methods.ragged`): ``counts`` (integers ``[B]``) gives
+image b the first ``counts[b]`` rows of ``crop_emb [B, N, D]``; the rows after are padding,
+whatever they hold, and change no score: each image scores as it would alone on its own
+crops. ``counts=None``: every image has all N crops. Heads that read no crops ignore it.
 """
 
 from __future__ import annotations
@@ -42,8 +47,16 @@ class Head(ABC):
     n_draws: int = 1
 
     @abstractmethod
-    def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0) -> Tensor:
-        """Scores ``[B, C]`` of the images (and their crops) with text draw ``draw``."""
+    def logits(
+        self,
+        image_emb: Tensor,
+        crop_emb: Tensor | None = None,
+        draw: int = 0,
+        *,
+        counts: Tensor | None = None,
+    ) -> Tensor:
+        """Scores ``[B, C]`` of the images (and their crops, image b's the first ``counts[b]``)
+        with text draw ``draw``."""
 
     def probabilities(self, logits: Tensor, logit_scale: float) -> Tensor:
         """Class probabilities ``[B, C]``: softmax(logit_scale * logits), the scores being
@@ -55,17 +68,22 @@ class Head(ABC):
         (heads that declare ``pooled_runs``)."""
         raise NotImplementedError(f"{type(self).__name__} does not score pooled runs")
 
-    def image_features(self, image_emb: Tensor, crop_emb: Tensor | None) -> Tensor:
+    def image_features(
+        self, image_emb: Tensor, crop_emb: Tensor | None, *, counts: Tensor | None = None
+    ) -> Tensor:
         """The image side ``[B, D]``, as an online method's memory key: the full view, unless
-        the head forms its own from the crops."""
+        the head forms its own from the crops (image b's the first ``counts[b]``)."""
         return image_emb
 
     def text_features(self) -> Tensor | None:
         """The class vectors ``[C, D]`` an online method keeps (None: the head has none)."""
         return None
 
-    def crop_weights(self, image_emb: Tensor, crop_emb: Tensor) -> Tensor:
-        """Each crop's weight ``[B, N]`` in the image side (heads that declare ``evidence``)."""
+    def crop_weights(
+        self, image_emb: Tensor, crop_emb: Tensor, *, counts: Tensor | None = None
+    ) -> Tensor:
+        """Each crop's weight ``[B, N]`` in the image side (heads that declare ``evidence``);
+        0 on the padding after image b's ``counts[b]`` crops."""
         raise NotImplementedError(f"{type(self).__name__} gives no evidence")
 
     def description_scores(
@@ -86,12 +104,12 @@ class OnlineHead(Head):
     at the model's temperature; ``logits`` is a one-call stream from an empty memory.
 
     Stream protocol: ``head.stream(length)`` returns a fresh stream with an empty memory; its
-    ``logits(image_emb [B, D], crop_emb [B, N, D] | None) -> [B, C]`` takes the next B images in
-    order and returns, for each, what the method outputs when that image arrives (before any
-    later image is seen); the memory carries over to the next call, so scoring a stream in
-    chunks gives the same outputs as one call. ``length`` is the number of images the stream
-    will hold (OnZeta's schedule needs it); None takes the first call's images as the whole
-    stream.
+    ``logits(image_emb [B, D], crop_emb [B, N, D] | None, *, counts=None) -> [B, C]`` takes the
+    next B images in order (image b with its first ``counts[b]`` crops) and returns, for each,
+    what the method outputs when that image arrives (before any later image is seen); the
+    memory carries over to the next call, so scoring a stream in chunks gives the same outputs
+    as one call. ``length`` is the number of images the stream will hold (OnZeta's schedule
+    needs it); None takes the first call's images as the whole stream.
     """
 
     online = True
@@ -101,8 +119,15 @@ class OnlineHead(Head):
     def stream(self, length: int | None = None):
         """A fresh stream, with an empty memory, of ``length`` images (None: unknown)."""
 
-    def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0) -> Tensor:
-        return self.stream(len(image_emb)).logits(image_emb, crop_emb)
+    def logits(
+        self,
+        image_emb: Tensor,
+        crop_emb: Tensor | None = None,
+        draw: int = 0,
+        *,
+        counts: Tensor | None = None,
+    ) -> Tensor:
+        return self.stream(len(image_emb)).logits(image_emb, crop_emb, counts=counts)
 
     def probabilities(self, logits: Tensor, logit_scale: float) -> Tensor:
         """softmax of the outputs, which are logits at the model's temperature already."""

@@ -10,7 +10,8 @@ class embeddings (the class vectors at first), P the prior (the identity at firs
 
 - its likelihood logits tem x . mu_m, over the full view (``views="full"``), or the mean
   feature x and mean logits of the int(0.1 V) (at least 1) views whose logits have the lowest
-  entropy (``"confident"``, TDA's and DOTA's ImageNet-A/V/R/Sketch with 63 AugMix views);
+  entropy (``"confident"``, TDA's and DOTA's ImageNet-A/V/R/Sketch with 63 AugMix views; V
+  the image's own, 1 + counts[b] with ragged crops);
 - output: the posterior f = softmax(logits) P (probabilities), before the updates;
 - with (p, k) the max and argmax of f: if p > threshold1, mu_k <- normalise((n1_k mu_k + x) /
   (n1_k + 1)), n1_k += 1; if p > threshold2, P_k <- (n2_k P_k + f) / (n2_k + 1), n2_k += 1.
@@ -36,10 +37,12 @@ from wca.methods.online import (
     Base,
     Views,
     block_size,
+    blocks,
     build_base,
     for_dataset,
     with_options,
 )
+from wca.methods.ragged import check_counts, own
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 from wca.methods.tda import TDA_CONFIGS
@@ -86,23 +89,28 @@ class BCAStream:
         self.counts1 = text.new_full((len(text),), head.init_count1)
         self.counts2 = text.new_full((len(text),), head.init_count2)
 
-    def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None) -> Tensor:
-        several = self.head.views == "confident"
+    def logits(
+        self, image_emb: Tensor, crop_emb: Tensor | None = None, *, counts: Tensor | None = None
+    ) -> Tensor:
+        counts = check_counts(counts, crop_emb)
+        several, base = self.head.views == "confident", self.head.base
         views = 1 + (crop_emb.shape[1] if several and crop_emb is not None else 0)
         step = block_size(views * len(self.prior))
         out = []
-        for lo in range(0, len(image_emb), step):
-            crops = None if crop_emb is None else crop_emb[lo : lo + step]
-            features = self.head.base.views(image_emb[lo : lo + step], crops, several)[0]
-            out.append(self._block(features))
+        for image, crops, part in blocks(step, image_emb, crop_emb, counts):
+            features = base.views(image, crops, several, counts=part)[0]
+            out.append(self._block(features, base.view_counts(part, several)))
         return torch.cat(out) if out else image_emb.new_zeros(0, len(self.prior))
 
-    def _block(self, features: Tensor) -> Tensor:
+    def _block(self, features: Tensor, lengths: Tensor | None) -> Tensor:
+        """Posteriors of a block of images whose views are ``features`` (image b's the first
+        ``lengths[b]``; all when None), one by one."""
         head = self.head
         for name in ("embeddings", "prior", "counts1", "counts2"):
             setattr(self, name, getattr(self, name).to(features))
         out = features.new_empty(len(features), len(self.prior))
-        for image, views in enumerate(features):
+        for image in range(len(features)):
+            views = own(features, lengths, image)
             logits = head.logit_scale * views @ self.embeddings.T  # [V, C]
             x, logits = chosen_views(views[None], logits[None], head.views)
             x, logits = x[0].mean(0), logits[0].mean(0)

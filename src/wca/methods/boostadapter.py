@@ -9,9 +9,10 @@ Differences from :mod:`wca.methods.tda`, all the authors':
   ``infer_ori_image``, the fine-grained sets) or from the most confident views (``views=
   "confident"``, ImageNet-A/V/R/Sketch), as TDA's;
 - boosting samples: the int(0.1 V) lowest-entropy views of all V views (none below 10 views,
-  as their one-view ImageNet); the image is scored with a copy of the positive cache into which
-  each sample, in entropy order, is inserted with its own pseudo-label, entropy (their
-  ``get_output_entropy``, the logsumexp form) and feature, at a capacity of ``pos_shots +
+  as their one-view ImageNet; V the image's own, 1 + counts[b] with ragged crops); the image
+  is scored with a copy of the positive cache into which each sample, in entropy order, is
+  inserted with its own pseudo-label, entropy (their ``get_output_entropy``, the logsumexp
+  form) and feature, at a capacity of ``pos_shots +
   delta`` per class (it may push out entries of that copy); the copy is dropped after the
   image;
 - the negative cache keeps the newest ``neg_shots`` entries per class (their ``update_cache``
@@ -38,9 +39,9 @@ from wca.methods.online import (
     Views,
     Weight,
     build_base,
+    confident_count,
     entropy,
     for_dataset,
-    most_confident,
     output_entropy,
     take,
 )
@@ -91,16 +92,27 @@ class BoostStream(TDAStream):
 
     several_views = True
 
-    def prepare(self, features: Tensor, logits: Tensor, key: Tensor) -> None:
-        """The boosting samples: chosen by softmax entropy, each carrying its entropy in the
-        logsumexp form as its loss (the authors' ``select_confident_samples`` then
-        ``get_output_entropy``)."""
-        chosen = most_confident(entropy(logits), 0.1, at_least=0)
+    def prepare(
+        self, features: Tensor, logits: Tensor, key: Tensor, lengths: Tensor | None
+    ) -> None:
+        """Each image's boosting samples: the int(0.1 V) views of lowest softmax entropy, V its
+        own number of views (``lengths``; its padding views sort last and are never taken),
+        each carrying its entropy in the logsumexp form as its loss (the authors'
+        ``select_confident_samples`` then ``get_output_entropy``)."""
+        view_entropy = entropy(logits)
+        n_views = [logits.shape[1]] * len(logits) if lengths is None else lengths.tolist()
+        counts = [confident_count(n, 0.1, at_least=0) for n in n_views]
+        if lengths is not None:
+            padding = torch.arange(logits.shape[1], device=lengths.device) >= lengths[:, None]
+            view_entropy = view_entropy.masked_fill(padding.to(logits.device), torch.inf)
+        chosen = torch.argsort(view_entropy, dim=1, stable=True)[:, : max(counts, default=0)]
         self.key = key
         self.boost_features = take(features, chosen)
         self.boost_labels = take(logits, chosen).argmax(-1)
-        self.boost_label_lists = self.boost_labels.tolist()
-        self.boost_losses = take(output_entropy(logits), chosen).tolist()
+        labels = self.boost_labels.tolist()
+        losses = take(output_entropy(logits), chosen).tolist()
+        self.boost_label_lists = [row[:k] for row, k in zip(labels, counts, strict=True)]
+        self.boost_losses = [row[:k] for row, k in zip(losses, counts, strict=True)]
         self.survives = torch.zeros(chosen.shape, dtype=torch.bool)  # filled on the CPU
         self.evicted: list[tuple[int, int]] = []
 

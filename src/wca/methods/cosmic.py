@@ -8,9 +8,10 @@ second image encoder (DINOv2), each queried through a graph of hyper-classes, as
 Per image i of the stream, with p_v = softmax(logit_scale cos(view v, class vectors)):
 
 - CLIP memory (DMN's, with ``clip_shots`` per class): the pseudo-label is the argmax of the
-  mean of p_v over the int(0.1 V) (at least 1) views of lowest entropy, its loss that mean's
-  entropy; the key stored is the mean feature of those views; a full class takes the image
-  only when its loss is below the highest stored, which it replaces. The image enters first.
+  mean of p_v over the int(0.1 V) (at least 1) views of lowest entropy (V the image's own, 1 +
+  counts[b] with ragged crops), its loss that mean's entropy; the key stored is the mean
+  feature of those views; a full class takes the image only when its loss is below the
+  highest stored, which it replaces. The image enters first.
 - The shared-semantic graph: the class vectors and the memory's per-class read-out for this
   image (a_c = normalise(sum_k exp(-5.5 (1 - q.k)) k) over class c's entries and its class
   vector) are 2C nodes; its hyper-classes (maximal cliques, :mod:`wca.methods.cosmic_graph`)
@@ -54,12 +55,14 @@ from wca.methods.online import (
     SlotCache,
     Weight,
     block_size,
+    blocks,
     build_base,
     entropy,
     for_dataset,
     most_confident,
     with_options,
 )
+from wca.methods.ragged import check_counts, own
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 from wca.methods.tda import TDA_CONFIGS
@@ -106,9 +109,11 @@ class COSMICHead(OnlineHead):
         crop_emb: Tensor | None = None,
         draw: int = 0,
         *,
+        counts: Tensor | None = None,
         aux_emb: Tensor | None = None,
     ) -> Tensor:
-        return self.stream(len(image_emb)).logits(image_emb, crop_emb, aux_emb=aux_emb)
+        stream = self.stream(len(image_emb))
+        return stream.logits(image_emb, crop_emb, counts=counts, aux_emb=aux_emb)
 
 
 class COSMICStream:
@@ -132,10 +137,17 @@ class COSMICStream:
         self.dual: bool | None = None  # whether the stream has aux embeddings
 
     def logits(
-        self, image_emb: Tensor, crop_emb: Tensor | None = None, *, aux_emb: Tensor | None = None
+        self,
+        image_emb: Tensor,
+        crop_emb: Tensor | None = None,
+        *,
+        counts: Tensor | None = None,
+        aux_emb: Tensor | None = None,
     ) -> Tensor:
-        """Scores ``[B, C]`` of the next B images; ``aux_emb [B, D2]``: the same full views by
-        a second image encoder (all of a stream's calls give it, or none)."""
+        """Scores ``[B, C]`` of the next B images (image b with its first ``counts[b]``
+        crops); ``aux_emb [B, D2]``: the same full views by a second image encoder (all of a
+        stream's calls give it, or none)."""
+        counts = check_counts(counts, crop_emb)
         dual = aux_emb is not None
         if self.dual is not None and dual != self.dual:
             raise ValueError("cosmic: give aux_emb for every image of a stream, or for none")
@@ -144,16 +156,15 @@ class COSMICStream:
         self.dual = dual
         classes = len(self.text)
         views = 1 + (0 if crop_emb is None else crop_emb.shape[1])
-        step = block_size(views * classes)
+        step, base = block_size(views * classes), self.head.base
         out = []
-        for lo in range(0, len(image_emb), step):
-            crops = None if crop_emb is None else crop_emb[lo : lo + step]
-            features, logits = self.head.base.views(image_emb[lo : lo + step], crops, True)
-            aux = [None] * len(features)
-            if dual:
-                aux = F.normalize(aux_emb[lo : lo + step].to(features.dtype), dim=-1)
+        for image, crops, part, aux in blocks(step, image_emb, crop_emb, counts, aux_emb):
+            features, logits = base.views(image, crops, True, counts=part)
+            lengths = base.view_counts(part, True)
+            aux = F.normalize(aux.to(features.dtype), dim=-1) if dual else [None] * len(features)
             for row in range(len(features)):
-                out.append(self._image(features[row], logits[row], aux[row]))
+                own_views = own(features, lengths, row), own(logits, lengths, row)
+                out.append(self._image(*own_views, aux[row]))
         return torch.stack(out) if out else image_emb.new_zeros(0, classes)
 
     def _image(self, features: Tensor, logits: Tensor, aux: Tensor | None) -> Tensor:

@@ -6,7 +6,8 @@ learnable biases are zero), batched over blocks of images.
 Per image, with p_v = softmax(logit_scale * cos(view v, class vectors)) for its views:
 
 - pseudo-label: the argmax of the mean of p_v over the int(0.1 V) (at least 1) views of lowest
-  entropy -sum p log(p + 1e-6); its entropy -sum m log(m + 1e-8) of that mean m;
+  entropy -sum p log(p + 1e-6) (V the image's own views, 1 + counts[b] with ragged crops); its
+  entropy -sum m log(m + 1e-8) of that mean m;
 - memory: per class at most ``memory_size`` full-view features (the base's image side); a full
   class takes the image only if its entropy is below the highest stored, which it replaces;
   the image enters before it is scored;
@@ -24,6 +25,7 @@ memory, kept up to date, so each image costs one pass over the memory (the simil
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
@@ -36,11 +38,13 @@ from wca.methods.online import (
     SlotCache,
     Weight,
     block_size,
+    blocks,
     build_base,
     for_dataset,
     most_confident,
     take,
 )
+from wca.methods.ragged import by_length, check_counts
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 from wca.methods.zero import LogitScale
@@ -66,6 +70,13 @@ WEIGHTS = {
     "sun397": 3.0,
     "ucf101": 0.3,
 }
+
+
+def confident_mean(probabilities: Tensor, fraction: float) -> Tensor:
+    """The mean ``[B, C]`` of each image's views' probabilities ``[B, V, C]`` over its
+    int(fraction V) (at least 1) of lowest entropy -sum p log(p + 1e-6)."""
+    view_entropy = -(probabilities + 1e-6).log_().mul_(probabilities).sum(-1)
+    return take(probabilities, most_confident(view_entropy, fraction)).mean(1)
 
 
 @dataclass
@@ -99,24 +110,25 @@ class DMNStream:
         self.gram = self.keys @ self.keys.transpose(1, 2)
         self.memory = SlotCache(classes, head.memory_size)
 
-    def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None) -> Tensor:
+    def logits(
+        self, image_emb: Tensor, crop_emb: Tensor | None = None, *, counts: Tensor | None = None
+    ) -> Tensor:
+        counts = check_counts(counts, crop_emb)
         classes, slots = self.keys.shape[:2]
         views = 1 + (0 if crop_emb is None else crop_emb.shape[1])
-        step = block_size(classes * (slots + views))
+        step, base = block_size(classes * (slots + views)), self.head.base
         out = []
-        for lo in range(0, len(image_emb), step):
-            crops = None if crop_emb is None else crop_emb[lo : lo + step]
-            features, logits = self.head.base.views(image_emb[lo : lo + step], crops, True)
-            out.append(self._block(features, logits))
+        for image, crops, part in blocks(step, image_emb, crop_emb, counts):
+            features, logits = base.views(image, crops, True, counts=part)
+            out.append(self._block(features, logits, base.view_counts(part, True)))
         return torch.cat(out) if out else image_emb.new_zeros(0, classes)
 
-    def _block(self, features: Tensor, logits: Tensor) -> Tensor:
+    def _block(self, features: Tensor, logits: Tensor, lengths: Tensor | None) -> Tensor:
         head, size = self.head, len(features)
         self.keys = self.keys.to(features.device, features.dtype)
         self.gram = self.gram.to(features.device, features.dtype)
         probabilities = logits.softmax(-1)
-        view_entropy = -(probabilities + 1e-6).log_().mul_(probabilities).sum(-1)
-        mean = take(probabilities, most_confident(view_entropy, head.fraction)).mean(1)
+        mean = by_length(partial(confident_mean, fraction=head.fraction), lengths, probabilities)
         labels = mean.argmax(-1).tolist()
         entropies = (-(mean * torch.log(mean + 1e-8)).sum(-1)).tolist()
         block = self.memory.block(size)

@@ -7,8 +7,8 @@ Per image, from its views' zero-shot logits (the base's, at ``logit_scale``):
 
 - its views: the full view (``views="full"``: ImageNet and the fine-grained sets, read as one
   image), or the int(0.1 V) (at least 1) lowest-entropy views (``"confident"``: ImageNet-A/V/R/
-  Sketch, read with 63 AugMix views + the image, TDA's loaders); its zero-shot logits are their
-  mean;
+  Sketch, read with 63 AugMix views + the image, TDA's loaders; V the image's own, 1 +
+  counts[b] with ragged crops); its zero-shot logits are their mean;
 - output: zero-shot logits + min(rho mean_c(n_c) / k, eta) (x Lambda mu_c - mu_c Lambda mu_c
   / 2), x the mean of its k views, before the image is fitted;
 - fit, with each view's zero-shot probabilities y as soft labels: Sigma_c <- (n_c Sigma_c +
@@ -40,6 +40,7 @@ from wca.methods.online import (
     Views,
     Weight,
     block_size,
+    blocks,
     build_base,
     entropy,
     for_dataset,
@@ -47,6 +48,7 @@ from wca.methods.online import (
     take,
     with_options,
 )
+from wca.methods.ragged import check_counts, per_image
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 from wca.methods.tda import TDA_CONFIGS
@@ -125,30 +127,38 @@ class DOTAStream:
         self.scatters = (sigma * eye).repeat(classes, 1, 1)
         self.precision = eye / sigma
 
-    def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None) -> Tensor:
-        several = self.head.views == "confident"
+    def logits(
+        self, image_emb: Tensor, crop_emb: Tensor | None = None, *, counts: Tensor | None = None
+    ) -> Tensor:
+        counts = check_counts(counts, crop_emb)
+        several, base = self.head.views == "confident", self.head.base
         if self.means is None:  # the number of classes, from the first image's scores
-            crops = None if crop_emb is None else crop_emb[:1]
-            self.start(*self.head.base.views(image_emb[:1], crops, False))
+            crops, first = (None if x is None else x[:1] for x in (crop_emb, counts))
+            self.start(*base.views(image_emb[:1], crops, False, counts=first))
         views = 1 + (crop_emb.shape[1] if several and crop_emb is not None else 0)
         step = block_size(views * len(self.means))
         out = []
-        for lo in range(0, len(image_emb), step):
-            crops = None if crop_emb is None else crop_emb[lo : lo + step]
-            features, logits = self.head.base.views(image_emb[lo : lo + step], crops, several)
-            out.append(self._block(*chosen_views(features, logits, self.head.views)))
+        for image, crops, part in blocks(step, image_emb, crop_emb, counts):
+            features, logits = base.views(image, crops, several, counts=part)
+            lengths = base.view_counts(part, several)
+            out.append(self._block(per_image(self._chosen, lengths, features, logits)))
         return torch.cat(out) if out else image_emb.new_zeros(0, len(self.means))
 
-    def _block(self, features: Tensor, logits: Tensor) -> Tensor:
-        head = self.head
-        zero_shot, soft_labels = logits.mean(1), logits.softmax(-1)
-        out = torch.empty_like(zero_shot)
-        for image, (x, y) in enumerate(zip(features, soft_labels, strict=True)):
+    def _chosen(self, features: Tensor, logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Each image's chosen views ``[B, k, D]``, their soft labels ``[B, k, C]`` and its
+        zero-shot logits ``[B, C]`` (their mean)."""
+        features, logits = chosen_views(features, logits, self.head.views)
+        return features, logits.softmax(-1), logits.mean(1)
+
+    def _block(self, images: list[tuple[Tensor, ...]]) -> Tensor:
+        """The outputs of images ``(views, soft labels, zero-shot logits)``, one by one."""
+        head, out = self.head, []
+        for x, y, zero_shot in images:
             weight = (head.rho * self.counts.mean() / len(x)).clamp(max=head.eta)
             score = Discriminant.of(self.means, self.precision)(x.mean(0))
-            out[image] = zero_shot[image] + weight * score
+            out.append(zero_shot + weight * score)
             self._fit(x, y)
-        return out
+        return torch.stack(out)
 
     def _fit(self, x: Tensor, y: Tensor) -> None:
         """The authors' ``fit`` then ``update`` on one image's views ``x [k, D]`` with soft

@@ -34,7 +34,8 @@ from pydantic import Field
 
 from wca.deferred import F, torch
 from wca.methods.base import OnlineHead
-from wca.methods.online import Base, build_base, with_options
+from wca.methods.online import Base, blocks, build_base, with_options
+from wca.methods.ragged import check_counts
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 
@@ -71,11 +72,13 @@ class ECALPStream:
         self.head = head
         self.queries: Tensor | None = None
 
-    def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None) -> Tensor:
+    def logits(
+        self, image_emb: Tensor, crop_emb: Tensor | None = None, *, counts: Tensor | None = None
+    ) -> Tensor:
+        counts = check_counts(counts, crop_emb)
         out = []
-        for lo in range(0, len(image_emb), BLOCK):
-            crops = None if crop_emb is None else crop_emb[lo : lo + BLOCK]
-            features = self.head.base.views(image_emb[lo : lo + BLOCK], crops, False)[0]
+        for image, crops, part in blocks(BLOCK, image_emb, crop_emb, counts):
+            features = self.head.base.views(image, crops, False, counts=part)[0]
             out.extend(self._step(x) for x in features[:, 0])
         return torch.stack(out) if out else image_emb.new_zeros(0, len(self.head.base.text))
 

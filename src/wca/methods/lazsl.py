@@ -31,6 +31,7 @@ from wca.descriptions.io import match_descriptions
 from wca.methods.base import Head
 from wca.methods.online import for_dataset
 from wca.methods.prompts import descriptor_prompts, encode_prompts
+from wca.methods.ragged import by_count
 from wca.methods.registry import EncodeTexts, register_method, require
 from wca.methods.sources import TextSources
 
@@ -86,9 +87,21 @@ class LaZSLHead(Head):
     alpha: float = 0.8
     gamma: float = 0.0
 
-    def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0) -> Tensor:
+    def logits(
+        self,
+        image_emb: Tensor,
+        crop_emb: Tensor | None = None,
+        draw: int = 0,
+        *,
+        counts: Tensor | None = None,
+    ) -> Tensor:
+        """Scores ``[B, C]``; image b's crops are its first ``counts[b]`` (its own crop
+        marginal and Sinkhorn; images grouped by count)."""
         if crop_emb is None:
             raise ValueError("lazsl aligns crops: pass crop embeddings [B, N, D]")
+        return by_count(self._blocks, image_emb, crop_emb, counts)
+
+    def _blocks(self, image_emb: Tensor, crop_emb: Tensor) -> Tensor:
         step = max(1, BLOCK // (self.mask.numel() * crop_emb.shape[1]))
         return torch.cat(
             [

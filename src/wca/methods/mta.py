@@ -21,6 +21,7 @@ from pydantic import Field
 from wca.deferred import F, torch
 from wca.methods.base import Head
 from wca.methods.prompts import ClassText, class_vectors
+from wca.methods.ragged import by_count
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 from wca.methods.zero import LogitScale, all_views
@@ -92,7 +93,19 @@ class MTAHead(Head):
     uses_crops = True
     own_probabilities = True
 
-    def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0) -> Tensor:
+    def logits(
+        self,
+        image_emb: Tensor,
+        crop_emb: Tensor | None = None,
+        draw: int = 0,
+        *,
+        counts: Tensor | None = None,
+    ) -> Tensor:
+        """Logits ``[B, C]``; image b's views are its full view and first ``counts[b]`` crops
+        (its own V sets its bandwidths; images grouped by count)."""
+        return by_count(self._mode_logits, image_emb, crop_emb, counts)
+
+    def _mode_logits(self, image_emb: Tensor, crop_emb: Tensor | None) -> Tensor:
         views = all_views(image_emb, crop_emb)
         text = self.class_emb.to(views.dtype)
         mode = solve_mta(views, self.logit_scale * views @ text.T, self.lambda_y, self.lambda_q)

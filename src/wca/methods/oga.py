@@ -37,7 +37,8 @@ from pydantic import Field
 from wca.deferred import torch
 from wca.methods.base import OnlineHead
 from wca.methods.gaussian import Discriminant
-from wca.methods.online import Base, SlotCache, build_base, with_options
+from wca.methods.online import Base, SlotCache, blocks, build_base, with_options
+from wca.methods.ragged import check_counts
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 from wca.methods.zero import LogitScale
@@ -88,11 +89,13 @@ class OGAStream:
         self.score: Discriminant | None = None
         self.dtype = features.dtype  # the working precision
 
-    def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None) -> Tensor:
+    def logits(
+        self, image_emb: Tensor, crop_emb: Tensor | None = None, *, counts: Tensor | None = None
+    ) -> Tensor:
+        counts = check_counts(counts, crop_emb)
         out = []
-        for lo in range(0, len(image_emb), BLOCK):
-            crops = None if crop_emb is None else crop_emb[lo : lo + BLOCK]
-            features, logits = self.head.base.views(image_emb[lo : lo + BLOCK], crops, False)
+        for image, crops, part in blocks(BLOCK, image_emb, crop_emb, counts):
+            features, logits = self.head.base.views(image, crops, False, counts=part)
             out.append(self._block(features[:, 0], logits[:, 0]))
         return torch.cat(out) if out else image_emb.new_zeros(0, len(self.head.base.text))
 

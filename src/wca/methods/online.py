@@ -10,6 +10,11 @@ side (``image_features``, e.g. WCA's weighted crop mean), else the full view. A 
 reads crops has already turned the views into one score, so the method sees one view per image;
 a base that scores the full view alone (clip, cupl, ...) scores every view (the full view and
 the crops) where the method's authors use augmented views.
+
+Ragged crops (``counts``, :mod:`wca.methods.ragged`): a base that reads crops scores each image
+on its own crops; a base that scores views one by one gives each image its full view and its
+own crops, and a rule that counts views (the int(0.1 V) most confident) counts the image's own
+V = 1 + counts[b].
 """
 
 from __future__ import annotations
@@ -18,14 +23,15 @@ import functools
 import inspect
 import math
 import operator
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, Field
 
 from wca.deferred import torch
 from wca.methods.base import Head
+from wca.methods.ragged import zero_padding
 from wca.methods.registry import (
     METHODS,
     EncodeTexts,
@@ -81,23 +87,35 @@ class Base:
         return self.head.uses_crops
 
     def views(
-        self, image_emb: Tensor, crop_emb: Tensor | None, several: bool
+        self,
+        image_emb: Tensor,
+        crop_emb: Tensor | None,
+        several: bool,
+        *,
+        counts: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Features ``[B, V, D]`` and zero-shot logits ``[B, V, C]`` of each image's views:
         the full view then the crops when ``several`` (and the base scores one view at a
-        time), else one view: the base's image side and its scores."""
+        time), else one view: the base's image side and its scores. Image b's crops are its
+        first ``counts[b]``: a base that reads crops scores its own; views read one by one
+        are its first ``view_counts(counts, several)[b]``, the padding after them zeroed."""
         dtype = working_dtype(image_emb)
         image_emb = image_emb.to(dtype)
         crop_emb = None if crop_emb is None else crop_emb.to(dtype)
         if self.head.uses_crops:
-            features = self.head.image_features(image_emb, crop_emb).to(dtype)
-            logits = self.scale * self.head.logits(image_emb, crop_emb).to(dtype)
+            features = self.head.image_features(image_emb, crop_emb, counts=counts).to(dtype)
+            logits = self.scale * self.head.logits(image_emb, crop_emb, counts=counts).to(dtype)
             return features[:, None], logits[:, None]
         views = image_emb[:, None]
         if several and crop_emb is not None:
-            views = torch.cat([views, crop_emb], dim=1)
+            views = torch.cat([views, zero_padding(crop_emb, counts)], dim=1)
         logits = self.head.logits(views.flatten(0, 1)).to(dtype)
         return views, self.scale * logits.view(*views.shape[:2], -1)
+
+    def view_counts(self, counts: Tensor | None, several: bool) -> Tensor | None:
+        """The number of views ``[B]`` :meth:`views` gives each image: its full view and own
+        crops (1 + counts) where it reads them one by one; None where all have as many."""
+        return None if counts is None or self.head.uses_crops or not several else counts + 1
 
 
 def build_base(
@@ -182,10 +200,16 @@ def mean_entropy(logits: Tensor) -> Tensor:
     return -(mean * mean.exp()).sum(-1)
 
 
+def confident_count(n_views: int, fraction: float = 0.1, at_least: int = 1) -> int:
+    """How many of ``n_views`` views are the most confident: ``int(fraction V)``, at least
+    ``at_least`` (V being the image's own number of views)."""
+    return min(max(int(n_views * fraction), at_least), n_views)
+
+
 def most_confident(values: Tensor, fraction: float = 0.1, at_least: int = 1) -> Tensor:
     """Indices ``[B, k]`` of the ``int(fraction V)`` (at least ``at_least``) views of lowest
     ``values`` ``[B, V]``, lowest first."""
-    count = min(max(int(values.shape[1] * fraction), at_least), values.shape[1])
+    count = confident_count(values.shape[1], fraction, at_least)
     return torch.argsort(values, dim=1, stable=True)[:, :count]
 
 
@@ -197,6 +221,14 @@ def take(values: Tensor, index: Tensor) -> Tensor:
 
 def block_size(values_per_image: int) -> int:
     return max(1, min(MAX_BLOCK, VALUE_BUDGET // max(values_per_image, 1)))
+
+
+def blocks(step: int, image_emb: Tensor, *more: Tensor | None) -> Iterator[tuple[Any, ...]]:
+    """Consecutive blocks of ``step`` images: ``image_emb`` and each of ``more`` (per-image
+    values ``[B, ...]``: crops, counts, ...; None stays None) at their rows."""
+    for lo in range(0, len(image_emb), step):
+        rows = slice(lo, lo + step)
+        yield image_emb[rows], *(None if values is None else values[rows] for values in more)
 
 
 # --------------------------------------------------------------------------- per-class caches

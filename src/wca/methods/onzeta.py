@@ -33,7 +33,8 @@ from pydantic import Field
 from wca.defaults import IMAGENET_FAMILY
 from wca.deferred import F, torch
 from wca.methods.base import OnlineHead
-from wca.methods.online import Base, build_base, dataset_key, working_dtype
+from wca.methods.online import Base, blocks, build_base, dataset_key, working_dtype
+from wca.methods.ragged import check_counts
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 
@@ -75,7 +76,10 @@ class OnZetaStream:
         self.rho = np.zeros(self.proxies.shape[1])
         self.seen = 0
 
-    def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None) -> Tensor:
+    def logits(
+        self, image_emb: Tensor, crop_emb: Tensor | None = None, *, counts: Tensor | None = None
+    ) -> Tensor:
+        counts = check_counts(counts, crop_emb)
         if self.length is None:
             self.length = len(image_emb)
         if self.seen + len(image_emb) > self.length:
@@ -84,11 +88,9 @@ class OnZetaStream:
                 f"beta schedule); {self.seen + len(image_emb)} arrived"
             )
         out = []
-        for lo in range(0, len(image_emb), BLOCK):  # in float64: see the module doc
-            crops = None if crop_emb is None else crop_emb[lo : lo + BLOCK].double()
-            features, logits = self.head.base.views(
-                image_emb[lo : lo + BLOCK].double(), crops, False
-            )
+        for image, crops, part in blocks(BLOCK, image_emb, crop_emb, counts):  # in float64
+            crops = None if crops is None else crops.double()
+            features, logits = self.head.base.views(image.double(), crops, False, counts=part)
             out.append(self._block(features[:, 0], logits[:, 0]))
         dtype = working_dtype(image_emb)
         return torch.cat(out).to(dtype) if out else image_emb.new_zeros(0, self.proxies.shape[1])

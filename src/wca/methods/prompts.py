@@ -97,9 +97,19 @@ class PromptHead(Head):
     def n_draws(self) -> int:
         return self.class_emb.shape[0]
 
-    def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0) -> Tensor:
+    def logits(
+        self,
+        image_emb: Tensor,
+        crop_emb: Tensor | None = None,
+        draw: int = 0,
+        *,
+        counts: Tensor | None = None,
+    ) -> Tensor:
+        """Scores ``[B, C]`` of the full views (crops, and their ``counts``, are not read), in
+        the class vectors' precision or the images' where higher."""
         class_emb = self.class_emb[draw % self.n_draws]
-        return image_emb.to(class_emb.dtype) @ class_emb.T
+        dtype = torch.promote_types(image_emb.dtype, class_emb.dtype)
+        return image_emb.to(dtype) @ class_emb.to(dtype).T
 
     def text_features(self) -> Tensor:
         """The class vectors ``[C, D]`` (of the first draw): what an online method keeps."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
 from wca.deferred import torch
@@ -41,6 +42,7 @@ from wca.methods.online import (
     Views,
     Weight,
     block_size,
+    blocks,
     build_base,
     cache_affinity,
     entropy,
@@ -51,6 +53,7 @@ from wca.methods.online import (
     take,
     with_options,
 )
+from wca.methods.ragged import by_length, check_counts
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 from wca.methods.zero import LogitScale
@@ -140,25 +143,30 @@ class TDAStream:
         self.pos = SlotCache(classes, self.head.pos_shots)
         self.neg = SlotCache(classes, self.head.neg_shots, self.head.neg_policy)
 
-    def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None) -> Tensor:
-        several = self.several_views or self.head.views == "confident"
-        crops = None if crop_emb is None else crop_emb[:1]
+    def logits(
+        self, image_emb: Tensor, crop_emb: Tensor | None = None, *, counts: Tensor | None = None
+    ) -> Tensor:
+        counts = check_counts(counts, crop_emb)
+        several, base = self.several_views or self.head.views == "confident", self.head.base
         if self.pos is None:  # the number of classes, from the first image's scores
-            self.start(self.head.base.views(image_emb[:1], crops, False)[1].shape[-1])
+            crops, first = (None if x is None else x[:1] for x in (crop_emb, counts))
+            self.start(base.views(image_emb[:1], crops, False, counts=first)[1].shape[-1])
         n_views = 1 + (crop_emb.shape[1] if several and crop_emb is not None else 0)
         step = block_size(n_views * self.classes)
         out = []
-        for lo in range(0, len(image_emb), step):
-            crops = None if crop_emb is None else crop_emb[lo : lo + step]
-            features, logits = self.head.base.views(image_emb[lo : lo + step], crops, several)
-            out.append(self._block(features, logits))
+        for image, crops, part in blocks(step, image_emb, crop_emb, counts):
+            features, logits = base.views(image, crops, several, counts=part)
+            out.append(self._block(features, logits, base.view_counts(part, several)))
         return torch.cat(out) if out else image_emb.new_zeros(0, self.classes)
 
-    def _block(self, features: Tensor, logits: Tensor) -> Tensor:
+    def _block(self, features: Tensor, logits: Tensor, lengths: Tensor | None) -> Tensor:
+        """Scores of a block of images whose views are ``features``, ``logits`` (image b's the
+        first ``lengths[b]``; all when None)."""
         head = self.head
-        key, zero_shot, loss, probabilities, label = image_stats(features, logits, head.views)
+        stats = by_length(partial(image_stats, views=head.views), lengths, features, logits)
+        key, zero_shot, loss, probabilities, label = stats
         size, classes = zero_shot.shape
-        self.prepare(features, logits, key)
+        self.prepare(features, logits, key, lengths)
         labels, losses = label.tolist(), loss.tolist()
         ratios = (loss / math.log2(classes)).tolist()
         low, high = head.neg_entropy
@@ -183,7 +191,9 @@ class TDAStream:
         return zero_shot + head.pos_alpha * positive - head.neg_alpha * negative
 
     # BoostAdapter's additions; TDA has none
-    def prepare(self, features: Tensor, logits: Tensor, key: Tensor) -> None:
+    def prepare(
+        self, features: Tensor, logits: Tensor, key: Tensor, lengths: Tensor | None
+    ) -> None:
         pass
 
     def after_insert(self, image: int, pos) -> None:

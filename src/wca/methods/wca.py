@@ -15,6 +15,7 @@ from wca.deferred import F, torch
 from wca.descriptions.io import match_descriptions
 from wca.methods.base import Head
 from wca.methods.prompts import LABEL_TEMPLATE, PromptHead, encode_prompts
+from wca.methods.ragged import crop_mask
 from wca.methods.registry import EncodeTexts, register_method, require
 from wca.methods.sources import TextSources
 from wca.scoring import crop_weights, description_weights, image_side, text_side
@@ -50,20 +51,38 @@ class WCAHead(Head):
         side = text_side(self.desc_emb, self.label_emb, self.text_scale, self.mask, self.form)
         object.__setattr__(self, "text", side)
 
-    def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0) -> Tensor:
+    def logits(
+        self,
+        image_emb: Tensor,
+        crop_emb: Tensor | None = None,
+        draw: int = 0,
+        *,
+        counts: Tensor | None = None,
+    ) -> Tensor:
+        """Scores ``[B, C]``; image b's crops are its first ``counts[b]`` (the padding after
+        them is masked out of the crop weights)."""
         if crop_emb is None:
             raise ValueError("wca scores crops: pass crop embeddings [B, N, D]")
-        dtype = self.text.dtype
-        images = image_side(crop_emb.to(dtype), image_emb.to(dtype), self.image_scale, self.form)
-        return images @ self.text.T
+        images = self._image_side(image_emb, crop_emb, counts, self.form)
+        return images @ self.text.to(images.dtype).T
 
-    def image_features(self, image_emb: Tensor, crop_emb: Tensor) -> Tensor:
+    def image_features(
+        self, image_emb: Tensor, crop_emb: Tensor, *, counts: Tensor | None = None
+    ) -> Tensor:
         """The image side ``[B, D]`` as an online method's memory key: the weighted crop mean,
         normalised (the reference form's), whichever form scores."""
         if crop_emb is None:
             raise ValueError("wca's image side needs crop embeddings [B, N, D]")
-        dtype = self.text.dtype
-        return image_side(crop_emb.to(dtype), image_emb.to(dtype), self.image_scale, "reference")
+        return self._image_side(image_emb, crop_emb, counts, "reference")
+
+    def _image_side(
+        self, image_emb: Tensor, crop_emb: Tensor, counts: Tensor | None, form: str
+    ) -> Tensor:
+        """sum_i w_i crop_i over each image's own crops, in the text's precision or the
+        images' where higher."""
+        dtype = torch.promote_types(image_emb.dtype, self.text.dtype)
+        mask = crop_mask(crop_emb, counts)
+        return image_side(crop_emb.to(dtype), image_emb.to(dtype), self.image_scale, form, mask)
 
     def text_features(self) -> Tensor:
         """The text side ``[C, D]``: the class vectors an online method keeps."""
@@ -90,9 +109,12 @@ class WCAHead(Head):
         """v ``[C, M]``: each description's weight against its class label."""
         return description_weights(self.desc_emb, self.label_emb, self.text_scale, self.mask)
 
-    def crop_weights(self, image_emb: Tensor, crop_emb: Tensor) -> Tensor:
-        """w ``[B, N]``: each crop's weight against its full view."""
-        return crop_weights(crop_emb.float(), image_emb.float(), self.image_scale)
+    def crop_weights(
+        self, image_emb: Tensor, crop_emb: Tensor, *, counts: Tensor | None = None
+    ) -> Tensor:
+        """w ``[B, N]``: each crop's weight against its full view (0 on padding)."""
+        mask = crop_mask(crop_emb, counts)
+        return crop_weights(crop_emb.float(), image_emb.float(), self.image_scale, mask)
 
     def description_scores(
         self, classes: Sequence[int], weighted_crop: Tensor

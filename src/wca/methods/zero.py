@@ -2,7 +2,8 @@
 NeurIPS 2023): the views vote, each for its top class, after keeping the most confident ones.
 
 As the authors' ``Zero.zero``: probabilities softmax(logit_scale * cos) per view; the
-``int(V * gamma)`` views of lowest entropy are kept (V = full view + N crops); each kept view
+``int(V * gamma)`` views of lowest entropy are kept (V = full view + the image's own crops,
+1 + counts[b] where images have different numbers of crops); each kept view
 votes one-hot for its argmax (their softmax at zero temperature). Ties between the top vote
 counts go to the argmax of the first not-kept view, in entropy order, that is among the tied
 classes; if none is, to the tied class with the highest logit in the first not-kept view (the
@@ -20,6 +21,7 @@ from pydantic import Field
 from wca.deferred import F, torch
 from wca.methods.base import Head
 from wca.methods.prompts import ClassText, class_vectors
+from wca.methods.ragged import by_count
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
 
@@ -45,7 +47,19 @@ class ZeroHead(Head):
     uses_crops = True
     own_probabilities = True
 
-    def logits(self, image_emb: Tensor, crop_emb: Tensor | None = None, draw: int = 0) -> Tensor:
+    def logits(
+        self,
+        image_emb: Tensor,
+        crop_emb: Tensor | None = None,
+        draw: int = 0,
+        *,
+        counts: Tensor | None = None,
+    ) -> Tensor:
+        """Votes ``[B, C]``; image b's views are its full view and first ``counts[b]`` crops,
+        so its V, and the int(V gamma) views kept, are its own (images grouped by count)."""
+        return by_count(self._votes, image_emb, crop_emb, counts)
+
+    def _votes(self, image_emb: Tensor, crop_emb: Tensor | None) -> Tensor:
         views = all_views(image_emb, crop_emb)
         batch, n_views = views.shape[:2]
         cos = views @ self.class_emb.to(views.dtype).T  # [B, V, C]
