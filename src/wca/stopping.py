@@ -20,12 +20,12 @@ is large against its standard error,
 
 where k is the crops read and N = ``max_crops``. The factor sqrt(1 - k/N) is the finite-population
 correction: the target is the answer after all N crops, not after infinitely many, so the
-uncertainty shrinks to 0 at k = N. All rivals are tested, not only the runner-up (a rival with a
-smaller but steadier margin can be the weaker one; on the demo, testing the runner-up alone gave
-1 point less accuracy at equal cost). ``m`` and ``se`` come from one of three
+uncertainty shrinks to 0 at k = N. All rivals are tested, not only the runner-up: a rival with a
+larger but swinging margin can be the weaker one (in trials on the demo, testing the runner-up
+alone lost about 1 point at equal cost). ``m`` and ``se`` come from one of three
 :class:`Evidence` builders:
 
-- :func:`crop_evidence`, exact for WCA (Li et al., ICML 2024, eq. 6) and any head whose score is
+- :func:`crop_evidence`, exact for WCA (Li et al., ICML 2024, Sec. 3) and any head whose score is
   a weighted mean of per-crop class scores. WCA scores class c by
   normalize(sum_i w_i crop_i) . t_c with w = softmax_i(exp(image_scale) cos(crop_i, full view))
   and t_c its text side; the norm is one positive factor for all classes (the paper's form has
@@ -37,9 +37,9 @@ smaller but steadier margin can be the weaker one; on the demo, testing the runn
   self-normalised weighted mean, sum_i w_i^2 (d_i - m)^2 (the weighted variance over Kish's
   effective sample size 1 / sum w_i^2): exp(4) cos makes the weights so peaked that after 4
   crops half the demo's images have an effective sample size under 1.6, that estimate is then
-  near 0 whatever the crops say, and the rule stopped 1 image in 8 on a wrong answer at the 4th
-  crop at any z. Leaving out the crop that carries the weight moves m as much as that crop
-  decides, so a decision resting on one crop has a large jackknife error.
+  near 0 whatever the crops say, and with it the rule's top-1 stayed near 88 % (fixed N = 60:
+  93 %) for every z from 1 to 6. Leaving out the crop that carries the weight moves m as much
+  as that crop decides, so a decision resting on one crop has a large jackknife error.
 - :func:`jackknife_evidence`, for any head through its scores alone: the head's scores on all
   crops read and on the crops less each round (delete-a-group jackknife over the G rounds,
   G head calls); :func:`crop_evidence` is its one-crop-per-group case.
@@ -233,7 +233,9 @@ Rule = PatienceRule | MarginRule
 class CropBudget:
     """How many crops an image reads: at least ``min_crops`` and at most ``max_crops``, in rounds
     of ``crops_per_round``, stopping when ``rule`` settles it. ``max_crops`` is the fixed-N
-    crop count (``CropSpec.n``): a budget never reads more than fixed N would."""
+    crop count (``CropSpec.n``): a budget never reads more than fixed N would. Proposed as
+    settings: ``crop_budget`` (fixed | adaptive), ``stop_rule`` (margin | patience),
+    ``margin_z``, ``patience``, ``min_crops``, ``crops_per_round``; ``n_crops`` is max_crops."""
 
     max_crops: int = defaults.N_CROPS
     min_crops: int = 4
