@@ -253,15 +253,15 @@ def plot(path: Path, curves: dict, sweeps: dict, defaults: dict, n: int) -> None
         for (label, points), style in zip(lines.items(), ("k.-", "o-", "s--"), strict=False):
             ys = [getattr(p, field) for _, p in points]
             axes.plot([p.views for _, p in points], ys, style, ms=4, label=label)
-        top = getattr(curve[-1], field)
-        axes.plot(defaults[strategy].views, getattr(defaults[strategy], field), "k*", ms=11)
+        top, best = getattr(curve[-1], field), defaults[strategy]
+        axes.plot(best.views, getattr(best, field), "k*", ms=11, label="default budget")
         axes.axhline(top, color="grey", lw=0.8, ls=":", label=f"fixed N={n}")
         axes.axvline(0.2 * (n + 1), color="grey", lw=0.8, ls="-.", label="20 % of the passes")
-        axes.set(xscale="log", xticks=ticks, xticklabels=ticks, ylim=(top - span, top + span / 4))
+        axes.set(xscale="log", xticks=ticks, xticklabels=ticks, title=(strategy, "")[row])
+        axes.set_ylim(top - span, min(top + span / 4, 100.5))
         axes.xaxis.set_minor_formatter(NullFormatter())
-        axes.set_title(strategy if row == 0 else "")
     grid[0, 0].set_ylabel("top-1 (%)")
-    grid[1, 0].set_ylabel(f"agreement with fixed N={n} (%), ★ default budget")
+    grid[1, 0].set_ylabel(f"agreement with fixed N={n} (%)")
     grid[0, 0].legend(fontsize=7, loc="lower right")
     for axes in grid[1]:
         axes.set_xlabel("encoder passes per image (mean)")

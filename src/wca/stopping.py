@@ -270,7 +270,7 @@ class CropBudget:
             raise ValueError(f"crop counts {list(counts)} are not rounds of {self}")
         crops = counts[-1]
         if crops >= self.max_crops:
-            return torch.ones(history.shape[0], dtype=torch.bool)
+            return torch.ones(history.shape[0], dtype=torch.bool, device=history.device)
         if isinstance(self.rule, PatienceRule):
             return self.rule.settled(history, counts)
         if evidence is None:
