@@ -127,6 +127,23 @@ def test_views_quick(capsys):
 
 
 @pytest.mark.slow
+def test_anytime_quick(capsys, tmp_path):
+    """The anytime-views study at its smallest: the fixed-N curve, both stopping rules swept,
+    the default budget per order, a peer on WCA's stops and as its own stopping head, the plot."""
+    plot = tmp_path / "anytime.png"
+    output = run(capsys, "anytime", "--quick", "--plot", str(plot))
+    fixed, rules, per_order, peers, own = tables(output)
+    assert [row[0] for row in fixed] == ["1", "2", "4", "6", "8"]  # N <= 8 in the quick mode
+    swept = [row for row in rules if row[0] in ("margin", "patience")]
+    assert {row[0] for row in swept} == {"margin", "patience"}
+    assert all(5 <= float(row[2]) <= 9 for row in swept)  # 1 + min_crops (4) .. 1 + N views
+    assert all(row[4].count("[") == 1 and 0 <= float(row[5]) <= 100 for row in rules)
+    assert [row[0] for row in per_order] == ["random"] and [row[0] for row in peers] == ["zero"]
+    assert [row[2] for row in own] == ["-", "jackknife", "prefix"]
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
 def test_paths_quick(capsys):
     output = run(capsys, "paths", "--quick")
     difference = next(line for line in output.splitlines() if line.startswith("mean absolute"))
