@@ -51,7 +51,7 @@ from wca.compat import RENAMED_SETTINGS, renamed
 from wca.configs import AUTHORS_CODE_ALPHA, authors_file, config_path, dataset_defaults
 from wca.crops import Alpha, Beta, CropSpec, NCrops, Seed, Strategy
 from wca.errors import SettingError
-from wca.specs import CHECKPOINT_FILES, MODEL_FORMS, NAMED_MODELS
+from wca.specs import GRAMMAR, with_pretrained
 
 DEFAULT_METHODS = ("clip", "clip-e", "clip-d", "waffle", "cupl", "wca")
 DEFAULT_MODEL = "open_clip:ViT-B-32/openai"  # the authors' default CLIP, ViT-B/32
@@ -85,16 +85,29 @@ class MethodConfig(BaseModel):
         self.options = options.model_dump(exclude_unset=True)
         return self
 
-    def resolved_options(self) -> dict[str, Any]:
+    def resolved_options(self, dataset: str | None = None) -> dict[str, Any]:
         """Every option of the method, defaults included (what a result file records); a
-        temperature left unset is the model's own (``"model"``)."""
-        from wca.methods.registry import options_model
+        temperature left unset is the model's own (``"model"``); a method with per-dataset
+        values names the dataset whose values run on ``dataset``'s images
+        (:class:`wca.methods.registry.PerDataset`: ``imagenet`` for an image folder)."""
+        from wca.methods.registry import PER_DATASET, options_model
 
         model = options_model(self.name)
         resolved = model.model_validate(self.options).model_dump(mode="json")
         if "logit_scale" in model.model_fields and "logit_scale" not in self.options:
             resolved["logit_scale"] = "model"
+        if self.name in PER_DATASET:
+            resolved["dataset"] = PER_DATASET[self.name](self.options.get("dataset") or dataset)
         return resolved
+
+    def head_options(self, dataset: str | None = None) -> dict[str, Any]:
+        """The options the head is built with: those set, and the dataset whose values run
+        (the one :meth:`resolved_options` records)."""
+        options = dict(self.options)
+        if "dataset" in options or dataset is not None:
+            resolved = self.resolved_options(dataset).get("dataset")
+            options.update({} if resolved is None else {"dataset": resolved})
+        return options
 
 
 def _default_methods() -> list[MethodConfig]:
@@ -145,11 +158,14 @@ class EvalConfig(BaseModel):
 
     model: str = Field(
         DEFAULT_MODEL,
-        description=f"the model: {', '.join(MODEL_FORMS)}, a bare path to a {CHECKPOINT_FILES} "
-        "file or a model folder (backend inferred), or "
-        + ", ".join(f"{name} ({what})" for name, what in NAMED_MODELS.items())
-        + "; `wca models` lists them",
+        description=f"the model: {GRAMMAR}; `wca models` lists them",
         json_schema_extra=group("model", metavar="SPEC", repeatable=True),
+    )
+    pretrained: str | None = Field(
+        None,
+        description="the weights of model given as an architecture, clip_benchmark's way "
+        "(--model ViT-B-32 --pretrained openai, or a weights file): read as ViT-B-32/openai",
+        json_schema_extra=group("model", metavar="TAG"),
     )
     dataset: str | None = Field(
         None,
@@ -216,6 +232,15 @@ class EvalConfig(BaseModel):
     _notes: list[str] = PrivateAttr(default_factory=list)  # lines for the user, see resolve
     _named: set[str] = PrivateAttr(default_factory=set)  # methods the user asked for by name
 
+    @model_validator(mode="before")
+    @classmethod
+    def _join_pretrained(cls, data: Any) -> Any:
+        """``model: ARCH`` with ``pretrained: TAG`` (clip_benchmark's) is ``ARCH/TAG``."""
+        if isinstance(data, Mapping) and data.get("pretrained"):
+            model = with_pretrained(str(data.get("model", DEFAULT_MODEL)), data["pretrained"])
+            return {**data, "model": model, "pretrained": None}
+        return data
+
     @field_validator("dataset")
     @classmethod
     def _canonical_dataset(cls, value: str | None) -> str | None:
@@ -270,10 +295,10 @@ class EvalConfig(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain values, under their names, every method's options resolved
         (defaults included), so that equal settings always compare equal."""
-        data = self.model_dump(exclude={"methods"})
+        data = self.model_dump(exclude={"methods", "pretrained"})  # pretrained: in model
         data["effective_alpha"] = self.crop_alpha
         data["methods"] = [
-            {m.name: {"name": m.name, "enabled": m.enabled, **m.resolved_options()}}
+            {m.name: {"name": m.name, "enabled": m.enabled, **m.resolved_options(self.dataset)}}
             for m in self.methods
         ]
         return data

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from wca import merge
 from wca.config import EvalConfig
 from wca.errors import OutputExists, SettingError
 from wca.inputs import (
@@ -33,7 +34,7 @@ from wca.inputs import (
 )
 from wca.options import RunOptions
 from wca.results import NotAResult, ResultFile, Settings, read_result
-from wca.specs import model_fields, weights_file
+from wca.specs import model_fields, model_label, weights_file
 
 log = logging.getLogger("wca")
 
@@ -61,7 +62,7 @@ def build_heads(config: EvalConfig, sources, encoder, allow_duplicate_classes: b
                 encoder,
                 sources,
                 allow_duplicate_classes=allow_duplicate_classes,
-                **method.options,
+                **method.head_options(config.dataset),
             )
         except MissingTextSource as error:
             if config.named(method.name):
@@ -117,7 +118,7 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return f"{dataset_name(self.config)} x {self.config.model}"
+        return f"{dataset_name(self.config)} x {model_label(self.config.model)}"
 
     def prepare(self, options: RunOptions) -> Prepared:
         """The dataset and texts, read before any model: the output may not lie inside the
@@ -151,6 +152,16 @@ class Cell:
         except (NotAResult, OSError) as error:
             return f"not a result file ({error})"
 
+    def blocking(self, settings: Settings) -> str | None:
+        """Why the cell may not write its output (None: there is none, or it is this cell's
+        result, whose methods a run adds to: :mod:`wca.merge`)."""
+        if self.output is None or not Path(self.output).exists():
+            return None
+        try:
+            return read_result(self.output).other_cell(settings)
+        except (NotAResult, OSError) as error:
+            return f"not a result file ({error})"
+
     def refuse_to_replace(self, why: str) -> OutputExists:
         return OutputExists(
             f"{self.output} exists and is not this cell's result ({why}); choose another "
@@ -172,29 +183,60 @@ class Cell:
         when needed) on its dataset, every enabled method over the multi-run protocol.
 
         An output file already there is returned as it is with ``reuse`` when it is this
-        cell's result (same settings, texts and images); one that is not is replaced only with
-        ``overwrite``, else refused before any work. The result is written to the output (never
-        inside the dataset's own folder) and returned; under torchrun, ranks other than 0
-        encode their share of the features and return None."""
+        cell's result with the run's methods; when it is this cell's result with other
+        methods, the run's are added to it (a method it holds with other options: the run
+        writes beside it, :func:`wca.merge.beside`, unless ``overwrite``). A file of another
+        cell is replaced only with ``overwrite``, else refused before any work. The result is
+        written to the output (never inside the dataset's own folder) and returned; under
+        torchrun, ranks other than 0 encode their share of the features and return None."""
         options = RunOptions() if options is None else options
         prepared = self.prepare(options) if prepared is None else prepared
         if self.output is not None:
-            why = self.existing(self.settings(options, prepared))
+            settings = self.settings(options, prepared)
+            why = self.existing(settings)
             if why is None and reuse:
                 log.info(f"skip {self.label}: {self.output} is complete")
                 return read_result(self.output)
-            if why not in (None, "not there"):
+            blocked = self.blocking(settings)
+            if blocked is not None:
                 if not overwrite:
-                    raise self.refuse_to_replace(why)
-                log.info(f"redo {self.label}: {self.output}: {why}")
+                    raise self.refuse_to_replace(blocked)
+                log.info(f"redo {self.label}: {self.output}: {blocked}")
+            elif why != "not there" and not overwrite:
+                clash = merge.conflicts(read_result(self.output), settings)
+                if clash:
+                    target = merge.beside(self.output, settings)
+                    log.info(
+                        f"{self.output} holds {', '.join(clash)} with other options: "
+                        f"this run goes to {target.name}"
+                    )
+                    return Cell(self.config, target).run(
+                        options, encoder=encoder, reuse=reuse, primary_method=primary_method,
+                        split_shards=split_shards, prepared=prepared,
+                    )  # fmt: skip
         if encoder is None:
             encoder = load_model(self.config, options)
         elif callable(encoder) and not hasattr(encoder, "encode_images"):
             encoder = encoder()
         result = _evaluate_cell(self, options, encoder, prepared, primary_method, split_shards)
         if result is not None and self.output is not None:
+            result = self._with_existing(result, primary_method)
             result.write(self.output)
         return result
+
+    def _with_existing(self, result: ResultFile, primary_method: str | None) -> ResultFile:
+        """``result`` with the methods the output already holds for this cell added (the
+        weights' digest compared now that it is known); another file's are replaced."""
+        try:
+            existing = read_result(self.output)
+        except (NotAResult, OSError):
+            return result
+        if existing.other_cell(result.config) is not None:
+            return result
+        added = [name for name in existing.results.methods if name not in result.results.methods]
+        if added:
+            log.info(f"{self.output}: kept {', '.join(added)} beside this run's methods")
+        return merge.merged(existing, result, primary_method)
 
 
 def _evaluate_cell(
@@ -248,7 +290,7 @@ def _evaluate_cell(
     )
     for method in config.enabled_methods():
         if method.name in evaluation.methods:
-            evaluation.methods[method.name].options = method.resolved_options()
+            evaluation.methods[method.name].options = method.resolved_options(config.dataset)
     model_file = weights_file(config.model)
     settings = {
         **cell.settings(options, prepared).model_dump(),

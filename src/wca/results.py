@@ -59,6 +59,18 @@ def tail_is_worst_run(n_runs: int) -> bool:
     return n_runs * TAIL_PERCENT < 100
 
 
+def per_dataset_note(values: dict[str, str]) -> str | None:
+    """``{method: dataset}`` of the methods with per-dataset values, as one line saying whose
+    values ran (``imagenet's for tda, dmn``), or None."""
+    if not values:
+        return None
+    by_dataset: dict[str, list[str]] = {}
+    for method, dataset in values.items():
+        by_dataset.setdefault(dataset, []).append(method)
+    ran = "; ".join(f"{data}'s for {', '.join(names)}" for data, names in by_dataset.items())
+    return f"per-dataset values: {ran} (methods.NAME.dataset chooses others)."
+
+
 def tail_text(value: float, n_runs: int) -> str:
     """A tail accuracy for a table: ``"55.00"``, or ``"55.00 (worst run)"`` below 10 runs."""
     return f"{value:.2f}" + (" (worst run)" if tail_is_worst_run(n_runs) else "")
@@ -87,8 +99,9 @@ class RunStats(BaseModel):
 
 
 class Calibration(BaseModel):
-    """Per run: expected calibration error (15 equal-width bins over the top-1 confidence),
-    negative log-likelihood and Brier score of the method's class probabilities."""
+    """Per run: expected calibration error (15 equal-width bins over the top-1 confidence; a
+    fraction in [0, 1] here and in :class:`Metrics`, shown in % in every table), negative
+    log-likelihood and Brier score of the method's class probabilities."""
 
     ece: RunStats
     nll: RunStats
@@ -255,16 +268,25 @@ class ResultFile(BaseModel):
             f"Tail: mean top-1 of the worst {TAIL_PERCENT} % of runs (the worst run below "
             f"{100 // TAIL_PERCENT} runs)."
         )
+        datasets = {name: m.options["dataset"] for name, m in results.methods.items()
+                    if isinstance(m.options.get("dataset"), str)}  # fmt: skip
+        lines += filter(None, [per_dataset_note(datasets)])
         return "\n".join(lines)
+
+    def other_cell(self, settings: Settings) -> str | None:
+        """Why this is not a result of the cell of ``settings`` (None: it is, whatever its
+        methods): a setting of :data:`IDENTITY` that differs."""
+        differs = self.config.differs_from(settings)
+        return None if differs is None else f"its {DIFFERS.get(differs, differs + ' differs')}"
 
     def reusable_for(self, settings: Settings) -> str | None:
         """Why this result cannot stand for a run of ``settings`` (None: it can): a setting
         of :data:`IDENTITY` that differs, or a method of the run that the file's settings lack
         or give other options (a method skipped for want of texts is skipped again: the texts'
         digest is compared)."""
-        differs = self.config.differs_from(settings)
-        if differs is not None:
-            return f"its {DIFFERS.get(differs, differs + ' differs')}"
+        other = self.other_cell(settings)
+        if other is not None:
+            return other
         mine, wanted = self.config.method_options(), settings.method_options()
         if any(mine.get(name) != options for name, options in wanted.items()):
             return "its methods differ"

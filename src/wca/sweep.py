@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wca.errors import SettingError
-from wca.specs import absolute_spec, full_spec, model_fields
+from wca.specs import canonical, model_fields, model_label
 
 if TYPE_CHECKING:
     from wca.pipeline import Cell
@@ -75,10 +75,22 @@ def check_template(template: str) -> list[str]:
 
 def output_path(template: str, values: Mapping[str, Any]) -> Path:
     """The template filled with path-safe values (see :func:`path_safe`); ``{model}`` is
-    meant to be the whole model spec, ``{pretrained}`` its weights (:func:`model_fields`)."""
+    meant to be the model's short label, ``{pretrained}`` its weights (:func:`model_labels`)."""
     check_template(template)
     safe = {key: path_safe(str(values.get(key))) for key in OUTPUT_FIELDS}
     return Path(template.format(**safe)).expanduser()
+
+
+def model_labels(specs: Sequence[str]) -> dict[str, str]:
+    """The short label of each spec (:func:`wca.specs.model_label`: ``ViT-B-32 openai``, a
+    weights file's stem), with a short hash of the spec where two specs share a label (two
+    checkpoints of one name in different folders stay apart)."""
+    labels = {spec: model_label(spec) for spec in dict.fromkeys(specs)}
+    shared = {text for text in labels.values() if list(labels.values()).count(text) > 1}
+    return {
+        spec: f"{text} {hashlib.sha256(spec.encode()).hexdigest()[:8]}" if text in shared else text
+        for spec, text in labels.items()
+    }
 
 
 def _names(given: Sequence[str] | None) -> list[str | None]:
@@ -129,7 +141,7 @@ def plan(
                     raise FileNotFoundError(
                         f"{config.data_root}: data root does not exist or is not a folder"
                     )
-                config.model = absolute_spec(full_spec(config.model))
+                config.model = canonical(config.model)
                 enabled = [method.name for method in config.enabled_methods()]
                 if not enabled:
                     raise SettingError("methods", "every method is disabled (enable one)")
@@ -141,10 +153,13 @@ def plan(
                 run_indices(
                     config.n_crops, config.n_run, config.patch_n, config.seed, config.protocol
                 )
-                fields = {**config.model_dump(), **model_fields(config.model)}
-                fields["model"] = config.model  # the whole spec: two checkpoints stay apart
-                fields["dataset"] = dataset_name(config)
-                cells.append(Cell(config, output_path(template, fields).resolve()))
+                cells.append(Cell(config))
+    labels = model_labels([cell.config.model for cell in cells])
+    for index, cell in enumerate(cells):
+        fields = {**cell.config.model_dump(), **model_fields(cell.config.model)}
+        fields["model"] = labels[cell.config.model]
+        fields["dataset"] = dataset_name(cell.config)
+        cells[index] = Cell(cell.config, output_path(template, fields).resolve())
     seen: dict[Path, Cell] = {}
     for cell in cells:
         if cell.output.is_dir():
@@ -186,14 +201,15 @@ def one_line(error: BaseException) -> str:
 
 
 def check_outputs(cells: Sequence[Cell], precision: str) -> None:
-    """Refuse, before any work, to replace a file that is not a result of its cell's own
-    settings (a run with other crops, another JSON): what was computed is never lost."""
+    """Refuse, before any work, to replace a file that is not a result of its cell (a run
+    with other crops, another JSON): what was computed is never lost. A result of the same
+    cell is not refused: the run adds its methods to it (:mod:`wca.merge`)."""
     from wca.options import RunOptions
 
     options = RunOptions(precision=precision, cache_dir=None)
     for cell in cells:
-        why = cell.existing(cell.settings(options))
-        if why not in (None, "not there"):
+        why = cell.blocking(cell.settings(options))
+        if why is not None:
             raise cell.refuse_to_replace(why)
 
 

@@ -99,6 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from wca import sweep
     from wca.config import EvalConfig
+    from wca.specs import model_label
 
     models = list(args.model or []) + (read_list(args.models_file) if args.models_file else [])
     datasets = list(args.dataset or []) + (
@@ -125,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
 
     def show(cell, result) -> None:
         split = cell.config.split or result.config.split
-        title = f"{result.dataset}{f' ({split})' if split else ''}, {cell.config.model}"
+        where = f" ({split})" if split else ""
+        title = f"{result.dataset}{where}, {model_label(cell.config.model)}"
         print(result.table(title))
         print(f"\nwrote {cell.output}", file=sys.stderr)
 

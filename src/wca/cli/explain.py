@@ -16,7 +16,7 @@ from wca.cli.classifier_options import (
     read_classes,
     required_model,
 )
-from wca.cli.options import describe, model_help
+from wca.cli.options import describe, model_help, model_option
 
 DEFAULT_OUT = "wca-explain"
 
@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--output", type=Path, default=Path(DEFAULT_OUT), help=f"output folder ({DEFAULT_OUT})"
     )
-    parser.add_argument("--model", metavar="SPEC", help=model_help() + "; required")
+    model_option(parser, model_help() + "; required")
     classifier_settings(parser)
     parser.add_argument(
         "--explain-crops",

@@ -12,6 +12,8 @@ from wca.cli.options import (
     describe,
     load_encoder,
     model_help,
+    model_option,
+    model_spec,
     run_options,
     speed_settings,
 )
@@ -39,10 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also open a temporary public link through Gradio's share servers (needs internet)",
     )
-    parser.add_argument(
-        "--model",
-        metavar="SPEC",
-        help=model_help("demo, with the demo world's classes, texts and example images"),
+    model_option(
+        parser, model_help("demo, with the demo world's classes, texts and example images")
     )
     speed_settings(parser)
     parser.set_defaults(handler=run)
@@ -61,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be 1..65535, got {args.port}")
     if args.model:
-        encoder = load_encoder(args, args.model)
-        service = Service(encoder, args.model)
+        spec = model_spec(args)
+        encoder = load_encoder(args, spec)
+        service = Service(encoder, spec)
     else:
         examples = tempfile.mkdtemp(prefix="wca-serve-examples-")
         service = demo_service(examples, device=run_options(args, names=SPEED).device)

@@ -40,6 +40,7 @@ from wca.methods.online import (
     block_size,
     build_base,
     for_dataset,
+    tuned_for,
     with_options,
 )
 from wca.methods.registry import EncodeTexts, register_method
@@ -120,7 +121,7 @@ class BCAStream:
         return out
 
 
-@register_method("bca")
+@register_method("bca", per_dataset=tuned_for(TDA_CONFIGS))
 def _bca(
     encode_texts: EncodeTexts,
     sources: TextSources,
@@ -147,4 +148,4 @@ def _bca(
     )
 
 
-register_method("bca+wca")(with_options(_bca, base="wca"))
+register_method("bca+wca", per_dataset=tuned_for(TDA_CONFIGS))(with_options(_bca, base="wca"))

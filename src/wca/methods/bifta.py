@@ -40,7 +40,7 @@ from torch import Tensor
 
 from wca.defaults import IMAGE_SCALE, TEXT_SCALE
 from wca.descriptions.io import match_descriptions
-from wca.methods.online import for_dataset
+from wca.methods.online import for_dataset, tuned_for
 from wca.methods.prompts import LABEL_TEMPLATE, encode_prompts
 from wca.methods.registry import EncodeTexts, register_method, require
 from wca.methods.sources import TextSources
@@ -80,7 +80,7 @@ def refine_descriptions(
     return kept
 
 
-@register_method("bifta")
+@register_method("bifta", per_dataset=tuned_for(MAX_DESCRIPTIONS))
 def _bifta(
     encode_texts: EncodeTexts,
     sources: TextSources,

@@ -42,6 +42,7 @@ from wca.methods.online import (
     for_dataset,
     most_confident,
     take,
+    tuned_for,
 )
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
@@ -144,7 +145,7 @@ class BoostStream(TDAStream):
         return total.scatter_add(1, self.boost_labels, weights)
 
 
-@register_method("boostadapter")
+@register_method("boostadapter", per_dataset=tuned_for(DELTAS))
 def _boostadapter(
     encode_texts: EncodeTexts,
     sources: TextSources,

@@ -60,6 +60,7 @@ from wca.methods.online import (
     entropy,
     for_dataset,
     most_confident,
+    tuned_for,
     with_options,
 )
 from wca.methods.registry import EncodeTexts, register_method
@@ -223,7 +224,7 @@ def _unit(vectors: Tensor) -> Tensor:
     return unit.masked_fill((vectors.sum(-1) == 0)[..., None], 0.0)
 
 
-@register_method("cosmic")
+@register_method("cosmic", per_dataset=tuned_for(TDA_CONFIGS))
 def _cosmic(
     encode_texts: EncodeTexts,
     sources: TextSources,
@@ -263,4 +264,4 @@ def _cosmic(
     )
 
 
-register_method("cosmic+wca")(with_options(_cosmic, base="wca"))
+register_method("cosmic+wca", per_dataset=tuned_for(TDA_CONFIGS))(with_options(_cosmic, base="wca"))

@@ -42,6 +42,7 @@ from wca.methods.online import (
     for_dataset,
     most_confident,
     take,
+    tuned_for,
 )
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
@@ -165,7 +166,7 @@ class DMNStream:
         self.gram[labels, :, places] = rows_gram
 
 
-@register_method("dmn")
+@register_method("dmn", per_dataset=tuned_for(WEIGHTS))
 def _dmn(
     encode_texts: EncodeTexts,
     sources: TextSources,

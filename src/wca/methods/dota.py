@@ -46,6 +46,7 @@ from wca.methods.online import (
     for_dataset,
     most_confident,
     take,
+    tuned_for,
     with_options,
 )
 from wca.methods.registry import EncodeTexts, register_method
@@ -164,7 +165,7 @@ class DOTAStream:
         self.precision = torch.linalg.inv((1 - epsilon) * mean + epsilon * eye)
 
 
-@register_method("dota")
+@register_method("dota", per_dataset=tuned_for(TDA_CONFIGS))
 def _dota(
     encode_texts: EncodeTexts,
     sources: TextSources,
@@ -191,4 +192,4 @@ def _dota(
     )
 
 
-register_method("dota+wca")(with_options(_dota, base="wca"))
+register_method("dota+wca", per_dataset=tuned_for(TDA_CONFIGS))(with_options(_dota, base="wca"))

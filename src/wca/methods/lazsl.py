@@ -29,7 +29,7 @@ from torch import Tensor
 
 from wca.descriptions.io import match_descriptions
 from wca.methods.base import Head
-from wca.methods.online import for_dataset
+from wca.methods.online import for_dataset, tuned_for
 from wca.methods.prompts import descriptor_prompts, encode_prompts
 from wca.methods.registry import EncodeTexts, register_method, require
 from wca.methods.sources import TextSources
@@ -110,7 +110,7 @@ class LaZSLHead(Head):
         return (plan * mixed).sum((-1, -2))
 
 
-@register_method("lazsl")
+@register_method("lazsl", per_dataset=tuned_for(SUFFIXES))
 def _lazsl(
     encode_texts: EncodeTexts,
     sources: TextSources,

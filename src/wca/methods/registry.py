@@ -13,12 +13,14 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from torch import Tensor
 
 from wca.compat import RENAMED_SETTINGS, renamed
+from wca.dataset_names import dataset_key
 from wca.descriptions.io import duplicate_names
 from wca.methods.base import Head
 from wca.methods.sources import TextSources
@@ -58,9 +60,41 @@ MethodBuilder = Callable[..., Head]
 METHODS: Registry[MethodBuilder] = Registry("method")
 
 
-def register_method(name: str) -> Callable[[MethodBuilder], MethodBuilder]:
-    """Register a head builder under ``name`` (a name is registered once)."""
-    return METHODS.register(name)
+@dataclass(frozen=True)
+class PerDataset:
+    """A method whose options default per dataset (its ``dataset`` option): the datasets its
+    authors gave values for, and whose values run elsewhere. Called with a task's dataset, it
+    names the dataset whose values run (what results record: ``dataset=imagenet`` is
+    ImageNet's values, whatever the images)."""
+
+    tuned: tuple[str, ...]
+    fallback: str = "imagenet"
+
+    def __call__(self, dataset: str | None) -> str:
+        key = dataset_key((dataset or self.fallback).rsplit("/", 1)[-1])  # wds/vtab/dtd: dtd
+        return key if key in self.tuned else self.fallback
+
+    def describe(self) -> str:
+        return f"the authors' values for {', '.join(self.tuned)}; {self.fallback}'s elsewhere"
+
+
+# The methods with per-dataset values (registered with them), by name.
+PER_DATASET: dict[str, PerDataset] = {}
+
+
+def register_method(
+    name: str, per_dataset: PerDataset | None = None
+) -> Callable[[MethodBuilder], MethodBuilder]:
+    """Register a head builder under ``name`` (a name is registered once); ``per_dataset``:
+    its options default per dataset (it takes a ``dataset`` option)."""
+
+    def add(builder: MethodBuilder) -> MethodBuilder:
+        METHODS.register(name, builder)
+        if per_dataset is not None:
+            PER_DATASET[name] = per_dataset
+        return builder
+
+    return add
 
 
 def build_head(

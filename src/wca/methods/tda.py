@@ -48,6 +48,7 @@ from wca.methods.online import (
     most_confident,
     per_class,
     take,
+    tuned_for,
     with_options,
 )
 from wca.methods.registry import EncodeTexts, register_method
@@ -201,7 +202,7 @@ def dataset_cache(dataset: str | None, alpha: float | None, beta: float | None, 
     )
 
 
-@register_method("tda")
+@register_method("tda", per_dataset=tuned_for(TDA_CONFIGS))
 def _tda(
     encode_texts: EncodeTexts,
     sources: TextSources,
@@ -235,4 +236,4 @@ def _tda(
     )
 
 
-register_method("tda+wca")(with_options(_tda, base="wca"))
+register_method("tda+wca", per_dataset=tuned_for(TDA_CONFIGS))(with_options(_tda, base="wca"))
