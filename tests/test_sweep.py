@@ -226,7 +226,7 @@ def test_model_fields_follow_clip_benchmark_names_without_paths(tmp_path, monkey
         "open_clip:hf-hub:org/name", "hf:openai/clip-vit-base-patch32")}  # fmt: skip
     assert labels == {
         "ViT-B-32/openai": "ViT-B-32 openai",
-        "open_clip:ViT-B-16@ViT-B-32.pt": "ViT-B-16 ViT-B-32",
+        "open_clip:ViT-B-16@ViT-B-32.pt": "ViT-B-16 (ViT-B-32)",
         "ViT-B-32.pt": "ViT-B-32",
         "demo": "wca-demo-rn",
         "open_clip:hf-hub:org/name": "org/name",

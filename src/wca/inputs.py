@@ -46,6 +46,10 @@ def text_sources(dataset, options: RunOptions):
     directory; as a file it replaces only the sentences (cupl, wca). Class names come from the
     folder when it has its own lists, else from the dataset; ImageNet and its variants use
     ImageNet's lists (CuPL names; OpenAI names for clip-d and waffle), as the authors do.
+    Without any descriptions (a dataset with no folder of its own, none given), the class
+    names alone: the methods that need no more run (clip; clip-e on templates the dataset
+    brings, e.g. clip_benchmark's shards). A dataset's templates serve clip-e wherever the
+    descriptions have none.
     """
     from wca.datasets import resolve_descriptions_dir
     from wca.descriptions import load_descriptions
@@ -59,11 +63,6 @@ def text_sources(dataset, options: RunOptions):
         directory, _ = resolve_descriptions_dir(options.descriptions_dir)
         folder = directory / dataset.descriptions_name
     if folder is None or (given is not None and not folder.is_dir()):
-        if given is None:
-            raise ValueError(
-                f"{dataset.name}: descriptions: none for these classes (a folder laid out like "
-                "the published sets, or a {class: [sentence, ...]} JSON file)"
-            )
         sources = TextSources(list(dataset.classnames))
     else:
         own_names = any((folder / n).is_file() for n in ("classnames.json", "classnames-cupl.json"))
@@ -77,6 +76,8 @@ def text_sources(dataset, options: RunOptions):
                 imagenet.classnames_for,
             )
     sources.dataset = dataset.name
+    if sources.templates is None and dataset.templates:
+        sources.templates = list(dataset.templates)
     if len(sources.classnames) != len(dataset.classnames):
         raise ValueError(
             f"{folder}: {len(sources.classnames)} class names, the dataset has "
@@ -85,6 +86,9 @@ def text_sources(dataset, options: RunOptions):
     if given is not None and not given.is_dir():
         sources.sentences = load_descriptions(given)
         return sources, str(given.resolve()) if folder is None else f"{folder} + {given.resolve()}"
+    if folder is None:
+        brought = " and the dataset's templates" if sources.templates else ""
+        return sources, f"the class names{brought} (no descriptions)"
     return sources, str(folder.resolve())
 
 

@@ -49,12 +49,13 @@ class Prepared(NamedTuple):
 
 
 def build_heads(config: EvalConfig, sources, encoder, allow_duplicate_classes: bool) -> dict:
-    """The heads of the enabled methods; a default method whose texts the task lacks (no
-    clip-e.json, no word list) is skipped with one line, a method asked for by name fails."""
+    """The heads of the enabled methods; the default methods whose texts the task lacks (no
+    clip-e.json, no word list, no descriptions at all) are skipped, named in one line; a
+    method asked for by name fails."""
     from wca.methods import build_head
     from wca.methods.registry import MissingTextSource
 
-    heads = {}
+    heads, skipped = {}, {}
     for method in config.enabled_methods():
         try:  # the encoder brings its logit_scale; sources.dataset the authors' per-dataset values
             heads[method.name] = build_head(
@@ -67,7 +68,14 @@ def build_heads(config: EvalConfig, sources, encoder, allow_duplicate_classes: b
         except MissingTextSource as error:
             if config.named(method.name):
                 raise
-            log.info(f"skipped {method.name}: {error}")
+            skipped[method.name] = error.what
+    if skipped:
+        log.info(
+            "skipped for want of texts: "
+            + ", ".join(f"{name} ({what})" for name, what in skipped.items())
+            + "; descriptions (a folder laid out like the published sets, or a "
+            "{class: [sentence, ...]} JSON file) give them"
+        )
     if not heads:
         raise SettingError("methods", "none can run on these texts (see the lines above)")
     return heads

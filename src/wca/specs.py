@@ -195,14 +195,15 @@ def model_fields(spec: str) -> dict[str, str | None]:
 
 def label(model: str, pretrained: str | None) -> str:
     """The short name of a model in tables and file names (clip_benchmark's ``model_fullname``
-    without paths): ``ViT-B-32 openai``; a weights file by its stem (``ViT-B-16 tuned``, or
+    without paths): ``ViT-B-32 openai``; a weights file by its stem (``ViT-B-16 (tuned)``, or
     the stem alone when it is the model's name); a hub repository by its name."""
     model = model.removeprefix("hf-hub:")
     if not pretrained or pretrained == "hf-hub":
         return model
     if "/" in pretrained or "\\" in pretrained or Path(pretrained).suffix in CHECKPOINT_SUFFIXES:
-        pretrained = Path(pretrained.replace("\\", "/")).stem
-    return model if pretrained == model else f"{model} {pretrained}"
+        stem = Path(pretrained.replace("\\", "/")).stem
+        return model if stem == model else f"{model} ({stem})"
+    return f"{model} {pretrained}"
 
 
 def model_label(spec: str) -> str:

@@ -33,7 +33,9 @@ class Dataset(torch.utils.data.Dataset):
     which refuses images above ``max_image_pixels`` (0: no limit; the run option sets it).
     ``class_subset`` (ImageNet-A/-R) lists the labels a prediction is chosen from; None means
     all of ``classnames``. ``descriptions_name`` is the dataset's folder in a descriptions
-    directory. ``paths`` are the image files, in dataset order.
+    directory. ``paths`` are the image files, in dataset order. ``templates`` are prompt
+    templates with ``{}`` for the class name that come with the dataset (clip_benchmark's),
+    CLIP-E's when no descriptions bring their own.
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class Dataset(torch.utils.data.Dataset):
         classnames: Sequence[str],
         descriptions_name: str | None,
         class_subset: Sequence[int] | None = None,
+        templates: Sequence[str] | None = None,
     ) -> None:
         if len(paths) != len(labels):
             raise ValueError(f"{root}: {len(paths)} images but {len(labels)} labels")
@@ -67,6 +70,7 @@ class Dataset(torch.utils.data.Dataset):
         self.classnames = list(classnames)
         self.descriptions_name = descriptions_name
         self.class_subset = None if class_subset is None else [int(i) for i in class_subset]
+        self.templates = None if templates is None else list(templates)
         self.max_image_pixels = MAX_IMAGE_PIXELS
 
     def __len__(self) -> int:

@@ -38,7 +38,10 @@ class TextEncoder(Protocol):
 
 
 class MissingTextSource(ValueError):
-    """A method needs a text file (templates, descriptors, a word list) the task lacks."""
+    """A method needs a text file (templates, descriptors, a word list) the task lacks;
+    ``what`` names it."""
+
+    what: str = "texts"
 
 
 class DuplicateClassNames(ValueError):
@@ -50,9 +53,11 @@ class DuplicateClassNames(ValueError):
 
 def require(value, method: str, what: str):
     if value is None:
-        raise MissingTextSource(
+        error = MissingTextSource(
             f"method {method!r} needs {what}, which this description source lacks"
         )
+        error.what = what
+        raise error
     return value
 
 
