@@ -12,6 +12,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -43,8 +44,10 @@ def _pil_allows(limit: int) -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = saved
 
 
-def _open(source: str | Path, limit: int) -> Image.Image:
-    """Decode a file, refusing images above ``limit`` pixels (0: no limit) with a clear error."""
+def _open(source: str | Path | BinaryIO, limit: int, name: str | None = None) -> Image.Image:
+    """Decode a file (or a stream, called ``name`` in errors), refusing images above
+    ``limit`` pixels (0: no limit) with a clear error."""
+    name = str(source) if name is None else name
     try:
         with _pil_allows(limit), warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below
@@ -56,18 +59,23 @@ def _open(source: str | Path, limit: int) -> Image.Image:
         size = re.search(r"\((\d+) pixels\)", str(error))
         what = f"{size[1]} pixels" if size else str(error)
         raise ImageTooLarge(
-            f"{source}: image too large ({what}; the limit is {limit} pixels, a guard against "
+            f"{name}: image too large ({what}; the limit is {limit} pixels, a guard against "
             "decompression bombs): raise max_image_pixels (0: no limit) if you trust the file"
         ) from None
     except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"{source}: not a readable image ({error})") from error
+        raise ValueError(f"{name}: not a readable image ({error})") from error
     return image
 
 
-def load_image(source: str | Path | Image.Image, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+def load_image(
+    source: str | Path | BinaryIO | Image.Image,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    name: str | None = None,
+) -> Image.Image:
     """Open an image as 8-bit RGB, upright by its EXIF orientation, with a clear error if not
-    (unreadable, or larger than ``max_pixels``, width x height; 0: no limit)."""
-    image = source if isinstance(source, Image.Image) else _open(source, max_pixels)
+    (unreadable, or larger than ``max_pixels``, width x height; 0: no limit). A stream (an
+    image inside an archive) is called ``name`` in errors."""
+    image = source if isinstance(source, Image.Image) else _open(source, max_pixels, name)
     if image.width < 1 or image.height < 1:
         raise ValueError(f"{getattr(image, 'filename', '') or 'image'}: has no pixels")
     image = ImageOps.exif_transpose(image)

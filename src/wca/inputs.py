@@ -24,6 +24,21 @@ def dataset_name(config: EvalConfig) -> str:
     return str(config.dataset)
 
 
+def is_remote(root: str, dataset: str | None) -> bool:
+    """Whether ``root`` names a Hub repository of shards rather than a folder (``wds/NAME``
+    datasets: :func:`wca.datasets.webdataset.hub_repo`)."""
+    if not str(dataset or "").lower().startswith("wds/"):
+        return False
+    from wca.datasets.webdataset import hub_repo
+
+    return hub_repo(root) is not None
+
+
+def data_root(root: str, dataset: str | None) -> str:
+    """A data root as results record it: absolute, or a Hub repository as given."""
+    return root if is_remote(root, dataset) else str(Path(root).expanduser().resolve())
+
+
 def load_cell_dataset(config: EvalConfig, options: RunOptions):
     """The dataset of ``config``, read from its data path."""
     from wca.datasets import load_dataset
@@ -32,8 +47,13 @@ def load_cell_dataset(config: EvalConfig, options: RunOptions):
         raise SettingError("dataset", "not set (a dataset name, or dataset: in a config file)")
     if not config.data_root:
         raise SettingError("data_root", "not set (where the dataset is)")
+    extra = {"download": True} if options.download else {}
     dataset = load_dataset(
-        config.dataset, config.data_root, config.split, descriptions_dir=options.descriptions_dir
+        config.dataset,
+        config.data_root,
+        config.split,
+        descriptions_dir=options.descriptions_dir,
+        **extra,
     )
     dataset.max_image_pixels = options.max_image_pixels
     return dataset

@@ -107,6 +107,12 @@ class RunOptions(BaseModel):
         "sentences of cupl and wca)",
         json_schema_extra=_group("data", metavar="PATH", shown="the dataset's published set"),
     )
+    download: bool = Field(
+        False,
+        description="download a torchvision dataset (cifar10, stl10, ...) into the data root "
+        "when it is not there",
+        json_schema_extra=_group("data"),
+    )
     max_image_pixels: Annotated[int, Field(ge=0)] = Field(
         default_factory=_default_max_pixels,
         description="refuse images larger than this many pixels (width x height), a guard "

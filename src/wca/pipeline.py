@@ -27,6 +27,7 @@ from wca.config import EvalConfig
 from wca.errors import OutputExists, SettingError
 from wca.inputs import (
     cell_digests,
+    data_root,
     dataset_name,
     file_sha256,
     load_cell_dataset,
@@ -144,7 +145,7 @@ class Cell:
         """What the cell's result records of its settings (and its inputs' digests, when
         ``prepared``): what an existing result is compared by."""
         values = self.config.to_dict()
-        values["data_root"] = str(Path(self.config.data_root or ".").expanduser().resolve())
+        values["data_root"] = data_root(self.config.data_root or ".", self.config.dataset)
         values["precision"] = options.precision
         if prepared is not None:
             values.update(cell_digests(prepared.dataset, prepared.sources))

@@ -114,7 +114,7 @@ def plan(
     from wca.config import resolve_config
     from wca.configs import config_path, read_config_file
     from wca.evaluate import run_indices
-    from wca.inputs import dataset_name
+    from wca.inputs import data_root, dataset_name, is_remote
     from wca.pipeline import Cell  # noqa: F811  (imported when planning, not with this module)
 
     check_template(template)
@@ -130,14 +130,15 @@ def plan(
                 values = dict(overrides or {})
                 values["model"] = model
                 if root is not None:
-                    path = Path(root.replace("{dataset}", str(named or ""))).expanduser()
-                    values["data_root"] = str(path.resolve())
+                    where = root.replace("{dataset}", str(named or ""))
+                    values["data_root"] = data_root(where, named)
                 config = resolve_config(dataset, config_file, values, settings)
                 if not config.dataset:
                     raise SettingError("dataset", "not set (a name, or dataset: in a config)")
                 if not config.data_root:
                     raise SettingError("data_root", "not set (where the dataset is)")
-                if not Path(config.data_root).expanduser().is_dir():  # before any model library
+                remote = is_remote(config.data_root, config.dataset)
+                if not remote and not Path(config.data_root).expanduser().is_dir():  # no model yet
                     raise FileNotFoundError(
                         f"{config.data_root}: data root does not exist or is not a folder"
                     )

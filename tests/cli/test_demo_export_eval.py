@@ -85,6 +85,7 @@ def _eval(export, out, *extra):
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_without_descriptions_the_methods_that_need_none_run(export, tmp_path, capsys):
     out = tmp_path / "r.json"
     assert main(_eval(export, out)) == 0
@@ -111,7 +112,8 @@ def test_the_readme_flow_reports_a_difference_for_every_method(export, tmp_path,
     err = capsys.readouterr().err
     assert "kept clip, clip-d, cupl, wca beside this run's methods" in err
     assert [path.name for path in results.iterdir()] == ["r.json"]
-    assert main(["report", str(results), "--baseline", "wca", "--csv", str(tmp_path / "r.csv")]) == 0
+    report = ["report", str(results), "--baseline", "wca", "--csv", str(tmp_path / "r.csv")]
+    assert main(report) == 0
     out = capsys.readouterr().out
     assert "n/a" not in out and "no Δ" not in out
     rows = list(csv.DictReader((tmp_path / "r.csv").open()))
