@@ -54,6 +54,14 @@ from wca.errors import SettingError
 from wca.specs import GRAMMAR, with_pretrained
 
 DEFAULT_METHODS = ("clip", "clip-e", "clip-d", "waffle", "cupl", "wca")
+# Every registered method, for help texts that import no method (tests/cli/test_listings.py
+# checks it against wca.methods.METHODS); `wca methods` describes them.
+METHOD_NAMES = (
+    *DEFAULT_METHODS, "wca-uniform-crops", "wca-uniform-text", "wca-full-view", "wca-paper",
+    "bifta", "zero", "mta", "awt", "lazsl", "tda", "tda+wca", "dmn", "boostadapter", "onzeta",
+    "dota", "dota+wca", "ecalp", "ecalp+wca", "bca", "bca+wca", "oga", "oga+wca", "cosmic",
+    "cosmic+wca",
+)  # fmt: skip
 DEFAULT_MODEL = "open_clip:ViT-B-32/openai"  # the authors' default CLIP, ViT-B/32
 METHOD_ALIASES = {"ours": "wca"}  # the WCA authors' name for their method in their configs
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -226,7 +234,8 @@ class EvalConfig(BaseModel):
     )
     methods: list[MethodConfig] = Field(
         default_factory=_default_methods,
-        description="comma-separated methods (`wca methods` lists them)",
+        description=f"comma-separated methods, of {', '.join(METHOD_NAMES)} (`wca methods` "
+        "describes them)",
         json_schema_extra=group("protocol", metavar="LIST", shown=",".join(DEFAULT_METHODS)),
     )
     _notes: list[str] = PrivateAttr(default_factory=list)  # lines for the user, see resolve

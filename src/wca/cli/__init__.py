@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "describe",
     "descriptions",
     "models",
+    "listings",
     "report",
     "reproduce",
 )

@@ -16,7 +16,8 @@ from wca.sweep import DEFAULT_OUTPUT, OUTPUT_FIELDS, read_list
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="benchmark the methods (clip, clip-e, clip-d, waffle, cupl, wca, ...) on a dataset",
+        help="benchmark the methods (clip, clip-e, clip-d, waffle, cupl, wca and, with "
+        "--methods, their peers: `wca methods`) on a dataset",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=describe(
             "Extract features once (the full view and a pool of crops per image, cached and "

@@ -21,9 +21,23 @@ from wca.registry import Registry
 DATASETS: Registry[Callable[..., Dataset]] = Registry("dataset", normalize=dataset_key)
 
 
-def register(name: str) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
-    """Register a loader under ``name`` (a name is registered once)."""
-    return DATASETS.register(name)
+# Registered name -> the splits its loader reads, its default first (`wca datasets` lists them).
+SPLITS: dict[str, tuple[str, ...]] = {}
+
+
+def register(
+    name: str, splits: Sequence[str] = ()
+) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
+    """Register a loader under ``name`` (a name is registered once) that reads ``splits``
+    (the default first; none: any, e.g. an image folder's sub-folders)."""
+
+    def add(loader: Callable[..., Dataset]) -> Callable[..., Dataset]:
+        DATASETS.register(name, loader)
+        if splits:
+            SPLITS[name] = tuple(splits)
+        return loader
+
+    return add
 
 
 class Dataset(torch.utils.data.Dataset):
@@ -87,9 +101,11 @@ class Dataset(torch.utils.data.Dataset):
         )
 
 
-def check_split(name: str, split: str | None, default: str, allowed: Sequence[str]) -> str:
-    """``split`` (or ``default`` when None), with a ValueError if the loader cannot read it."""
-    split = default if split is None else split
+def check_split(name: str, split: str | None, allowed: Sequence[str] | None = None) -> str:
+    """``split`` (or the default, the first of ``allowed``: by default the splits ``name`` was
+    registered with), with a ValueError if the loader cannot read it."""
+    allowed = SPLITS[name] if allowed is None else allowed
+    split = allowed[0] if split is None else split
     if split not in allowed:
         raise ValueError(f"{name}: unknown split {split!r} (choose from {', '.join(allowed)})")
     return split

@@ -114,7 +114,7 @@ def load_torchvision_set(
 ) -> Dataset:
     """The test split of torchvision's ``name`` (:data:`SETS`) under ``root``."""
     spec = SETS[name]
-    split = check_split(name, split, "test", ["test"])
+    split = check_split(name, split)
     root = Path(root).expanduser()
     if not root.is_dir() and not download:
         raise NotDownloaded(f"{root}: data root does not exist or is not a folder")
@@ -150,8 +150,10 @@ def _register(name: str) -> None:
     ) -> Dataset:
         return load_torchvision_set(name, root, split, download)
 
-    loader.__doc__ = f"torchvision's {name} (test split): :mod:`wca.datasets.torchvision_sets`."
-    register(name)(loader)
+    loader.__doc__ = (
+        f"torchvision's {name} test set, as torchvision lays it out: <root>/{SETS[name].layout}."
+    )
+    register(name, splits=("test",))(loader)
 
 
 for _name in SETS:

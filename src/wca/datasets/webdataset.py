@@ -180,16 +180,16 @@ def webdataset(
     name: str = "",
     descriptions_dir: str | Path | None = None,
 ) -> ShardDataset:
-    """clip_benchmark's ``wds/NAME`` (``name``) at ``root`` (see the module doc); ``split``
-    is a folder of shards (``test`` by default). Class names and templates from the files
-    beside the shards."""
+    """clip_benchmark's webdataset shards, a local folder or a Hub dataset repository: class
+    names and templates beside the shards of the split's folder (``test`` by default; ``name``
+    is NAME of ``wds/NAME``; see the module doc)."""
     split = "test" if split is None else split
     remote = hub_repo(str(root))
     folder = _download(*remote, split, str(root)) if remote else Path(root)
     layout = f"<root>/{CLASSNAMES} and <root>/{split}/*.tar"
     folder = find_layout(folder, layout, lambda path: (path / CLASSNAMES).is_file())
     splits = sorted(path.name for path in folder.iterdir() if any(path.glob("*.tar")))
-    check_split(f"wds/{name}", split, split, splits or [split])
+    check_split(f"wds/{name}", split, splits or [split])
     members, labels = [], []
     for shard in shard_files(folder / split):
         found, found_labels = index_shard(shard)

@@ -121,7 +121,11 @@ class BCAStream:
         return out
 
 
-@register_method("bca", per_dataset=tuned_for(TDA_CONFIGS))
+@register_method(
+    "bca",
+    per_dataset=tuned_for(TDA_CONFIGS),
+    summary="BCA (CVPR 2025): class embeddings and their class prior updated online",
+)
 def _bca(
     encode_texts: EncodeTexts,
     sources: TextSources,
@@ -148,4 +152,8 @@ def _bca(
     )
 
 
-register_method("bca+wca", per_dataset=tuned_for(TDA_CONFIGS))(with_options(_bca, base="wca"))
+register_method(
+    "bca+wca",
+    per_dataset=tuned_for(TDA_CONFIGS),
+    summary="BCA on WCA's scores and weighted crop mean (ours)",
+)(with_options(_bca, base="wca"))

@@ -80,7 +80,11 @@ def refine_descriptions(
     return kept
 
 
-@register_method("bifta", per_dataset=tuned_for(MAX_DESCRIPTIONS))
+@register_method(
+    "bifta",
+    per_dataset=tuned_for(MAX_DESCRIPTIONS),
+    summary="BiFTA (TMLR 2026): WCA on refined views and near-duplicate-free descriptions",
+)
 def _bifta(
     encode_texts: EncodeTexts,
     sources: TextSources,

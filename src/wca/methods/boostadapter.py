@@ -145,7 +145,11 @@ class BoostStream(TDAStream):
         return total.scatter_add(1, self.boost_labels, weights)
 
 
-@register_method("boostadapter", per_dataset=tuned_for(DELTAS))
+@register_method(
+    "boostadapter",
+    per_dataset=tuned_for(DELTAS),
+    summary="BoostAdapter (NeurIPS 2024): TDA's caches with boosting samples",
+)
 def _boostadapter(
     encode_texts: EncodeTexts,
     sources: TextSources,

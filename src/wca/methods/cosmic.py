@@ -224,7 +224,11 @@ def _unit(vectors: Tensor) -> Tensor:
     return unit.masked_fill((vectors.sum(-1) == 0)[..., None], 0.0)
 
 
-@register_method("cosmic", per_dataset=tuned_for(TDA_CONFIGS))
+@register_method(
+    "cosmic",
+    per_dataset=tuned_for(TDA_CONFIGS),
+    summary="COSMIC (CVPR 2025): CLIP and DINOv2 memories queried through class graphs",
+)
 def _cosmic(
     encode_texts: EncodeTexts,
     sources: TextSources,
@@ -264,4 +268,8 @@ def _cosmic(
     )
 
 
-register_method("cosmic+wca", per_dataset=tuned_for(TDA_CONFIGS))(with_options(_cosmic, base="wca"))
+register_method(
+    "cosmic+wca",
+    per_dataset=tuned_for(TDA_CONFIGS),
+    summary="COSMIC on WCA's scores and weighted crop mean (ours)",
+)(with_options(_cosmic, base="wca"))

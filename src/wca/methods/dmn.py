@@ -166,7 +166,11 @@ class DMNStream:
         self.gram[labels, :, places] = rows_gram
 
 
-@register_method("dmn", per_dataset=tuned_for(WEIGHTS))
+@register_method(
+    "dmn",
+    per_dataset=tuned_for(WEIGHTS),
+    summary="DMN-ZS (CVPR 2024): a dynamic memory of the test images' features",
+)
 def _dmn(
     encode_texts: EncodeTexts,
     sources: TextSources,

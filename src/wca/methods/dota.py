@@ -165,7 +165,11 @@ class DOTAStream:
         self.precision = torch.linalg.inv((1 - epsilon) * mean + epsilon * eye)
 
 
-@register_method("dota", per_dataset=tuned_for(TDA_CONFIGS))
+@register_method(
+    "dota",
+    per_dataset=tuned_for(TDA_CONFIGS),
+    summary="DOTA (NeurIPS 2025): per-class Gaussians estimated over the stream",
+)
 def _dota(
     encode_texts: EncodeTexts,
     sources: TextSources,
@@ -192,4 +196,8 @@ def _dota(
     )
 
 
-register_method("dota+wca", per_dataset=tuned_for(TDA_CONFIGS))(with_options(_dota, base="wca"))
+register_method(
+    "dota+wca",
+    per_dataset=tuned_for(TDA_CONFIGS),
+    summary="DOTA on WCA's scores and weighted crop mean (ours)",
+)(with_options(_dota, base="wca"))

@@ -110,7 +110,11 @@ class LaZSLHead(Head):
         return (plan * mixed).sum((-1, -2))
 
 
-@register_method("lazsl", per_dataset=tuned_for(SUFFIXES))
+@register_method(
+    "lazsl",
+    per_dataset=tuned_for(SUFFIXES),
+    summary="LaZSL (ICCV 2025): crops aligned with CLIP-D's descriptions by optimal transport",
+)
 def _lazsl(
     encode_texts: EncodeTexts,
     sources: TextSources,

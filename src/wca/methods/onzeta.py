@@ -130,7 +130,11 @@ def dataset_values(dataset: str | None) -> tuple[float, float]:
     return (0.0 if key == "caltech101" else 1.0), (0.8 if key in IMAGENET_FAMILY else 0.4)
 
 
-@register_method("onzeta", per_dataset=PER_DATASET)
+@register_method(
+    "onzeta",
+    per_dataset=PER_DATASET,
+    summary="OnZeta (ECCV 2024): online label learning and online proxy learning",
+)
 def _onzeta(
     encode_texts: EncodeTexts,
     sources: TextSources,

@@ -85,21 +85,29 @@ class PerDataset:
 
 # The methods with per-dataset values (registered with them), by name.
 PER_DATASET: dict[str, PerDataset] = {}
+# Each method's one-line summary (`wca methods`), by name.
+SUMMARIES: dict[str, str] = {}
 
 
 def register_method(
-    name: str, per_dataset: PerDataset | None = None
+    name: str, per_dataset: PerDataset | None = None, summary: str = ""
 ) -> Callable[[MethodBuilder], MethodBuilder]:
-    """Register a head builder under ``name`` (a name is registered once); ``per_dataset``:
-    its options default per dataset (it takes a ``dataset`` option)."""
+    """Register a head builder under ``name`` (a name is registered once) with its one-line
+    ``summary``; ``per_dataset``: its options default per dataset (a ``dataset`` option)."""
 
     def add(builder: MethodBuilder) -> MethodBuilder:
         METHODS.register(name, builder)
+        SUMMARIES[name] = summary or (builder.__doc__ or name).strip().splitlines()[0]
         if per_dataset is not None:
             PER_DATASET[name] = per_dataset
         return builder
 
     return add
+
+
+def head_class(name: str) -> type[Head]:
+    """The head class method ``name``'s builder returns (its return annotation)."""
+    return typing.get_type_hints(METHODS[name])["return"]
 
 
 def build_head(

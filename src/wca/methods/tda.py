@@ -202,7 +202,11 @@ def dataset_cache(dataset: str | None, alpha: float | None, beta: float | None, 
     )
 
 
-@register_method("tda", per_dataset=tuned_for(TDA_CONFIGS))
+@register_method(
+    "tda",
+    per_dataset=tuned_for(TDA_CONFIGS),
+    summary="TDA (CVPR 2024): a positive and a negative cache of confident test images",
+)
 def _tda(
     encode_texts: EncodeTexts,
     sources: TextSources,
@@ -236,4 +240,8 @@ def _tda(
     )
 
 
-register_method("tda+wca", per_dataset=tuned_for(TDA_CONFIGS))(with_options(_tda, base="wca"))
+register_method(
+    "tda+wca",
+    per_dataset=tuned_for(TDA_CONFIGS),
+    summary="TDA on WCA's scores and weighted crop mean (ours)",
+)(with_options(_tda, base="wca"))
