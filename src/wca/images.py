@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import re
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from wca.defaults import MAX_IMAGE_PIXELS
+from wca.defaults import MAX_IMAGE_PIXELS, URL_MAX_BYTES, URL_TIMEOUT
 
 _PIL_GUARD = threading.Lock()  # PIL's own guard is a process-wide setting
 
@@ -101,10 +103,42 @@ def image_key(image: Image.Image) -> int:
     return int.from_bytes(digest.digest(), "big") >> 1
 
 
+def fetch(url: str, timeout: float = URL_TIMEOUT, max_bytes: int = URL_MAX_BYTES) -> bytes:
+    """The bytes at an http(s) ``url``, refused (a ValueError naming it) when the server does
+    not answer, or send them all, within ``timeout`` seconds, or sends more than
+    ``max_bytes``."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    too_large = ValueError(f"{url}: more than {max_bytes} bytes, the limit for an image")
+    data = bytearray()
+    try:
+        with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
+            response.raise_for_status()
+            if int(response.headers.get("content-length") or 0) > max_bytes:
+                raise too_large
+            for chunk in response.iter_bytes():
+                data += chunk
+                if len(data) > max_bytes:
+                    raise too_large
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("the whole answer took too long")
+    except httpx.TimeoutException:
+        raise ValueError(f"{url}: no whole answer within {timeout:g} s") from None
+    except httpx.HTTPStatusError as error:
+        raise ValueError(f"{url}: HTTP {error.response.status_code}") from None
+    except httpx.HTTPError as error:
+        raise ValueError(f"{url}: cannot be fetched ({error})") from None
+    return bytes(data)
+
+
 def as_image(
     source: str | Path | Image.Image | np.ndarray, max_pixels: int = MAX_IMAGE_PIXELS
 ) -> Image.Image:
-    """A path, a PIL image or an ``HxW`` / ``HxWxC`` uint8 array as an upright RGB image."""
+    """A path, an http(s) URL (:func:`fetch`), a PIL image or an ``HxW`` / ``HxWxC`` uint8
+    array as an upright RGB image."""
+    if isinstance(source, str) and source.startswith(("http://", "https://")):
+        return load_image(io.BytesIO(fetch(source)), max_pixels, name=source)
     if isinstance(source, np.ndarray):
         if source.dtype != np.uint8 or source.ndim not in (2, 3):
             raise ValueError(
