@@ -106,6 +106,13 @@ def extract(config: EvalConfig, options: RunOptions, encoder, dataset, on_bad_im
     from wca.features.distributed import join
 
     ranks = join(encoder.device, options.dist_timeout) if split_shards else None
+    if ranks is not None and ranks.rank == 0:
+        shards = -(-len(dataset) // options.shard_size)
+        log.info(
+            f"torchrun: {ranks.world_size} ranks share the feature pass: rank r encodes the "
+            f"cache shards i with i % {ranks.world_size} == r ({shards} shards of up to "
+            f"{options.shard_size} images); rank 0 then scores and writes the result"
+        )
     return extract_features(
         encoder,
         dataset,

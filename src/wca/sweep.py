@@ -242,6 +242,11 @@ def run(
         from wca.features.distributed import rank_device
 
         ranks = join(resolve_device(rank_device(options.device)), options.dist_timeout)
+        if ranks.rank == 0:
+            log.info(
+                f"torchrun: {ranks.world_size} ranks split the {len(cells)} cells: rank r runs "
+                f"the cells i with i % {ranks.world_size} == r, each whole; rank 0 reports"
+            )
     summary = Summary(cells=len(cells))
     loaded: dict[str, Any] = {}  # the model of the last cell that needed one, by spec
 
