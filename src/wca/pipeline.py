@@ -71,12 +71,8 @@ def build_heads(config: EvalConfig, sources, encoder, allow_duplicate_classes: b
                 raise
             skipped[method.name] = error.what
     if skipped:
-        log.info(
-            "skipped for want of texts: "
-            + ", ".join(f"{name} ({what})" for name, what in skipped.items())
-            + "; descriptions (a folder laid out like the published sets, or a "
-            "{class: [sentence, ...]} JSON file) give them"
-        )
+        needs = "; ".join(f"{name} needs {what}" for name, what in skipped.items())
+        log.info(f"skipped {', '.join(skipped)}: their texts are missing ({needs})")
     if not heads:
         raise SettingError("methods", "none can run on these texts (see the lines above)")
     return heads

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from wca.files import write_atomic
 
@@ -61,14 +61,14 @@ def tail_is_worst_run(n_runs: int) -> bool:
 
 def per_dataset_note(values: dict[str, str]) -> str | None:
     """``{method: dataset}`` of the methods with per-dataset values, as one line saying whose
-    values ran (``imagenet's for tda, dmn``), or None."""
+    values ran (``dataset=imagenet (tda, dmn)``), or None."""
     if not values:
         return None
     by_dataset: dict[str, list[str]] = {}
     for method, dataset in values.items():
         by_dataset.setdefault(dataset, []).append(method)
-    ran = "; ".join(f"{data}'s for {', '.join(names)}" for data, names in by_dataset.items())
-    return f"per-dataset values: {ran} (methods.NAME.dataset chooses others)."
+    ran = ", ".join(f"dataset={data} ({', '.join(names)})" for data, names in by_dataset.items())
+    return f"per-dataset values that ran: {ran}; methods.NAME.dataset chooses."
 
 
 def tail_text(value: float, n_runs: int) -> str:
@@ -243,6 +243,12 @@ class ResultFile(BaseModel):
     results: Results
     config: Settings
     versions: dict[str, str | None] = Field(default_factory=dict)
+    _written: Path | None = PrivateAttr(default=None)  # where write() put it
+
+    @property
+    def written(self) -> Path | None:
+        """The file :meth:`write` wrote this result to (None: not written)."""
+        return self._written
 
     def table(self, title: str | None = None) -> str:
         """A markdown table: top-1 and top-5 as mean +- std over runs, top-1's expected tail
@@ -295,7 +301,8 @@ class ResultFile(BaseModel):
     def write(self, path: str | Path) -> Path:
         """Write the file atomically (no NaN or infinity: they are never a result)."""
         text = json.dumps(self.model_dump(mode="json"), indent=1, allow_nan=False)
-        return write_atomic(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+        self._written = write_atomic(path, lambda tmp: tmp.write_text(text + "\n", "utf-8"))
+        return self._written
 
 
 class NotAResult(ValueError):

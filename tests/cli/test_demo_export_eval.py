@@ -28,8 +28,10 @@ def test_eval_on_the_demo_export_skips_methods_without_texts(export, tmp_path, c
     assert main(argv) == 0
     err = capsys.readouterr().err
     (skipped,) = [line for line in err.splitlines() if line.startswith("wca: skipped")]
-    assert skipped.startswith("wca: skipped for want of texts: clip-e (templates (clip-e.json)), "
-                              "waffle (a word list (waffle-words.json))")  # fmt: skip
+    assert skipped == (
+        "wca: skipped clip-e, waffle: their texts are missing (clip-e needs "
+        "templates (clip-e.json); waffle needs a word list (waffle-words.json))"
+    )
     result = json.loads(out.read_text())
     assert set(result["results"]["methods"]) == {"clip", "clip-d", "cupl", "wca"}
     assert result["results"]["n_images"] == 24  # read from export/images, one image per class
@@ -91,8 +93,7 @@ def test_without_descriptions_the_methods_that_need_none_run(export, tmp_path, c
     assert main(_eval(export, out)) == 0
     err = capsys.readouterr().err
     (skipped,) = [line for line in err.splitlines() if line.startswith("wca: skipped")]
-    for name in ("clip-e", "clip-d", "waffle", "cupl", "wca"):
-        assert f" {name} (" in skipped
+    assert skipped.startswith("wca: skipped clip-e, clip-d, waffle, cupl, wca: their texts are")
     result = json.loads(out.read_text())
     assert list(result["results"]["methods"]) == ["clip"]
     assert result["config"]["descriptions"] == "the class names (no descriptions)"
@@ -121,10 +122,11 @@ def test_the_readme_flow_reports_a_difference_for_every_method(export, tmp_path,
     assert methods == {"clip", "clip-d", "cupl", "wca", *peers.split(",")}
     assert all(row["delta_top1"] != "" for row in rows if row["method"] != "wca")
     assert {row["model_fullname"] for row in rows} == {"wca-demo-rn"}  # no path
-    assert "per-dataset values: imagenet's for lazsl, tda, dmn, boostadapter, tda+wca; " \
-        "other's for onzeta" in out
+    assert "per-dataset values that ran: dataset=imagenet (lazsl, tda, dmn, boostadapter, " \
+        "tda+wca), dataset=other (onzeta)" in " ".join(out.split())
     # a method again with other options goes beside, named by its methods; nothing is lost
     assert main([*base, "--methods", "onzeta", "--set", "methods.onzeta.dataset=imagenet"]) == 0
     beside = sorted(path.name for path in results.iterdir())
     assert beside[0] == "r.json" and beside[1].startswith("r__onzeta-") and len(beside) == 2
+    assert f"wrote {results / beside[1]}" in capsys.readouterr().err
     assert len(json.loads((results / "r.json").read_text())["results"]["methods"]) == 13

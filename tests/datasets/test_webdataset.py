@@ -108,7 +108,7 @@ def test_eval_on_shards_runs_clip_and_the_shards_templates_without_descriptions(
             "--no-progress", "--output", str(out)]  # fmt: skip
     assert main(argv) == 0
     err = capsys.readouterr().err
-    assert "skipped for want of texts: clip-d" in err and "clip-e (" not in err
+    assert "wca: skipped clip-d, waffle, cupl, wca: their texts are missing" in err
     result = json.loads(out.read_text())
     assert list(result["results"]["methods"]) == ["clip", "clip-e"]
     assert result["dataset"] == "wds/tiny" and result["results"]["n_images"] == 6

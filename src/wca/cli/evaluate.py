@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         where = f" ({split})" if split else ""
         title = f"{result.dataset}{where}, {model_label(cell.config.model)}"
         print(result.table(title))
-        print(f"\nwrote {cell.output}", file=sys.stderr)
+        print(f"\nwrote {result.written or cell.output}", file=sys.stderr)
 
     summary = sweep.run(
         cells,
