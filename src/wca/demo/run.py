@@ -201,9 +201,12 @@ clip-d.json             CLIP-D descriptor phrases per class ("a purple square bo
 wca-demo-rn.json        its open_clip model config
 
 Every method on this folder, from the folder itself:
-  wca eval --dataset imagefolder --data-root . --descriptions . \\
-      --model open_clip:{model}
-(clip-e and waffle are skipped: the demo has no templates or word list.)
+  wca eval --dataset imagefolder --data-root . --descriptions . --model {model}
+(clip-e and waffle are skipped: the demo has no templates or word list.) The same
+command with --methods zero,mta,awt,lazsl,tda,dmn,boostadapter,onzeta,tda+wca adds
+WCA's peers and the online methods to the same result file, and
+  wca report results --baseline wca
+shows each method's difference to WCA with its 95 % interval.
 """
 
 
