@@ -66,8 +66,8 @@ def test_sweep_writes_one_file_per_cell_with_clip_benchmark_fields(
     assert len(files) == 4 and {f.name.split("__")[0] for f in files} == {"eurosat", "dtd"}
     document = json.loads(next(f for f in files if f.name.startswith("dtd")).read_text())
     assert document["dataset"] == "dtd" and document["task"] == "zeroshot_classification"
-    assert document["model"] == "wca-tiny-ViT" and Path(document["pretrained"]).is_absolute()
-    assert Path(document["pretrained"]).name == "tiny_open_clip.pt"
+    assert (document["model"], document["pretrained"]) == ("wca-tiny-ViT", "tiny_open_clip.pt")
+    assert Path(document["config"]["model_file"]).is_absolute()  # the path: under config
     wca = document["results"]["methods"]["wca"]
     assert document["primary_method"] == "wca"
     assert document["metrics"]["acc1"] == pytest.approx(wca["top1"]["mean"] / 100)
@@ -83,7 +83,11 @@ def test_sweep_writes_one_file_per_cell_with_clip_benchmark_fields(
     config = document["config"]
     for key in ("data_root", "descriptions", "feature_cache", "model_file"):
         assert Path(config[key]).is_absolute(), key
-    assert config["model_file"] == document["pretrained"] and "model_size" not in config
+    assert Path(config["model_file"]).name == document["pretrained"]
+    assert "model_size" not in config
+    names = sorted(f.name for f in files)  # two checkpoints of one name: told apart, no path
+    assert len(set(names)) == 4 and all("tmp" not in name for name in names)
+    assert all(name.split("__")[1].startswith("wca-tiny-ViT-tiny_open_clip-") for name in names)
     assert sum(image_views) == 2 * (10 + 3) * 5  # 2 models x (10 + 3 images) x 5 views
 
     image_views.clear()  # resumable: complete cells with the same settings are skipped
