@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "from the pool, as the WCA authors do. Prints a markdown table and writes a JSON "
             "file with every run, the resolved settings and the library versions.",
             "wca eval --dataset cub --data-root ~/data/cub \\\n"
-            "      --model open_clip:ViT-B-32/openai --descriptions-dir shared/descriptors\n"
+            "      --model ViT-B-32/openai --descriptions-dir shared/descriptors\n"
+            "  wca eval --dataset wds/cifar10 --data-root clip-benchmark/wds_cifar10 \\\n"
+            "      --model ViT-B-32 --pretrained openai     # clip_benchmark's shards, its style\n"
             "  wca eval --config cub.yaml --data-root ~/data/cub --n-run 5 \\\n"
             "      --set methods.wca.image_scale=3\n"
             "  wca eval --dataset imagefolder --data-root my_photos --descriptions my.json \\\n"

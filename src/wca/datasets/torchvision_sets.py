@@ -120,6 +120,13 @@ def load_torchvision_set(
         raise NotDownloaded(f"{root}: data root does not exist or is not a folder")
     try:
         source = spec.build(root, download, str if spec.files else None)
+    except OSError as error:  # the download failed (no network, a server's error)
+        if not download:
+            raise
+        raise FileNotFoundError(
+            f"{root}: downloading torchvision's {name} failed ({error}); offline, put "
+            f"torchvision's layout there (<root>/{spec.layout})"
+        ) from None
     except RuntimeError as error:
         if not re.search("not found|download", str(error), re.IGNORECASE):
             raise
