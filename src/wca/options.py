@@ -148,7 +148,9 @@ class RunOptions(BaseModel):
     @field_validator("cache_dir", mode="before")
     @classmethod
     def _no_cache(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
+        """``none`` (or empty), as text or as the flag's path: features in memory only."""
+        empty = isinstance(value, str | Path) and str(value).strip().lower() in ("", "none")
+        return None if empty else value
 
     @field_validator("cache_dir", "descriptions_dir", "descriptions")
     @classmethod
