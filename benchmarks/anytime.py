@@ -70,7 +70,7 @@ class Order:
 
 
 def encode(encoder, dataset, strategy: str, seed: int, n: int, wca, cache: Path | None) -> Order:
-    spec = CropSpec(n, 0.5, seed=seed, strategy=strategy)
+    spec = CropSpec(n_crops=n, alpha=0.5, seed=seed, crop_strategy=strategy)
     features = extract_features(encoder, dataset, spec, RunOptions(cache_dir=cache, progress=False))
     image, crops = features.image_emb.float(), features.crop_emb.float()
     prefix = torch.stack([wca.logits(image, crops[:, :k]) for k in range(1, n + 1)], dim=1)
@@ -211,7 +211,7 @@ def own_head(order: Order, head, name: str, budget: CropBudget, evidence: str) -
 
     def scores(rows: Tensor, keep: Tensor) -> Tensor:
         logits = head.logits(order.image_emb[rows], order.crop_emb[rows][:, keep])
-        return head.probabilities(logits) if name in SHARES else logits
+        return head.probabilities(logits, 100.0) if name in SHARES else logits
 
     for j, crops in enumerate(counts):
         rows = open_.nonzero().flatten()

@@ -12,7 +12,6 @@ from PIL import Image
 from fake_encoder import FakeEncoder
 from tiny_models import save_hf_clip_model
 from wca.classifier import WCAClassifier
-from wca.encoders import load_encoder
 
 LABELS = ["a red fox", "a blue whale", "a green frog"]
 
@@ -25,18 +24,20 @@ def pictures(count: int = 3) -> list[Image.Image]:
     ]
 
 
-def test_the_call_equals_transformers_pipeline_on_a_tiny_hf_clip(tmp_path):
+def test_the_factory_and_its_call_equal_transformers_pipeline_on_a_tiny_hf_clip(tmp_path):
+    """``wca.zero_shot_pipeline(model=...)`` as ``pipeline(task, model=...)``: labels at call
+    time only, every label returned (top_k None), the same scores."""
     from transformers import pipeline
 
-    spec = save_hf_clip_model(tmp_path / "clip")
+    import wca
+
+    save_hf_clip_model(tmp_path / "clip")
     theirs = pipeline("zero-shot-image-classification", model=str(tmp_path / "clip"))
-    encoder = load_encoder(spec, device="cpu", text_cache=False)
-    ours = WCAClassifier(encoder, ["x", "y"], method="clip")
+    ours = wca.zero_shot_pipeline(model=str(tmp_path / "clip"), method="clip", device="cpu")
+    assert ours.classnames is None
     images = pictures()
     expected = theirs(images, candidate_labels=LABELS)  # "This is a photo of {}."
-    got = ours(
-        images, candidate_labels=LABELS, top_k=None, hypothesis_template="This is a photo of {}."
-    )
+    got = ours(images, candidate_labels=LABELS, hypothesis_template="This is a photo of {}.")
     for mine, reference in zip(got, expected, strict=True):
         assert [row["label"] for row in mine] == [row["label"] for row in reference]
         assert [row["score"] for row in mine] == pytest.approx(
@@ -79,3 +80,13 @@ def test_prediction_repr_is_one_line_with_the_tensors_kept(tmp_path):
     assert str(path) in text and "score=" in text
     assert prediction.crop_emb.shape == (4, FakeEncoder.embed_dim)
     assert prediction.boxes.shape == (4, 4)
+
+
+def test_without_classnames_every_call_gives_its_labels():
+    classifier = WCAClassifier(FakeEncoder(), descriptions={"fox": ["a fox."]}, n_crops=4)
+    image = pictures(1)[0]
+    with pytest.raises(ValueError, match="no labels: give candidate_labels"):
+        classifier(image)
+    answer = classifier(image, candidate_labels=["fox", "whale", "frog"])
+    assert sorted(row["label"] for row in answer) == ["fox", "frog", "whale"]  # all, as HF
+    assert len(classifier(image, candidate_labels=["fox", "whale"], top_k=1)) == 1

@@ -15,8 +15,8 @@ from wca.cli import main
 from wca.encoders import Encoder
 from wca.inputs import images_sha256
 from wca.results import Settings
-from wca.specs import absolute_spec, model_fields
-from wca.sweep import output_path, path_safe, read_list
+from wca.specs import absolute_spec, model_fields, model_label
+from wca.sweep import model_labels, output_path, path_safe, read_list
 
 DTD_TEST = ["banded/banded_0002.jpg", "zigzagged/zigzagged_0003.jpg", "banded/banded_0005.jpg"]
 
@@ -66,8 +66,8 @@ def test_sweep_writes_one_file_per_cell_with_clip_benchmark_fields(
     assert len(files) == 4 and {f.name.split("__")[0] for f in files} == {"eurosat", "dtd"}
     document = json.loads(next(f for f in files if f.name.startswith("dtd")).read_text())
     assert document["dataset"] == "dtd" and document["task"] == "zeroshot_classification"
-    assert document["model"] == "wca-tiny-ViT" and Path(document["pretrained"]).is_absolute()
-    assert Path(document["pretrained"]).name == "tiny_open_clip.pt"
+    assert (document["model"], document["pretrained"]) == ("wca-tiny-ViT", "tiny_open_clip.pt")
+    assert Path(document["config"]["model_file"]).is_absolute()  # the path: under config
     wca = document["results"]["methods"]["wca"]
     assert document["primary_method"] == "wca"
     assert document["metrics"]["acc1"] == pytest.approx(wca["top1"]["mean"] / 100)
@@ -83,7 +83,11 @@ def test_sweep_writes_one_file_per_cell_with_clip_benchmark_fields(
     config = document["config"]
     for key in ("data_root", "descriptions", "feature_cache", "model_file"):
         assert Path(config[key]).is_absolute(), key
-    assert config["model_file"] == document["pretrained"] and "model_size" not in config
+    assert Path(config["model_file"]).name == document["pretrained"]
+    assert "model_size" not in config
+    names = sorted(f.name for f in files)  # two checkpoints of one name: told apart, no path
+    assert len(set(names)) == 4 and all("tmp" not in name for name in names)
+    assert all(name.split("__")[1].startswith("wca-tiny-ViT-tiny_open_clip-") for name in names)
     assert sum(image_views) == 2 * (10 + 3) * 5  # 2 models x (10 + 3 images) x 5 views
 
     image_views.clear()  # resumable: complete cells with the same settings are skipped
@@ -200,7 +204,7 @@ def test_a_folder_where_a_result_file_goes_fails_before_any_work(
     assert image_views == []
 
 
-def test_model_fields_follow_clip_benchmark_names(tmp_path, monkeypatch):
+def test_model_fields_follow_clip_benchmark_names_without_paths(tmp_path, monkeypatch):
     checkpoint = tmp_path / "ViT-B-32.pt"
     checkpoint.write_bytes(b"")
     monkeypatch.chdir(tmp_path)
@@ -209,16 +213,42 @@ def test_model_fields_follow_clip_benchmark_names(tmp_path, monkeypatch):
         "pretrained": "openai",
         "file": None,
     }
-    assert model_fields("open_clip:ViT-B-32@ViT-B-32.pt")["pretrained"] == str(checkpoint)
+    assert model_fields("ViT-B-32/openai") == model_fields("open_clip:ViT-B-32/openai")
+    tuned = model_fields("open_clip:ViT-B-16@ViT-B-32.pt")
+    assert tuned == {"model": "ViT-B-16", "pretrained": "ViT-B-32.pt", "file": str(checkpoint)}
     assert model_fields("open_clip:./ViT-B-32.pt") == {
         "model": "ViT-B-32",
-        "pretrained": str(checkpoint),
+        "pretrained": "ViT-B-32.pt",
         "file": str(checkpoint),
     }
     assert model_fields("open_clip:hf-hub:org/name")["model"] == "hf-hub:org/name"
     assert model_fields("hf:openai/clip-vit-base-patch32")["pretrained"] == "hf-hub"
     assert absolute_spec("open_clip:ViT-B-32@ViT-B-32.pt") == f"open_clip:ViT-B-32@{checkpoint}"
     assert absolute_spec("hf:openai/clip-vit-base-patch32") == "hf:openai/clip-vit-base-patch32"
+    labels = {spec: model_label(spec) for spec in (
+        "ViT-B-32/openai", "open_clip:ViT-B-16@ViT-B-32.pt", "ViT-B-32.pt", "demo",
+        "open_clip:hf-hub:org/name", "hf:openai/clip-vit-base-patch32")}  # fmt: skip
+    assert labels == {
+        "ViT-B-32/openai": "ViT-B-32 openai",
+        "open_clip:ViT-B-16@ViT-B-32.pt": "ViT-B-16 (ViT-B-32)",
+        "ViT-B-32.pt": "ViT-B-32",
+        "demo": "wca-demo-rn",
+        "open_clip:hf-hub:org/name": "org/name",
+        "hf:openai/clip-vit-base-patch32": "openai/clip-vit-base-patch32",
+    }
+    assert not any(str(tmp_path) in text for text in labels.values())
+
+
+def test_two_checkpoints_of_one_name_keep_apart_in_file_names(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "same.pt").write_bytes(b"")
+    specs = [f"open_clip:{tmp_path / folder / 'same.pt'}" for folder in "ab"]
+    labels = model_labels([*specs, "ViT-B-32/openai"])
+    assert labels["ViT-B-32/openai"] == "ViT-B-32 openai"
+    assert len({labels[spec] for spec in specs}) == 2
+    assert all(labels[spec].startswith("same ") and str(tmp_path) not in labels[spec]
+               for spec in specs)  # fmt: skip
 
 
 def test_output_paths_are_path_safe(tmp_path):

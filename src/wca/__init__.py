@@ -11,6 +11,7 @@ __version__ = "0.4.0"
 # stays light (no model library, no plotting) until a name is needed.
 _EXPORTS = {
     "WCAClassifier": "wca.classifier",
+    "zero_shot_pipeline": "wca.zero_shot",
     "Prediction": "wca.prediction",
     "load_encoder": "wca.encoders",
     "Encoder": "wca.encoders",

@@ -2,9 +2,10 @@
 
 >>> encoder = wca.load_encoder("open_clip:ViT-B-32/openai")
 >>> classifier = wca.WCAClassifier(encoder, classnames, "cupl.json")
->>> classifier("bird.jpg")          # like the Hugging Face zero-shot pipeline
+>>> classifier("bird.jpg")          # like the Hugging Face zero-shot pipeline: every label
 [{"label": "Laysan Albatross", "score": 0.91}, ...]
->>> classifier("bird.jpg", candidate_labels=["albatross", "gull"], top_k=None)
+>>> classifier("https://example.com/bird.jpg", candidate_labels=["albatross", "gull"])
+>>> wca.zero_shot_pipeline(model="ViT-B-32/openai")(image, candidate_labels=[...])  # as HF
 >>> prediction = classifier.predict(["bird.jpg"])[0]
 >>> prediction.crop_weights, prediction.descriptions["Laysan Albatross"][0]
 
@@ -46,7 +47,7 @@ from wca.errors import SettingError
 from wca.features.views import BadImage, ViewBatcher, ViewItems, encode_views, iterate_views
 from wca.images import as_image, image_key
 from wca.methods import Head, TextSources, build_head
-from wca.prediction import DescriptionScore, Prediction
+from wca.prediction import Prediction, description_evidence
 from wca.preprocessing import Preprocessing, fidelity_views, normalize_pixels, uint8_views
 from wca.progress import progress_bar
 
@@ -103,11 +104,13 @@ class _Inputs:
 class WCAClassifier:
     """Zero-shot classification by weighted visual-text cross alignment.
 
-    ``descriptions`` is ``{class: [sentence, ...]}`` or a JSON file of that shape (CuPL sets or
-    ``wca describe`` output) with every class (an empty one is an error); None uses the CLIP
-    prompt "a photo of a {class}." alone, as do ``candidate_labels`` of a call that have no
-    descriptions. Crops: ``crops=CropSpec(...)``, or ``n_crops``, ``alpha``, ``beta``, ``seed``,
-    ``crop_strategy`` (defaults: the paper's, :mod:`wca.defaults`), drawn per image from
+    ``classnames``: the classes of calls without ``candidate_labels`` (None: every call gives
+    its labels, as transformers' pipeline). ``descriptions`` is ``{class: [sentence, ...]}`` or
+    a JSON file of that shape (CuPL sets or ``wca describe`` output) with every class of
+    ``classnames`` (an empty one is an error); None uses the CLIP prompt "a photo of a
+    {class}." alone, as do ``candidate_labels`` of a call that have no descriptions. Crops:
+    ``crops=CropSpec(...)``, or ``n_crops``, ``alpha``, ``beta``, ``seed``, ``crop_strategy``
+    (defaults: the paper's, :mod:`wca.defaults`), drawn per image from
     ``(seed, image_key(image))``. ``method``: any per-image head of :data:`wca.METHODS`
     (default ``wca``), ``options`` its options (``image_scale``, ``text_scale``, ``form`` for
     WCA). ``fidelity=True`` preprocesses every crop with the model's own transform (the authors'
@@ -118,7 +121,7 @@ class WCAClassifier:
     def __init__(
         self,
         encoder: ImageTextEncoder,
-        classnames: Sequence[str],
+        classnames: Sequence[str] | None = None,
         descriptions: dict[str, list[str]] | str | Path | None = None,
         *,
         crops: CropSpec | None = None,
@@ -170,18 +173,21 @@ class WCAClassifier:
         self.known = {class_key(name): texts for name, texts in descriptions.items()}
         self._model = str(getattr(encoder, "name", type(encoder).__name__))
         self._label_sets: OrderedDict[tuple[str, ...], _LabelSet] = OrderedDict()
-        names = _classnames(classnames)
-        if descriptions:  # the classifier's own classes: every one needs its descriptions
+        if descriptions:
             from wca.encoders.tokens import check_texts
 
-            match_descriptions(names, descriptions, source)
             check_texts(encoder, descriptions, source)  # over the text context: one warning
-        default = self._label_set(tuple(names))
-        self.classnames, self.descriptions, self.head = (
-            default.classnames,
-            default.descriptions,
-            default.head,
-        )
+        self.classnames = self.descriptions = self.head = None  # labels at call time only
+        if classnames is not None:
+            names = _classnames(classnames)
+            if descriptions:  # the classifier's own classes: every one needs its descriptions
+                match_descriptions(names, descriptions, source)
+            default = self._label_set(tuple(names))
+            self.classnames, self.descriptions, self.head = (
+                default.classnames,
+                default.descriptions,
+                default.head,
+            )
 
     @property
     def n_crops(self) -> int:
@@ -243,10 +249,12 @@ class WCAClassifier:
             views = normalize_pixels(views, self.encoder.preprocessing)
         return boxes, views
 
-    def _make_views(self, image: Image.Image, boxes: Tensor, flips: Tensor | None = None):
-        """Views as the loader makes them: ``uint8`` on the fast path (normalised a whole batch
-        at a time, on the encoder's device), float on the fidelity path."""
-        if not self.head.uses_crops:
+    def _make_views(self, image: Image.Image, boxes: Tensor, flips: Tensor | None = None, *,
+                    head: Head | None = None):  # fmt: skip
+        """Views as the loader makes them for ``head`` (default: the classifier's): ``uint8``
+        on the fast path (normalised a whole batch at a time, on the encoder's device), float
+        on the fidelity path."""
+        if not (head or self.head).uses_crops:
             boxes = boxes[:0]
         if self.fidelity:
             return fidelity_views(image, boxes, self.encoder.preprocess)
@@ -289,6 +297,8 @@ class WCAClassifier:
         once and kept). ``progress``: a bar on stderr (default: from :data:`PROGRESS_MIN_IMAGES`
         images on). Non-finite embeddings or scores (a corrupt model) raise."""
         images = list(images) if isinstance(images, list | tuple) else [images]
+        if candidate_labels is None and self.classnames is None:
+            raise ValueError("no labels: give candidate_labels (this classifier has no classnames)")
         labels = self._label_set(
             tuple(_classnames(candidate_labels))
             if candidate_labels is not None
@@ -304,7 +314,7 @@ class WCAClassifier:
         items = ViewItems(
             _Inputs(images, self.max_image_pixels),
             range(len(images)),
-            self._make_views,
+            functools.partial(self._make_views, head=labels.head),
             self.crops,
             key=lambda _, image: image_key(image),
         )
@@ -345,7 +355,10 @@ class WCAClassifier:
             indices = top.indices[row].tolist()
             evidence = {}
             if weights is not None:
-                evidence = self._evidence(labels, indices, weights[row] @ crop_emb[row].float())
+                weighted = weights[row] @ crop_emb[row].float()
+                scores_of = head.description_scores(indices, weighted)
+                evidence = description_evidence(labels.classnames, labels.descriptions, indices,
+                                                scores_of)  # fmt: skip
             source = images[item.index]
             bar.update(1)
             yield (
@@ -364,32 +377,18 @@ class WCAClassifier:
                 ),
             )
 
-    @staticmethod
-    def _evidence(labels: _LabelSet, indices: list[int], weighted_crop: Tensor):
-        """Each top class's descriptions: weight v_j and sum_i w_i cos(crop_i, desc_j)."""
-        evidence = {}
-        scores = labels.head.description_scores(indices, weighted_crop)
-        for c, (weights, similarities) in zip(indices, scores, strict=True):
-            rows = [
-                DescriptionScore(text, float(weight), float(similarity))
-                for text, weight, similarity in zip(
-                    labels.descriptions[c], weights.tolist(), similarities.tolist(), strict=True
-                )
-            ]
-            evidence[labels.classnames[c]] = sorted(rows, key=lambda r: -r.weight * r.similarity)
-        return evidence
-
     def __call__(
         self,
         images: ImageInput | Sequence[ImageInput],
         candidate_labels: Sequence[str] | None = None,
-        top_k: int | None = 5,
+        top_k: int | None = None,
         hypothesis_template: str | None = None,
     ):
         """Transformers' zero-shot-image-classification pipeline call: a list of ``{"label",
-        "score"}`` (highest first; every label with ``top_k=None``) for one image, a list of
-        such lists for several. ``candidate_labels`` replace the classifier's classes for this
-        call; ``hypothesis_template`` (method ``clip``) replaces "a photo of a {}."."""
+        "score"}`` (highest first; every label, as the pipeline, unless ``top_k``) for one image
+        (a path, an http(s) URL, a PIL image, an array), a list of such lists for several.
+        ``candidate_labels`` replace the classifier's classes for this call;
+        ``hypothesis_template`` (method ``clip``) replaces "a photo of a {}."."""
         options = {} if hypothesis_template is None else {"template": hypothesis_template}
         predictions = self.predict(images, top_k, candidate_labels=candidate_labels, **options)
         pipeline = [prediction.as_pipeline() for prediction in predictions]

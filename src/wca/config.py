@@ -53,11 +53,12 @@ from wca.crops import Alpha, Beta, CropSpec, NCrops, Seed, Strategy
 from wca.errors import SettingError
 from wca.method_config import (
     DEFAULT_METHODS,
+    METHOD_NAMES,
     MethodConfig,
     default_methods,
     method_entries,
 )
-from wca.specs import CHECKPOINT_FILES, MODEL_FORMS, NAMED_MODELS
+from wca.specs import GRAMMAR, with_pretrained
 
 DEFAULT_MODEL = "open_clip:ViT-B-32/openai"  # the authors' default CLIP, ViT-B/32
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -78,11 +79,14 @@ class EvalConfig(BaseModel):
 
     model: str = Field(
         DEFAULT_MODEL,
-        description=f"the model: {', '.join(MODEL_FORMS)}, a bare path to a {CHECKPOINT_FILES} "
-        "file or a model folder (backend inferred), or "
-        + ", ".join(f"{name} ({what})" for name, what in NAMED_MODELS.items())
-        + "; `wca models` lists them",
+        description=f"the model: {GRAMMAR}; `wca models` lists them",
         json_schema_extra=group("model", metavar="SPEC", repeatable=True),
+    )
+    pretrained: str | None = Field(
+        None,
+        description="the weights of model given as an architecture, clip_benchmark's way "
+        "(--model ViT-B-32 --pretrained openai, or a weights file): read as ViT-B-32/openai",
+        json_schema_extra=group("model", metavar="TAG"),
     )
     dataset: str | None = Field(
         None,
@@ -143,11 +147,21 @@ class EvalConfig(BaseModel):
     )
     methods: list[MethodConfig] = Field(
         default_factory=default_methods,
-        description="comma-separated methods (`wca methods` lists them)",
+        description=f"comma-separated methods, of {', '.join(METHOD_NAMES)} (`wca methods` "
+        "describes them)",
         json_schema_extra=group("protocol", metavar="LIST", shown=",".join(DEFAULT_METHODS)),
     )
     _notes: list[str] = PrivateAttr(default_factory=list)  # lines for the user, see resolve
     _named: set[str] = PrivateAttr(default_factory=set)  # methods the user asked for by name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _join_pretrained(cls, data: Any) -> Any:
+        """``model: ARCH`` with ``pretrained: TAG`` (clip_benchmark's) is ``ARCH/TAG``."""
+        if isinstance(data, Mapping) and data.get("pretrained"):
+            model = with_pretrained(str(data.get("model", DEFAULT_MODEL)), data["pretrained"])
+            return {**data, "model": model, "pretrained": None}
+        return data
 
     @field_validator("dataset")
     @classmethod
@@ -203,10 +217,10 @@ class EvalConfig(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain values, under their names, every method's options resolved
         (defaults included), so that equal settings always compare equal."""
-        data = self.model_dump(exclude={"methods"})
+        data = self.model_dump(exclude={"methods", "pretrained"})  # pretrained: in model
         data["effective_alpha"] = self.crop_alpha
         data["methods"] = [
-            {m.name: {"name": m.name, "enabled": m.enabled, **m.resolved_options()}}
+            {m.name: {"name": m.name, "enabled": m.enabled, **m.resolved_options(self.dataset)}}
             for m in self.methods
         ]
         return data

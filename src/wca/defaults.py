@@ -31,6 +31,9 @@ PRECISION = "fp32"
 # Images larger than this many pixels are refused (PIL's own Image.MAX_IMAGE_PIXELS): a guard
 # against decompression bombs; 0 lifts it.
 MAX_IMAGE_PIXELS = 89_478_485
+# An image given as an http(s) URL: seconds to wait for it, and the most bytes it may have.
+URL_TIMEOUT = 10.0
+URL_MAX_BYTES = 20 * 2**20
 
 # ImageNet and its test-only variants share ImageNet's class lists (the authors' convention)
 IMAGENET_FAMILY = ("imagenet", "imagenetv2", "imagenet-sketch", "imagenet-r", "imagenet-a")

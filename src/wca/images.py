@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import re
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from wca.defaults import MAX_IMAGE_PIXELS
+from wca.defaults import MAX_IMAGE_PIXELS, URL_MAX_BYTES, URL_TIMEOUT
 
 _PIL_GUARD = threading.Lock()  # PIL's own guard is a process-wide setting
 
@@ -43,8 +46,10 @@ def _pil_allows(limit: int) -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = saved
 
 
-def _open(source: str | Path, limit: int) -> Image.Image:
-    """Decode a file, refusing images above ``limit`` pixels (0: no limit) with a clear error."""
+def _open(source: str | Path | BinaryIO, limit: int, name: str | None = None) -> Image.Image:
+    """Decode a file (or a stream, called ``name`` in errors), refusing images above
+    ``limit`` pixels (0: no limit) with a clear error."""
+    name = str(source) if name is None else name
     try:
         with _pil_allows(limit), warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below
@@ -56,18 +61,23 @@ def _open(source: str | Path, limit: int) -> Image.Image:
         size = re.search(r"\((\d+) pixels\)", str(error))
         what = f"{size[1]} pixels" if size else str(error)
         raise ImageTooLarge(
-            f"{source}: image too large ({what}; the limit is {limit} pixels, a guard against "
+            f"{name}: image too large ({what}; the limit is {limit} pixels, a guard against "
             "decompression bombs): raise max_image_pixels (0: no limit) if you trust the file"
         ) from None
     except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"{source}: not a readable image ({error})") from error
+        raise ValueError(f"{name}: not a readable image ({error})") from error
     return image
 
 
-def load_image(source: str | Path | Image.Image, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+def load_image(
+    source: str | Path | BinaryIO | Image.Image,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    name: str | None = None,
+) -> Image.Image:
     """Open an image as 8-bit RGB, upright by its EXIF orientation, with a clear error if not
-    (unreadable, or larger than ``max_pixels``, width x height; 0: no limit)."""
-    image = source if isinstance(source, Image.Image) else _open(source, max_pixels)
+    (unreadable, or larger than ``max_pixels``, width x height; 0: no limit). A stream (an
+    image inside an archive) is called ``name`` in errors."""
+    image = source if isinstance(source, Image.Image) else _open(source, max_pixels, name)
     if image.width < 1 or image.height < 1:
         raise ValueError(f"{getattr(image, 'filename', '') or 'image'}: has no pixels")
     image = ImageOps.exif_transpose(image)
@@ -93,10 +103,42 @@ def image_key(image: Image.Image) -> int:
     return int.from_bytes(digest.digest(), "big") >> 1
 
 
+def fetch(url: str, timeout: float = URL_TIMEOUT, max_bytes: int = URL_MAX_BYTES) -> bytes:
+    """The bytes at an http(s) ``url``, refused (a ValueError naming it) when the server does
+    not answer, or send them all, within ``timeout`` seconds, or sends more than
+    ``max_bytes``."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    too_large = ValueError(f"{url}: more than {max_bytes} bytes, the limit for an image")
+    data = bytearray()
+    try:
+        with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
+            response.raise_for_status()
+            if int(response.headers.get("content-length") or 0) > max_bytes:
+                raise too_large
+            for chunk in response.iter_bytes():
+                data += chunk
+                if len(data) > max_bytes:
+                    raise too_large
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("the whole answer took too long")
+    except httpx.TimeoutException:
+        raise ValueError(f"{url}: no whole answer within {timeout:g} s") from None
+    except httpx.HTTPStatusError as error:
+        raise ValueError(f"{url}: HTTP {error.response.status_code}") from None
+    except httpx.HTTPError as error:
+        raise ValueError(f"{url}: cannot be fetched ({error})") from None
+    return bytes(data)
+
+
 def as_image(
     source: str | Path | Image.Image | np.ndarray, max_pixels: int = MAX_IMAGE_PIXELS
 ) -> Image.Image:
-    """A path, a PIL image or an ``HxW`` / ``HxWxC`` uint8 array as an upright RGB image."""
+    """A path, an http(s) URL (:func:`fetch`), a PIL image or an ``HxW`` / ``HxWxC`` uint8
+    array as an upright RGB image."""
+    if isinstance(source, str) and source.startswith(("http://", "https://")):
+        return load_image(io.BytesIO(fetch(source)), max_pixels, name=source)
     if isinstance(source, np.ndarray):
         if source.dtype != np.uint8 or source.ndim not in (2, 3):
             raise ValueError(

@@ -24,6 +24,21 @@ def dataset_name(config: EvalConfig) -> str:
     return str(config.dataset)
 
 
+def is_remote(root: str, dataset: str | None) -> bool:
+    """Whether ``root`` names a Hub repository of shards rather than a folder (``wds/NAME``
+    datasets: :func:`wca.datasets.webdataset.hub_repo`)."""
+    if not str(dataset or "").lower().startswith("wds/"):
+        return False
+    from wca.datasets.webdataset import hub_repo
+
+    return hub_repo(root) is not None
+
+
+def data_root(root: str, dataset: str | None) -> str:
+    """A data root as results record it: absolute, or a Hub repository as given."""
+    return root if is_remote(root, dataset) else str(Path(root).expanduser().resolve())
+
+
 def load_cell_dataset(config: EvalConfig, options: RunOptions):
     """The dataset of ``config``, read from its data path."""
     from wca.datasets import load_dataset
@@ -32,8 +47,13 @@ def load_cell_dataset(config: EvalConfig, options: RunOptions):
         raise SettingError("dataset", "not set (a dataset name, or dataset: in a config file)")
     if not config.data_root:
         raise SettingError("data_root", "not set (where the dataset is)")
+    extra = {"download": True} if options.download else {}
     dataset = load_dataset(
-        config.dataset, config.data_root, config.split, descriptions_dir=options.descriptions_dir
+        config.dataset,
+        config.data_root,
+        config.split,
+        descriptions_dir=options.descriptions_dir,
+        **extra,
     )
     dataset.max_image_pixels = options.max_image_pixels
     return dataset
@@ -46,6 +66,10 @@ def text_sources(dataset, options: RunOptions):
     directory; as a file it replaces only the sentences (cupl, wca). Class names come from the
     folder when it has its own lists, else from the dataset; ImageNet and its variants use
     ImageNet's lists (CuPL names; OpenAI names for clip-d and waffle), as the authors do.
+    Without any descriptions (a dataset with no folder of its own, none given), the class
+    names alone: the methods that need no more run (clip; clip-e on templates the dataset
+    brings, e.g. clip_benchmark's shards). A dataset's templates serve clip-e wherever the
+    descriptions have none.
     """
     from wca.datasets import resolve_descriptions_dir
     from wca.descriptions import load_descriptions
@@ -59,11 +83,6 @@ def text_sources(dataset, options: RunOptions):
         directory, _ = resolve_descriptions_dir(options.descriptions_dir)
         folder = directory / dataset.descriptions_name
     if folder is None or (given is not None and not folder.is_dir()):
-        if given is None:
-            raise ValueError(
-                f"{dataset.name}: descriptions: none for these classes (a folder laid out like "
-                "the published sets, or a {class: [sentence, ...]} JSON file)"
-            )
         sources = TextSources(list(dataset.classnames))
     else:
         own_names = any((folder / n).is_file() for n in ("classnames.json", "classnames-cupl.json"))
@@ -77,6 +96,8 @@ def text_sources(dataset, options: RunOptions):
                 imagenet.classnames_for,
             )
     sources.dataset = dataset.name
+    if sources.templates is None and dataset.templates:
+        sources.templates = list(dataset.templates)
     if len(sources.classnames) != len(dataset.classnames):
         raise ValueError(
             f"{folder}: {len(sources.classnames)} class names, the dataset has "
@@ -86,6 +107,9 @@ def text_sources(dataset, options: RunOptions):
         sources.sentences = load_descriptions(given)
         sources.origins["sentences"] = str(given)
         return sources, str(given.resolve()) if folder is None else f"{folder} + {given.resolve()}"
+    if folder is None:
+        brought = " and the dataset's templates" if sources.templates else ""
+        return sources, f"the class names{brought} (no descriptions)"
     return sources, str(folder.resolve())
 
 

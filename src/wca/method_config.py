@@ -12,6 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_METHODS = ("clip", "clip-e", "clip-d", "waffle", "cupl", "wca")
 METHOD_ALIASES = {"ours": "wca"}  # the WCA authors' name for their method in their configs
+# Every registered method, for help texts that import no method (tests/cli/test_listings.py
+# checks it against wca.methods.METHODS); `wca methods` describes them.
+METHOD_NAMES = (
+    *DEFAULT_METHODS, "wca-uniform-crops", "wca-uniform-text", "wca-full-view", "wca-paper",
+    "bifta", "zero", "mta", "awt", "lazsl", "tda", "tda+wca", "dmn", "boostadapter", "onzeta",
+    "dota", "dota+wca", "ecalp", "ecalp+wca", "bca", "bca+wca", "oga", "oga+wca", "cosmic",
+    "cosmic+wca",
+)  # fmt: skip
 
 
 class MethodConfig(BaseModel):
@@ -34,16 +42,29 @@ class MethodConfig(BaseModel):
         self.options = options.model_dump(exclude_unset=True)
         return self
 
-    def resolved_options(self) -> dict[str, Any]:
+    def resolved_options(self, dataset: str | None = None) -> dict[str, Any]:
         """Every option of the method, defaults included (what a result file records); a
-        temperature left unset is the model's own (``"model"``)."""
-        from wca.methods.registry import options_model
+        temperature left unset is the model's own (``"model"``); a method with per-dataset
+        values names the dataset whose values run on ``dataset``'s images
+        (:class:`wca.methods.registry.PerDataset`: ``imagenet`` for an image folder)."""
+        from wca.methods.registry import PER_DATASET, options_model
 
         model = options_model(self.name)
         resolved = model.model_validate(self.options).model_dump(mode="json")
         if "logit_scale" in model.model_fields and "logit_scale" not in self.options:
             resolved["logit_scale"] = "model"
+        if self.name in PER_DATASET:
+            resolved["dataset"] = PER_DATASET[self.name](self.options.get("dataset") or dataset)
         return resolved
+
+    def head_options(self, dataset: str | None = None) -> dict[str, Any]:
+        """The options the head is built with: those set, and the dataset whose values run
+        (the one :meth:`resolved_options` records)."""
+        options = dict(self.options)
+        if "dataset" in options or dataset is not None:
+            resolved = self.resolved_options(dataset).get("dataset")
+            options.update({} if resolved is None else {"dataset": resolved})
+        return options
 
 
 def default_methods() -> list[MethodConfig]:

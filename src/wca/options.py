@@ -107,6 +107,12 @@ class RunOptions(BaseModel):
         "sentences of cupl and wca)",
         json_schema_extra=_group("data", metavar="PATH", shown="the dataset's published set"),
     )
+    download: bool = Field(
+        False,
+        description="download a torchvision dataset (cifar10, stl10, ...) into the data root "
+        "when it is not there",
+        json_schema_extra=_group("data"),
+    )
     max_image_pixels: Annotated[int, Field(ge=0)] = Field(
         default_factory=_default_max_pixels,
         description="refuse images larger than this many pixels (width x height), a guard "
@@ -142,9 +148,9 @@ class RunOptions(BaseModel):
     @field_validator("cache_dir", mode="before")
     @classmethod
     def _no_cache(cls, value: Any) -> Any:
-        """``none`` (as the CLI's Path, or a string) or an empty string: no cache."""
-        spelled = str(value).strip().lower() if isinstance(value, (str, Path)) else None
-        return None if spelled in ("", "none") else value
+        """``none`` (or empty), as text or as the flag's path: features in memory only."""
+        empty = isinstance(value, str | Path) and str(value).strip().lower() in ("", "none")
+        return None if empty else value
 
     @field_validator("cache_dir", "descriptions_dir", "descriptions")
     @classmethod

@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from wca import merge
 from wca.config import EvalConfig
 from wca.errors import OutputExists, SettingError
 from wca.inputs import (
     cell_digests,
+    data_root,
     dataset_name,
     file_sha256,
     load_cell_dataset,
@@ -34,7 +36,7 @@ from wca.inputs import (
 )
 from wca.options import RunOptions
 from wca.results import NotAResult, ResultFile, Settings, read_result
-from wca.specs import model_fields, weights_file
+from wca.specs import model_fields, model_label, weights_file
 
 log = logging.getLogger("wca")
 
@@ -49,12 +51,13 @@ class Prepared(NamedTuple):
 
 
 def build_heads(config: EvalConfig, sources, encoder, allow_duplicate_classes: bool) -> dict:
-    """The heads of the enabled methods; a default method whose texts the task lacks (no
-    clip-e.json, no word list) is skipped with one line, a method asked for by name fails."""
+    """The heads of the enabled methods; the default methods whose texts the task lacks (no
+    clip-e.json, no word list, no descriptions at all) are skipped, named in one line; a
+    method asked for by name fails."""
     from wca.methods import build_head
     from wca.methods.registry import MissingTextSource
 
-    heads = {}
+    heads, skipped = {}, {}
     for method in config.enabled_methods():
         try:  # the encoder brings its logit_scale; sources.dataset the authors' per-dataset values
             heads[method.name] = build_head(
@@ -62,12 +65,15 @@ def build_heads(config: EvalConfig, sources, encoder, allow_duplicate_classes: b
                 encoder,
                 sources,
                 allow_duplicate_classes=allow_duplicate_classes,
-                **method.options,
+                **method.head_options(config.dataset),
             )
         except MissingTextSource as error:
             if config.named(method.name):
                 raise
-            log.info(f"skipped {method.name}: {error}")
+            skipped[method.name] = error.what
+    if skipped:
+        needs = "; ".join(f"{name} needs {what}" for name, what in skipped.items())
+        log.info(f"skipped {', '.join(skipped)}: their texts are missing ({needs})")
     if not heads:
         raise SettingError("methods", "none can run on these texts (see the lines above)")
     return heads
@@ -97,6 +103,13 @@ def extract(config: EvalConfig, options: RunOptions, encoder, dataset, on_bad_im
     from wca.features.distributed import join
 
     ranks = join(encoder.device, options.dist_timeout) if split_shards else None
+    if ranks is not None and ranks.rank == 0:
+        shards = -(-len(dataset) // options.shard_size)
+        log.info(
+            f"torchrun: {ranks.world_size} ranks share the feature pass: rank r encodes the "
+            f"cache shards i with i % {ranks.world_size} == r ({shards} shards of up to "
+            f"{options.shard_size} images); rank 0 then scores and writes the result"
+        )
     return extract_features(
         encoder,
         dataset,
@@ -149,7 +162,7 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return f"{dataset_name(self.config)} x {self.config.model}"
+        return f"{dataset_name(self.config)} x {model_label(self.config.model)}"
 
     def prepare(self, options: RunOptions) -> Prepared:
         """The dataset and texts, read before any model: the output may not lie inside the
@@ -168,7 +181,7 @@ class Cell:
         """What the cell's result records of its settings (and its inputs' digests, when
         ``prepared``): what an existing result is compared by."""
         values = self.config.to_dict()
-        values["data_root"] = str(Path(self.config.data_root or ".").expanduser().resolve())
+        values["data_root"] = data_root(self.config.data_root or ".", self.config.dataset)
         values["precision"] = options.precision
         if prepared is not None:
             values.update(cell_digests(prepared.dataset, prepared.sources))
@@ -181,6 +194,16 @@ class Cell:
             return "not there"
         try:
             return read_result(self.output).reusable_for(settings)
+        except (NotAResult, OSError) as error:
+            return f"not a result file ({error})"
+
+    def blocking(self, settings: Settings) -> str | None:
+        """Why the cell may not write its output (None: there is none, or it is this cell's
+        result, whose methods a run adds to: :mod:`wca.merge`)."""
+        if self.output is None or not Path(self.output).exists():
+            return None
+        try:
+            return read_result(self.output).other_cell(settings)
         except (NotAResult, OSError) as error:
             return f"not a result file ({error})"
 
@@ -205,29 +228,60 @@ class Cell:
         when needed) on its dataset, every enabled method over the multi-run protocol.
 
         An output file already there is returned as it is with ``reuse`` when it is this
-        cell's result (same settings, texts and images); one that is not is replaced only with
-        ``overwrite``, else refused before any work. The result is written to the output (never
-        inside the dataset's own folder) and returned; under torchrun, ranks other than 0
-        encode their share of the features and return None."""
+        cell's result with the run's methods; when it is this cell's result with other
+        methods, the run's are added to it (a method it holds with other options: the run
+        writes beside it, :func:`wca.merge.beside`, unless ``overwrite``). A file of another
+        cell is replaced only with ``overwrite``, else refused before any work. The result is
+        written to the output (never inside the dataset's own folder) and returned; under
+        torchrun, ranks other than 0 encode their share of the features and return None."""
         options = RunOptions() if options is None else options
         prepared = self.prepare(options) if prepared is None else prepared
         if self.output is not None:
-            why = self.existing(self.settings(options, prepared))
+            settings = self.settings(options, prepared)
+            why = self.existing(settings)
             if why is None and reuse:
                 log.info(f"skip {self.label}: {self.output} is complete")
                 return read_result(self.output)
-            if why not in (None, "not there"):
+            blocked = self.blocking(settings)
+            if blocked is not None:
                 if not overwrite:
-                    raise self.refuse_to_replace(why)
-                log.info(f"redo {self.label}: {self.output}: {why}")
+                    raise self.refuse_to_replace(blocked)
+                log.info(f"redo {self.label}: {self.output}: {blocked}")
+            elif why != "not there" and not overwrite:
+                clash = merge.conflicts(read_result(self.output), settings)
+                if clash:
+                    target = merge.beside(self.output, settings)
+                    log.info(
+                        f"{self.output} holds {', '.join(clash)} with other options: "
+                        f"this run goes to {target.name}"
+                    )
+                    return Cell(self.config, target).run(
+                        options, encoder=encoder, reuse=reuse, primary_method=primary_method,
+                        split_shards=split_shards, prepared=prepared,
+                    )  # fmt: skip
         if encoder is None:
             encoder = load_model(self.config, options)
         elif callable(encoder) and not hasattr(encoder, "encode_images"):
             encoder = encoder()
         result = _evaluate_cell(self, options, encoder, prepared, primary_method, split_shards)
         if result is not None and self.output is not None:
+            result = self._with_existing(result, primary_method)
             result.write(self.output)
         return result
+
+    def _with_existing(self, result: ResultFile, primary_method: str | None) -> ResultFile:
+        """``result`` with the methods the output already holds for this cell added (the
+        weights' digest compared now that it is known); another file's are replaced."""
+        try:
+            existing = read_result(self.output)
+        except (NotAResult, OSError):
+            return result
+        if existing.other_cell(result.config) is not None:
+            return result
+        added = [name for name in existing.results.methods if name not in result.results.methods]
+        if added:
+            log.info(f"{self.output}: kept {', '.join(added)} beside this run's methods")
+        return merge.merged(existing, result, primary_method)
 
 
 def _evaluate_cell(
@@ -281,7 +335,7 @@ def _evaluate_cell(
     )
     for method in config.enabled_methods():
         if method.name in evaluation.methods:
-            evaluation.methods[method.name].options = method.resolved_options()
+            evaluation.methods[method.name].options = method.resolved_options(config.dataset)
     model_file = weights_file(config.model)
     settings = {
         **cell.settings(options, prepared).model_dump(),

@@ -40,3 +40,24 @@ class Prediction:
     def as_pipeline(self) -> list[dict[str, float | str]]:
         """The Hugging Face zero-shot-image-classification output shape."""
         return [{"label": lab, "score": s} for lab, s in zip(self.labels, self.scores, strict=True)]
+
+
+def description_evidence(
+    classnames: list[str],
+    descriptions: list[list[str]],
+    indices: list[int],
+    scores: list[tuple[Tensor, Tensor]],
+) -> dict[str, list[DescriptionScore]]:
+    """Each class of ``indices``: its descriptions with their weight v_j and similarity
+    sum_i w_i cos(crop_i, desc_j) (``scores``, a head's ``description_scores``), by decreasing
+    contribution."""
+    evidence = {}
+    for c, (weights, similarities) in zip(indices, scores, strict=True):
+        rows = [
+            DescriptionScore(text, float(weight), float(similarity))
+            for text, weight, similarity in zip(
+                descriptions[c], weights.tolist(), similarities.tolist(), strict=True
+            )
+        ]
+        evidence[classnames[c]] = sorted(rows, key=lambda r: -r.weight * r.similarity)
+    return evidence

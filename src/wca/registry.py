@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -20,6 +20,15 @@ T = TypeVar("T")
 
 def _same(name: str) -> str:
     return name
+
+
+def matching(names: Iterable[str], pattern: str | None) -> list[str]:
+    """``names`` that ``pattern`` matches, sorted: shell wildcards, case insensitive; a pattern
+    without wildcards matches names containing it (``vit``: every ``*vit*``); None: all."""
+    if not pattern:
+        return sorted(names)
+    pattern = pattern.lower() if any(c in pattern for c in "*?[") else f"*{pattern.lower()}*"
+    return sorted(name for name in names if fnmatch.fnmatchcase(name.lower(), pattern))
 
 
 class Registry(Mapping[str, T], Generic[T]):
@@ -69,12 +78,8 @@ class Registry(Mapping[str, T], Generic[T]):
         return self._entries[known]
 
     def list(self, pattern: str | None = None) -> list[str]:
-        """The registered names, sorted; with ``pattern``, those it matches (shell wildcards,
-        case insensitive; a pattern without wildcards matches names containing it)."""
-        if not pattern:
-            return sorted(self._entries)
-        pattern = pattern.lower() if any(c in pattern for c in "*?[") else f"*{pattern.lower()}*"
-        return sorted(name for name in self._entries if fnmatch.fnmatchcase(name.lower(), pattern))
+        """The registered names, sorted; with ``pattern``, those it matches (:func:`matching`)."""
+        return matching(self._entries, pattern)
 
     def __getitem__(self, name: str) -> T:
         known = self.canonical(name)

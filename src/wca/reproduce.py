@@ -100,10 +100,13 @@ class Plan:
 
 
 def model_specs(names: list[str] | None = None) -> list[str]:
-    """``ARCH/TAG`` -> ``open_clip:ARCH/TAG``; full specs (``BACKEND:...``) as they are;
-    comma-separated lists allowed (default: the paper's three models)."""
+    """The specs of ``names`` in the one grammar of :mod:`wca.specs` (``ARCH/TAG`` is
+    ``open_clip:ARCH/TAG``); comma-separated lists allowed (default: the paper's three
+    models)."""
+    from wca.specs import canonical
+
     names = [name.strip() for text in names or [",".join(PAPER_MODELS)] for name in text.split(",")]
-    return [name if ":" in name else f"open_clip:{name}" for name in names if name]
+    return [canonical(name) for name in names if name]
 
 
 def config_files(folder: Path | None = None, datasets: list[str] | None = None) -> list[Path]:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from wca.files import write_atomic
 from wca.result_versions import as_current
@@ -60,6 +60,18 @@ def tail_is_worst_run(n_runs: int) -> bool:
     return n_runs * TAIL_PERCENT < 100
 
 
+def per_dataset_note(values: dict[str, str]) -> str | None:
+    """``{method: dataset}`` of the methods with per-dataset values, as one line saying whose
+    values ran (``dataset=imagenet (tda, dmn)``), or None."""
+    if not values:
+        return None
+    by_dataset: dict[str, list[str]] = {}
+    for method, dataset in values.items():
+        by_dataset.setdefault(dataset, []).append(method)
+    ran = ", ".join(f"dataset={data} ({', '.join(names)})" for data, names in by_dataset.items())
+    return f"per-dataset values that ran: {ran}; methods.NAME.dataset chooses."
+
+
 def tail_text(value: float, n_runs: int) -> str:
     """A tail accuracy for a table: ``"55.00"``, or ``"55.00 (worst run)"`` below 10 runs."""
     return f"{value:.2f}" + (" (worst run)" if tail_is_worst_run(n_runs) else "")
@@ -88,8 +100,9 @@ class RunStats(BaseModel):
 
 
 class Calibration(BaseModel):
-    """Per run: expected calibration error (15 equal-width bins over the top-1 confidence),
-    negative log-likelihood and Brier score of the method's class probabilities."""
+    """Per run: expected calibration error (15 equal-width bins over the top-1 confidence; a
+    fraction in [0, 1] here and in :class:`Metrics`, shown in % in every table), negative
+    log-likelihood and Brier score of the method's class probabilities."""
 
     ece: RunStats
     nll: RunStats
@@ -231,6 +244,12 @@ class ResultFile(BaseModel):
     results: Results
     config: Settings
     versions: dict[str, str | None] = Field(default_factory=dict)
+    _written: Path | None = PrivateAttr(default=None)  # where write() put it
+
+    @property
+    def written(self) -> Path | None:
+        """The file :meth:`write` wrote this result to (None: not written)."""
+        return self._written
 
     def table(self, title: str | None = None) -> str:
         """A markdown table: top-1 and top-5 as mean +- std over runs, top-1's expected tail
@@ -256,16 +275,25 @@ class ResultFile(BaseModel):
             f"Tail: mean top-1 of the worst {TAIL_PERCENT} % of runs (the worst run below "
             f"{100 // TAIL_PERCENT} runs)."
         )
+        datasets = {name: m.options["dataset"] for name, m in results.methods.items()
+                    if isinstance(m.options.get("dataset"), str)}  # fmt: skip
+        lines += filter(None, [per_dataset_note(datasets)])
         return "\n".join(lines)
+
+    def other_cell(self, settings: Settings) -> str | None:
+        """Why this is not a result of the cell of ``settings`` (None: it is, whatever its
+        methods): a setting of :data:`IDENTITY` that differs."""
+        differs = self.config.differs_from(settings)
+        return None if differs is None else f"its {DIFFERS.get(differs, differs + ' differs')}"
 
     def reusable_for(self, settings: Settings) -> str | None:
         """Why this result cannot stand for a run of ``settings`` (None: it can): a setting
         of :data:`IDENTITY` that differs, or a method of the run that the file's settings lack
         or give other options (a method skipped for want of texts is skipped again: the texts'
         digest is compared)."""
-        differs = self.config.differs_from(settings)
-        if differs is not None:
-            return f"its {DIFFERS.get(differs, differs + ' differs')}"
+        other = self.other_cell(settings)
+        if other is not None:
+            return other
         mine, wanted = self.config.method_options(), settings.method_options()
         if any(mine.get(name) != options for name, options in wanted.items()):
             return "its methods differ"
@@ -274,7 +302,8 @@ class ResultFile(BaseModel):
     def write(self, path: str | Path) -> Path:
         """Write the file atomically (no NaN or infinity: they are never a result)."""
         text = json.dumps(self.model_dump(mode="json"), indent=1, allow_nan=False)
-        return write_atomic(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+        self._written = write_atomic(path, lambda tmp: tmp.write_text(text + "\n", "utf-8"))
+        return self._written
 
 
 class NotAResult(ValueError):

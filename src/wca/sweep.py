@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wca.errors import SettingError
-from wca.specs import absolute_spec, model_fields
+from wca.specs import model_fields, model_label
 
 if TYPE_CHECKING:
     from wca.pipeline import Cell
@@ -75,10 +75,22 @@ def check_template(template: str) -> list[str]:
 
 def output_path(template: str, values: Mapping[str, Any]) -> Path:
     """The template filled with path-safe values (see :func:`path_safe`); ``{model}`` is
-    meant to be the whole model spec, ``{pretrained}`` its weights (:func:`model_fields`)."""
+    meant to be the model's short label, ``{pretrained}`` its weights (:func:`model_labels`)."""
     check_template(template)
     safe = {key: path_safe(str(values.get(key))) for key in OUTPUT_FIELDS}
     return Path(template.format(**safe)).expanduser()
+
+
+def model_labels(specs: Sequence[str]) -> dict[str, str]:
+    """The short label of each spec (:func:`wca.specs.model_label`: ``ViT-B-32 openai``, a
+    weights file's stem), with a short hash of the spec where two specs share a label (two
+    checkpoints of one name in different folders stay apart)."""
+    labels = {spec: model_label(spec) for spec in dict.fromkeys(specs)}
+    shared = {text for text in labels.values() if list(labels.values()).count(text) > 1}
+    return {
+        spec: f"{text} {hashlib.sha256(spec.encode()).hexdigest()[:8]}" if text in shared else text
+        for spec, text in labels.items()
+    }
 
 
 def _names(given: Sequence[str] | None) -> list[str | None]:
@@ -102,8 +114,8 @@ def plan(
     settings are checked before any model library is imported (they need none)."""
     from wca.config import check_protocol, resolve_config
     from wca.configs import config_path, read_config_file
-    from wca.datasets import DATASETS
-    from wca.inputs import dataset_name
+    from wca.datasets import loader_of
+    from wca.inputs import data_root, dataset_name, is_remote
 
     check_template(template)
     datasets, roots = _names(datasets), _names(data_roots)
@@ -118,18 +130,19 @@ def plan(
                 values = dict(overrides or {})
                 values["model"] = model
                 if root is not None:
-                    path = Path(root.replace("{dataset}", str(named or ""))).expanduser()
-                    values["data_root"] = str(path.resolve())
+                    where = root.replace("{dataset}", str(named or ""))
+                    values["data_root"] = data_root(where, named)
                 config = resolve_config(dataset, config_file, values, settings)
                 if not config.dataset:
                     raise SettingError("dataset", "not set (a name, or dataset: in a config)")
                 try:
-                    DATASETS.get_entry(config.dataset)
+                    loader_of(config.dataset)
                 except ValueError as error:
                     raise SettingError("dataset", str(error)) from None
                 if not config.data_root:
                     raise SettingError("data_root", "not set (where the dataset is)")
-                if not Path(config.data_root).expanduser().is_dir():  # before any model library
+                remote = is_remote(config.data_root, config.dataset)
+                if not remote and not Path(config.data_root).expanduser().is_dir():  # no model yet
                     raise FileNotFoundError(
                         f"{config.data_root}: data root does not exist or is not a folder"
                     )
@@ -145,11 +158,13 @@ def plan(
                 configs.append(config)
     from wca.pipeline import Cell, check_output  # noqa: F811  (imported when planning)
 
+    for config in configs:
+        config.model = checked_spec(config.model)
+    labels = model_labels([config.model for config in configs])
     cells: list[Cell] = []
     for config in configs:
-        config.model = absolute_spec(checked_spec(config.model))
         fields = {**config.model_dump(), **model_fields(config.model)}
-        fields["model"] = config.model  # the whole spec: two checkpoints stay apart
+        fields["model"] = labels[config.model]
         fields["dataset"] = dataset_name(config)
         cells.append(Cell(config, output_path(template, fields).resolve()))
     seen: dict[Path, Cell] = {}
@@ -166,14 +181,15 @@ def plan(
 
 
 def checked_spec(spec: str) -> str:
-    """``spec`` as ``BACKEND:MODEL`` (a named model or a bare path resolved). A malformed spec
-    or an unknown backend is a SettingError naming ``model``; a missing checkpoint stays as it
-    is (loading it fails, in its own cell, and the sweep goes on)."""
-    from wca.encoders.registry import resolve_spec, split_spec
+    """``spec`` as ``BACKEND:MODEL`` (a named model, ``ARCH/TAG`` or a bare path resolved). A
+    malformed spec or an unknown backend is a SettingError naming ``model``; a missing
+    checkpoint stays as it is (loading it fails, in its own cell, and the sweep goes on)."""
+    from wca.encoders.registry import split_spec
+    from wca.specs import resolve
 
     try:
-        resolved = resolve_spec(spec)[0]
-        split_spec(resolved)  # BACKEND:MODEL with a model after the backend
+        resolved = resolve(spec)[0]
+        split_spec(resolved)  # a backend the registry knows, a model after it
         return resolved
     except FileNotFoundError:
         return spec
@@ -208,14 +224,15 @@ def one_line(error: BaseException) -> str:
 
 
 def check_outputs(cells: Sequence[Cell], precision: str) -> None:
-    """Refuse, before any work, to replace a file that is not a result of its cell's own
-    settings (a run with other crops, another JSON): what was computed is never lost."""
+    """Refuse, before any work, to replace a file that is not a result of its cell (a run
+    with other crops, another JSON): what was computed is never lost. A result of the same
+    cell is not refused: the run adds its methods to it (:mod:`wca.merge`)."""
     from wca.options import RunOptions
 
     options = RunOptions(precision=precision, cache_dir=None)
     for cell in cells:
-        why = cell.existing(cell.settings(options))
-        if why not in (None, "not there"):
+        why = cell.blocking(cell.settings(options))
+        if why is not None:
             raise cell.refuse_to_replace(why)
 
 
@@ -247,6 +264,11 @@ def run(
         from wca.features.distributed import rank_device
 
         ranks = join(resolve_device(rank_device(options.device)), options.dist_timeout)
+        if ranks.rank == 0:
+            log.info(
+                f"torchrun: {ranks.world_size} ranks split the {len(cells)} cells: rank r runs "
+                f"the cells i with i % {ranks.world_size} == r, each whole; rank 0 reports"
+            )
     summary = Summary(cells=len(cells))
     loaded: dict[str, Any] = {}  # the model of the last cell that needed one, by spec
 

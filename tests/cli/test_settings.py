@@ -253,11 +253,11 @@ def test_descriptions_fetch_takes_the_eval_dataset_names():
     assert published_file("places365", "cupl") == published_file("place365", "cupl")
 
 
-def test_cache_dir_none_on_the_command_line_keeps_features_in_memory():
-    """`--cache-dir none` reaches RunOptions as a Path: it means no cache, not a folder
-    named none in the working directory."""
+def test_cache_dir_none_from_the_command_line_keeps_features_in_memory():
+    """`--cache-dir none` arrives as a path; it still means no cache (no ./none folder)."""
     from wca.cli import build_parser
     from wca.cli.options import run_options
 
-    args = build_parser().parse_args(["eval", "--cache-dir", "none"])
-    assert run_options(args).cache_dir is None
+    for command in (["eval"], ["extract"]):
+        args = build_parser().parse_args([*command, "--cache-dir", "none"])
+        assert run_options(args).cache_dir is None

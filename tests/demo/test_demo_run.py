@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from wca.cli import main
+from wca.config import MethodConfig
 from wca.datasets import load_dataset
 from wca.demo.train import TrainConfig, normalise, train
 from wca.demo.world import DemoTestSet
@@ -17,10 +18,15 @@ from wca.results import read_result
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end(tmp_path):
+def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     args = ["demo", "--output", str(out), "--per-class", "1", "--n-crops", "6", "--n-run", "2"]
     assert main(args + ["--patch-n", "6"]) == 0
+    printed = capsys.readouterr().out
+    legend = printed.split("legend:\n", 1)[1].splitlines()
+    assert [line.split(":")[0].strip() for line in legend[:6]] == [
+        "clip", "clip-d", "cupl", "wca", "wca-tuned", "ECE"]  # fmt: skip
+    assert f"next: `wca report {out} --baseline clip`" in printed
     results = json.loads((out / "results.json").read_text())["results"]
     assert set(results["methods"]) >= {"clip", "clip-d", "cupl", "wca"}
     for method in results["methods"].values():
@@ -32,6 +38,8 @@ def test_demo_runs_end_to_end(tmp_path):
     document = read_result(out / "results.json")  # the result schema, like wca eval's
     assert document.dataset == "wca-demo" and document.config.n_crops == 6
     assert document.results.methods["wca"].calibration is not None
+    wca_options = document.results.methods["wca"].options  # every option, as wca eval's
+    assert wca_options == MethodConfig(name="wca").resolved_options()
 
 
 def test_export_reads_back_as_an_imagefolder(tmp_path):

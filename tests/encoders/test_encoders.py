@@ -219,7 +219,7 @@ def test_bad_device_precision_and_batch_size(specs, kwargs, message):
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("ViT-B-32", "malformed: expected BACKEND:MODEL"),
+        ("ViT-B-32", "malformed: expected ARCH/TAG, BACKEND:MODEL"),
         ("open_clip:", "malformed"),
         ("clip:ViT-B-32/openai", "unknown backend 'clip'"),
         ("open_clip:ViT-B-99/openai", "unknown open_clip architecture 'ViT-B-99'.*ViT-B-32"),

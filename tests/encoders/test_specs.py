@@ -172,7 +172,7 @@ def test_bare_model_folders_load_as_transformers_or_open_clip(tmp_path, wca_log)
     [
         ("missing.pt", FileNotFoundError, "model missing.pt: no such checkpoint file"),
         ("./nowhere", FileNotFoundError, "no such checkpoint file or model folder"),
-        ("ViT-B-32", ValueError, "malformed: expected BACKEND:MODEL.*or demo"),
+        ("ViT-B-32", ValueError, "malformed: expected ARCH/TAG, BACKEND:MODEL.*or demo"),
         ("notes.txt", ValueError, r"cannot tell which backend loads a \.txt file"),
         (".", ValueError, "neither config.json .* nor open_clip_config.json"),
     ],

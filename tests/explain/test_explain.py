@@ -251,6 +251,21 @@ def test_bad_label_is_one_clear_line(demo_args, images, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_images_in_class_folders_take_their_true_class_from_the_folder(
+    demo_data, demo_args, tmp_path
+):
+    out = tmp_path / "out"
+    args = ["explain", *map(str, sorted((demo_data / "images").glob("*/*.png"))[:2]), *demo_args,
+            "--explain-crops", "none", "--output", str(out)]  # fmt: skip
+    assert main(args) == 0
+    records = [json.loads(path.read_text()) for path in sorted(out.glob("*.json"))]
+    assert [record["label"] for record in records] == [
+        Path(record["source"]).parent.name for record in records
+    ]
+    assert all(record["correct"] is not None for record in records)
+
+
+@pytest.mark.slow
 def test_unreadable_file_is_named_skipped_and_the_rest_explained(
     demo_args, images, classifier, tmp_path, capsys
 ):

@@ -119,6 +119,7 @@ def test_two_ranks_eval_matches_one_process(world, reference, tmp_path):
     stdout, stderr = process.communicate(timeout=TIMEOUT)
     assert process.returncode == 0, stderr
     assert stdout.count("| wca |") == 1  # rank 0 alone scores and reports
+    assert stderr.count("torchrun: 2 ranks share the feature pass: rank r encodes the cache") == 1
     assert set(json.loads(out.read_text())["results"]["methods"]) == {"clip", "wca"}
     _assert_same_features(reference, tmp_path / "cache")
 
@@ -258,6 +259,7 @@ def test_several_cells_are_spread_over_the_ranks(world, tmp_path):
     stdout, stderr = process.communicate(timeout=TIMEOUT)
     assert process.returncode == 0, stderr
     assert stderr.count("sweep: 2 cells, 2 written, 0 skipped, 0 failed") == 1  # rank 0 alone
+    assert stderr.count("torchrun: 2 ranks split the 2 cells: rank r runs the cells i") == 1
     spread = {
         name: json.loads((tmp_path / "out" / f"{name}.json").read_text()) for name in ("one", "two")
     }

@@ -12,6 +12,7 @@ import argparse
 import errno
 import importlib
 import logging
+import os
 import sys
 import textwrap
 import warnings
@@ -36,6 +37,7 @@ COMMAND_MODULES = (
     "describe",
     "descriptions",
     "models",
+    "listings",
     "report",
     "reproduce",
 )
@@ -211,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     except RankError as error:  # another torchrun rank failed or never arrived
         print(f"wca: error: {error}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `wca models | head`: the reader has had enough, nothing failed
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit's flush
+        return 0
     except OSError as error:  # disk full, a directory where a file goes, no permission...
         print(f"wca: error: {describe_os_error(error)}", file=sys.stderr)
         return 1

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from wca.cli import UsageError
-from wca.cli.options import load_encoder, log, run_options
+from wca.cli.options import load_encoder, log, model_spec, run_options
 from wca.cli.settings import add_settings, given
 
 
@@ -126,8 +126,8 @@ def classifier_crops(args: argparse.Namespace):
 def required_model(args: argparse.Namespace) -> str:
     """``--model``, which classify and explain need (checked before any import of a model)."""
     if not args.model:
-        raise UsageError("no model: pass --model SPEC, e.g. open_clip:ViT-B-32/openai or demo")
-    return args.model
+        raise UsageError("no model: pass --model SPEC, e.g. ViT-B-32/openai or demo")
+    return model_spec(args)
 
 
 def build_classifier(args: argparse.Namespace, classnames: list[str], crops, **options: Any):

@@ -17,7 +17,7 @@ from wca.cli.classifier_options import (
     read_classes,
     required_model,
 )
-from wca.cli.options import describe, log, model_help
+from wca.cli.options import describe, log, model_help, model_option
 from wca.cli.settings import add_settings
 from wca.options import RunOptions
 
@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="print JSON with the evidence: crop boxes and weights, description scores",
     )
-    parser.add_argument("--model", metavar="SPEC", help=model_help() + "; required")
+    model_option(parser, model_help() + "; required")
     classifier_settings(parser)
     parser.add_argument(
         "--fidelity",

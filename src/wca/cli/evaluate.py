@@ -16,7 +16,8 @@ from wca.sweep import DEFAULT_OUTPUT, OUTPUT_FIELDS, read_list
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="benchmark the methods (clip, clip-e, clip-d, waffle, cupl, wca, ...) on a dataset",
+        help="benchmark the methods (clip, clip-e, clip-d, waffle, cupl, wca and, with "
+        "--methods, their peers: `wca methods`) on a dataset",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=describe(
             "Extract features once (the full view and a pool of crops per image, cached and "
@@ -24,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "from the pool, as the WCA authors do. Prints a markdown table and writes a JSON "
             "file with every run, the resolved settings and the library versions.",
             "wca eval --dataset cub --data-root ~/data/cub \\\n"
-            "      --model open_clip:ViT-B-32/openai --descriptions-dir shared/descriptors\n"
+            "      --model ViT-B-32/openai --descriptions-dir shared/descriptors\n"
+            "  wca eval --dataset wds/cifar10 --data-root clip-benchmark/wds_cifar10 \\\n"
+            "      --model ViT-B-32 --pretrained openai     # clip_benchmark's shards, its style\n"
             "  wca eval --config cub.yaml --data-root ~/data/cub --n-run 5 \\\n"
             "      --set methods.wca.image_scale=3\n"
             "  wca eval --dataset imagefolder --data-root my_photos --descriptions my.json \\\n"
@@ -100,6 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from wca import sweep
     from wca.config import EvalConfig
+    from wca.specs import model_label
 
     models = list(args.model or []) + (read_list(args.models_file) if args.models_file else [])
     datasets = list(args.dataset or []) + (
@@ -126,9 +130,10 @@ def run(args: argparse.Namespace) -> int:
 
     def show(cell, result) -> None:
         split = cell.config.split or result.config.split
-        title = f"{result.dataset}{f' ({split})' if split else ''}, {cell.config.model}"
+        where = f" ({split})" if split else ""
+        title = f"{result.dataset}{where}, {model_label(cell.config.model)}"
         print(result.table(title))
-        print(f"\nwrote {cell.output}", file=sys.stderr)
+        print(f"\nwrote {result.written or cell.output}", file=sys.stderr)
 
     summary = sweep.run(
         cells,

@@ -16,7 +16,7 @@ from wca.cli.classifier_options import (
     read_classes,
     required_model,
 )
-from wca.cli.options import describe, model_help
+from wca.cli.options import describe, model_help, model_option
 
 DEFAULT_OUT = "wca-explain"
 
@@ -47,14 +47,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="JSON {class: [sentence, ...]} with every class",
     )
-    parser.add_argument("--label", metavar="NAME", help="the true class of the images")
+    parser.add_argument(
+        "--label",
+        metavar="NAME",
+        help="the true class of the images (default: an image's folder, when it is named after "
+        "a class, as in an image folder of class sub-folders)",
+    )
     parser.add_argument(
         "--top-k", type=int, default=3, help="classes listed with their evidence (3)"
     )
     parser.add_argument(
         "--output", type=Path, default=Path(DEFAULT_OUT), help=f"output folder ({DEFAULT_OUT})"
     )
-    parser.add_argument("--model", metavar="SPEC", help=model_help() + "; required")
+    model_option(parser, model_help() + "; required")
     classifier_settings(parser)
     parser.add_argument(
         "--explain-crops",
@@ -82,6 +87,15 @@ def explanation_crops(text: str):
         ) from None
 
 
+def folder_labels(images: list[Path], classnames: list[str]) -> list[str | None]:
+    """Each image's true class from its folder, where the folder is named after a class (case,
+    ``_`` and spaces aside, as an image folder names its classes); None elsewhere."""
+    from wca.descriptions.io import class_key
+
+    by_key = {class_key(name): name for name in classnames}
+    return [by_key.get(class_key(path.parent.name)) for path in images]
+
+
 def run(args: argparse.Namespace) -> int:
     classnames = read_classes(args)
     if args.top_k < 1:
@@ -101,8 +115,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"wca: error: {error}", file=sys.stderr)
         failed.append(images[position])
 
+    label = args.label if args.label is not None else folder_labels(images, classnames)
     written = write_explanations(
-        classifier, images, args.output, args.label, args.top_k, windows=windows, on_error=skip
+        classifier, images, args.output, label, args.top_k, windows=windows, on_error=skip
     )
     print(f"wrote {len(written)} files to {args.output}; open {written[-1]}")
     if failed:

@@ -8,7 +8,7 @@ import logging
 import textwrap
 
 from wca.cli.settings import add_settings, flag_of, given
-from wca.specs import CHECKPOINT_FILES, MODEL_FORMS, NAMED_MODELS
+from wca.specs import CHECKPOINT_FILES, GRAMMAR, MODEL_FORMS, NAMED_MODELS
 
 log = logging.getLogger("wca")
 __all__ = ["CHECKPOINT_FILES", "MODEL_FORMS", "NAMED_MODELS", "flag_name"]
@@ -17,12 +17,26 @@ flag_name = flag_of  # the flag of a setting, for errors that name one
 
 def model_help(default: str | None = None) -> str:
     """The help of one command's ``--model``: every spec form, and its own ``default``."""
-    named = ", ".join(f"{name} ({what})" for name, what in NAMED_MODELS.items())
-    text = (
-        f"the model: {', '.join(MODEL_FORMS)}, a bare path to a {CHECKPOINT_FILES} file or "
-        f"a model folder (backend inferred), or {named}; `wca models` lists them"
-    )
+    text = f"the model: {GRAMMAR}; `wca models` lists them"
     return f"{text} (default: {default})" if default else text
+
+
+def model_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--model SPEC`` and clip_benchmark's ``--pretrained TAG`` (the field of
+    :class:`wca.config.EvalConfig`) of a command that loads one model."""
+    from wca.config import EvalConfig
+
+    parser.add_argument("--model", metavar="SPEC", help=help_text)
+    add_settings(parser, EvalConfig, names=("pretrained",))
+
+
+def model_spec(args: argparse.Namespace) -> str | None:
+    """The spec of ``--model`` and ``--pretrained`` (:func:`wca.specs.with_pretrained`)."""
+    from wca.specs import with_pretrained
+
+    if args.pretrained and not args.model:
+        raise ValueError("--pretrained goes with --model ARCH (e.g. --model ViT-B-32)")
+    return with_pretrained(args.model, args.pretrained) if args.model else None
 
 
 def describe(paragraph: str, examples: str) -> str:

@@ -12,6 +12,8 @@ from wca.cli.options import (
     describe,
     load_encoder,
     model_help,
+    model_option,
+    model_spec,
     run_options,
     speed_settings,
 )
@@ -40,10 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also open a temporary public link through Gradio's share servers (needs internet)",
     )
-    parser.add_argument(
-        "--model",
-        metavar="SPEC",
-        help=model_help("demo, with the demo world's classes, texts and example images"),
+    model_option(
+        parser, model_help("demo, with the demo world's classes, texts and example images")
     )
     speed_settings(parser)
     parser.set_defaults(handler=run)
@@ -60,8 +60,9 @@ def run(args: argparse.Namespace) -> int:
     from wca.web.service import Service, demo_service
 
     if args.model:
-        encoder = load_encoder(args, args.model)
-        service = Service(encoder, args.model)
+        spec = model_spec(args)
+        encoder = load_encoder(args, spec)
+        service = Service(encoder, spec)
     else:
         examples = tempfile.mkdtemp(prefix="wca-serve-examples-")
         service = demo_service(examples, device=options.device)

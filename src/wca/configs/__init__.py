@@ -12,6 +12,7 @@ import yaml
 
 from wca.compat import RENAMED_SETTINGS, renamed
 from wca.defaults import IMAGENET_FAMILY
+from wca.specs import from_model_size
 
 # The authors' code crops with side U(0.1, 0.9) whatever alpha its config says: their
 # main.py defines random_crop(image, alpha=0.1) and calls it without alpha (tmlr-group/WCA).
@@ -24,15 +25,6 @@ AUTHORS_CODE_ALPHA = 0.1
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     **{name: {"n_crops": 60} for name in IMAGENET_FAMILY if name != "imagenetv2"},
     "places365": {"alpha": 0.7},
-}
-# The authors' CLIP model names -> the wca spec of the same OpenAI weights.
-OPENAI_MODELS = {
-    "ViT-B/32": "ViT-B-32",
-    "ViT-B/16": "ViT-B-16",
-    "ViT-L/14": "ViT-L-14",
-    "ViT-L/14@336px": "ViT-L-14-336",
-    "RN50": "RN50",
-    "RN101": "RN101",
 }
 
 
@@ -85,16 +77,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def openai_model(model_size: str) -> str:
-    """The wca spec of the authors' ``model_size`` (``ViT-B/32``: OpenAI's ViT-B-32)."""
-    if model_size not in OPENAI_MODELS:
-        raise ValueError(
-            f"model_size {model_size!r} is not one of the authors' CLIP models "
-            f"({', '.join(OPENAI_MODELS)}); give model: a model spec instead"
-        )
-    return f"open_clip:{OPENAI_MODELS[model_size]}/openai"
-
-
 def authors_file(path: Path) -> tuple[dict[str, Any], list[str]]:
     """A config file's settings and the notes for the user, the authors' conventions applied:
     their keys read as ours (``model_size`` -> ``model``, ``data_path`` -> ``data_root``,
@@ -111,7 +93,7 @@ def authors_file(path: Path) -> tuple[dict[str, Any], list[str]]:
     if "model_size" in values:
         model_size = values.pop("model_size")
         if "model" not in values:
-            values["model"] = openai_model(str(model_size))
+            values["model"] = from_model_size(str(model_size))
     values.pop("batch_size", None)
     values = renamed(values, RENAMED_SETTINGS, str(path))  # wca 0.3's own names
     methods = values.get("methods")

@@ -10,7 +10,15 @@
   class names; R and A add ``class_subset``, the 200 indices predictions are chosen from;
 - ``cub`` (``test``), ``dtd`` (``test`` of ``partition`` 1), ``food101`` (``test``),
   ``oxford_pets`` (``test``), ``places365`` (``val``), ``eurosat`` (``all``); the WCA authors'
-  names ``oxford_pet`` and ``place365`` are aliases.
+  names ``oxford_pet`` and ``place365`` are aliases;
+- ``wds/NAME``: LAION clip_benchmark's webdataset shards (a folder or a Hub repository;
+  :mod:`wca.datasets.webdataset`), with the class names and templates beside them;
+- the torchvision datasets clip_benchmark evaluates on (``cifar10``, ``cifar100``, ``stl10``,
+  ``mnist``, ...: :mod:`wca.datasets.torchvision_sets`), read from torchvision's layout,
+  downloaded only with ``download=True``.
+
+A name ``FAMILY/SUB`` (``wds/cifar10``) is the loader of ``FAMILY`` with the option
+``name=SUB``.
 
 Every loader but ``imagefolder`` takes ``descriptions_dir``: the directory of description sets
 (see :mod:`wca.datasets.names` for how it is found) whose ``classnames.json`` gives or checks
@@ -20,6 +28,7 @@ the class names.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +42,8 @@ from wca.datasets import (  # noqa: F401
     imagenet,
     oxford_pets,
     places365,
+    torchvision_sets,
+    webdataset,
 )
 from wca.datasets.base import DATASETS, Dataset, register
 from wca.datasets.names import ENV_VAR, default_descriptions_dir, resolve_descriptions_dir
@@ -52,7 +63,19 @@ __all__ = [
 def canonical_name(name: str) -> str:
     """The registered name of dataset ``name`` (``-``/``_`` and the authors' spellings alike,
     see :mod:`wca.dataset_names`); unknown names come back as they are."""
+    family, slash, sub = name.partition("/")
+    if slash and DATASETS.canonical(family):
+        return f"{DATASETS.canonical(family)}/{sub}"
     return DATASETS.canonical(name) or name
+
+
+def loader_of(name: str) -> tuple[Callable[..., Dataset], dict[str, str]]:
+    """The registered loader of dataset ``name`` and the options its name gives (``FAMILY/SUB``:
+    ``name=SUB``); an unknown name is one line listing the known ones."""
+    family, slash, sub = name.partition("/")
+    if slash and DATASETS.canonical(family):
+        return DATASETS.get_entry(family), {"name": sub}
+    return DATASETS.get_entry(name), {}
 
 
 def load_dataset(name: str, root: str | Path, split: str | None = None, **options: Any) -> Dataset:
@@ -61,7 +84,8 @@ def load_dataset(name: str, root: str | Path, split: str | None = None, **option
     Unknown names and options give a ValueError listing the known ones; a missing root or an
     unexpected layout gives a FileNotFoundError naming the path and the layout expected.
     """
-    loader = DATASETS.get_entry(name)
+    loader, extra = loader_of(name)
+    options = {**options, **extra}
     parameters = inspect.signature(loader).parameters
     known = [p.name for p in parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
     unknown = sorted(set(options) - set(known))

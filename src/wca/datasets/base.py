@@ -19,9 +19,23 @@ from wca.registry import Registry
 DATASETS: Registry[Callable[..., Dataset]] = Registry("dataset", normalize=dataset_key)
 
 
-def register(name: str) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
-    """Register a loader under ``name`` (a name is registered once)."""
-    return DATASETS.register(name)
+# Registered name -> the splits its loader reads, its default first (`wca datasets` lists them).
+SPLITS: dict[str, tuple[str, ...]] = {}
+
+
+def register(
+    name: str, splits: Sequence[str] = ()
+) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
+    """Register a loader under ``name`` (a name is registered once) that reads ``splits``
+    (the default first; none: any, e.g. an image folder's sub-folders)."""
+
+    def add(loader: Callable[..., Dataset]) -> Callable[..., Dataset]:
+        DATASETS.register(name, loader)
+        if splits:
+            SPLITS[name] = tuple(splits)
+        return loader
+
+    return add
 
 
 class Dataset:
@@ -31,9 +45,11 @@ class Dataset:
     which refuses images above ``max_image_pixels`` (0: no limit; the run option sets it).
     ``class_subset`` (ImageNet-A/-R) lists the labels a prediction is chosen from; None means
     all of ``classnames``. ``descriptions_name`` is the dataset's folder in a descriptions
-    directory. ``paths`` are the image files, in dataset order. It is a map-style dataset
-    as torch's DataLoader reads them, without importing torch: resolving a dataset's name
-    (every setting's check) costs no torch.
+    directory. ``paths`` are the image files, in dataset order. ``templates`` are prompt
+    templates with ``{}`` for the class name that come with the dataset (clip_benchmark's),
+    CLIP-E's when no descriptions bring their own. It is a map-style dataset as torch's
+    DataLoader reads them, without importing torch: resolving a dataset's name (every
+    setting's check) costs no torch.
     """
 
     def __init__(
@@ -47,6 +63,7 @@ class Dataset:
         classnames: Sequence[str],
         descriptions_name: str | None,
         class_subset: Sequence[int] | None = None,
+        templates: Sequence[str] | None = None,
     ) -> None:
         if len(paths) != len(labels):
             raise ValueError(f"{root}: {len(paths)} images but {len(labels)} labels")
@@ -67,6 +84,7 @@ class Dataset:
         self.classnames = list(classnames)
         self.descriptions_name = descriptions_name
         self.class_subset = None if class_subset is None else [int(i) for i in class_subset]
+        self.templates = None if templates is None else list(templates)
         self.max_image_pixels = MAX_IMAGE_PIXELS
 
     def __len__(self) -> int:
@@ -83,9 +101,11 @@ class Dataset:
         )
 
 
-def check_split(name: str, split: str | None, default: str, allowed: Sequence[str]) -> str:
-    """``split`` (or ``default`` when None), with a ValueError if the loader cannot read it."""
-    split = default if split is None else split
+def check_split(name: str, split: str | None, allowed: Sequence[str] | None = None) -> str:
+    """``split`` (or the default, the first of ``allowed``: by default the splits ``name`` was
+    registered with), with a ValueError if the loader cannot read it."""
+    allowed = SPLITS[name] if allowed is None else allowed
+    split = allowed[0] if split is None else split
     if split not in allowed:
         raise ValueError(f"{name}: unknown split {split!r} (choose from {', '.join(allowed)})")
     return split

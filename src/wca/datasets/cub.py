@@ -35,12 +35,12 @@ def _id_table(path: Path) -> dict[int, str]:
     return table
 
 
-@register("cub")
+@register("cub", splits=("test", "train", "all"))
 def cub(
     root: str | Path, split: str | None = None, *, descriptions_dir: str | Path | None = None
 ) -> Dataset:
     """The ``test`` (default), ``train`` or ``all`` images of CUB-200-2011, labels 0..199."""
-    split = check_split("cub", split, "test", ("test", "train", "all"))
+    split = check_split("cub", split)
     folder = find_layout(
         root, LAYOUT, lambda path: all((path / f).is_file() for f in FILES), ("CUB_200_2011",)
     )

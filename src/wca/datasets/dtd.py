@@ -23,7 +23,7 @@ from wca.datasets.names import checked_classnames
 LAYOUT = "<root>[/dtd]/images/<class>/<image> and <root>[/dtd]/labels/<split><partition>.txt"
 
 
-@register("dtd")
+@register("dtd", splits=("test", "train", "val"))
 def dtd(
     root: str | Path,
     split: str | None = None,
@@ -32,7 +32,7 @@ def dtd(
     descriptions_dir: str | Path | None = None,
 ) -> Dataset:
     """The ``test`` (default), ``train`` or ``val`` images of one partition (1..10, default 1)."""
-    split = check_split("dtd", split, "test", ("test", "train", "val"))
+    split = check_split("dtd", split)
     if isinstance(partition, bool) or not isinstance(partition, int) or not 1 <= partition <= 10:
         raise ValueError(f"dtd: partition must be an integer 1..10, got {partition!r}")
     folder = find_layout(

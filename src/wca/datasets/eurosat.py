@@ -59,7 +59,7 @@ def _split_entries(path: Path, split: str) -> list[str]:
     return [entry[0] for entry in entries]
 
 
-@register("eurosat")
+@register("eurosat", splits=("all", "train", "val", "test"))
 def eurosat(
     root: str | Path,
     split: str | None = None,
@@ -71,7 +71,7 @@ def eurosat(
 
     ``split_file`` defaults to ``split_zhou_EuroSAT.json`` in ``root`` or beside the image folder.
     """
-    split = check_split("eurosat", split, "all", ("all", "train", "val", "test"))
+    split = check_split("eurosat", split)
     folder = find_layout(
         root,
         LAYOUT,

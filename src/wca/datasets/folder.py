@@ -21,7 +21,9 @@ def imagefolder(
     descriptions_name: str | None = None,
     descriptions_dir: str | Path | None = None,
 ) -> Dataset:
-    """Labels are the sorted class folders, those holding images: a folder without any (a
+    """Any folder of class sub-folders, ``<root>[/<split>]/<class>/<image>``.
+
+    Labels are the sorted class folders, those holding images: a folder without any (a
     run's ``results/``) is not a class. ``split`` names a sub-folder of ``root``. A root whose
     only such folder is ``images/`` (a ``wca demo --export`` folder) is read from there.
 

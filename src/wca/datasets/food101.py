@@ -23,12 +23,12 @@ from wca.datasets.names import checked_classnames
 LAYOUT = "<root>[/food-101]/meta/{classes,test,train}.txt and <root>[/food-101]/images/<class>/"
 
 
-@register("food101")
+@register("food101", splits=("test", "train"))
 def food101(
     root: str | Path, split: str | None = None, *, descriptions_dir: str | Path | None = None
 ) -> Dataset:
     """The ``test`` (default) or ``train`` images of Food-101, labels by ``meta/classes.txt``."""
-    split = check_split("food101", split, "test", ("test", "train"))
+    split = check_split("food101", split)
     folder = find_layout(
         root,
         LAYOUT,

@@ -87,7 +87,7 @@ def _wnid_dataset(
     )
 
 
-@register("imagenet")
+@register("imagenet", splits=("val",))
 def imagenet(
     root: str | Path, split: str | None = None, *, descriptions_dir: str | Path | None = None
 ) -> Dataset:
@@ -96,16 +96,16 @@ def imagenet(
     The official validation archive is flat; sort it into class folders first (for example
     with the ``valprep.sh`` script of the ImageNet tools, or torchvision's ImageNet loader).
     """
-    split = check_split("imagenet", split, "val", ("val",))
+    split = check_split("imagenet", split)
     return _wnid_dataset("imagenet", root, split, ("val",), "imagenet", descriptions_dir)
 
 
-@register("imagenet-sketch")
+@register("imagenet-sketch", splits=("test",))
 def imagenet_sketch(
     root: str | Path, split: str | None = None, *, descriptions_dir: str | Path | None = None
 ) -> Dataset:
     """ImageNet-Sketch as downloaded: ``<root>[/sketch]/<wnid>/<image>`` (1000 folders)."""
-    split = check_split("imagenet-sketch", split, "test", ("test",))
+    split = check_split("imagenet-sketch", split)
     return _wnid_dataset(
         "imagenet-sketch", root, split, ("sketch",), "imagenet-s", descriptions_dir
     )
@@ -134,12 +134,12 @@ def _subset_indices(descriptions_name: str, descriptions_dir: str | Path | None)
 def _subset_dataset(
     name: str, root: str | Path, split: str | None, descriptions_dir: str | Path | None
 ) -> Dataset:
-    split = check_split(name, split, "test", ("test",))
+    split = check_split(name, split)
     subset = _subset_indices(name, descriptions_dir)
     return _wnid_dataset(name, root, split, (name,), name, descriptions_dir, class_subset=subset)
 
 
-@register("imagenet-r")
+@register("imagenet-r", splits=("test",))
 def imagenet_r(
     root: str | Path, split: str | None = None, *, descriptions_dir: str | Path | None = None
 ) -> Dataset:
@@ -147,7 +147,7 @@ def imagenet_r(
     return _subset_dataset("imagenet-r", root, split, descriptions_dir)
 
 
-@register("imagenet-a")
+@register("imagenet-a", splits=("test",))
 def imagenet_a(
     root: str | Path, split: str | None = None, *, descriptions_dir: str | Path | None = None
 ) -> Dataset:
@@ -158,7 +158,7 @@ def imagenet_a(
 IMAGENETV2_VARIANTS = ("matched-frequency", "threshold0.7", "top-images")
 
 
-@register("imagenetv2")
+@register("imagenetv2", splits=IMAGENETV2_VARIANTS)
 def imagenetv2(
     root: str | Path, split: str | None = None, *, descriptions_dir: str | Path | None = None
 ) -> Dataset:
@@ -167,7 +167,7 @@ def imagenetv2(
     ``split`` picks the variant (default ``matched-frequency``); folder ``k`` holds ImageNet
     class ``k`` (folders sort as numbers, not as strings).
     """
-    split = check_split("imagenetv2", split, "matched-frequency", IMAGENETV2_VARIANTS)
+    split = check_split("imagenetv2", split)
     subfolder = f"imagenetv2-{split}-format-val"
 
     def has_index_folders(path: Path) -> bool:

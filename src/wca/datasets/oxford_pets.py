@@ -35,12 +35,12 @@ def _read_split(path: Path) -> list[tuple[str, int]]:
     return entries
 
 
-@register("oxford_pets")
+@register("oxford_pets", splits=("test", "trainval"))
 def oxford_pets(
     root: str | Path, split: str | None = None, *, descriptions_dir: str | Path | None = None
 ) -> Dataset:
     """The ``test`` (default) or ``trainval`` images, labels 0..36 (the class id minus 1)."""
-    split = check_split("oxford_pets", split, "test", ("test", "trainval"))
+    split = check_split("oxford_pets", split)
     folder = find_layout(
         root,
         LAYOUT,

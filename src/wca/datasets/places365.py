@@ -27,7 +27,7 @@ CATEGORIES = "categories_places365.txt"
 VAL_LIST = "places365_val.txt"
 
 
-@register("places365")
+@register("places365", splits=("val",))
 def places365(
     root: str | Path,
     split: str | None = None,
@@ -36,7 +36,7 @@ def places365(
     descriptions_dir: str | Path | None = None,
 ) -> Dataset:
     """The ``val`` images (the only split), from ``val_large`` or, if ``small``, ``val_256``."""
-    split = check_split("places365", split, "val", ("val",))
+    split = check_split("places365", split)
     images = "val_256" if small else "val_large"
     layout = f"<root>/{{{CATEGORIES},{VAL_LIST}}} and <root>/{images}/<image>"
     folder = find_layout(

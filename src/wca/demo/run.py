@@ -77,6 +77,7 @@ def run_demo(
     Returns the result (:class:`wca.results.ResultFile`).
     """
     from wca.classifier import WCAClassifier
+    from wca.config import MethodConfig
     from wca.crops import CropSpec
     from wca.encoders import load_encoder
     from wca.evaluate import evaluate, result_file
@@ -111,8 +112,11 @@ def run_demo(
         logit_scale=float(encoder.logit_scale),
         progress=progress,
     )
-    options_of = {"wca": {"image_scale": defaults.IMAGE_SCALE, "text_scale": defaults.TEXT_SCALE}}
-    options_of["wca-tuned"] = TUNED_WCA
+    options_of = {  # every option, defaults included, as wca eval records them
+        name: MethodConfig(name=name).resolved_options() for name in ("clip", "clip-d", "cupl")
+    }
+    options_of["wca"] = MethodConfig(name="wca").resolved_options()
+    options_of["wca-tuned"] = MethodConfig(name="wca", options=TUNED_WCA).resolved_options()
     for name, method in evaluation.methods.items():
         method.options = dict(options_of.get(name, {}))
     settings = {
@@ -169,8 +173,25 @@ def run_demo(
         written += " and explanation.png"
         log(f"true class of the explained image: {dataset.classnames[label]}")
     log(table)
+    log(legend(list(heads)))
     log(f"wrote {out}/{written} in {time.time() - start:.0f}s")
+    log(
+        f"next: `wca report {out} --baseline clip` (each method's difference to CLIP, with its "
+        "interval); `wca demo --export DIR` writes these images, texts and model for `wca "
+        "eval`, `wca classify` and other tools (DIR/README.txt has the commands)"
+    )
     return result
+
+
+def legend(methods: list[str]) -> str:
+    """What the table's rows and columns are (the methods' summaries of the registry)."""
+    from wca.methods.registry import SUMMARIES
+
+    tuned = "WCA with text_scale 0 (uniform description weights), best on a validation set"
+    lines = [f"  {name}: {SUMMARIES.get(name, tuned)}" for name in methods]
+    lines.append("  ECE: expected calibration error (15 bins, in %; lower is better calibrated);"
+                 " tail: the worst 10 % of runs")  # fmt: skip
+    return "\n".join(["legend:", *lines])
 
 
 EXPORT_README = """\
@@ -187,9 +208,12 @@ clip-d.json             CLIP-D descriptor phrases per class ("a purple square bo
 wca-demo-rn.json        its open_clip model config
 
 Every method on this folder, from the folder itself:
-  wca eval --dataset imagefolder --data-root . --descriptions . \\
-      --model open_clip:{model}
-(clip-e and waffle are skipped: the demo has no templates or word list.)
+  wca eval --dataset imagefolder --data-root . --descriptions . --model {model}
+(clip-e and waffle are skipped: the demo has no templates or word list.) The same
+command with --methods zero,mta,awt,lazsl,tda,dmn,boostadapter,onzeta,tda+wca adds
+WCA's peers and the online methods to the same result file, and
+  wca report results --baseline wca
+shows each method's difference to WCA with its 95 % interval.
 """
 
 

@@ -11,7 +11,7 @@ Specs (after ``open_clip:``):
   archive); the architecture is inferred from the weights, as ``clip.load`` does.
 - ``local-dir:/path/folder``: an open_clip model folder (``open_clip_config.json`` and weights).
 
-The named model ``demo`` is the shipped demo model (``open_clip:<wca.defaults.DEMO_MODEL>``).
+The named model ``demo`` (:mod:`wca.specs`) is ``open_clip:<wca.defaults.DEMO_MODEL>``.
 Checkpoints are never unpickled as arbitrary Python: state dicts load with
 ``torch.load(weights_only=True)`` (passed explicitly, so ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``
 cannot turn it off), and a file that holds Python code objects is refused
@@ -29,11 +29,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from wca import defaults
 from wca.encoders.base import Encoder
 from wca.encoders.checkpoints import check_archive, is_torchscript, load_error
 from wca.encoders.hub import cached_commit, file_fingerprint, hf_cache_hint, load_from_hub
-from wca.encoders.registry import CHECKPOINT_SUFFIXES, register_backend, register_named_model
+from wca.encoders.registry import CHECKPOINT_SUFFIXES, register_backend
 from wca.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
@@ -183,7 +182,8 @@ def _known_arch(spec: str, arch: str) -> str:
     if arch in open_clip.list_models():
         return arch
     close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else " (see open_clip.list_models())"
+    hint = f"; did you mean {', '.join(close)}?" if close else " (see `wca models open_clip`)"
+    hint += "; a transformers model on the Hub is hf:ORG/NAME"
     raise ValueError(f"{spec}: unknown open_clip architecture {arch!r}{hint}")
 
 
@@ -337,9 +337,3 @@ def _openai_state_dict(spec: str, path: Path) -> dict[str, Tensor]:
         raise ValueError(f"{spec}: {path} holds a {type(state).__name__}, not a state dict")
     return state
 
-
-def _demo_spec() -> str:
-    return f"open_clip:{defaults.demo_model()}"
-
-
-register_named_model("demo", "the shipped demo model", _demo_spec)

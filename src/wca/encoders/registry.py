@@ -1,14 +1,13 @@
 """Model specs to encoders, through a registry of backends by prefix.
 
-A spec is ``BACKEND:MODEL`` (``open_clip:ViT-B-32/openai``, ``hf:/path/folder``), a named model
-(``demo``: the shipped demo model), or a bare path to a checkpoint file or a model folder, whose
-backend is inferred from what is on disk (:func:`resolve_spec`).
+The spec grammar (``BACKEND:MODEL``, open_clip's ``ARCH/TAG``, a path whose backend is told by
+what is on disk, a named model such as ``demo``) is :mod:`wca.specs`; here a resolved
+``BACKEND:MODEL`` finds its loader.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,13 +15,14 @@ from typing import Protocol
 
 import torch
 
-from wca import defaults
+from wca import defaults, specs
 from wca.encoders.base import Encoder, resolve_batch_size, resolve_device, resolve_precision
 from wca.registry import Registry
+from wca.specs import CHECKPOINT_SUFFIXES as CHECKPOINT_SUFFIXES  # re-exported
+from wca.specs import EXAMPLES, resolve
 
 log = logging.getLogger("wca")
-# Files a bare path may name, loaded by open_clip as OpenAI-format CLIP weights.
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+resolve_spec = resolve  # the grammar's one home is wca.specs
 THIRD_PARTY_LOGGERS = ("transformers", "huggingface_hub", "open_clip", "timm")
 
 
@@ -44,18 +44,16 @@ BACKENDS: Registry[BackendLoader] = Registry("model backend")
 # Per backend: (form, what it names, one example), for `wca models`.
 SPEC_FORMS: dict[str, tuple[tuple[str, str, str], ...]] = {}
 # Named models: name -> (what it is, a function giving its BACKEND:MODEL spec).
-NAMED_MODELS: Registry[tuple[str, Callable[[], str]]] = Registry("named model")
+NAMED_MODELS = specs.NAMED
 # The forms that need no backend prefix, for `wca models` and the --model help texts.
 BARE_FORMS = (
+    ("ARCH/TAG", "an open_clip.list_pretrained() pair (open_clip:ARCH/TAG); also "
+     "--model ARCH --pretrained TAG", "ViT-B-32/openai"),
     ("/path/file.pt", "a checkpoint file (.pt, .pth, .bin, .ckpt, .safetensors): OpenAI-format "
      "CLIP weights, loaded by open_clip", "~/models/ViT-B-32.pt"),
     ("/path/folder", "a model folder: transformers (config.json) or open_clip "
      "(open_clip_config.json)", "./my-clip"),
 )  # fmt: skip
-EXAMPLES = (
-    "open_clip:ViT-B-32/openai, open_clip:/path/to/ViT-B-32.pt, hf:openai/clip-vit-base-patch32, "
-    "a path to a .pt/.safetensors file or a model folder, or demo"
-)
 
 
 def register_backend(
@@ -66,6 +64,7 @@ def register_backend(
 
     def register(loader: BackendLoader) -> BackendLoader:
         BACKENDS.register(prefix, loader)
+        specs.PREFIXES.add(prefix)
         SPEC_FORMS[prefix] = tuple(forms)
         return loader
 
@@ -97,50 +96,6 @@ def split_spec(spec: str) -> tuple[str, str]:
             f"or surrounding spaces, e.g. {EXAMPLES}"
         )
     return prefix, model
-
-
-def resolve_spec(spec: str) -> tuple[str, str | None]:
-    """The ``BACKEND:MODEL`` spec that ``spec`` stands for, and what was inferred (``None``
-    when ``spec`` already is one): a named model (``demo``), or a bare path to a checkpoint
-    file or a model folder, made absolute. Raises a one-line error for a path that is missing
-    or whose backend cannot be told."""
-    if not isinstance(spec, str):
-        raise ValueError(f"model spec {spec!r} is not a string, e.g. {EXAMPLES}")
-    if spec in NAMED_MODELS:
-        what, named = NAMED_MODELS[spec]
-        return named(), what
-    if spec.split(":", 1)[0] in BACKENDS:
-        return spec, None
-    path = Path(spec).expanduser()
-    if spec.strip() and path.exists():
-        return _local_spec(Path(os.path.abspath(path)))
-    if ":" not in spec and (
-        spec.startswith(("/", ".", "~")) or spec.lower().endswith(CHECKPOINT_SUFFIXES)
-    ):
-        raise FileNotFoundError(f"model {spec}: no such checkpoint file or model folder")
-    split_spec(spec)  # raises: malformed, or an unknown backend
-    return spec, None
-
-
-def _local_spec(path: Path) -> tuple[str, str]:
-    """The spec of a local file or folder, by what is on disk, and what it was taken for."""
-    folder = path if path.is_dir() else path.parent
-    if (folder / "config.json").is_file():
-        return f"hf:{folder}", "a transformers model folder (config.json)"
-    if (folder / "open_clip_config.json").is_file():
-        return f"open_clip:local-dir:{folder}", "an open_clip model folder (open_clip_config.json)"
-    if path.is_dir():
-        raise ValueError(
-            f"model {path}: the folder has neither config.json (a transformers model) nor "
-            "open_clip_config.json (an open_clip model)"
-        )
-    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
-        return f"open_clip:{path}", "an OpenAI-format CLIP checkpoint (architecture inferred)"
-    raise ValueError(
-        f"model {path}: cannot tell which backend loads a {path.suffix or 'suffix-less'} file "
-        f"(a bare path is a {', '.join(CHECKPOINT_SUFFIXES)} file or a model folder; "
-        "else give BACKEND:MODEL, see `wca models`)"
-    )
 
 
 def load_encoder(

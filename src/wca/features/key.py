@@ -53,7 +53,11 @@ def dataset_identity(dataset: Any) -> dict[str, Any]:
 def image_identities(dataset: Any) -> list[str] | None:
     """One line per image, ``path, label, size, mtime_ns, fingerprint`` (:data:`IDENTITY`),
     when the dataset lists its files (``paths`` and ``labels``); a file that cannot be read is
-    marked missing."""
+    marked missing. A dataset whose images lie inside archives (tar shards, array files) gives
+    its own lines (``dataset.image_identities()``: the archive's stamp and the image's place)."""
+    own = getattr(dataset, "image_identities", None)  # images inside archives: their own
+    if own is not None:
+        return own()
     paths, labels = getattr(dataset, "paths", None), getattr(dataset, "labels", None)
     if paths is None or labels is None:
         return None

@@ -219,7 +219,10 @@ def awt_prompts(
     ]
 
 
-@register_method("awt")
+@register_method(
+    "awt",
+    summary="AWT (NeurIPS 2024): optimal transport between the views and description prompts",
+)
 def _awt(
     encode_texts: EncodeTexts,
     sources: TextSources,

@@ -40,6 +40,7 @@ from wca.methods.online import (
     blocks,
     build_base,
     for_dataset,
+    tuned_for,
     with_options,
 )
 from wca.methods.ragged import check_counts, own
@@ -129,7 +130,11 @@ class BCAStream:
         return out
 
 
-@register_method("bca")
+@register_method(
+    "bca",
+    per_dataset=tuned_for(TDA_CONFIGS),
+    summary="BCA (CVPR 2025): class embeddings and their class prior updated online",
+)
 def _bca(
     encode_texts: EncodeTexts,
     sources: TextSources,
@@ -156,4 +161,8 @@ def _bca(
     )
 
 
-register_method("bca+wca")(with_options(_bca, base="wca"))
+register_method(
+    "bca+wca",
+    per_dataset=tuned_for(TDA_CONFIGS),
+    summary="BCA on WCA's scores and weighted crop mean (ours)",
+)(with_options(_bca, base="wca"))

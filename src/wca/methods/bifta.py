@@ -39,7 +39,7 @@ from pydantic import Field
 from wca.defaults import IMAGE_SCALE, TEXT_SCALE
 from wca.deferred import torch
 from wca.descriptions.io import match_descriptions
-from wca.methods.online import for_dataset
+from wca.methods.online import for_dataset, tuned_for
 from wca.methods.prompts import LABEL_TEMPLATE, encode_prompts
 from wca.methods.registry import EncodeTexts, register_method, require
 from wca.methods.sources import TextSources
@@ -82,7 +82,11 @@ def refine_descriptions(
     return kept
 
 
-@register_method("bifta")
+@register_method(
+    "bifta",
+    per_dataset=tuned_for(MAX_DESCRIPTIONS),
+    summary="BiFTA (TMLR 2026): WCA on refined views and near-duplicate-free descriptions",
+)
 def _bifta(
     encode_texts: EncodeTexts,
     sources: TextSources,

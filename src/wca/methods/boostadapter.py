@@ -44,6 +44,7 @@ from wca.methods.online import (
     for_dataset,
     output_entropy,
     take,
+    tuned_for,
 )
 from wca.methods.registry import EncodeTexts, register_method
 from wca.methods.sources import TextSources
@@ -162,7 +163,11 @@ class BoostStream(TDAStream):
         return total.scatter_add(1, self.boost_labels, weights)
 
 
-@register_method("boostadapter")
+@register_method(
+    "boostadapter",
+    per_dataset=tuned_for(DELTAS),
+    summary="BoostAdapter (NeurIPS 2024): TDA's caches with boosting samples",
+)
 def _boostadapter(
     encode_texts: EncodeTexts,
     sources: TextSources,

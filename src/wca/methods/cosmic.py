@@ -60,6 +60,7 @@ from wca.methods.online import (
     entropy,
     for_dataset,
     most_confident,
+    tuned_for,
     with_options,
 )
 from wca.methods.ragged import check_counts, own
@@ -235,7 +236,11 @@ def _unit(vectors: Tensor) -> Tensor:
     return unit.masked_fill((vectors.sum(-1) == 0)[..., None], 0.0)
 
 
-@register_method("cosmic")
+@register_method(
+    "cosmic",
+    per_dataset=tuned_for(TDA_CONFIGS),
+    summary="COSMIC (CVPR 2025): CLIP and DINOv2 memories queried through class graphs",
+)
 def _cosmic(
     encode_texts: EncodeTexts,
     sources: TextSources,
@@ -275,4 +280,8 @@ def _cosmic(
     )
 
 
-register_method("cosmic+wca")(with_options(_cosmic, base="wca"))
+register_method(
+    "cosmic+wca",
+    per_dataset=tuned_for(TDA_CONFIGS),
+    summary="COSMIC on WCA's scores and weighted crop mean (ours)",
+)(with_options(_cosmic, base="wca"))

@@ -43,6 +43,7 @@ from wca.methods.online import (
     for_dataset,
     most_confident,
     take,
+    tuned_for,
 )
 from wca.methods.ragged import by_length, check_counts
 from wca.methods.registry import EncodeTexts, register_method
@@ -178,7 +179,11 @@ class DMNStream:
         self.gram[labels, :, places] = rows_gram
 
 
-@register_method("dmn")
+@register_method(
+    "dmn",
+    per_dataset=tuned_for(WEIGHTS),
+    summary="DMN-ZS (CVPR 2024): a dynamic memory of the test images' features",
+)
 def _dmn(
     encode_texts: EncodeTexts,
     sources: TextSources,

@@ -46,6 +46,7 @@ from wca.methods.online import (
     for_dataset,
     most_confident,
     take,
+    tuned_for,
     with_options,
 )
 from wca.methods.ragged import check_counts, per_image
@@ -176,7 +177,11 @@ class DOTAStream:
         self.precision = torch.linalg.inv((1 - epsilon) * mean + epsilon * eye)
 
 
-@register_method("dota")
+@register_method(
+    "dota",
+    per_dataset=tuned_for(TDA_CONFIGS),
+    summary="DOTA (NeurIPS 2025): per-class Gaussians estimated over the stream",
+)
 def _dota(
     encode_texts: EncodeTexts,
     sources: TextSources,
@@ -203,4 +208,8 @@ def _dota(
     )
 
 
-register_method("dota+wca")(with_options(_dota, base="wca"))
+register_method(
+    "dota+wca",
+    per_dataset=tuned_for(TDA_CONFIGS),
+    summary="DOTA on WCA's scores and weighted crop mean (ours)",
+)(with_options(_dota, base="wca"))

@@ -157,7 +157,10 @@ class ECALPStream:
         return estimate[-1]
 
 
-@register_method("ecalp")
+@register_method(
+    "ecalp",
+    summary="ECALP (ICLR 2025): label propagation over the class vectors and images seen",
+)
 def _ecalp(
     encode_texts: EncodeTexts,
     sources: TextSources,
@@ -181,4 +184,7 @@ def _ecalp(
     )
 
 
-register_method("ecalp+wca")(with_options(_ecalp, base="wca"))
+register_method(
+    "ecalp+wca",
+    summary="ECALP on WCA's scores and weighted crop mean (ours)",
+)(with_options(_ecalp, base="wca"))

@@ -29,7 +29,7 @@ from pydantic import Field
 from wca.deferred import torch
 from wca.descriptions.io import match_descriptions
 from wca.methods.base import Head
-from wca.methods.online import for_dataset
+from wca.methods.online import for_dataset, tuned_for
 from wca.methods.prompts import descriptor_prompts, encode_prompts
 from wca.methods.ragged import by_count
 from wca.methods.registry import EncodeTexts, register_method, require
@@ -128,7 +128,11 @@ class LaZSLHead(Head):
         return (plan * mixed).sum((-1, -2))
 
 
-@register_method("lazsl")
+@register_method(
+    "lazsl",
+    per_dataset=tuned_for(SUFFIXES),
+    summary="LaZSL (ICCV 2025): crops aligned with CLIP-D's descriptions by optimal transport",
+)
 def _lazsl(
     encode_texts: EncodeTexts,
     sources: TextSources,

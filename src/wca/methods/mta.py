@@ -116,7 +116,10 @@ class MTAHead(Head):
         return logits.softmax(-1)
 
 
-@register_method("mta")
+@register_method(
+    "mta",
+    summary="MTA (CVPR 2024): MeanShift over the views with inlierness scores",
+)
 def _mta(
     encode_texts: EncodeTexts,
     sources: TextSources,

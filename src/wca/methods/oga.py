@@ -154,7 +154,10 @@ class OGAStream:
         return torch.linalg.pinv(covariance, hermitian=True)
 
 
-@register_method("oga")
+@register_method(
+    "oga",
+    summary="OGA (arXiv 2501.04352): Gaussian class likelihoods from a memory, zero-shot prior",
+)
 def _oga(
     encode_texts: EncodeTexts,
     sources: TextSources,
@@ -172,4 +175,7 @@ def _oga(
     )
 
 
-register_method("oga+wca")(with_options(_oga, base="wca"))
+register_method(
+    "oga+wca",
+    summary="OGA on WCA's scores and weighted crop mean (ours)",
+)(with_options(_oga, base="wca"))

@@ -36,6 +36,7 @@ from wca.methods.registry import (
     METHODS,
     EncodeTexts,
     MethodBuilder,
+    PerDataset,
     build_head,
     options_model,
 )
@@ -172,9 +173,16 @@ def dataset_key(name: str) -> str:
 
 
 def for_dataset(table: Mapping[str, T], dataset: str | None) -> T:
-    """``table``'s entry for ``dataset`` (our names or the authors'; ``-``/``_`` alike),
-    ImageNet's for a dataset the authors did not tune (or none: the task's name unknown)."""
-    return table.get(dataset_key(dataset or "imagenet"), table["imagenet"])
+    """``table``'s entry for ``dataset`` (our names or the authors'; ``-``/``_`` alike; a
+    shard set's last name, ``wds/vtab/dtd``: ``dtd``), ImageNet's for a dataset the authors did
+    not tune (or none: the task's name unknown). Which one runs: :func:`tuned_for`."""
+    return table[tuned_for(table)(dataset)]
+
+
+def tuned_for(table: Mapping[str, T]) -> PerDataset:
+    """The datasets of ``table`` (whose values :func:`for_dataset` gives), ImageNet's
+    elsewhere, to register a method with (``register_method(name, per_dataset=...)``)."""
+    return PerDataset(tuple(table))
 
 
 # --------------------------------------------------------------------------- shared math

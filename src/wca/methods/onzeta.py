@@ -33,9 +33,9 @@ from pydantic import Field
 from wca.defaults import IMAGENET_FAMILY
 from wca.deferred import F, torch
 from wca.methods.base import OnlineHead
-from wca.methods.online import Base, blocks, build_base, dataset_key, working_dtype
+from wca.methods.online import Base, blocks, build_base, working_dtype
 from wca.methods.ragged import check_counts
-from wca.methods.registry import EncodeTexts, register_method
+from wca.methods.registry import EncodeTexts, PerDataset, register_method
 from wca.methods.sources import TextSources
 
 if TYPE_CHECKING:
@@ -129,13 +129,22 @@ class OnZetaStream:
         return torch.from_numpy(out).to(x.device)
 
 
+# TTA-VLM's values are ImageNet's for its family, Caltech-101's, and one set for the others.
+PER_DATASET = PerDataset((*IMAGENET_FAMILY, "caltech101"), fallback="other")
+
+
 def dataset_values(dataset: str | None) -> tuple[float, float]:
-    """TTA-VLM's (alpha, beta) for ``dataset`` (None: ImageNet's)."""
-    key = dataset_key(dataset or "imagenet")
+    """TTA-VLM's (alpha, beta) for ``dataset`` (None: ImageNet's; ``other``: any dataset
+    outside the ImageNet family but Caltech-101)."""
+    key = PER_DATASET(dataset or "imagenet")
     return (0.0 if key == "caltech101" else 1.0), (0.8 if key in IMAGENET_FAMILY else 0.4)
 
 
-@register_method("onzeta")
+@register_method(
+    "onzeta",
+    per_dataset=PER_DATASET,
+    summary="OnZeta (ECCV 2024): online label learning and online proxy learning",
+)
 def _onzeta(
     encode_texts: EncodeTexts,
     sources: TextSources,

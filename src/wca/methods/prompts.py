@@ -135,7 +135,7 @@ def _prompt_head(encode_texts: EncodeTexts, prompts: list[list[str]], normalize=
     return PromptHead(mean_embedding(emb, mask, normalize).unsqueeze(0))
 
 
-@register_method("clip")
+@register_method("clip", summary="CLIP: the prompt \"a photo of a {class}.\"")
 def _clip(
     encode_texts: EncodeTexts, sources: TextSources, template: str = LABEL_TEMPLATE
 ) -> PromptHead:
@@ -145,13 +145,19 @@ def _clip(
     return _prompt_head(encode_texts, clip_prompts(sources.names("clip"), template))
 
 
-@register_method("clip-e")
+@register_method(
+    "clip-e",
+    summary="CLIP-E: an ensemble of prompt templates (clip-e.json, or the dataset's)",
+)
 def _clip_e(encode_texts: EncodeTexts, sources: TextSources) -> PromptHead:
     templates = require(sources.templates, "clip-e", "templates (clip-e.json)")
     return _prompt_head(encode_texts, template_prompts(sources.names("clip-e"), templates))
 
 
-@register_method("clip-d")
+@register_method(
+    "clip-d",
+    summary="CLIP-D (ICLR 2023): \"{class}, which has {descriptor}\" per descriptor",
+)
 def _clip_d(
     encode_texts: EncodeTexts,
     sources: TextSources,
@@ -167,7 +173,10 @@ def _clip_d(
     return _prompt_head(encode_texts, prompts, normalize=aggregate == "embedding")
 
 
-@register_method("waffle")
+@register_method(
+    "waffle",
+    summary="WaffleCLIP (ICCV 2023): random-word and random-character descriptors",
+)
 def _waffle(
     encode_texts: EncodeTexts,
     sources: TextSources,
@@ -190,7 +199,10 @@ def _waffle(
     return PromptHead(torch.stack(class_embs))
 
 
-@register_method("cupl")
+@register_method(
+    "cupl",
+    summary="CuPL (ICCV 2023): the mean embedding of LLM-written sentences",
+)
 def _cupl(encode_texts: EncodeTexts, sources: TextSources) -> PromptHead:
     names = sources.names("cupl")
     sentences = require(sources.sentences, "cupl", "sentences (cupl.json)")

@@ -14,11 +14,13 @@ import inspect
 import types
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from wca.compat import RENAMED_SETTINGS, renamed
+from wca.dataset_names import dataset_key
 from wca.descriptions.io import duplicate_names
 from wca.methods.base import Head
 from wca.methods.sources import TextSources
@@ -39,7 +41,10 @@ class TextEncoder(Protocol):
 
 
 class MissingTextSource(ValueError):
-    """A method needs a text file (templates, descriptors, a word list) the task lacks."""
+    """A method needs a text file (templates, descriptors, a word list) the task lacks;
+    ``what`` names it."""
+
+    what: str = "texts"
 
 
 class DuplicateClassNames(ValueError):
@@ -51,9 +56,11 @@ class DuplicateClassNames(ValueError):
 
 def require(value, method: str, what: str):
     if value is None:
-        raise MissingTextSource(
+        error = MissingTextSource(
             f"method {method!r} needs {what}, which this description source lacks"
         )
+        error.what = what
+        raise error
     return value
 
 
@@ -61,9 +68,53 @@ MethodBuilder = Callable[..., Head]
 METHODS: Registry[MethodBuilder] = Registry("method")
 
 
-def register_method(name: str) -> Callable[[MethodBuilder], MethodBuilder]:
-    """Register a head builder under ``name`` (a name is registered once)."""
-    return METHODS.register(name)
+@dataclass(frozen=True)
+class PerDataset:
+    """A method whose options default per dataset (its ``dataset`` option): the datasets its
+    authors gave values for, and whose values run elsewhere. Called with a task's dataset, it
+    names the dataset whose values run (what results record: ``dataset=imagenet`` is
+    ImageNet's values, whatever the images)."""
+
+    tuned: tuple[str, ...]
+    fallback: str = "imagenet"
+
+    def __call__(self, dataset: str | None) -> str:
+        key = dataset_key((dataset or self.fallback).rsplit("/", 1)[-1])  # wds/vtab/dtd: dtd
+        return key if key in self.tuned else self.fallback
+
+    def describe(self) -> str:
+        return f"the authors' values for {', '.join(self.tuned)}; {self.fallback}'s elsewhere"
+
+
+# The methods with per-dataset values (registered with them), by name.
+PER_DATASET: dict[str, PerDataset] = {}
+# Each method's one-line summary (`wca methods`), by name.
+SUMMARIES: dict[str, str] = {}
+
+
+def register_method(
+    name: str, per_dataset: PerDataset | None = None, summary: str = ""
+) -> Callable[[MethodBuilder], MethodBuilder]:
+    """Register a head builder under ``name`` (a name is registered once) with its one-line
+    ``summary``; ``per_dataset``: its options default per dataset (a ``dataset`` option)."""
+
+    def add(builder: MethodBuilder) -> MethodBuilder:
+        METHODS.register(name, builder)
+        SUMMARIES[name] = summary or (builder.__doc__ or name).strip().splitlines()[0]
+        if per_dataset is not None:
+            PER_DATASET[name] = per_dataset
+        return builder
+
+    return add
+
+
+def head_class(name: str) -> type[Head]:
+    """The head class method ``name``'s builder returns (its return annotation, evaluated
+    alone: the other annotations may name torch types, imported for type checkers only)."""
+    builder = METHODS[name]
+    returned = inspect.signature(builder).return_annotation
+    namespace = types.SimpleNamespace(__annotations__={"return": returned})
+    return typing.get_type_hints(namespace, inspect.unwrap(builder).__globals__)["return"]
 
 
 def build_head(

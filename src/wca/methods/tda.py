@@ -51,6 +51,7 @@ from wca.methods.online import (
     most_confident,
     per_class,
     take,
+    tuned_for,
     with_options,
 )
 from wca.methods.ragged import by_length, check_counts
@@ -215,7 +216,11 @@ def dataset_cache(dataset: str | None, alpha: float | None, beta: float | None, 
     )
 
 
-@register_method("tda")
+@register_method(
+    "tda",
+    per_dataset=tuned_for(TDA_CONFIGS),
+    summary="TDA (CVPR 2024): a positive and a negative cache of confident test images",
+)
 def _tda(
     encode_texts: EncodeTexts,
     sources: TextSources,
@@ -249,4 +254,8 @@ def _tda(
     )
 
 
-register_method("tda+wca")(with_options(_tda, base="wca"))
+register_method(
+    "tda+wca",
+    per_dataset=tuned_for(TDA_CONFIGS),
+    summary="TDA on WCA's scores and weighted crop mean (ours)",
+)(with_options(_tda, base="wca"))

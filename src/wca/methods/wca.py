@@ -143,7 +143,10 @@ def _wca_head(
 Form = Literal["reference", "paper"]
 
 
-@register_method("wca")
+@register_method(
+    "wca",
+    summary="WCA (ICML 2024): descriptions aligned with weighted local crops",
+)
 def _wca(
     encode_texts: EncodeTexts,
     sources: TextSources,
@@ -158,7 +161,7 @@ def _wca(
 # so a softmax over it gives equal weights.
 
 
-@register_method("wca-uniform-crops")
+@register_method("wca-uniform-crops", summary="WCA's ablation: every crop weighs the same")
 def _wca_uniform_crops(
     encode_texts: EncodeTexts,
     sources: TextSources,
@@ -169,7 +172,10 @@ def _wca_uniform_crops(
     return _wca_head(encode_texts, sources, -math.inf, text_scale, form)
 
 
-@register_method("wca-uniform-text")
+@register_method(
+    "wca-uniform-text",
+    summary="WCA's ablation: every description weighs the same",
+)
 def _wca_uniform_text(
     encode_texts: EncodeTexts,
     sources: TextSources,
@@ -180,7 +186,7 @@ def _wca_uniform_text(
     return _wca_head(encode_texts, sources, image_scale, -math.inf, form)
 
 
-@register_method("wca-full-view")
+@register_method("wca-full-view", summary="WCA's ablation: the full view alone, no crops")
 def _wca_full_view(
     encode_texts: EncodeTexts,
     sources: TextSources,
@@ -192,7 +198,10 @@ def _wca_full_view(
     return PromptHead(head.text.unsqueeze(0))
 
 
-@register_method("wca-paper")
+@register_method(
+    "wca-paper",
+    summary="WCA scored as the paper writes it: the double sum of weighted cosines",
+)
 def _wca_paper(
     encode_texts: EncodeTexts,
     sources: TextSources,

@@ -89,7 +89,7 @@ class ZeroHead(Head):
         return logits / logits.sum(-1, keepdim=True)
 
 
-@register_method("zero")
+@register_method("zero", summary="ZERO (NeurIPS 2023): the most confident views vote")
 def _zero(
     encode_texts: EncodeTexts,
     sources: TextSources,

@@ -16,7 +16,7 @@ from typing import Any
 
 from wca.report import DEFAULT_BASELINE, DEFAULT_GROUP_BY, KEY
 from wca.report.rows import Row, Unknown
-from wca.results import TAIL_PERCENT, tail_text
+from wca.results import TAIL_PERCENT, per_dataset_note, tail_text
 
 CSV_COLUMNS = (
     "dataset", "model", "pretrained", "model_fullname", "task", "method", "label",
@@ -151,6 +151,10 @@ def notes(rows: Sequence[Row]) -> list[str]:
         f"tail: mean top-1 of the worst {TAIL_PERCENT} % of runs (OGA's expected tail accuracy); "
         f"with fewer than {100 // TAIL_PERCENT} runs, the worst run, marked (worst run).",
     ]
+    datasets = {row.name: options["dataset"] for row in rows
+                if isinstance(options := json.loads(row.settings["options"]), dict)
+                and isinstance(options.get("dataset"), str)}  # fmt: skip
+    lines += filter(None, [per_dataset_note(datasets)])
     missing = [row for row in rows if row.delta is None and row.delta_note != "the baseline"]
     for row in missing:
         lines.append(f"no Δ for {row.dataset} {row.model_label} {row.name}: {row.delta_note}")

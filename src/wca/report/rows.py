@@ -27,6 +27,7 @@ from wca.errors import SettingError
 from wca.paired import PairedDifference, paired_bootstrap, per_image
 from wca.report import DEFAULT_BASELINE, DEFAULT_GROUP_BY, GROUP_COLUMNS, KEY
 from wca.results import NotAResult, ResultFile, expected_tail, read_result, tail_is_worst_run
+from wca.specs import label
 
 TASK = "zeroshot_classification"
 ABBREVIATIONS = {
@@ -114,7 +115,7 @@ class Row:
             "model": self.model,
             "model_label": self.model_label,
             "pretrained": self.pretrained,
-            "model_fullname": f"{self.model} {self.pretrained}",
+            "model_fullname": self.model_label,  # clip_benchmark's, without paths
             "task": TASK,
             "method": self.method,
             "label": self.label,
@@ -149,13 +150,9 @@ def _plain(value: Any) -> Any:
 
 
 def short_model(model: str, pretrained: str) -> str:
-    """``ViT-B-32 openai``; a weights file or folder by its name's stem, never its path."""
-    if not pretrained:
-        return model
-    if "/" in pretrained or "\\" in pretrained or Path(pretrained).suffix in (".pt", ".bin"):
-        stem = Path(pretrained).stem
-        return model if stem == model else f"{model} ({stem})"
-    return f"{model} {pretrained}"
+    """``ViT-B-32 openai``; a weights file or folder by its name's stem, never its path
+    (:func:`wca.specs.label`, the name file names use too)."""
+    return label(model, pretrained)
 
 
 def result_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
@@ -284,12 +281,31 @@ def label_rows(rows: Sequence[Row], group_by: Sequence[str] = DEFAULT_GROUP_BY) 
             for name in KEY
             if name not in shown and len({repr(row.settings[name]) for row in group}) > 1
         ]
+        shown_options = _differing_options(group)
         for row in group:
-            row.label = ", ".join(_setting_text(name, row.settings[name]) for name in differing)
+            row.label = ", ".join(
+                _options_text(row.settings[name], shown_options)
+                if name == "options"
+                else _setting_text(name, row.settings[name])
+                for name in differing
+            )
         labels = [row.label for row in group]
         for row in group:
             if labels.count(row.label) > 1:
                 row.label = ", ".join(filter(None, [row.label, f"from {Path(row.files[0]).name}"]))
+
+
+def _differing_options(group: Sequence[Row]) -> set[str]:
+    """The method options whose values differ between the rows of ``group``."""
+    options = [json.loads(row.settings["options"]) for row in group]
+    names = {name for values in options for name in values}
+    return {name for name in names if len({repr(values.get(name)) for values in options}) > 1}
+
+
+def _options_text(value: Any, names: set[str]) -> str:
+    """The options ``names`` of a row (those that tell it from its group)."""
+    options = json.loads(value) if isinstance(value, str) else {}
+    return ", ".join(f"{k}={v}" for k, v in options.items() if k in names) or "default options"
 
 
 def _setting_text(name: str, value: Any) -> str:
@@ -301,9 +317,6 @@ def _setting_text(name: str, value: Any) -> str:
         return "fp16 cache" if value else "fp32 cache"
     if name.endswith("_sha256") and isinstance(value, str):
         return f"{ABBREVIATIONS[name]} {value[:8]}"
-    if name == "options":
-        options = json.loads(value) if isinstance(value, str) else {}
-        return ", ".join(f"{k}={v}" for k, v in options.items()) or "default options"
     if name in ("data_root", "model_spec") and isinstance(value, str):
         return f"{ABBREVIATIONS.get(name, 'model')} {Path(value.split(':', 1)[-1]).name}"
     return f"{ABBREVIATIONS.get(name, name)} {value}"
