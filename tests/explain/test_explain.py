@@ -1,11 +1,10 @@
-"""Explanations: the numbers equal the classifier's, the heat-maps point at the right crop, the
-files are what the README promises, and the README's snippet runs as written."""
+"""Explanations: the numbers equal the classifier's, the heat-maps point at the right crop, and
+the files are what docs/explanations.md promises (whose Python runs in tests/test_docs.py)."""
 
 from __future__ import annotations
 
 import base64
 import json
-import re
 import shutil
 import warnings
 from html.parser import HTMLParser
@@ -25,9 +24,7 @@ from wca.explain import explanation_record, render_explanation, where_figure, wr
 from wca.explain.evidence import as_image
 from wca.explain.where import colour_limit, where_maps
 from wca.explain.windows import Windows
-from wca.results import read_result
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 N_CROPS = 12
 
 
@@ -290,26 +287,6 @@ def test_unreadable_file_is_named_skipped_and_the_rest_explained(
     assert "broken.png" in (out / "index.html").read_text()
     with pytest.raises(ValueError, match="broken.png: not a readable image"):
         write_explanations(classifier, [folder / "dogs" / "broken.png"], tmp_path / "x")
-
-
-def readme_snippets() -> str:
-    """The Python blocks of the README's "Python API" section (its explanation snippet too)."""
-    text = README.read_text()
-    section = text.split("## Python API\n", 1)[1].split("\n## ", 1)[0]
-    return "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
-
-
-@pytest.mark.slow  # the default explanation crops: about 1000 views per image
-def test_readme_snippets_run_as_written(demo_data, monkeypatch):
-    code = readme_snippets()
-    assert "write_explanations" in code and "descriptions_figure" in code
-    monkeypatch.chdir(demo_data.parent)
-    namespace: dict = {}
-    exec(compile(code, str(README), "exec"), namespace)
-    for name in ("descriptions.png", "where.png", "why/index.html"):
-        assert (demo_data.parent / name).stat().st_size > 0
-    evaluation = read_result(demo_data.parent / "results" / "demo.json")  # the whole evaluation
-    assert set(evaluation.results.methods) == {"clip", "cupl", "wca"}
 
 
 @pytest.mark.slow
