@@ -57,7 +57,7 @@ class RunOptions(BaseModel):
     precision: Literal["fp32", "fp16", "bf16"] = Field(
         defaults.PRECISION,
         description="model precision (fp16 on GPUs only)",
-        json_schema_extra=_group("run"),
+        json_schema_extra=_group("run", identity=True),
     )
     batch_size: Annotated[int, Field(ge=1)] = Field(
         defaults.BATCH_SIZE,
