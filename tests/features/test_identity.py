@@ -250,3 +250,19 @@ def test_a_file_version_is_its_content_and_the_stat_before_the_read(tmp_path, mo
     assert version.racy and not version.unchanged(info)  # just written: not to be trusted
     monkeypatch.setattr(identity, "RACY_SECONDS", 0.0)
     assert read_version(path).unchanged(info)
+
+
+def test_loader_workers_hash_the_files_they_decode(tmp_path):
+    root = tmp_path / "images"
+    _bmp_folder(root)
+    digests = []
+    for workers in (0, 1):
+        cache = tmp_path / f"cache{workers}"
+        extract(FakeEncoder(), _folder(root), cache, shard_size=2, num_workers=workers)
+        manifest = json.loads(next(cache.glob(f"*/*/{MANIFEST}")).read_text())
+        digests.append({k: e["images_sha256"] for k, e in manifest["shards"].items()})
+        sidecar = json.loads(next(cache.glob("*/*/shard-00002.images.json")).read_text())
+        assert [row[:3] for row in sidecar["images"]] == [
+            [name, 2, read_version(root / name).sha256] for name in ("c2/0.bmp", "c2/1.bmp")
+        ]
+    assert digests[0] == digests[1] and len(digests[0]) == 3

@@ -111,11 +111,11 @@ def test_a_holder_that_makes_progress_is_waited_for_past_the_lock_timeout(tmp_pa
     path, release = tmp_path / "shard-00000.lock", tmp_path / "release"
     holder = _holder(path, "--release", release, "--beat", 0.01)  # progress every 10 ms
     waiter = FileLock(path)
-    # let go once the waiter has waited several times its patience (an event, not a duration)
-    timer = threading.Timer(1.5, release.touch)
+    # the holder lets go once the waiter has waited three times its patience
+    timer = threading.Timer(3.0, release.touch)
     timer.start()
     try:
-        waiter.wait(Patience(0.5))
+        waiter.wait(Patience(1.0))
         assert release.exists() and waiter.held  # it waited for the holder to finish
         waiter.release(remove=True)
     finally:
