@@ -1,74 +1,100 @@
-"""What identifying every image of a cached dataset costs: ``stat`` alone (size and mtime, wca
-before the fingerprint) against ``stat`` plus the fingerprint of the first and last 16 KB that
-:func:`wca.features.key.image_identities` reads, on photo-like JPEGs; fingerprints of 4 and
-64 KB each end for comparison, and decoding each image once for scale (a feature pass decodes
-every image it encodes).
+"""What checking the images of a cached dataset costs on reuse, on 50,000 small files in shards
+of 1,000: the check of :mod:`wca.features.identity` (a stat per file, compared with the one each
+shard's sidecar recorded; a file read and hashed again only where it moved) with the stats
+unchanged and with every ctime moved (``chmod``: each file read once more and the sidecars
+refreshed), against ``stat`` alone and the 16 KB head-and-tail fingerprint that wca used before;
+and hashing every file once, which is what a feature pass adds to the reads of its decoder.
 
-Warm: the files in the page cache (a run soon after another). Cold: their pages dropped
-first with ``posix_fadvise(DONTNEED)`` (no root needed; inodes stay cached), so the
-fingerprint's reads go to the disk.
+Warm: the files in the page cache (a run soon after another). Cold: their pages dropped first
+with ``posix_fadvise(DONTNEED)`` (no root needed; inodes stay cached), so reads go to the disk.
 
-    .venv/bin/python benchmarks/identity.py              # 300 JPEGs
-    .venv/bin/python benchmarks/identity.py --quick      # smoke test
+    .venv/bin/python benchmarks/identity.py                   # 50,000 files of 8 KB
+    .venv/bin/python benchmarks/identity.py --files 5000 --kb 100
+    .venv/bin/python benchmarks/identity.py --quick           # smoke test
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from PIL import Image
+from _common import machine_report, table
+from wca.features import identity
+from wca.features.identity import ImageList, images_digest, read_version, verify, write_sidecar
 
-from _common import best_time, machine_report, make_jpegs, table
-from wca.features.key import image_identities
-from wca.files import FINGERPRINT_BLOCK, file_fingerprint
-
-
-class Listed:
-    """A dataset that lists its files, as image folders do."""
-
-    def __init__(self, paths: list[Path]) -> None:
-        self.paths = [str(p) for p in paths]
-        self.labels = [0] * len(paths)
+SHARD_SIZE = 1000  # wca's default
+BLOCK = 16 * 1024  # the fingerprint of wca before the content hash: 16 KB each end
 
 
-def stat_only(dataset: Listed) -> list[str]:
-    """The identities of wca before the fingerprint: path, label, size, mtime."""
-    lines = []
-    for path, label in zip(dataset.paths, dataset.labels, strict=True):
-        info = os.stat(path)
-        lines.append(f"{path}\t{label}\t{info.st_size}\t{info.st_mtime_ns}")
-    return lines
+def make_files(folder: Path, count: int, size: int) -> ImageList:
+    """``count`` files of ``size`` random bytes in class folders of 1,000."""
+    paths = []
+    for index in range(count):
+        path = folder / f"class{index // 1000:03d}" / f"{index:06d}.jpg"
+        if index % 1000 == 0:
+            path.parent.mkdir(parents=True)
+        path.write_bytes(os.urandom(size))
+        paths.append(path)
+    return ImageList(paths, [index // 1000 for index in range(count)], str(folder))
 
 
-def stat_and_block(block: int):
-    """Identities with a fingerprint of ``block`` bytes each end."""
-
-    def identities(dataset: Listed) -> list[str]:
-        lines = []
-        for path in dataset.paths:
-            info = os.stat(path)
-            lines.append(
-                f"{info.st_size}\t{info.st_mtime_ns}\t{file_fingerprint(path, info.st_size, block)}"
-            )
-        return lines
-
-    return identities
+def shards(images: ImageList) -> list[range]:
+    count = len(images)
+    return [range(lo, min(lo + SHARD_SIZE, count)) for lo in range(0, count, SHARD_SIZE)]
 
 
-def decode_all(dataset: Listed) -> None:
-    for path in dataset.paths:
-        with Image.open(path) as image:
-            image.convert("RGB")
+def cache_as_encoding_does(images: ImageList, folder: Path) -> list[str]:
+    """Each file read and hashed once (what the loader adds to a feature pass), each shard's
+    sidecar written: the digests the cache's entries would hold."""
+    digests = []
+    for number, rows in enumerate(shards(images)):
+        table_ = [(images.name(i), images.labels[i], read_version(images.paths[i])) for i in rows]
+        write_sidecar(folder / f"shard-{number:05d}.images.json", table_)
+        digests.append(images_digest(table_))
+    return digests
 
 
-def drop_pages(dataset: Listed) -> None:
+def reuse_check(images: ImageList, folder: Path, digests: list[str]) -> int:
+    """The cache's check of every shard (:func:`wca.features.identity.verify`): files read."""
+    reread = 0
+    for number, rows in enumerate(shards(images)):
+        now = verify(images, rows, folder / f"shard-{number:05d}.images.json", digests[number])
+        assert now.digest == digests[number]
+        reread += now.reread
+    return reread
+
+
+def stat_only(images: ImageList) -> None:
+    for path in images.paths:
+        os.stat(path)
+
+
+def head_and_tail(images: ImageList) -> None:
+    """wca before the content hash: stat, and the sha256 of the first and last 16 KB."""
+    for path in images.paths:
+        size = os.stat(path).st_size
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            digest.update(handle.read(BLOCK))
+            if size > BLOCK:
+                handle.seek(max(BLOCK, size - BLOCK))
+                digest.update(handle.read(BLOCK))
+
+
+def move_ctimes(images: ImageList) -> None:
+    """chmod every file to the mode it has: its ctime moves, its content does not."""
+    for path in images.paths:
+        os.chmod(path, 0o644)
+
+
+def drop_pages(images: ImageList) -> None:
     """Evict the files' pages from the page cache (clean pages: no root needed)."""
-    for path in dataset.paths:
+    for path in images.paths:
         fd = os.open(path, os.O_RDONLY)
         try:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
@@ -76,45 +102,62 @@ def drop_pages(dataset: Listed) -> None:
             os.close(fd)
 
 
-def cold_time(fn, dataset: Listed, repeats: int) -> float:
+def timed(run, prepare, repeats: int) -> float:
+    """The best of ``repeats`` runs of ``run()``, each after ``prepare()`` (not timed)."""
     times = []
     for _ in range(repeats):
-        drop_pages(dataset)
+        prepare()
         start = time.perf_counter()
-        fn(dataset)
+        run()
         times.append(time.perf_counter() - start)
     return min(times)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=300, help="JPEGs to generate")
+    parser.add_argument("--files", type=int, default=50_000, help="files to generate")
+    parser.add_argument("--kb", type=int, default=8, help="size of each file in KB")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
     args = parser.parse_args(argv)
     if args.quick:
-        args.images, args.repeats = 12, 1
+        args.files, args.kb, args.repeats = 300, 4, 1
     print(machine_report())
-    with tempfile.TemporaryDirectory(prefix="wca-identity-") as folder:
-        dataset = Listed(make_jpegs(Path(folder), args.images))
-        mean_kb = sum(os.path.getsize(p) for p in dataset.paths) / len(dataset.paths) / 1024
-        print(f"{args.images} JPEGs, {mean_kb:.0f} KB on average, in {folder}")
-        chosen = FINGERPRINT_BLOCK // 1024
+    with tempfile.TemporaryDirectory(prefix="wca-identity-") as base:
+        data, cache = Path(base) / "data", Path(base) / "cache"
+        cache.mkdir()
+        start = time.perf_counter()
+        images = make_files(data, args.files, args.kb * 1024)
+        print(f"{args.files} files of {args.kb} KB in {data} ({time.perf_counter() - start:.1f} s)")
+        time.sleep(identity.RACY_SECONDS)  # a file read just after its write is not trusted
+        digests = cache_as_encoding_does(images, cache)
+        moved = {"n": 0}
+
+        def moved_check() -> None:
+            moved["n"] = reuse_check(images, cache, digests)
+
         ways = [
-            ("stat: size, mtime (before)", stat_only),
-            ("stat + fingerprint, 4 KB each end", stat_and_block(4096)),
-            (f"stat + fingerprint, {chosen} KB each end (image_identities)", image_identities),
-            ("stat + fingerprint, 64 KB each end", stat_and_block(65536)),
-            ("decode every image once (for scale)", decode_all),
+            ("stat: size, mtime (wca before the fingerprint)", lambda: stat_only(images), None),
+            ("stat + 16 KB head and tail (wca before the content hash)",
+             lambda: head_and_tail(images), None),  # fmt: skip
+            ("reuse check, stats unchanged: stat and sidecars",
+             lambda: reuse_check(images, cache, digests), None),  # fmt: skip
+            ("reuse check, every ctime moved: each file read, sidecars refreshed",
+             moved_check, lambda: move_ctimes(images)),  # fmt: skip
+            ("hash every file once (what a feature pass adds)",
+             lambda: [read_version(p) for p in images.paths], None),  # fmt: skip
         ]
+        assert reuse_check(images, cache, digests) == 0  # the sidecars hold every file's stat
         rows = []
-        for name, fn in ways:
-            fn(dataset)  # warm the page cache
-            warm = best_time(lambda fn=fn: fn(dataset), args.repeats)
-            cold = cold_time(fn, dataset, args.repeats)
-            per_image = 1e6 / len(dataset.paths)
-            rows.append([name, warm * 1e3, warm * per_image, cold * 1e3, cold * per_image])
-    headers = ["identity of every image", "warm ms", "warm us/image", "cold ms", "cold us/image"]
+        for name, run, prepare in ways:
+            prepare = prepare or (lambda: None)
+            run()  # warm the page cache
+            warm = timed(run, prepare, args.repeats)
+            cold = timed(run, lambda prepare=prepare: (prepare(), drop_pages(images)), args.repeats)
+            per_file = 1e6 / args.files
+            rows.append([name, warm * 1e3, warm * per_file, cold * 1e3, cold * per_file])
+        assert moved["n"] == args.files  # the moved ctimes made the check read every file
+    headers = ["check of every image", "warm ms", "warm us/file", "cold ms", "cold us/file"]
     print(table(headers, rows))
     return 0
 

@@ -66,8 +66,9 @@ PROTOCOLS = ("pool", "fresh")
 
 
 def group(name: str, **extra: Any) -> dict[str, Any]:
-    """A field's ``json_schema_extra``: the group its flag is listed in (and e.g. ``metavar``,
-    ``repeatable`` for the flags a sweep repeats)."""
+    """A field's ``json_schema_extra``: the group its flag is listed in, ``identity=True`` for a
+    setting that changes a number (a result's identity, :data:`wca.results.IDENTITY`), and
+    e.g. ``metavar``, ``repeatable`` for the flags a sweep repeats."""
     return {"group": name, **extra}
 
 
@@ -80,7 +81,7 @@ class EvalConfig(BaseModel):
     model: str = Field(
         DEFAULT_MODEL,
         description=f"the model: {GRAMMAR}; `wca models` lists them",
-        json_schema_extra=group("model", metavar="SPEC", repeatable=True),
+        json_schema_extra=group("model", identity=True, metavar="SPEC", repeatable=True),
     )
     pretrained: str | None = Field(
         None,
@@ -91,12 +92,12 @@ class EvalConfig(BaseModel):
     dataset: str | None = Field(
         None,
         description="the dataset's registered name (`wca datasets` lists them)",
-        json_schema_extra=group("data", metavar="NAME", repeatable=True),
+        json_schema_extra=group("data", identity=True, metavar="NAME", repeatable=True),
     )
     data_root: str | None = Field(
         None,
         description="where the dataset is, as downloaded ({dataset} stands for each name)",
-        json_schema_extra=group("data", metavar="DIR", repeatable=True),
+        json_schema_extra=group("data", identity=True, metavar="DIR", repeatable=True),
     )
     dataset_name: str | None = Field(
         None,
@@ -108,14 +109,14 @@ class EvalConfig(BaseModel):
     split: str | None = Field(
         None,
         description="the split to read",
-        json_schema_extra=group("data", shown="the paper's test split"),
+        json_schema_extra=group("data", identity=True, shown="the paper's test split"),
     )
     alpha: Alpha = defaults.ALPHA
     effective_alpha: Annotated[float, Field(gt=0, le=1)] | None = Field(
         None,
         description="the lower crop bound actually drawn with where it differs from alpha (the "
         "authors' code crops with 0.1 whatever its config says; their config files set it)",
-        json_schema_extra=group("crops"),
+        json_schema_extra=group("crops", identity=True),
     )
     beta: Beta = defaults.BETA
     n_crops: NCrops = 100  # the authors' pool (60 for ImageNet: DATASET_DEFAULTS)
@@ -125,25 +126,27 @@ class EvalConfig(BaseModel):
         False,
         description="make views with the model's own PIL preprocessing per crop (the authors' "
         "way, slower) instead of the fast tensor path",
-        json_schema_extra=group("crops"),
+        json_schema_extra=group("crops", identity=True),
     )
     fp16_cache: bool = Field(
         False,
         description="store features in fp16 (half the disk)",
-        json_schema_extra=group("crops"),
+        json_schema_extra=group("crops", identity=True),
     )
     n_run: PositiveInt = Field(
-        20, description="runs to average", json_schema_extra=group("protocol")
+        20, description="runs to average", json_schema_extra=group("protocol", identity=True)
     )
     patch_n: PositiveInt = Field(
-        60, description="crops drawn per run from the pool", json_schema_extra=group("protocol")
+        60,
+        description="crops drawn per run from the pool",
+        json_schema_extra=group("protocol", identity=True),
     )
     protocol: Literal["pool", "fresh"] = Field(
         "pool",
         description="pool: each run draws patch_n crops with replacement from the pool, the same "
         "indices for every image (the authors'); fresh: each run its own crops (needs n_crops >= "
         "n_run * patch_n)",
-        json_schema_extra=group("protocol"),
+        json_schema_extra=group("protocol", identity=True),
     )
     methods: list[MethodConfig] = Field(
         default_factory=default_methods,

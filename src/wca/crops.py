@@ -33,7 +33,7 @@ NCrops = Annotated[
     Field(
         ge=1,
         description="crops per image (an evaluation's pool, from which each run draws patch_n)",
-        json_schema_extra={"group": "crops", "metavar": "N"},
+        json_schema_extra={"group": "crops", "metavar": "N", "identity": True},
     ),
 ]
 Alpha = Annotated[
@@ -42,13 +42,16 @@ Alpha = Annotated[
         gt=0,
         le=1,
         description="smallest crop side, as a fraction of the image's short side",
-        json_schema_extra={"group": "crops"},
+        json_schema_extra={"group": "crops", "identity": True},
     ),
 ]
 Beta = Annotated[
     float,
     Field(
-        gt=0, le=1, description="largest crop side fraction", json_schema_extra={"group": "crops"}
+        gt=0,
+        le=1,
+        description="largest crop side fraction",
+        json_schema_extra={"group": "crops", "identity": True},
     ),
 ]
 Seed = Annotated[
@@ -56,7 +59,7 @@ Seed = Annotated[
     Field(
         ge=0,
         description="seed of the crops (and of the runs' draws)",
-        json_schema_extra={"group": "crops"},
+        json_schema_extra={"group": "crops", "identity": True},
     ),
 ]
 Strategy = Annotated[
@@ -66,7 +69,7 @@ Strategy = Annotated[
         "near-duplicates (IoU filter); bifta: BiFTA's IoU-0.85 refinement of n_crops candidates; "
         "grid: a multi-scale grid; rrc: RandomResizedCrop boxes with random flips, as ZERO, MTA "
         "and AWT augment",
-        json_schema_extra={"group": "crops", "metavar": "NAME"},
+        json_schema_extra={"group": "crops", "metavar": "NAME", "identity": True},
     ),
 ]
 

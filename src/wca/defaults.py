@@ -27,6 +27,8 @@ DEVICE = "auto"
 BATCH_SIZE = 256
 NUM_WORKERS = 0
 SHARD_SIZE = 1000
+# seconds a process waits for a feature-cache lock whose holder makes no progress (stopped, hung)
+LOCK_TIMEOUT = 600.0
 PRECISION = "fp32"
 # Images larger than this many pixels are refused (PIL's own Image.MAX_IMAGE_PIXELS): a guard
 # against decompression bombs; 0 lifts it.

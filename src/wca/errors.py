@@ -22,3 +22,10 @@ class OutputExists(ValueError):
     that allows it (the CLI adds its flag)."""
 
     setting = "overwrite"
+
+
+class LockStalled(RuntimeError):
+    """Another process holds a lock and has made no progress for as long as this one waits;
+    ``setting`` names the option that takes such a lock over (the CLI adds its flag)."""
+
+    setting = "lock_takeover"

@@ -1,22 +1,23 @@
 """Files that several processes share: atomic writes (a reader sees either the old content or
-the complete new one), exclusive locks, and cheap fingerprints of file contents."""
+the complete new one), and exclusive locks that name their holder and notice one that stalls."""
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import socket
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks, FileLock reports them unsupported
-    fcntl = None
+from wca.errors import LockStalled
+
+log = logging.getLogger("wca")
 
 _UMASK_LOCK = threading.Lock()
 
@@ -68,21 +69,13 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def _naming(error: OSError, path: Path, tmp: Path | None) -> OSError:
-    """``error`` re-made to name ``path`` when it is a plain errno error about the file being
-    written (no file name, or the temporary one); any other error is returned as it is."""
-    if error.errno is None or error.filename not in (None, str(path), str(tmp)):
-        return error
-    return OSError(error.errno, error.strerror or os.strerror(error.errno), str(path))
-
-
 FINGERPRINT_BLOCK = 16 * 1024  # bytes read from each end of a file by file_fingerprint
 
 
 def file_fingerprint(path: str | Path, size: int, block: int = FINGERPRINT_BLOCK) -> str:
     """The sha256 of the first and last ``block`` bytes of a file of ``size`` bytes (the whole
-    file when it is smaller than two blocks): two reads, whatever the size, that tell apart two
-    different images of equal size (a JPEG's tables and the end of its compressed data)."""
+    file when it is smaller than two blocks): two reads whatever the size, which stamp an archive
+    of many images (a tar shard, a dataset's array file) with its stat."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         digest.update(handle.read(block))
@@ -92,77 +85,134 @@ def file_fingerprint(path: str | Path, size: int, block: int = FINGERPRINT_BLOCK
     return digest.hexdigest()
 
 
+def _naming(error: OSError, path: Path, tmp: Path | None) -> OSError:
+    """``error`` re-made to name ``path`` when it is a plain errno error about the file being
+    written (no file name, or the temporary one); any other error is returned as it is."""
+    if error.errno is None or error.filename not in (None, str(path), str(tmp)):
+        return error
+    return OSError(error.errno, error.strerror or os.strerror(error.errno), str(path))
+
+
 # errors of flock where the file system keeps no locks (NFS without a lock daemon, some FUSE)
 _NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+BEAT_SECONDS = 1.0  # a holder marks its progress at most this often (one utime)
 
 
 class LocksUnsupported(OSError):
     """The file system of a lock file keeps no locks."""
 
 
+@dataclass(frozen=True)
+class Patience:
+    """How long a process waits for a lock that another holds: as long as the holder makes
+    progress (its lock file changes); once it has shown none for ``seconds`` (a stopped or hung
+    process keeps its lock forever), fail naming it, or with ``takeover`` take the lock over."""
+
+    seconds: float = 600.0
+    takeover: bool = False
+
+
 class FileLock:
     """An exclusive lock held through a lock file, between processes.
 
-    ``fcntl.flock`` on the open file: the kernel releases it when the holder closes it, exits or
-    dies (SIGKILL included), so a lock is never left stale on one machine. On NFS, Linux maps
-    flock to POSIX locks kept by the server, which releases them when a dead client's lease
-    runs out. While held, the file names its holder (``pid on host since time``) for messages.
-    ``release(remove=True)`` deletes the file; a process that was waiting on the deleted file
-    sees that it was removed and locks the path anew, so two holders never overlap.
+    The lock is filelock's :class:`~filelock.UnixFileLock` (``flock``): the kernel releases it
+    when its holder exits or dies (SIGKILL included), so it is never left stale by a dead
+    process on one machine (on NFS, the server releases a dead client's locks when its lease
+    runs out); a waiter that gets the lock of a file removed meanwhile locks the path anew.
+    Added here: while held, the file names its holder (``pid on host since time``) for
+    messages; :meth:`beat` marks the holder's progress (the file's mtime); :meth:`wait` waits
+    while the holder progresses and gives up, or takes over, once it has not for a while;
+    ``release(remove=True)`` deletes the file, unless it is no longer this holder's.
     """
 
     def __init__(self, path: str | Path) -> None:
+        import filelock  # with the first lock: commands that fail on their arguments need none
+
         self.path = Path(path)
-        self._fd: int | None = None
+        # not thread-local: the view pipeline's thread claims shards that the main thread frees
+        self._lock = filelock.UnixFileLock(
+            self.path, thread_local=False, on_acquired=self._acquired
+        )
+        self._fd: int | None = None  # filelock's descriptor of the held file, open while held
+        self._beaten = 0.0
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._lock.is_locked
 
-    def acquire(self, wait: bool) -> bool:
-        """Take the lock: True once held; False when another holder has it and not ``wait``.
-        Raises :class:`LocksUnsupported` where the file system keeps no locks."""
-        if fcntl is None:
-            raise LocksUnsupported(errno.ENOSYS, "no file locks on this platform", str(self.path))
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                os.close(fd)
-                return False
-            except OSError as error:
-                os.close(fd)
-                if error.errno in _NO_LOCKS:
-                    raise LocksUnsupported(error.errno, error.strerror, str(self.path)) from error
-                raise
-            if self._same_file(fd):
-                break
-            os.close(fd)  # removed by its last holder while we waited: lock the new one
-        os.ftruncate(fd, 0)
+    def _acquired(self, fd: int) -> None:
         started = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}".encode())
-        self._fd = fd
+        self._fd, self._beaten = fd, time.monotonic()
+
+    def try_acquire(self) -> bool:
+        """Take the lock if no other holder has it: whether it is held now. Raises
+        :class:`LocksUnsupported` where the file system keeps no locks."""
+        return self._attempt(blocking=False)
+
+    def wait(self, patience: Patience) -> None:
+        """Take the lock, waiting while its holder makes progress. A holder that has shown none
+        for ``patience.seconds`` raises :class:`~wca.errors.LockStalled` naming it, or with
+        ``patience.takeover`` loses the lock: its file is removed (the stalled process keeps
+        its lock on the removed file) and the path is locked anew."""
+        while True:
+            watch = _Watch(self.path, patience.seconds)
+            if self._attempt(blocking=True, cancel_check=watch.stalled):
+                return
+            holder = self.holder() or "a process that left no name"
+            quiet = f"which has made no progress for {patience.seconds:g} s (lock_timeout)"
+            if not patience.takeover:
+                raise LockStalled(
+                    f"{self.path}: held by {holder}, {quiet}; if that process is stopped or "
+                    "hung, end it, or take its lock over (lock_takeover)"
+                )
+            log.warning(f"{self.path}: taking the lock over from {holder}, {quiet}")
+            watch.remove_stalled()
+
+    def _attempt(self, blocking: bool, cancel_check: Callable[[], bool] | None = None) -> bool:
+        from filelock import Timeout
+
+        try:
+            self._lock.acquire(timeout=-1, blocking=blocking, cancel_check=cancel_check)
+        except Timeout:
+            return False
+        except NotImplementedError as error:  # no flock on this platform
+            raise LocksUnsupported(errno.ENOSYS, "no file locks here", str(self.path)) from error
+        except OSError as error:
+            if error.errno in _NO_LOCKS:
+                raise LocksUnsupported(error.errno, error.strerror, str(self.path)) from error
+            raise
         return True
 
-    def _same_file(self, fd: int) -> bool:
-        try:
-            on_disk = os.stat(self.path)
-        except FileNotFoundError:
-            return False
-        held = os.fstat(fd)
-        return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+    def beat(self) -> None:
+        """Mark the holder's progress (the lock file's mtime), at most every
+        :data:`BEAT_SECONDS`; nothing when not held."""
+        now = time.monotonic()
+        if self._fd is not None and now - self._beaten >= BEAT_SECONDS:
+            os.utime(self._fd)
+            self._beaten = now
 
     def release(self, remove: bool = False) -> None:
-        """Let the lock go (nothing when not held); ``remove``: delete the lock file first."""
-        if self._fd is None:
+        """Let the lock go (nothing when not held). ``remove``: delete the lock file first,
+        unless another process took the lock over (the path is no longer this file); else the
+        file is emptied (it no longer names a holder)."""
+        if not self.held:
             return
-        if remove:
-            self.path.unlink(missing_ok=True)
-        else:
-            os.ftruncate(self._fd, 0)  # no longer names a holder
-        os.close(self._fd)
-        self._fd = None
+        try:
+            if not remove:
+                os.ftruncate(self._fd, 0)
+            elif self._file_is_held():
+                self.path.unlink(missing_ok=True)
+        finally:
+            self._fd = None
+            self._lock.release()
+
+    def _file_is_held(self) -> bool:
+        try:
+            return os.path.samestat(os.fstat(self._fd), os.stat(self.path))
+        except FileNotFoundError:
+            return False
 
     def holder(self) -> str:
         """Who holds the lock, as its file says (empty when unknown)."""
@@ -170,3 +220,33 @@ class FileLock:
             return self.path.read_text(encoding="utf-8", errors="replace").strip()
         except OSError:
             return ""
+
+
+class _Watch:
+    """A waiter's view of a held lock file: when it last changed (file, mtime or size), by the
+    waiter's own clock (the holder may run on another machine, with another clock)."""
+
+    def __init__(self, path: Path, seconds: float) -> None:
+        self.path, self.seconds = path, seconds
+        self.seen, self.since = self._look(), time.monotonic()
+
+    def _look(self) -> tuple[int, int, int, int] | None:
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size
+
+    def stalled(self) -> bool:
+        """Whether the file has not changed for ``seconds`` (filelock asks between attempts)."""
+        now = self._look()
+        if now != self.seen:
+            self.seen, self.since = now, time.monotonic()
+        return time.monotonic() - self.since >= self.seconds
+
+    def remove_stalled(self) -> None:
+        """Remove the lock file if it is still the stalled one (a process that took it over
+        meanwhile holds a new one: that is progress, and stays)."""
+        now = self._look()
+        if now is not None and self.seen is not None and now[:2] == self.seen[:2]:
+            self.path.unlink(missing_ok=True)

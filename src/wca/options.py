@@ -57,7 +57,7 @@ class RunOptions(BaseModel):
     precision: Literal["fp32", "fp16", "bf16"] = Field(
         defaults.PRECISION,
         description="model precision (fp16 on GPUs only)",
-        json_schema_extra=_group("run"),
+        json_schema_extra=_group("run", identity=True),
     )
     batch_size: Annotated[int, Field(ge=1)] = Field(
         defaults.BATCH_SIZE,
@@ -78,6 +78,19 @@ class RunOptions(BaseModel):
         None,
         description="decode on the CPU, cut and resize the views on the model's device",
         json_schema_extra=_group("run", shown="on for CUDA"),
+    )
+    lock_timeout: Annotated[float, Field(gt=0)] = Field(
+        defaults.LOCK_TIMEOUT,
+        description="seconds to wait for a feature-cache shard that another process holds "
+        "without progress (stopped or hung; holders mark progress about once a second) before "
+        "failing, naming it",
+        json_schema_extra=_group("run", metavar="SECONDS"),
+    )
+    lock_takeover: bool = Field(
+        False,
+        description="take such a shard over instead of failing (its holder, if it resumes, "
+        "writes the same bytes)",
+        json_schema_extra=_group("run"),
     )
     dist_timeout: Annotated[float, Field(gt=0)] | None = Field(
         None,

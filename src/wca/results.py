@@ -157,15 +157,27 @@ class Metrics(BaseModel):
     brier: float | None = None
 
 
-# The settings that change a number, in the order report labels name them (with the
-# methods and their options): equal identities, interchangeable results.
-IDENTITY = (
-    "dataset", "split", "data_root", "model", "model_sha256", "crop_strategy", "n_crops",
-    "patch_n", "alpha", "effective_alpha", "beta", "protocol", "n_run", "seed", "precision",
-    "fidelity", "fp16_cache", "descriptions_sha256", "images_sha256",
-)  # fmt: skip
+def _declared_identity() -> tuple[str, ...]:
+    """The settings declared ``identity=True`` on their fields (:class:`wca.config.EvalConfig`
+    and :class:`wca.options.RunOptions`), in their order."""
+    from wca.config import EvalConfig
+    from wca.options import RunOptions
+
+    return tuple(
+        name
+        for model in (EvalConfig, RunOptions)
+        for name, field in model.model_fields.items()
+        if (field.json_schema_extra or {}).get("identity")
+    )
+
+
+# The settings that change a number, in the order report labels name them (with the methods
+# and their options), then the digests of a cell's inputs: equal identities, interchangeable
+# results. A new setting joins by its field's declaration.
+DIGESTS = ("model_sha256", "descriptions_sha256", "images_sha256")
+IDENTITY = (*_declared_identity(), *DIGESTS)
 # Compared only where both sides know them (a run checks a file before hashing the weights).
-KNOWN_ONLY = ("model_sha256", "descriptions_sha256", "images_sha256")
+KNOWN_ONLY = DIGESTS
 DIFFERS = {
     "model_sha256": "weights differ",
     "descriptions_sha256": "texts differ",
@@ -205,7 +217,7 @@ class Settings(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         """The settings that change a number (:data:`IDENTITY`), by name."""
-        return {name: getattr(self, name) for name in IDENTITY}
+        return {name: getattr(self, name, None) for name in IDENTITY}
 
     def method_options(self) -> dict[str, dict[str, Any]]:
         """Each method's options as recorded (``{name: {option: value}}``)."""

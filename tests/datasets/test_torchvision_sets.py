@@ -109,7 +109,7 @@ def test_array_sets_are_cached_and_a_changed_file_recomputes(cifar10, tmp_path, 
         pickle.dump(entry, handle)
     monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", _md5(batch)]])
     encoder = FakeEncoder()
-    with pytest.warns(UserWarning, match="its images changed"):
+    with pytest.warns(UserWarning, match="its images differ"):
         extract(encoder, load_dataset("cifar10", root), cache, shard_size=2)
     assert encoder.views == 4 * 6  # every image again (5 crops and the full view each)
 

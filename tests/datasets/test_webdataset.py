@@ -84,7 +84,7 @@ def test_features_of_shards_are_cached_and_a_changed_shard_recomputed(tmp_path):
                 info.size = len(payload)
                 archive.addfile(info, io.BytesIO(payload))
     encoder = FakeEncoder()
-    with pytest.warns(UserWarning, match="its images changed"):
+    with pytest.warns(UserWarning, match="its images differ"):
         extract(encoder, load_dataset("wds/tiny", root), cache, shard_size=3)
     assert encoder.views == 3 * 6  # the second cache shard's 3 images, 6 views each
 

@@ -1,5 +1,5 @@
-"""The feature cache: images identified by content as well as size and mtime, a full disk
-reported in one line, and processes that fill one cache at once share its shards."""
+"""The feature cache: a full disk reported in one line, and processes that fill one cache at
+once share its shards."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 from safetensors import SafetensorError
 
 import wca.features.cache as cache_module
@@ -21,10 +20,9 @@ from cache_worker import IMAGES, SHARD_SIZE
 from cli_world import build_world, extract_args, shards
 from conftest import SUPPORT
 from fake_encoder import FakeEncoder
-from feature_world import TinyDataset, copy_features, extract, same_features
+from feature_world import TinyDataset, extract, same_features
 from wca.cli import main
 from wca.features import MANIFEST
-from wca.files import FINGERPRINT_BLOCK, FileLock, file_fingerprint
 
 TIMEOUT = 600  # seconds a worker may take on a loaded machine (idle: a few): a hang guard only
 
@@ -33,80 +31,6 @@ TIMEOUT = 600  # seconds a worker may take on a loaded machine (idle: a few): a 
 def world(tmp_path_factory) -> dict:
     """The command-line tests' tiny model, image folder and description set."""
     return build_world(tmp_path_factory.mktemp("world"))
-
-
-# ------------------------------------------------------------------ image identity
-
-
-def _png_folder(root: Path) -> list[Path]:
-    """3 classes x 2 uncompressed PNGs: images of one size have files of one size."""
-    paths = []
-    for c in range(3):
-        for k in range(2):
-            path = root / f"c{c}" / f"{k}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            TinyDataset(count=6)[2 * c + k][0].resize((40, 30)).save(path, compress_level=0)
-            paths.append(path)
-    return paths
-
-
-def test_same_size_replacement_with_restored_mtime_is_recomputed(tmp_path):
-    from wca.datasets.folder import imagefolder
-
-    root, cache = tmp_path / "images", tmp_path / "cache"
-    paths = _png_folder(root)
-    extract(FakeEncoder(), imagefolder(root), cache, shard_size=2)
-    target = paths[2]  # shard 1
-    before = target.stat()
-    Image.new("RGB", (40, 30), (250, 10, 10)).save(target, compress_level=0)  # as `cp -p` does
-    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
-    after = target.stat()
-    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
-
-    encoder = FakeEncoder()
-    with pytest.warns(UserWarning, match="shard-00001.*images changed on disk"):
-        cached = copy_features(extract(encoder, imagefolder(root), cache, shard_size=2))
-    assert encoder.views == 2 * 6  # that shard alone
-    same_features(cached, extract(FakeEncoder(), imagefolder(root), None, shard_size=2))
-    encoder = FakeEncoder()
-    extract(encoder, imagefolder(root), cache, shard_size=2)
-    assert encoder.views == 0
-
-
-def test_shards_of_an_older_wca_are_recomputed_once(tmp_path):
-    from wca.datasets.folder import imagefolder
-
-    root, cache = tmp_path / "images", tmp_path / "cache"
-    _png_folder(root)
-    first = copy_features(extract(FakeEncoder(), imagefolder(root), cache, shard_size=2))
-    manifest_path = next(cache.glob(f"*/*/{MANIFEST}"))
-    manifest = json.loads(manifest_path.read_text())
-    for entry in manifest["shards"].values():  # as wca 0.3.0 wrote them: size and mtime only
-        del entry["identity"]
-    manifest_path.write_text(json.dumps(manifest))
-
-    encoder = FakeEncoder()
-    with pytest.warns(UserWarning, match="older wca.*recomputing its shards once") as caught:
-        same_features(extract(encoder, imagefolder(root), cache, shard_size=2), first)
-    assert encoder.views == 6 * 6 and len(caught) == 1  # one warning, not one per shard
-    encoder = FakeEncoder()
-    extract(encoder, imagefolder(root), cache, shard_size=2)
-    assert encoder.views == 0
-
-
-def test_fingerprint_reads_both_ends_of_a_file(tmp_path):
-    path = tmp_path / "big.bin"
-    data = bytearray(os.urandom(3 * FINGERPRINT_BLOCK))
-    path.write_bytes(data)
-    original = file_fingerprint(path, len(data))
-    for where, seen in ((0, True), (len(data) - 1, True), (len(data) // 2, False)):
-        changed = bytearray(data)
-        changed[where] ^= 0xFF
-        path.write_bytes(changed)
-        assert (file_fingerprint(path, len(data)) != original) is seen, where
-    small = tmp_path / "small.bin"
-    small.write_bytes(data[:1000])
-    assert file_fingerprint(small, 1000) != file_fingerprint(path, len(data))
 
 
 # ------------------------------------------------------------------ disk full
@@ -154,8 +78,9 @@ def test_disk_full_is_one_line_and_keeps_the_finished_shards(
     assert sorted(p.name for p in folder.iterdir()) == [
         MANIFEST,
         "manifest.lock",
+        "shard-00000.images.json",
         "shard-00000.safetensors",
-    ]  # no temporary file, no shard lock left
+    ]  # no temporary file, no shard lock, nothing of the shard that did not fit
     manifest = json.loads((folder / MANIFEST).read_text())
     assert list(manifest["shards"]) == ["0"] and not manifest["complete"]
 
@@ -168,19 +93,6 @@ def test_disk_full_is_one_line_and_keeps_the_finished_shards(
 
 
 # ------------------------------------------------------------------ concurrent fills
-
-
-def test_a_lock_file_removed_by_its_holder_is_locked_anew(tmp_path):
-    path = tmp_path / "shard-00000.lock"
-    first, second = FileLock(path), FileLock(path)
-    assert first.acquire(wait=False)
-    assert f"pid {os.getpid()} on " in second.holder()
-    assert not second.acquire(wait=False)  # another open file of the same process: excluded
-    first.release(remove=True)
-    assert not path.exists()
-    assert second.acquire(wait=False) and path.exists()
-    second.release()
-    assert path.exists()  # kept unless asked
 
 
 def _worker(cache: Path, *hold: Path) -> subprocess.Popen:

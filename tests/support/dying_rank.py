@@ -13,8 +13,8 @@ from wca.features.cache import ShardCache
 _write_shard = ShardCache.write_shard
 
 
-def _write_then_die(self, shard, tensors, record=False):
-    _write_shard(self, shard, tensors, record)
+def _write_then_die(self, shard, *args, **kwargs):
+    _write_shard(self, shard, *args, **kwargs)
     if os.environ.get("RANK") == "1":
         os.kill(os.getpid(), signal.SIGKILL)
 

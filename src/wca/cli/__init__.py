@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 from wca import __version__
 from wca.compat import renamed_flags
-from wca.errors import RankError, SettingError
+from wca.errors import LockStalled, RankError, SettingError
 from wca.extras import MissingExtra
 
 # Modules under wca.cli that contribute sub-commands, in the order --help lists them.
@@ -210,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"wca: error: {message}{flag_hint(error, args)}", file=sys.stderr)
         return 2
+    except LockStalled as error:  # another process holds a cache lock and makes no progress
+        print(f"wca: error: {error}{flag_hint(error, args)}", file=sys.stderr)
+        return 1
     except RankError as error:  # another torchrun rank failed or never arrived
         print(f"wca: error: {error}", file=sys.stderr)
         return 1

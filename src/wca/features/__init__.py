@@ -2,8 +2,10 @@
 a safetensors shard cache that is safe to interrupt, resume and share.
 
 - :mod:`wca.features.embeddings`: :class:`Features`, the embeddings of one pass.
-- :mod:`wca.features.key`: the cache key and what identifies each image.
-- :mod:`wca.features.cache`: the shards, their verification and the manifest.
+- :mod:`wca.features.key`: the cache key.
+- :mod:`wca.features.identity`: each image identified by its content, checked through its stat.
+- :mod:`wca.features.manifest`: the manifest, shard records and headers, as schemas.
+- :mod:`wca.features.cache`: the shards, their verification and how processes share them.
 - :mod:`wca.features.claims`: processes that fill one cache at once share its shards.
 - :mod:`wca.features.views`: decoding and view making, in a thread or loader workers.
 - :mod:`wca.features.extract`: the encoding loop, :func:`extract_features`.

@@ -2,18 +2,22 @@
 processes share them.
 
 ``<cache_dir>/<dataset>/<key hash>/`` holds ``shard-NNNNN.safetensors`` files of ``shard_size``
-images each and ``manifest.json`` (the full cache key and a sha256 per shard). Shards are
-written to a temporary name and renamed, so a file under a shard's name is always complete; a
-shard whose checksum or header does not verify is recomputed, never used. A full disk stops the
-pass with an :class:`OSError` (``ENOSPC``) naming the folder; the finished shards are kept and
-no temporary file is left.
+images each, beside each a sidecar of its images' content hashes and stats
+(``shard-NNNNN.images.json``), and ``manifest.json`` (the key, the layout and an entry per
+shard with its sha256: :mod:`wca.features.manifest`). Shards are written to a temporary name
+and renamed, so a file under a shard's name is always complete; a shard whose checksum or
+header does not verify is recomputed, never used; a manifest that does not validate is rebuilt
+from the shards' headers, with one warning naming it. A full disk stops the pass with an
+:class:`OSError` (``ENOSPC``) naming the folder; the finished shards are kept and no temporary
+file is left.
 
-The key (:mod:`wca.features.key`) holds what changes every image's numbers. Each shard records
-a digest of its images' identities (path, label, size, mtime and a fingerprint of the first and
-last 16 KB: :func:`wca.features.key.image_identities`), and a shard whose images differ from
-the files now on disk is recomputed alone: an image edited, replaced or fixed in place costs
-one shard, not the cache. Shards cached by wca before the fingerprint (no ``identity`` in their
-entry) are recomputed once.
+The key (:mod:`wca.features.key`) holds what changes every image's numbers. Each shard's entry
+holds the digest of its images' names, labels and contents, checked through the sidecar's
+stats (:mod:`wca.features.identity`): a shard whose images changed is recomputed alone, and
+files that were only touched or copied cost one read. Shards cached by an older wca (another
+``identity`` in their entry) are recomputed once. The dataset's root is part of the key; a
+dataset moved or copied to another root starts its folder with hard links to the shards of
+the old root's folder, checked image by image: one read of the images, not a re-encode.
 
 Shards are indexed by position. Deleting or inserting an image shifts the images after it, so
 every shard from that one on is recomputed, and the shards before it are kept. This is exact
@@ -23,9 +27,11 @@ Datasets that do not list their files (no ``paths``) are identified by their len
 
 Several processes may fill one cache at once (:mod:`wca.features.claims`): a process encodes a
 shard only while it holds ``shard-NNNNN.lock`` (:class:`wca.files.FileLock`), and every writer
-merges its entries into the manifest under ``manifest.lock``, so no entry is lost. Ranks of a
-distributed run (:mod:`wca.features.distributed`) record each shard in a ``shard-NNNNN.json``
-beside it instead; rank 0 merges the records into the manifest.
+merges its entries into the manifest under ``manifest.lock``, so no entry is lost. A process
+waits for a lock while its holder makes progress, and for ``patience`` once it makes none
+(:class:`wca.files.Patience`). Ranks of a distributed run (:mod:`wca.features.distributed`)
+record each shard in a ``shard-NNNNN.json`` beside it instead; rank 0 merges the records into
+the manifest.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
+import logging
 import os
 import re
 import warnings
@@ -47,29 +53,42 @@ from torch import Tensor
 
 from wca import defaults
 from wca.features.embeddings import Features, assemble
-from wca.features.key import (
-    FORMAT_VERSION,
+from wca.features.identity import (
     IDENTITY,
-    cache_key,
-    dataset_identity,
-    image_identities,
-    key_hash,
+    FileVersion,
+    ImageList,
+    images_digest,
+    verify,
+    write_sidecar,
 )
-from wca.files import FileLock, LocksUnsupported, write_atomic
+from wca.features.key import FORMAT_VERSION, cache_key, dataset_identity, key_hash
+from wca.features.manifest import (
+    MANIFEST,
+    Manifest,
+    ShardEntry,
+    ShardHeader,
+    ShardRecord,
+    on_disk,
+    opened,
+    shard_name,
+    sidecar_name,
+)
+from wca.files import FileLock, LocksUnsupported, Patience, write_atomic
 
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST",
     "Features",
+    "ImageList",
     "ShardCache",
     "assemble",
     "cache_key",
     "dataset_identity",
-    "image_identities",
 ]
 
-MANIFEST = "manifest.json"
+log = logging.getLogger("wca")
 DEFAULT_SHARD_SIZE = defaults.SHARD_SIZE  # images per shard: ~125 MB at N=60, D=512, fp32
+_RECORD = re.compile(r"shard-(\d+)\.json")
 
 
 def _file_sha256(path: Path) -> str:
@@ -93,8 +112,9 @@ def _save_shard(tensors: dict[str, Tensor], metadata: dict[str, str], path: Path
 class ShardCache:
     """One cache folder: the manifest and the shards of one cache key.
 
-    ``images``: :func:`image_identities` of the dataset, checked per shard (None: not checked,
-    the key alone identifies the images).
+    ``images``: the dataset's image files, checked per shard (None: not checked, the key alone
+    identifies the images). ``patience``: how long to wait for a lock whose holder makes no
+    progress.
     """
 
     def __init__(
@@ -103,12 +123,12 @@ class ShardCache:
         key: dict[str, Any],
         num_images: int,
         shard_size: int,
-        images: Sequence[str] | None = None,
+        images: ImageList | None = None,
+        patience: Patience = Patience(),
     ):
         if images is not None and len(images) != num_images:
-            raise ValueError(f"{len(images)} image identities for {num_images} images")
-        self.key = key
-        self.images = images
+            raise ValueError(f"{len(images)} image files for {num_images} images")
+        self.key, self.images, self.patience = key, images, patience
         self.key_hash = key_hash(key)
         name = str(key["dataset"]["name"]) + (
             f"-{key['dataset']['split']}" if key["dataset"]["split"] else ""
@@ -116,33 +136,30 @@ class ShardCache:
         self.folder = Path(root) / name.replace("/", "_") / self.key_hash[:16]
         self.manifest_path = self.folder / MANIFEST
         self.num_images = num_images
-        self.shards: dict[str, dict[str, Any]] = {}
-        self._written: set[str] = set()  # shards this process wrote: its entries are the newest
+        self.shards: dict[int, ShardEntry] = {}
+        self._written: set[int] = set()  # shards this process wrote: its entries are the newest
         self._told_outdated = False
         self.shard_size = shard_size
-        manifest = self._read_manifest(warn=True)
+        manifest, rewrite, seeded = opened(
+            self.folder, key, num_images, shard_size, images is not None
+        )
+        # shards linked from another root's folder: those of other images are no news
+        self._seeded = set(manifest.shards) if seeded else set()
         if manifest is not None:
-            self.shard_size = manifest["shard_size"]  # resume with the layout already on disk
-            # entries past the end (images were removed) are dropped, their files at next write
-            self.shards = {k: v for k, v in manifest["shards"].items() if int(k) < self.num_shards}
-        self.read_records()
-
-    def _read_manifest(self, warn: bool) -> dict[str, Any] | None:
-        try:
-            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as error:
-            if warn:
-                warnings.warn(
-                    f"{self.manifest_path}: unreadable ({error}); recomputing", stacklevel=3
+            if manifest.shard_size != shard_size:
+                log.info(
+                    f"{self.folder}: keeps its layout of {manifest.shard_size} images a shard "
+                    f"(shard_size {shard_size} asked)"
                 )
-            return None
-        if manifest.get("key_hash") != self.key_hash or manifest.get("key") != self.key:
-            if warn:
-                warnings.warn(f"{self.manifest_path}: other cache key; recomputing", stacklevel=3)
-            return None
-        return manifest
+            self.shard_size = manifest.shard_size  # resume with the layout already on disk
+            # entries past the end (images were removed) are dropped, their files at next write
+            self.shards = {k: v for k, v in manifest.shards.items() if k < self.num_shards}
+        self.read_records()
+        if rewrite:
+            try:
+                self._write_manifest()
+            except OSError as error:  # a read-only cache: the entries serve this run
+                log.warning(f"{self.manifest_path}: not rewritten ({error})")
 
     @property
     def num_shards(self) -> int:
@@ -152,7 +169,10 @@ class ShardCache:
         return range(shard * self.shard_size, min((shard + 1) * self.shard_size, self.num_images))
 
     def shard_path(self, shard: int) -> Path:
-        return self.folder / f"shard-{shard:05d}.safetensors"
+        return self.folder / shard_name(shard)
+
+    def sidecar_path(self, shard: int) -> Path:
+        return self.folder / sidecar_name(shard)
 
     def record_path(self, shard: int) -> Path:
         return self.folder / f"shard-{shard:05d}.json"
@@ -161,33 +181,34 @@ class ShardCache:
         """The lock a process holds while it encodes and writes this shard."""
         return FileLock(self.folder / f"shard-{shard:05d}.lock")
 
-    def _records(self, paths: Iterator[Path] | None = None) -> dict[str, dict[str, Any]]:
+    def _records(self, paths: Iterator[Path] | None = None) -> dict[int, ShardEntry]:
         """The shard records beside their files (by ranks, since the last manifest) whose key
         and place in the layout match this cache."""
         found = {}
         for path in sorted(self.folder.glob("shard-*.json") if paths is None else paths):
+            named = _RECORD.fullmatch(path.name)
             try:
-                record = json.loads(path.read_text(encoding="utf-8"))
-                shard = int(path.stem.removeprefix("shard-"))
+                record = ShardRecord.model_validate_json(path.read_bytes()) if named else None
             except (OSError, ValueError):
                 continue  # unreadable or gone: that shard is verified as missing and recomputed
-            if not isinstance(record, dict) or record.get("key_hash") != self.key_hash:
+            if record is None or record.key_hash != self.key_hash:
                 continue
+            shard = int(named[1])
             where = self.shard_range(shard) if 0 <= shard < self.num_shards else range(0)
-            if (record.get("start"), record.get("count")) == (where.start, len(where)):
-                found[str(shard)] = {k: v for k, v in record.items() if k != "key_hash"}
+            if (record.start, record.count) == (where.start, len(where)):
+                found[shard] = ShardEntry.model_validate(record.model_dump(exclude={"key_hash"}))
         return found
 
     def read_records(self) -> None:
         """Add the shards recorded beside their files to this cache's entries."""
         self.shards.update(self._records())
 
-    def entry_on_disk(self, shard: int) -> dict[str, Any] | None:
+    def entry_on_disk(self, shard: int) -> ShardEntry | None:
         """A shard's entry as the files say now (another process may have written it since
         this cache was opened): its record, else the manifest's entry."""
-        record = self._records(iter([self.record_path(shard)])).get(str(shard))
-        manifest = self._read_manifest(warn=False) if record is None else None
-        return record if manifest is None else manifest["shards"].get(str(shard))
+        record = self._records(iter([self.record_path(shard)])).get(shard)
+        manifest = on_disk(self.folder, self.key) if record is None else None
+        return record if manifest is None else manifest.shards.get(shard)
 
     @contextlib.contextmanager
     def _manifest_lock(self) -> Iterator[None]:
@@ -195,7 +216,7 @@ class ShardCache:
         overlap may drop each other's entries, and those shards are recomputed later)."""
         lock = FileLock(self.folder / "manifest.lock")
         with contextlib.suppress(LocksUnsupported):
-            lock.acquire(wait=True)
+            lock.wait(self.patience)
         try:
             yield
         finally:
@@ -205,20 +226,20 @@ class ShardCache:
         """Rank 0, after every rank finished: the records into the manifest."""
         self._write_manifest()
 
-    def images_sha256(self, shard: int) -> str | None:
-        """The digest of the identities of a shard's images (None when they are not checked)."""
-        if self.images is None:
-            return None
-        rows = self.shard_range(shard)
-        return hashlib.sha256("\n".join(self.images[rows.start : rows.stop]).encode()).hexdigest()
-
-    def write_shard(self, shard: int, tensors: dict[str, Tensor], record: bool = False) -> None:
-        """Write a shard and note it in the manifest, or (``record``, a rank of a distributed
-        run) in its own record file, so ranks never write the same file. A full disk raises an
-        :class:`OSError` (``ENOSPC``) naming the cache folder."""
+    def write_shard(
+        self,
+        shard: int,
+        tensors: dict[str, Tensor],
+        versions: Sequence[FileVersion | None] | None = None,
+        record: bool = False,
+    ) -> None:
+        """Write a shard, with ``versions`` of its image files as the loader read them (when
+        the images are checked), and note it in the manifest, or (``record``, a rank of a
+        distributed run) in its own record file, so ranks never write the same file. A full
+        disk raises an :class:`OSError` (``ENOSPC``) naming the cache folder."""
         path = self.shard_path(shard)
         try:
-            self._write_shard(shard, path, tensors, record)
+            self._write_shard(shard, path, tensors, versions, record)
         except OSError as error:
             if error.errno != errno.ENOSPC:
                 raise
@@ -229,29 +250,37 @@ class ShardCache:
                 str(self.folder),
             ) from error
 
-    def _write_shard(self, shard: int, path: Path, tensors: dict[str, Tensor], record: bool):
+    def _write_shard(self, shard, path, tensors, versions, record) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        identity = {
-            "key_hash": self.key_hash,
-            "shard": shard,
-            "images_sha256": self.images_sha256(shard),
-        }
+        rows = self.shard_range(shard)
+        images = None
+        if self.images is not None:
+            if versions is None or len(versions) != len(rows):
+                raise ValueError(f"shard {shard}: the versions of its {len(rows)} image files")
+            images = [
+                (self.images.name(i), int(self.images.labels[i]), version)
+                for i, version in zip(rows, versions, strict=True)
+            ]
+        header = ShardHeader(
+            key_hash=self.key_hash,
+            shard=shard,
+            shard_size=self.shard_size,
+            start=rows.start,
+            count=len(rows),
+            images_sha256=None if images is None else images_digest(images),
+            identity=IDENTITY,
+        )
         # one metadata entry: safetensors writes several in a random order, and equal runs
         # must give equal bytes
-        metadata = {"wca": json.dumps(identity, sort_keys=True)}
+        metadata = {"wca": header.model_dump_json()}
         write_atomic(path, lambda tmp: _save_shard(tensors, metadata, tmp))
-        self.shards[str(shard)] = {
-            "file": path.name,
-            "start": self.shard_range(shard).start,
-            "count": len(self.shard_range(shard)),
-            "bytes": path.stat().st_size,
-            "sha256": _file_sha256(path),
-            "images_sha256": identity["images_sha256"],
-            "identity": IDENTITY,
-        }
-        self._written.add(str(shard))
+        if images is not None:  # before its entry: a shard without one is recomputed
+            write_sidecar(self.sidecar_path(shard), images)
+        self.shards[shard] = header.entry(path)
+        self._written.add(shard)
         if record:
-            text = json.dumps({"key_hash": self.key_hash, **self.shards[str(shard)]}, indent=1)
+            text = ShardRecord(key_hash=self.key_hash, **self.shards[shard].model_dump())
+            text = text.model_dump_json(indent=1)
             with self._manifest_lock():  # not while a merge reads and deletes the records
                 write_atomic(self.record_path(shard), lambda tmp: tmp.write_text(text, "utf-8"))
         else:
@@ -262,23 +291,22 @@ class ShardCache:
         and records) and write the manifest, all under ``manifest.lock``."""
         self.folder.mkdir(parents=True, exist_ok=True)
         with self._manifest_lock():
-            on_disk = self._read_manifest(warn=False)
-            theirs = {} if on_disk is None else on_disk["shards"]
+            found = on_disk(self.folder, self.key)
+            theirs = {} if found is None else found.shards
             merged = {**self.shards, **theirs, **self._records()}
             merged.update({shard: self.shards[shard] for shard in self._written})
-            self.shards = {k: v for k, v in merged.items() if int(k) < self.num_shards}
-            manifest = {
-                "key_hash": self.key_hash,
-                "key": self.key,
-                "num_images": self.num_images,
-                "shard_size": self.shard_size,
-                "complete": all(str(s) in self.shards for s in range(self.num_shards)),
-                "shards": self.shards,
-            }
-            text = json.dumps(manifest, indent=1, sort_keys=True)
-            write_atomic(self.manifest_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+            self.shards = {k: v for k, v in sorted(merged.items()) if k < self.num_shards}
+            manifest = Manifest(
+                key_hash=self.key_hash,
+                key=self.key,
+                num_images=self.num_images,
+                shard_size=self.shard_size,
+                complete=all(s in self.shards for s in range(self.num_shards)),
+                shards=self.shards,
+            )
+            manifest.write(self.manifest_path)
             for shard in self.shards:  # merged: a stale record must not override a newer entry
-                self.record_path(int(shard)).unlink(missing_ok=True)
+                self.record_path(shard).unlink(missing_ok=True)
             self._tidy()
 
     def _tidy(self) -> None:
@@ -290,44 +318,30 @@ class ShardCache:
                 continue
             if int(index) >= self.num_shards:
                 path.unlink(missing_ok=True)
-            elif path.suffix == ".lock" and str(int(index)) in self.shards:
+            elif path.suffix == ".lock" and int(index) in self.shards:
                 lock = FileLock(path)
                 with contextlib.suppress(LocksUnsupported):
-                    if lock.acquire(wait=False):  # nobody holds it
+                    if lock.try_acquire():  # nobody holds it
                         lock.release(remove=True)
 
     def load(
-        self, shard: int, verify: bool = True, entry: dict[str, Any] | None = None
+        self, shard: int, verify: bool = True, entry: ShardEntry | None = None
     ) -> dict[str, Tensor] | None:
         """A shard's tensors, memory-mapped, if it is recorded (in this cache's entries, or
-        ``entry``), complete, unaltered (sha256, when ``verify``) and well-formed; else None,
-        with a warning when a file was there but is not usable."""
-        entry = self.shards.get(str(shard)) if entry is None else entry
+        ``entry``), of the images on disk now, complete, unaltered (sha256, when ``verify``)
+        and well-formed; else None, with a warning when a file was there but is not usable."""
+        entry = self.shards.get(shard) if entry is None else entry
         path = self.shard_path(shard)
         if entry is None or not path.is_file():
             return None
         rows = self.shard_range(shard)
-        if (entry["start"], entry["count"]) != (rows.start, len(rows)):
+        if (entry.start, entry.count) != (rows.start, len(rows)):
             return None  # images were added or removed before or in this shard
-        if self.images is not None and entry.get("identity") != IDENTITY:
-            if not self._told_outdated:
-                self._told_outdated = True
-                warnings.warn(
-                    f"{self.folder}: cached by an older wca, which identified images by size "
-                    "and mtime only; recomputing its shards once",
-                    stacklevel=3,
-                )
+        if self.images is not None and not self._same_images(shard, entry):
             return None
-        if entry.get("images_sha256") != self.images_sha256(shard):
-            warnings.warn(
-                f"{path}: its images changed on disk (size, mtime, content or list) since it "
-                "was cached; recomputing this shard",
-                stacklevel=3,
-            )
-            return None
-        if path.stat().st_size != entry["bytes"]:
-            problem = f"size {path.stat().st_size} bytes, manifest says {entry['bytes']}"
-        elif verify and _file_sha256(path) != entry["sha256"]:
+        if path.stat().st_size != entry.bytes:
+            problem = f"size {path.stat().st_size} bytes, manifest says {entry.bytes}"
+        elif verify and _file_sha256(path) != entry.sha256:
             problem = "sha256 does not match the manifest (corrupt)"
         else:
             try:
@@ -335,14 +349,36 @@ class ShardCache:
             except (SafetensorError, OSError, ValueError) as error:
                 problem = f"unreadable ({error})"
             else:
-                expected = len(self.shard_range(shard))
                 if set(tensors) == set(SHARD_TENSORS) and all(
-                    len(t) == expected for t in tensors.values()
+                    len(t) == len(rows) for t in tensors.values()
                 ):
                     return tensors
                 problem = "wrong tensors or sizes"
         warnings.warn(f"{path}: {problem}; recomputing this shard", stacklevel=3)
         return None
+
+    def _same_images(self, shard: int, entry: ShardEntry) -> bool:
+        """Whether the shard was computed from the images on disk now: by their stats where
+        they are unchanged, else by their contents (the sidecar then records the new stats)."""
+        if entry.identity != IDENTITY or entry.images_sha256 is None:
+            if not self._told_outdated:
+                self._told_outdated = True
+                warnings.warn(
+                    f"{self.folder}: cached by an older wca, which identified images by their "
+                    "paths, stats and ends only; recomputing its shards once",
+                    stacklevel=4,
+                )
+            return False
+        digest = entry.images_sha256
+        now = verify(self.images, self.shard_range(shard), self.sidecar_path(shard), digest)
+        if now.digest == digest:
+            return True
+        message = f"{self.shard_path(shard)}: {now.differences()}; recomputing this shard"
+        if shard in self._seeded:
+            log.debug(message)
+        else:
+            warnings.warn(message, stacklevel=4)
+        return False
 
 
 SHARD_TENSORS = ("image_emb", "crop_emb", "boxes", "flips", "labels")

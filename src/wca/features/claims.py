@@ -2,14 +2,17 @@
 is encoding, loads those another process finished, and waits only for the rest.
 
 A process encodes a shard while it holds the shard's lock (``shard-NNNNN.lock``,
-:class:`wca.files.FileLock`). The view pipeline claims shards as it reaches them
-(:meth:`ShardClaims.images`), so two processes started together take turns: one claims shard 0,
-the other finds it held and claims shard 1, and so on. A shard found held is left for later; one
-whose lock is free but which another process finished since this one looked is loaded, not
-recomputed. When a round is done, the process waits, holding no lock (so two processes can never
-wait for each other), until the first shard it left is let go, and starts another round over the
-shards still missing. The lock dies with its holder, so a shard whose process was killed is
-claimed and encoded by the next one that reaches it.
+:class:`wca.files.FileLock`), and marks its progress there as it goes. The view pipeline claims
+shards as it reaches them (:meth:`ShardClaims.images`), so two processes started together take
+turns: one claims shard 0, the other finds it held and claims shard 1, and so on. A shard found
+held is left for later; one whose lock is free but which another process finished since this
+one looked is loaded, not recomputed. When a round is done, the process waits, holding no lock
+(so two processes can never wait for each other), until the first shard it left is let go, and
+starts another round over the shards still missing. The lock dies with its holder, so a shard
+whose process was killed is claimed and encoded by the next one that reaches it. A holder that
+is stopped (SIGSTOP) or hung keeps its lock: once it has made no progress for the cache's
+``patience``, the waiting process fails naming it, or takes the shard over (the holder, if it
+resumes, writes the same bytes).
 
 Locks are taken without blocking in the pipeline and waited for only between rounds, and the
 ranks of a torchrun (:mod:`wca.features.distributed`) own disjoint shards: they never wait for
@@ -57,7 +60,7 @@ class ShardClaims:
         self._seen: dict[int, object] = {}  # each shard's entry when this pass looked at it
         if cache is not None and self.pending:  # (a complete cache may be read-only)
             cache.folder.mkdir(parents=True, exist_ok=True)
-            self._seen = {shard: cache.shards.get(str(shard)) for shard in self.pending}
+            self._seen = {shard: cache.shards.get(shard) for shard in self.pending}
 
     def images(self, ranges: Sequence[range]) -> Iterator[int]:
         """The image indices of the pending shards this process claims, shard after shard (the
@@ -77,7 +80,7 @@ class ShardClaims:
             if self._closed:
                 return False
             try:
-                if not lock.acquire(wait=False):
+                if not lock.try_acquire():
                     self.busy.append(shard)
                     return False
             except LocksUnsupported as error:
@@ -99,6 +102,12 @@ class ShardClaims:
                 return False
         return True
 
+    def beat(self) -> None:
+        """Mark this process's progress on the shards it holds (for processes waiting)."""
+        with self._guard:
+            for lock in self._locks.values():
+                lock.beat()
+
     def finish(self, shard: int) -> None:
         """The shard is written (or loaded): let its lock go and delete the lock file."""
         with self._guard:
@@ -108,7 +117,8 @@ class ShardClaims:
 
     def wait(self) -> None:
         """Between rounds, holding no lock: wait until the first shard another process held
-        in the last round is let go (finished, or its process died)."""
+        in the last round is let go (finished, or its process died), or its holder has made
+        no progress for the cache's patience (:meth:`wca.files.FileLock.wait`)."""
         if not self.busy:
             raise RuntimeError(f"shards {self.pending} are neither claimed nor held by another")
         shard = self.busy[0]
@@ -117,7 +127,7 @@ class ShardClaims:
             f"{self.cache.folder}: waiting for shard {shard}, which another process is "
             f"encoding ({lock.holder() or 'holder unknown'})"
         )
-        lock.acquire(wait=True)
+        lock.wait(self.cache.patience)
         lock.release(remove=True)  # the next round claims it, or loads it if it was finished
 
     def close(self) -> None:

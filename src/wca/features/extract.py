@@ -18,13 +18,13 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from wca import defaults, preprocessing
 from wca.crops import CropSpec
-from wca.features.cache import Features, ShardCache, assemble, cache_key, image_identities
+from wca.features.cache import Features, ImageList, ShardCache, assemble, cache_key
 from wca.features.claims import ShardClaims
 from wca.features.distributed import Ranks
+from wca.features.identity import FileVersion
 from wca.features.views import (
     BadImage,
     ImageViews,
@@ -33,6 +33,7 @@ from wca.features.views import (
     encode_views,
     iterate_views,
 )
+from wca.files import Patience
 from wca.options import RunOptions
 from wca.progress import progress_bar
 
@@ -60,19 +61,22 @@ def _encode_shard(
     n_views: int,
     batch_size: int,
     store_dtype: torch.dtype,
-    bar: tqdm,
+    done: Callable[[], None],
     on_bad_image: Callable[[int, Exception], None] | None = None,
     cut: Any = None,
-) -> dict[str, Tensor]:
+) -> tuple[dict[str, Tensor], list[FileVersion | None]]:
     """Encode the images ``indices`` (next in ``stream``), ``n_views`` crops each, views packed
     ``batch_size`` at a time across images; the last batch of a shard may be short. An
     unreadable image raises, or with ``on_bad_image`` is reported to it and stored as skipped
     (label -1, zero embeddings). ``cut(pixels, boxes, flips)``: makes the views of a decoded
-    image (views on the device), else the stream carries them."""
+    image (views on the device), else the stream carries them. ``done()`` is called after
+    each image. Returns the shard's tensors and the versions of its files as the stream read
+    them."""
     emb = torch.zeros(len(indices), n_views + 1, encoder.embed_dim, dtype=torch.float32)
     boxes = torch.zeros(len(indices), n_views, 4, dtype=torch.int64)
     flips = torch.zeros(len(indices), n_views, dtype=torch.bool)
     labels = torch.full((len(indices),), SKIPPED, dtype=torch.int64)
+    versions: list[FileVersion | None] = []
     batcher = ViewBatcher(functools.partial(encode_views, encoder), batch_size)
 
     def store(done: list[tuple[int, Tensor]]) -> None:
@@ -80,7 +84,9 @@ def _encode_shard(
             emb[row] = embeddings
 
     for row, expected in enumerate(indices):
-        match next(stream):
+        item = next(stream)
+        versions.append(item.version)
+        match item:
             case BadImage(error=error) as bad:
                 if on_bad_image is None:
                     raise error
@@ -97,16 +103,17 @@ def _encode_shard(
                     )
                 boxes[row], flips[row], labels[row] = item.boxes, item.flips, item.label
                 store(batcher.add(row, views))
-        bar.update(1)
+        done()
     store(batcher.flush())
     emb = emb.to(store_dtype)
-    return {
+    tensors = {
         "image_emb": emb[:, 0].contiguous(),
         "crop_emb": emb[:, 1:].contiguous(),
         "boxes": boxes,
         "flips": flips,
         "labels": labels,
     }
+    return tensors, versions
 
 
 def _accept(tensors: dict[str, Tensor]) -> bool:
@@ -230,7 +237,8 @@ class _FeaturePass:
             key,
             num_images,
             shard_size,
-            image_identities(self.dataset),
+            ImageList.of(self.dataset),
+            Patience(self.options.lock_timeout, self.options.lock_takeover),
         )
         ranges = [cache.shard_range(s) for s in range(cache.num_shards)]
         mine = [s for s in range(cache.num_shards) if ranks is None or ranks.owns(s)]
@@ -296,24 +304,36 @@ class _FeaturePass:
     def _round(self, parts, ranges, claims, cache, store_dtype, on_bad_image, bar, ranks) -> None:
         """One pass of the view pipeline over the shards this process claims as it goes."""
         make_views, cut = self._make_views()
-        items = ViewItems(self.dataset, range(len(self.dataset)), make_views, self.spec)
+        images = None if cache is None else cache.images
+        items = ViewItems(
+            self.dataset,
+            range(len(self.dataset)),
+            make_views,
+            self.spec,
+            version=None if images is None else images.version,
+        )
         stream = iterate_views(items, self.options.num_workers, order=claims.images(ranges))
+
+        def done() -> None:
+            bar.update(1)
+            claims.beat()  # the shards this process holds show its progress to waiters
+
         try:
             while (first := next(stream, None)) is not None:
                 shard = claims.claimed.popleft()  # claimed before its first image was made
-                tensors = _encode_shard(
+                tensors, versions = _encode_shard(
                     self.encoder,
                     itertools.chain([first], stream),
                     ranges[shard],
                     self.spec.n_crops,
                     self.batch_size,
                     store_dtype,
-                    bar,
+                    done,
                     on_bad_image,
                     cut,
                 )
                 if cache is not None:
-                    cache.write_shard(shard, tensors, record=ranks is not None)
+                    cache.write_shard(shard, tensors, versions, record=ranks is not None)
                     tensors = cache.load(shard, verify=False)
                     if tensors is None:
                         raise RuntimeError(f"{cache.shard_path(shard)}: unreadable after writing")

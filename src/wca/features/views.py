@@ -23,6 +23,7 @@ from torch import Tensor
 from wca import preprocessing
 from wca.checks import require_finite
 from wca.crops import CropSpec
+from wca.features.identity import FileVersion
 
 PREFETCH_IMAGES = 4  # images decoded ahead of the encoder by the prefetching thread
 WORKER_PREFETCH = 2  # images decoded ahead per loader worker
@@ -31,7 +32,8 @@ WORKER_PREFETCH = 2  # images decoded ahead per loader worker
 @dataclass
 class ImageViews:
     """One image's views ``[N+1, 3, S, S]`` (full view first; ``uint8`` on the fast path, the
-    decoded image alone when views are cut on the device), its crop boxes and flips."""
+    decoded image alone when views are cut on the device), its crop boxes and flips, and the
+    version of its file when asked for (the feature cache records it)."""
 
     index: int
     views: Tensor
@@ -39,6 +41,7 @@ class ImageViews:
     flips: Tensor
     label: int
     size: tuple[int, int]  # (width, height)
+    version: FileVersion | None = None
 
 
 @dataclass
@@ -48,12 +51,14 @@ class BadImage:
 
     index: int
     error: Exception
+    version: FileVersion | None = None
 
 
 class ViewItems(torch.utils.data.Dataset):
     """Image ``indices[j]`` of ``dataset`` (``dataset[i] -> (PIL image, label)``) as
     :class:`ImageViews` or :class:`BadImage`; ``make_views(image, boxes, flips=flips)``.
-    ``key(index, image)`` keys the image's crops (default: its index)."""
+    ``key(index, image)`` keys the image's crops (default: its index). ``version(index)``: the
+    version of the image's file, read just before the image is decoded."""
 
     def __init__(
         self,
@@ -62,26 +67,29 @@ class ViewItems(torch.utils.data.Dataset):
         make_views: Callable[..., Tensor],
         crops_spec: CropSpec,
         key: Callable[[int, Any], int] | None = None,
+        version: Callable[[int], FileVersion | None] | None = None,
     ) -> None:
         self.dataset = dataset
         self.indices = indices if isinstance(indices, range) else list(indices)
         self.make_views = make_views
         self.spec = crops_spec
         self.key = key
+        self.version = version
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, j: int) -> ImageViews | BadImage:
         index = self.indices[j]
+        version = None if self.version is None else self.version(index)
         try:
             image, label = self.dataset[index]
             key = index if self.key is None else self.key(index, image)
             boxes, flips = self.spec.views(image.height, image.width, key)
             views = self.make_views(image, boxes, flips=flips)
-            return ImageViews(index, views, boxes, flips, int(label), image.size)
+            return ImageViews(index, views, boxes, flips, int(label), image.size, version)
         except Exception as error:  # re-raised or reported by the consumer
-            return BadImage(index, error)
+            return BadImage(index, error, version)
 
 
 def _prefetch(items: Sequence[Any], depth: int, order: Iterable[int]) -> Iterator[Any]:

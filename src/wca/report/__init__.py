@@ -19,8 +19,8 @@ DEFAULT_BASELINE = "clip"
 # Every setting that changes a number (the result schema's identity, the model spec as
 # model_spec), with the method and its options, in the order labels name them.
 _CELL = tuple("model_spec" if name == "model" else name for name in IDENTITY)
-KEY = (*_CELL[: _CELL.index("model_sha256") + 1], "method", "options",
-       *_CELL[_CELL.index("model_sha256") + 1 :])  # fmt: skip
+_LEAD = ("dataset", "split", "data_root", "model_spec", "model_sha256")  # where, which model
+KEY = (*_LEAD, "method", "options", *(name for name in _CELL if name not in _LEAD))
 GROUP_COLUMNS = ("model", *KEY)  # model: the short model label (clip_benchmark name, file stem)
 
 _PUBLIC = {
