@@ -18,8 +18,6 @@ GUIDES = sorted((ROOT / "docs").glob("*.md"))
 LINKED = [README, *GUIDES, ROOT / "benchmarks" / "README.md"]
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
-# Guides that other branches are writing, linked already; an entry goes once its file is here.
-PENDING = {"docs/methods.md", "docs/anytime.md"}
 
 
 def python_blocks(path: Path) -> str:
@@ -75,18 +73,11 @@ def test_every_relative_link_resolves(path):
     for target in relative_links(path):
         file, _, anchor = target.partition("#")
         resolved = (path.parent / file).resolve() if file else path
-        name = resolved.relative_to(ROOT).as_posix() if resolved.is_relative_to(ROOT) else file
         if not resolved.exists():
-            if name not in PENDING:
-                broken.append(f"{target}: no such file")
+            broken.append(f"{target}: no such file")
         elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
             broken.append(f"{target}: no heading with that anchor")
     assert broken == []
-
-
-def test_pending_guides_are_still_to_come():
-    """Once a pending guide is merged, its links are checked like the others."""
-    assert [name for name in PENDING if (ROOT / name).exists()] == []
 
 
 def test_the_link_checks_find_what_is_broken(tmp_path):
