@@ -1,9 +1,11 @@
 """The README and the guides: the README stays a five-minute read that opens with the two
-commands of a fresh machine, their Python runs as written, and every relative link points to a
-file (and heading) that exists. The `wca` command lines of both parse: tests/test_readme.py."""
+commands of a fresh machine, their Python runs as written, every relative link points to a
+file (and heading) that exists, and every `wca.module.name` they cite exists. The `wca` command
+lines of both parse: tests/test_readme.py."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
@@ -80,6 +82,33 @@ def test_every_relative_link_resolves(path):
     assert broken == []
 
 
+def named_objects(path: Path) -> list[str]:
+    """The `wca.module.name` references of a markdown file (in code spans and blocks)."""
+    return re.findall(r"`(wca(?:\.\w+)+)", path.read_text())
+
+
+def resolves(name: str) -> bool:
+    """Whether a dotted name is a module of the package or an attribute of one."""
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            found = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        try:
+            for part in parts[cut:]:
+                found = getattr(found, part)
+        except AttributeError:
+            return False
+        return True
+    return False
+
+
+@pytest.mark.parametrize("path", [README, *GUIDES], ids=lambda path: path.name)
+def test_every_named_module_and_object_exists(path):
+    assert [name for name in named_objects(path) if not resolves(name)] == []
+
+
 def test_the_link_checks_find_what_is_broken(tmp_path):
     page = tmp_path / "page.md"
     page.write_text(
@@ -88,6 +117,8 @@ def test_the_link_checks_find_what_is_broken(tmp_path):
     )
     assert anchors(page) == {"a-title-with-code", "twice", "twice-1"}
     assert relative_links(page) == ["page.md#a-title-with-code", "missing.png"]
+    assert resolves("wca.results.IDENTITY") and resolves("wca.features")
+    assert not resolves("wca.results.NO_SUCH") and not resolves("wca.no_such_module.x")
 
 
 @pytest.mark.slow  # loads the demo model and classifies one image with 60 crops
