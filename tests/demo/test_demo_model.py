@@ -1,5 +1,5 @@
 """The shipped demo model: it loads through wca, open_clip's OpenAI loader and its registered
-model config, and it still knows what the README's probe says it knows."""
+model config, and it still knows what docs/demo.md's probe says it knows."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import wca
 from wca.demo.probe import run_probe
 from wca.demo.train import MODEL_FILE, MODEL_NAME, normalise, register_model_config
 
-# probe.json records the README's probe ("probe", 256 images per size) and a smaller probe of
+# probe.json records docs/demo.md's probe ("probe", 256 images per size) and a smaller probe of
 # the same model that these tests repeat ("test_probe").
 RECORD = MODEL_FILE.parent / "probe.json"
 TOLERANCE = 2.0  # percentage points: loaders may differ in the last float bits only
