@@ -26,8 +26,9 @@ import numpy as np
 from wca.errors import SettingError
 from wca.paired import PairedDifference, paired_bootstrap, per_image
 from wca.report import DEFAULT_BASELINE, DEFAULT_GROUP_BY, GROUP_COLUMNS, KEY
-from wca.results import NotAResult, ResultFile, expected_tail, read_result, tail_is_worst_run
+from wca.results import NotAResult, ResultFile, read_result
 from wca.specs import label
+from wca.tails import expected_tail, tail_is_worst_run
 
 TASK = "zeroshot_classification"
 ABBREVIATIONS = {
