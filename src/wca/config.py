@@ -138,7 +138,7 @@ class EvalConfig(BaseModel):
         description="runs to average: crop draws, and for an online method its stream orders; "
         f"unset: {defaults.CROP_RUNS} (the authors'), or {defaults.STREAM_ORDERS} when an online "
         "method is evaluated, so that its expected tail accuracy (the mean top-1 of the worst "
-        f"10 % of runs) averages {defaults.STREAM_ORDERS // 10} orders: for normally spread runs "
+        f"tenth of runs) averages {defaults.STREAM_ORDERS // 10} orders: for normally spread runs "
         "it then lands within 0.3 run-to-run std of the true tail, where 10 orders leave the "
         "worst alone, 0.6 std off; results record the count used",
         json_schema_extra=group(
