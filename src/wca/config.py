@@ -58,7 +58,7 @@ from wca.method_config import (
     default_methods,
     method_entries,
 )
-from wca.specs import GRAMMAR, with_pretrained
+from wca.specs import GRAMMAR, image_spec, with_pretrained
 
 DEFAULT_MODEL = "open_clip:ViT-B-32/openai"  # the authors' default CLIP, ViT-B/32
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -88,6 +88,13 @@ class EvalConfig(BaseModel):
         description="the weights of model given as an architecture, clip_benchmark's way "
         "(--model ViT-B-32 --pretrained openai, or a weights file): read as ViT-B-32/openai",
         json_schema_extra=group("model", metavar="TAG"),
+    )
+    aux_model: str | None = Field(
+        None,
+        description="a second image encoder of the same views, for the methods that read one "
+        "(cosmic's fine-grained graph): hf:ORG/NAME (DINOv2: facebook/dinov2-small), a model "
+        "folder, timm:NAME, or any model spec (its image tower); unset: they run without it",
+        json_schema_extra=group("model", identity=True, metavar="SPEC"),
     )
     dataset: str | None = Field(
         None,
@@ -165,6 +172,12 @@ class EvalConfig(BaseModel):
             model = with_pretrained(str(data.get("model", DEFAULT_MODEL)), data["pretrained"])
             return {**data, "model": model, "pretrained": None}
         return data
+
+    @field_validator("aux_model")
+    @classmethod
+    def _image_spec(cls, value: str | None) -> str | None:
+        """The second encoder's spec resolved (local paths absolute), checked without loading."""
+        return None if value is None else image_spec(value)
 
     @field_validator("dataset")
     @classmethod

@@ -143,22 +143,16 @@ def load_image_encoder(
     batch_size: int | None = None,
 ) -> ImageEncoder:
     """The image encoder named by ``spec`` (module doc), on ``device`` in ``precision``."""
-    from wca.encoders.registry import BACKENDS, held_library_logs, load_encoder
-    from wca.specs import resolve
+    from wca.encoders.registry import held_library_logs, load_encoder
+    from wca.specs import image_spec
 
-    resolved, _ = resolve(spec)
+    resolved = image_spec(spec)
     prefix, _, model = resolved.partition(":")
     if prefix not in ("hf", "timm"):
-        if prefix not in BACKENDS:
-            known = ", ".join(sorted({*BACKENDS, "timm"}))
-            raise ValueError(f"image model spec {spec!r}: unknown backend {prefix!r} "
-                             f"(known: {known})")  # fmt: skip
-        return load_encoder(spec, device, precision, batch_size, text_cache=False)
+        return load_encoder(resolved, device, precision, batch_size, text_cache=False)
     where = resolve_device(device)
     resolve_precision(precision, where)
     dtype, size = PRECISIONS[precision], resolve_batch_size(batch_size)
-    if not model.strip() or model != model.strip():
-        raise ValueError(f"model spec {spec!r} is malformed: no model after {prefix!r}")
     with held_library_logs():
         if prefix == "timm":
             return _load_timm(resolved, model, where, dtype, size)

@@ -96,6 +96,7 @@ class COSMICHead(OnlineHead):
     dino_weight: float = 1.0
     logit_scale: float = 100.0
     uses_crops = True  # the views vote the pseudo-label
+    reads_aux = True  # the second encoder's full views: the fine-grained graph
 
     def probabilities(self, logits: Tensor, logit_scale: float) -> Tensor:
         """The outputs are non-negative sums of probabilities and scores: normalised."""
