@@ -17,7 +17,8 @@ Per image i of the stream, with p_v = softmax(logit_scale cos(view v, class vect
   vector) are 2C nodes; its hyper-classes (maximal cliques, :mod:`wca.methods.cosmic_graph`)
   at average degree 0.8 ``degree``; the query's scores on the nodes of its nearest
   int(0.2 K) cliques, each class the mean of its text and memory nodes.
-- With ``aux_emb`` (the full view by the second encoder): a TDA-style cache of those
+- With ``aux_emb`` (the full view by the second encoder, ``aux_model`` in an evaluation:
+  :mod:`wca.encoders.vision`): a TDA-style cache of those
   embeddings (``dino_shots`` per class, lowest loss kept) labelled by the argmax of
   p_full + softmax(logit_scale a.q), loss the softmax entropy of that sum; the fine-grained
   graph over its per-class means (zero for classes without entries) at average degree
