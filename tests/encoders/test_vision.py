@@ -103,3 +103,12 @@ def test_models_that_cannot_load_say_so_in_one_line(tmp_path):
         with pytest.raises((ValueError, FileNotFoundError)) as caught:
             load_image_encoder(spec)
         assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_wca_models_lists_the_image_only_forms(capsys):
+    from wca.cli import main
+    from wca.encoders.vision import IMAGE_FORMS
+
+    assert main(["models"]) == 0
+    listed = capsys.readouterr().out.split("--aux-model")[1]
+    assert all(form in listed and example in listed for form, _, example in IMAGE_FORMS)
