@@ -16,8 +16,9 @@ from wca.cli import main
 from wca.config import resolve_config
 from wca.encoders.base import ImageEncoder
 from wca.encoders.vision import load_image_encoder
-from wca.evaluate import run_indices, stream_order
-from wca.features import extract_features
+from wca.evaluate import evaluate, run_indices, stream_order
+from wca.features import Features, extract_features
+from wca.methods import Head
 from wca.options import RunOptions
 from wca.pipeline import Cell, run_cell
 from wca.results import Settings
@@ -157,3 +158,39 @@ def test_a_bad_aux_model_is_one_line_naming_its_flag(world, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("wca: error: --aux-model: ") and "\n" not in err, err
         assert message in err
+
+
+class AuxNearest(Head):
+    """Scores classes by the second encoder's full view (by the first's without one)."""
+
+    reads_aux = True
+
+    def __init__(self, classes: torch.Tensor) -> None:
+        self.classes = classes
+
+    def logits(self, image_emb, crop_emb=None, draw=0, *, counts=None, aux_emb=None):
+        return (image_emb if aux_emb is None else aux_emb) @ self.classes.T
+
+
+class Nearest(AuxNearest):
+    """The same head, not declaring that it reads a second encoder."""
+
+    reads_aux = False
+
+
+def test_evaluate_gives_the_second_views_to_the_heads_that_read_them():
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, -1])  # the last image skipped as unreadable
+
+    def features(image_emb, labels=labels):
+        crops, boxes = torch.zeros(7, 2, image_emb.shape[1]), torch.zeros(7, 2, 4, dtype=torch.long)
+        return Features(image_emb, crops, boxes, labels)
+
+    clip = features(torch.eye(3)[[1, 2, 0, 1, 2, 0, 0]])  # every image as its wrong class
+    aux = features(torch.eye(3)[labels.clamp(min=0)])  # every image as its own class
+    heads = {"reader": AuxNearest(torch.eye(3)), "other": Nearest(torch.eye(3))}
+    scored = evaluate(clip, heads, 2, 2, aux=aux)
+    assert scored.methods["reader"].top1 == [100.0, 100.0]
+    assert scored.methods["other"].top1 == [0.0, 0.0]  # never given them
+    assert evaluate(clip, heads, 2, 2).methods["reader"].top1 == [0.0, 0.0]  # without them
+    with pytest.raises(ValueError, match="aux: the second encoder's features are not of the same"):
+        evaluate(clip, heads, 2, 2, aux=features(aux.image_emb, labels.roll(1)))
