@@ -71,10 +71,14 @@ def test_timm_is_its_pooled_features_with_its_eval_transform(tmp_path):
     torch.testing.assert_close(fast, pixels, rtol=0, atol=level + 1e-6)
 
 
-def test_a_dual_encoder_gives_its_image_tower():
-    aux, clip = load_image_encoder("demo"), load_encoder("demo", device="cpu", text_cache=False)
-    pixels = clip.preprocess(picture())[None]
-    torch.testing.assert_close(aux.encode_images(pixels), clip.encode_images(pixels))
+def test_a_dual_encoder_gives_its_image_tower(tmp_path):
+    from tiny_hf_families import save_clip
+
+    for spec in (save_clip(tmp_path / "clip"), "demo"):  # transformers' and open_clip's
+        aux, clip = load_image_encoder(spec), load_encoder(spec, device="cpu", text_cache=False)
+        assert aux.identity == clip.identity and aux.text_cache_dir is None
+        pixels = clip.preprocess(picture())[None]
+        torch.testing.assert_close(aux.encode_images(pixels), clip.encode_images(pixels))
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,6 @@ each model gets the preprocessing it was trained with.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -162,7 +161,7 @@ def load_image_encoder(
 def _load_hf(spec: str, model: str, device, dtype, batch_size: int, precision: str):
     """``hf:FOLDER`` or ``hf:ORG/NAME``: a dual encoder through the hf backend, else an image
     model with its image processor."""
-    from wca.encoders.hf_backend import load_hf
+    from wca.encoders.hf_backend import _model_type, load_hf
     from wca.encoders.hf_families import FAMILIES
 
     folder = Path(model).expanduser()
@@ -182,8 +181,10 @@ def _load_hf(spec: str, model: str, device, dtype, batch_size: int, precision: s
         )
         config = Path(load_from_hub(spec, lambda: hf_hub_download(model, "config.json"), how))
     model_type = _model_type(spec, config)
-    if model_type in FAMILIES:
-        return load_hf(spec, model, device=device, precision=precision, batch_size=batch_size)
+    if model_type in FAMILIES:  # a dual encoder: its image tower
+        encoder = load_hf(spec, model, device=device, precision=precision, batch_size=batch_size)
+        encoder.text_cache_dir = False
+        return encoder
     source = str(folder) if local else model
     try:
         if local:
@@ -210,16 +211,6 @@ def _load_hf(spec: str, model: str, device, dtype, batch_size: int, precision: s
         dtype=dtype,
         batch_size=batch_size,
     )
-
-
-def _model_type(spec: str, config: Path) -> str:
-    try:
-        settings = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{spec}: {config} is not a readable JSON config ({error})") from error
-    if not isinstance(settings, dict) or "model_type" not in settings:
-        raise ValueError(f"{spec}: {config} names no model_type, so its model is unknown")
-    return str(settings["model_type"])
 
 
 def _load_vision(source: str, dtype: torch.dtype, device: torch.device):
