@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run only the feature pass of `wca eval` (fill the cache)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=describe(
-            "Embed every image's full view and --n-crops crops into the feature cache, e.g. "
+            "Embed every image's full view and --n-crops crops into the feature cache (with "
+            "--aux-model, the same views by that second encoder too), e.g. "
             "on a GPU machine before scoring elsewhere. An interrupted run resumes from the "
             "last complete shard; damaged shards are found and recomputed. Under torchrun, "
             "every rank encodes its share of the shards and rank 0 reports.",
