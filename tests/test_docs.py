@@ -145,7 +145,9 @@ def demo_data(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow  # each guide loads the demo model; explanations encode ~1000 views per image
-@pytest.mark.parametrize("guide", ["classifying", "evaluation", "explanations", "reproducing"])
+@pytest.mark.parametrize(
+    "guide", ["classifying", "evaluation", "explanations", "reproducing", "aux-models"]
+)
 def test_the_python_of_a_guide_runs_as_written(guide, demo_data, monkeypatch):
     """Each guide's blocks run in order, from the folder holding the demo's export."""
     path = ROOT / "docs" / f"{guide}.md"

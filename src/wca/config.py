@@ -35,7 +35,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -58,7 +57,8 @@ from wca.method_config import (
     default_methods,
     method_entries,
 )
-from wca.specs import GRAMMAR, with_pretrained
+from wca.overrides import parse_setting
+from wca.specs import GRAMMAR, image_spec, with_pretrained
 
 DEFAULT_MODEL = "open_clip:ViT-B-32/openai"  # the authors' default CLIP, ViT-B/32
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -88,6 +88,13 @@ class EvalConfig(BaseModel):
         description="the weights of model given as an architecture, clip_benchmark's way "
         "(--model ViT-B-32 --pretrained openai, or a weights file): read as ViT-B-32/openai",
         json_schema_extra=group("model", metavar="TAG"),
+    )
+    aux_model: str | None = Field(
+        None,
+        description="a second image encoder of the same views, for the methods that read one "
+        "(cosmic's fine-grained graph): hf:ORG/NAME (DINOv2: facebook/dinov2-small), a model "
+        "folder, timm:NAME, or any model spec (its image tower); unset: they run without it",
+        json_schema_extra=group("model", identity=True, metavar="SPEC"),
     )
     dataset: str | None = Field(
         None,
@@ -176,6 +183,12 @@ class EvalConfig(BaseModel):
             model = with_pretrained(str(data.get("model", DEFAULT_MODEL)), data["pretrained"])
             return {**data, "model": model, "pretrained": None}
         return data
+
+    @field_validator("aux_model")
+    @classmethod
+    def _image_spec(cls, value: str | None) -> str | None:
+        """The second encoder's spec resolved (local paths absolute), checked without loading."""
+        return None if value is None else image_spec(value)
 
     @field_validator("dataset")
     @classmethod
@@ -296,21 +309,6 @@ def _validated(data: Mapping[str, Any], source: str | None) -> EvalConfig:
         if source is None:
             raise problem from None
         raise ValueError(f"{source}: {problem}") from None
-
-
-def parse_setting(text: str) -> tuple[list[str], Any]:
-    """``"a.b=value"`` -> ``(["a", "b"], value)``, the value read as YAML (numbers, booleans)."""
-    if "=" not in text:
-        raise ValueError(f"setting {text!r} is not KEY=VALUE")
-    key, raw = text.split("=", 1)
-    path = [part for part in key.strip().split(".") if part]
-    if not path:
-        raise ValueError(f"setting {text!r} has no key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return path, value
 
 
 def _with_method_option(values: dict[str, Any], path: list[str], value: Any, source: str):

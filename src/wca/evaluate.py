@@ -20,80 +20,23 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from wca import results as schema
-from wca.correctness import pack_correct
 from wca.features import Features
 from wca.methods import Head
 from wca.methods.ragged import counts_of
 from wca.passes import ViewCounts
 from wca.progress import progress_bar
 from wca.protocol import STREAM_ORDER, run_indices, stream_order
+from wca.tally import MethodResult, Tally
 
 DEFAULT_CHUNK = 4096  # images scored at once: ~500 MB of fp32 crops at N=60, D=512
-TOP_K = 5
-ECE_BINS = 15
-MIN_PROBABILITY = 1e-12  # NLL of probabilities that are exactly zero (ZERO's vote shares)
 RUN_LOGITS_BUDGET = 2**26  # logits values [runs, images, classes] held at once (256 MB fp32)
-
-
-@dataclass
-class MethodResult:
-    """One method's numbers per run: top-1 and top-5 (%), ECE, NLL, Brier; per-class top-1
-    (mean of runs; None for classes without images); top-1 correctness ``bool [runs, images]``
-    (None when not tracked)."""
-
-    method: str
-    top1: list[float]
-    top5: list[float]
-    per_class_top1: list[float | None]
-    uses_crops: bool
-    ece: list[float] = field(default_factory=list)
-    nll: list[float] = field(default_factory=list)
-    brier: list[float] = field(default_factory=list)
-    correct: np.ndarray | None = None
-    online: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
-
-    @staticmethod
-    def _mean_std(values: list[float]) -> tuple[float, float]:
-        t = torch.tensor(values, dtype=torch.float64)
-        return float(t.mean()), float(t.std(correction=0))
-
-    @property
-    def top1_mean_std(self) -> tuple[float, float]:
-        return self._mean_std(self.top1)
-
-    @property
-    def top5_mean_std(self) -> tuple[float, float]:
-        return self._mean_std(self.top5)
-
-    def to_schema(self, views: ViewCounts) -> schema.MethodResult:
-        """The method's record in a result file, with its encoder passes per image."""
-        calibration = None
-        if self.ece:
-            calibration = schema.Calibration(
-                ece=schema.RunStats.of(self.ece),
-                nll=schema.RunStats.of(self.nll),
-                brier=schema.RunStats.of(self.brier),
-            )
-        return schema.MethodResult(
-            options=self.options,
-            uses_crops=self.uses_crops,
-            online=self.online,
-            top1=schema.RunStats.of(self.top1, tail=True),
-            top5=schema.RunStats.of(self.top5, tail=True),
-            per_class_top1=self.per_class_top1,
-            calibration=calibration,
-            correct=None if self.correct is None else pack_correct(self.correct),
-            views=views,
-        )
 
 
 @dataclass
@@ -138,91 +81,32 @@ class Evaluation:
         )
 
 
-class _Tally:
-    """Per run: correct counts (top-1, top-5, top-1 per class), calibration sums, and each
-    image's top-1 correctness."""
-
-    def __init__(self, n_run: int, num_classes: int, n_images: int) -> None:
-        self.top1 = torch.zeros(n_run, dtype=torch.long)
-        self.top5 = torch.zeros(n_run, dtype=torch.long)
-        self.per_class = torch.zeros(n_run, num_classes, dtype=torch.long)
-        self.bins = torch.zeros(n_run, 3, ECE_BINS, dtype=torch.float64)  # count, conf, hits
-        self.nll = torch.zeros(n_run, dtype=torch.float64)
-        self.brier = torch.zeros(n_run, dtype=torch.float64)
-        self.correct = np.zeros((n_run, n_images), dtype=bool)
-
-    def add(
-        self,
-        runs: Sequence[int],
-        logits: Tensor,
-        probs: Tensor,
-        targets: Tensor,
-        labels: Tensor,
-        positions: Tensor,
-    ) -> None:
-        """Scores ``logits`` and probabilities ``probs [B, C]`` of the images ``positions`` (in
-        valid-image order) whose classes are ``targets`` among the scored columns (``labels``
-        in the full class list)."""
-        top = logits.topk(min(TOP_K, logits.shape[1]), dim=1).indices
-        hits = top == targets[:, None]
-        hit1 = hits[:, 0]
-        class_hits = torch.bincount(labels[hit1], minlength=self.per_class.shape[1])
-        confidence = probs.gather(1, top[:, :1]).squeeze(1).double()
-        bin_of = (confidence * ECE_BINS).long().clamp(0, ECE_BINS - 1)
-        true_p = probs.gather(1, targets[:, None]).squeeze(1).double()
-        one_hot = torch.nn.functional.one_hot(targets, probs.shape[1]).to(probs.dtype)
-        brier = ((probs - one_hot) ** 2).sum(1).double().sum()
-        nll = -true_p.clamp_min(MIN_PROBABILITY).log().sum()
-        weights = (None, confidence, hit1.double())  # per bin: count, confidence, hits
-        sums = torch.stack([torch.bincount(bin_of, w, ECE_BINS).double() for w in weights])
-        for run in runs:
-            self.top1[run] += int(hit1.sum())
-            self.top5[run] += int(hits.any(dim=1).sum())
-            self.per_class[run] += class_hits
-            self.bins[run] += sums
-            self.nll[run] += nll
-            self.brier[run] += brier
-            self.correct[run, positions.numpy()] = hit1.numpy()
-
-    def result(self, name: str, head: Head, count: int, per_class_total: Tensor) -> MethodResult:
-        totals = per_class_total[: self.per_class.shape[1]]
-        per_class = (self.per_class.double().mean(0) / totals.clamp(min=1) * 100).tolist()
-        count_b, confidence_b, hits_b = self.bins.unbind(1)
-        ece = ((confidence_b - hits_b).abs().sum(1) / count).tolist()
-        return MethodResult(
-            method=name,
-            top1=(self.top1.double() / count * 100).tolist(),
-            top5=(self.top5.double() / count * 100).tolist(),
-            per_class_top1=[
-                value if total else None
-                for value, total in zip(per_class, totals.tolist(), strict=True)
-            ],
-            uses_crops=bool(head.uses_crops),
-            ece=ece,
-            nll=(self.nll / count).tolist(),
-            brier=(self.brier / count).tolist(),
-            correct=self.correct,
-            online=head.online,
-        )
 
 
 def _scored_runs(
-    head: Head, image_emb: Tensor, crop_emb: Tensor | None, indices: Tensor, counts: Tensor | None
+    head: Head,
+    image_emb: Tensor,
+    crop_emb: Tensor | None,
+    indices: Tensor,
+    counts: Tensor | None,
+    aux: dict[str, Tensor],
 ) -> Iterator[tuple[list[int], Tensor]]:
     """``(runs, logits [B, C])`` of one per-image head on one chunk of images, for every run.
 
     A crop head that declares ``pooled_runs`` scores many runs from the whole pool at once
     (``pool_logits``: no per-run copy of the selected crops); otherwise each run's crops are
     gathered and passed to ``logits``. With ``counts`` every run reads each image's own crops.
+    ``aux``: ``{"aux_emb": ...}`` for a head that reads a second encoder's views, else empty.
     """
     n_run = len(indices)
     n_draws = max(int(head.n_draws), 1)
     if not head.uses_crops or counts is not None:  # one scoring per draw, shared by its runs
         ragged = {"crop_emb": crop_emb, "counts": counts} if head.uses_crops else {}
         for draw in range(min(n_draws, n_run)):
-            yield list(range(draw, n_run, n_draws)), head.logits(image_emb, draw=draw, **ragged)
+            logits = head.logits(image_emb, draw=draw, **ragged, **aux)
+            yield list(range(draw, n_run, n_draws)), logits
         return
-    if head.pooled_runs and n_draws == 1:
+    if head.pooled_runs and n_draws == 1 and not aux:
         first = head.pool_logits(image_emb, crop_emb, indices[:1])
         yield [0], first[0]
         step = max(1, RUN_LOGITS_BUDGET // first[0].numel())
@@ -233,7 +117,7 @@ def _scored_runs(
         return
     for run in range(n_run):
         crops = crop_emb.index_select(1, indices[run])
-        yield [run], head.logits(image_emb, crops, draw=run % n_draws)
+        yield [run], head.logits(image_emb, crops, draw=run % n_draws, **aux)
 
 
 def evaluate(
@@ -249,6 +133,7 @@ def evaluate(
     logit_scale: float = 100.0,
     progress: bool = False,
     counts: Tensor | None = None,
+    aux: Features | None = None,
 ) -> Evaluation:
     """Score every head on ``features`` over ``n_run`` runs (see the module doc).
 
@@ -257,10 +142,14 @@ def evaluate(
     ``logit_scale``: the model's temperature, for the probabilities of heads that score cosines.
     ``counts [n_images]``: ragged crops, image i's its first ``counts[i]``, read by every run
     (an adaptive budget's prefixes; the result file records them as encoder passes per image).
+    ``aux``: the same images by a second image encoder (``aux_model``), whose full views the
+    heads that declare ``reads_aux`` get as ``aux_emb``; None: they run without.
     """
     if not heads:
         raise ValueError("no methods to evaluate")
     indices = run_indices(features.n_crops, n_run, patch_n, seed, protocol)
+    if aux is not None and not torch.equal(aux.labels, features.labels):
+        raise ValueError("aux: the second encoder's features are not of the same images")
     subset = None if class_subset is None else torch.as_tensor(sorted(class_subset))
     valid = features.valid
     if counts is not None:  # by position among the valid images, each read in full
@@ -273,7 +162,7 @@ def evaluate(
     if subset is not None and not bool(torch.isin(labels_all, subset).all()):
         raise ValueError("class_subset: some images' labels are not in the subset")
     position_of = torch.cumsum(valid.long(), 0) - 1  # an image's place among the valid ones
-    tallies: dict[str, _Tally] = {}
+    tallies: dict[str, Tally] = {}
 
     def tally(name: str, runs, logits: Tensor, labels: Tensor, positions: Tensor) -> None:
         if name not in tallies:
@@ -282,7 +171,7 @@ def evaluate(
                     f"method {name!r} scores {logits.shape[1]} classes but labels go up to "
                     f"{int(labels_all.max())}"
                 )
-            tallies[name] = _Tally(n_run, logits.shape[1], count)
+            tallies[name] = Tally(n_run, logits.shape[1], count)
         targets = labels
         if subset is not None:  # choose among the subset's classes
             logits, targets = logits[:, subset], torch.searchsorted(subset, labels)
@@ -304,7 +193,9 @@ def evaluate(
             positions = position_of[start : start + len(chunk)][keep]
             ragged = None if counts is None else counts[positions]
             for name, head in per_image.items():
-                for runs, logits in _scored_runs(head, image_emb, crop_emb, indices, ragged):
+                extra = _aux_of(head, aux, slice(start, start + len(chunk)), keep)
+                scored = _scored_runs(head, image_emb, crop_emb, indices, ragged, extra)
+                for runs, logits in scored:
                     tally(name, runs, logits, labels, positions)
             bar.update(len(chunk))
     rows = valid.nonzero().flatten()
@@ -318,7 +209,8 @@ def evaluate(
                 image_emb, crop_emb = features.take(rows[positions], crops)
                 crop_emb = None if crop_emb is None else crop_emb.float()
                 ragged = {} if counts is None or crops is None else {"counts": counts[positions]}
-                logits = stream.logits(image_emb.float(), crop_emb, **ragged)
+                extra = _aux_of(head, aux, rows[positions])
+                logits = stream.logits(image_emb.float(), crop_emb, **ragged, **extra)
                 tally(name, [run], logits, labels_all[positions], positions)
                 bar.update(len(positions))
     bar.close()
@@ -339,6 +231,15 @@ def evaluate(
         class_subset=None if class_subset is None else [int(i) for i in class_subset],
         counts=counts,
     )
+
+
+def _aux_of(head: Head, aux: Features | None, rows, keep: Tensor | None = None) -> dict:
+    """``{"aux_emb": full views [B, D2]}`` of images ``rows`` (``keep`` of them) for a head that
+    reads them, else nothing."""
+    if aux is None or not head.reads_aux:
+        return {}
+    aux_emb = aux.image_emb[rows].float()
+    return {"aux_emb": aux_emb if keep is None else aux_emb[keep]}
 
 
 def library_versions() -> dict[str, str | None]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from wca import merge
+from wca.cell_models import aux_features, build_heads, extract, load_model
 from wca.config import EvalConfig
 from wca.errors import OutputExists, SettingError
 from wca.inputs import (
@@ -48,78 +49,6 @@ class Prepared(NamedTuple):
     dataset: Any
     sources: Any
     source: str
-
-
-def build_heads(config: EvalConfig, sources, encoder, allow_duplicate_classes: bool) -> dict:
-    """The heads of the enabled methods; the default methods whose texts the task lacks (no
-    clip-e.json, no word list, no descriptions at all) are skipped, named in one line; a
-    method asked for by name fails."""
-    from wca.methods import build_head
-    from wca.methods.registry import MissingTextSource
-
-    heads, skipped = {}, {}
-    for method in config.enabled_methods():
-        try:  # the encoder brings its logit_scale; sources.dataset the authors' per-dataset values
-            heads[method.name] = build_head(
-                method.name,
-                encoder,
-                sources,
-                allow_duplicate_classes=allow_duplicate_classes,
-                **method.head_options(config.dataset),
-            )
-        except MissingTextSource as error:
-            if config.named(method.name):
-                raise
-            skipped[method.name] = error.what
-    if skipped:
-        needs = "; ".join(f"{name} needs {what}" for name, what in skipped.items())
-        log.info(f"skipped {', '.join(skipped)}: their texts are missing ({needs})")
-    if not heads:
-        raise SettingError("methods", "none can run on these texts (see the lines above)")
-    return heads
-
-
-def load_model(config: EvalConfig, options: RunOptions):
-    """The encoder of ``config.model``, on this rank's device under torchrun."""
-    from wca.encoders import load_encoder
-    from wca.features.distributed import rank_device
-
-    encoder = load_encoder(
-        config.model,
-        device=rank_device(options.device),
-        precision=options.precision,
-        batch_size=options.batch_size,
-    )
-    encoder.progress = options.progress
-    return encoder
-
-
-def extract(config: EvalConfig, options: RunOptions, encoder, dataset, on_bad_image=None, *,
-            split_shards: bool = True):  # fmt: skip
-    """The features of every image (cached per ``options``); under torchrun with
-    ``split_shards``, each rank encodes its shards and rank 0 alone gets the features (the
-    other ranks: None)."""
-    from wca.features import extract_features
-    from wca.features.distributed import join
-
-    ranks = join(encoder.device, options.dist_timeout) if split_shards else None
-    if ranks is not None and ranks.rank == 0:
-        shards = -(-len(dataset) // options.shard_size)
-        log.info(
-            f"torchrun: {ranks.world_size} ranks share the feature pass: rank r encodes the "
-            f"cache shards i with i % {ranks.world_size} == r ({shards} shards of up to "
-            f"{options.shard_size} images); rank 0 then scores and writes the result"
-        )
-    return extract_features(
-        encoder,
-        dataset,
-        config.crops,
-        options,
-        fidelity=config.fidelity,
-        fp16_cache=config.fp16_cache,
-        on_bad_image=on_bad_image,
-        ranks=ranks,
-    )
 
 
 def check_output(output: Path) -> None:
@@ -307,6 +236,9 @@ def _evaluate_cell(
     skip = options.bad_images == "skip"
     on_bad_image = (lambda index, error: reasons.setdefault(index, str(error))) if skip else None
     features = extract(config, options, encoder, dataset, on_bad_image, split_shards=split_shards)
+    aux = aux_features(
+        config, options, heads, dataset, features, on_bad_image, split_shards=split_shards
+    )
     if features is None:  # a rank other than 0 of a torchrun: its shards are done
         return None
     paths = getattr(dataset, "paths", None)
@@ -332,6 +264,7 @@ def _evaluate_cell(
         class_subset=dataset.class_subset,
         logit_scale=float(encoder.logit_scale),
         progress=options.progress,
+        aux=None if aux is None else aux.features,
     )
     for method in config.enabled_methods():
         if method.name in evaluation.methods:
@@ -341,6 +274,7 @@ def _evaluate_cell(
         **cell.settings(options, prepared).model_dump(),
         "descriptions": source,
         "encoder": encoder.identity,
+        "aux_encoder": None if aux is None else aux.identity,
         "model_file": model_file,
         "model_sha256": file_sha256(model_file),
         "device": str(encoder.device),

@@ -182,6 +182,7 @@ class Settings(BaseModel):
     split: str | None = None
     data_root: str | None = None
     model: str | None = None
+    aux_model: str | None = None  # the second image encoder (None: none, as before it existed)
     model_file: str | None = None
     model_sha256: str | None = None  # the first 16 hex digits of the weights file's sha256
     methods: list[dict[str, Any]] | None = None

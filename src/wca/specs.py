@@ -31,6 +31,8 @@ OPEN_CLIP_BIN = "open_clip_pytorch_model.bin"
 # The backends' prefixes; wca.encoders.registry adds any other it registers (a test checks
 # that the two agree), so that reading a spec imports no model library.
 PREFIXES = {"open_clip", "hf"}
+IMAGE_PREFIXES = {"timm"}  # backends of image-only models (wca.encoders.vision)
+IMAGE_EXAMPLES = "hf:facebook/dinov2-small, a model folder, timm:NAME or timm:NAME@/path/weights"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 CHECKPOINT_FILES = ".pt/.pth/.bin/.ckpt/.safetensors"
 # The spec forms, written out here so that help texts import no model library; a test checks
@@ -135,6 +137,29 @@ def resolve(spec: str) -> tuple[str, str | None]:
         f"model spec {spec!r} is malformed: expected ARCH/TAG, BACKEND:MODEL, a path or a named "
         f"model (an architecture takes its weights as ARCH/TAG or with pretrained), e.g. {EXAMPLES}"
     )
+
+
+def image_spec(spec: str) -> str:
+    """An image model's spec (a second encoder, :mod:`wca.encoders.vision`) as ``BACKEND:MODEL``:
+    any model spec, or ``timm:NAME`` / ``timm:NAME@WEIGHTS`` (the weights' path absolute).
+    Raises a one-line ValueError for a malformed spec, a missing path or an unknown backend."""
+    try:
+        resolved, _ = resolve(spec)
+    except FileNotFoundError as error:
+        raise ValueError(str(error)) from None
+    prefix, _, model = resolved.partition(":")
+    known = PREFIXES | IMAGE_PREFIXES
+    if prefix not in known:
+        raise ValueError(
+            f"image model spec {spec!r}: unknown backend {prefix!r} (known: "
+            f"{', '.join(sorted(known))}), e.g. {IMAGE_EXAMPLES}"
+        )
+    if not model.strip() or model != model.strip():
+        raise ValueError(f"image model spec {spec!r} is malformed: no model after {prefix!r}")
+    name, at, weights = model.partition("@")
+    if prefix == "timm" and at:
+        return f"timm:{name}@{_absolute(weights)}"
+    return resolved
 
 
 def _local_spec(path: Path) -> tuple[str, str]:

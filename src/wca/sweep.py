@@ -251,9 +251,9 @@ def run(
     replaced only with ``overwrite`` (:func:`check_outputs`). Under torchrun with several cells,
     rank ``r`` runs cells ``i % world_size == r`` whole (clip_benchmark's way) and rank 0
     reports for all; with one cell, the ranks share its feature pass."""
+    from wca.cell_models import load_model
     from wca.features.distributed import join, launched
     from wca.options import RunOptions
-    from wca.pipeline import load_model
 
     options = RunOptions() if options is None else options
     if not overwrite:

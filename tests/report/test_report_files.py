@@ -314,10 +314,10 @@ def test_calibration_columns_in_the_table_and_csv(two_strategies, tmp_path, caps
 
 
 def test_zero_mta_and_awt_probabilities_are_their_own():
-    from wca.evaluate import MIN_PROBABILITY
     from wca.methods.awt import AWTHead
     from wca.methods.mta import MTAHead
     from wca.methods.zero import ZeroHead
+    from wca.tally import MIN_PROBABILITY
 
     g = torch.Generator().manual_seed(0)
     unit = lambda *shape: torch.nn.functional.normalize(torch.randn(*shape, generator=g), dim=-1)  # noqa: E731

@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run only the feature pass of `wca eval` (fill the cache)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=describe(
-            "Embed every image's full view and --n-crops crops into the feature cache, e.g. "
+            "Embed every image's full view and --n-crops crops into the feature cache (with "
+            "--aux-model, the same views by that second encoder too), e.g. "
             "on a GPU machine before scoring elsewhere. An interrupted run resumes from the "
             "last complete shard; damaged shards are found and recomputed. Under torchrun, "
             "every rank encodes its share of the shards and rank 0 reports.",
@@ -46,8 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from wca.cell_models import aux_features, extract, load_model
     from wca.config import EvalConfig, resolve_config
-    from wca.pipeline import extract, load_cell_dataset, load_model
+    from wca.inputs import load_cell_dataset
 
     options = run_options(args)
     config = resolve_config(args.dataset, args.config, given(args, EvalConfig), args.set)
@@ -59,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     encoder = load_model(config, options)
     started = time.perf_counter()
     features = extract(config, options, encoder, dataset)
+    aux = aux_features(config, options, None, dataset, features)
     if features is None:  # a rank other than 0 of a torchrun: its shards are done
         return 0
     seconds = time.perf_counter() - started
@@ -67,4 +70,7 @@ def run(args: argparse.Namespace) -> int:
         f"{len(features)} images x {config.n_crops + 1} views in {seconds:.1f} s "
         f"({len(features) / seconds:.2f} images/s); features in {where}"
     )
+    if aux is not None:
+        where = aux.features.source or "memory (--cache-dir none)"
+        print(f"the same views by --aux-model {config.aux_model}: features in {where}")
     return 0

@@ -15,6 +15,7 @@ CAPABILITY_TEXT = {
     "own_probabilities": "its own probabilities",
     "online": "online: a memory over the stream of images",
     "evidence": "gives evidence (crop weights, description scores)",
+    "reads_aux": "reads a second image encoder's views (aux_model) when given",
 }
 
 

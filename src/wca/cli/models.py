@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     for prefix in prefixes:
         print("\n".join(backend_lines(prefix)), end="\n\n")
     if args.backend is None:
-        print("\n".join(bare_lines()))
+        print("\n".join(bare_lines()), end="\n\n")
+        print("\n".join(image_lines()))
     print(f"\n{ON_DISK}: weights on disk (loads offline)")
     return 0
 
@@ -124,6 +125,16 @@ def bare_lines() -> Iterator[str]:
         yield f"  {'':<34} e.g. {example}"
     for name, (what, _) in sorted(NAMED_MODELS.items()):
         yield f"  {name:<34} {what}{_mark(name)}"
+
+
+def image_lines() -> Iterator[str]:
+    """The image-only models a second encoder of the views may be (``--aux-model``)."""
+    from wca.encoders.vision import IMAGE_FORMS
+
+    yield "--aux-model (a second image encoder, for cosmic) also takes image-only models:"
+    for form, what, example in IMAGE_FORMS:
+        yield f"  {form:<34} {what}"
+        yield f"  {'':<34} e.g. {example}"
 
 
 def backend_lines(prefix: str) -> Iterator[str]:

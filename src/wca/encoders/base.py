@@ -32,7 +32,76 @@ COUNT_CHUNK = 4096  # texts per tokenizer call when counting tokens
 log = logging.getLogger("wca")
 
 
-class Encoder(ABC):
+class ImageEncoder(ABC):
+    """An image model behind the interface the feature pass reads: its own preprocessing
+    (``preprocessing`` for the fast path, ``preprocess`` for one PIL image) and batched,
+    L2-normalised float32 CPU embeddings of pixels on its device and precision.
+
+    Backends implement :meth:`_image_features` (a batch already on the device, raw features).
+    A dual encoder (:class:`Encoder`) adds the text side; an image-only model (DINOv2, a timm
+    backbone: :mod:`wca.encoders.vision`) is a second encoder of the same views.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        identity: str,
+        embed_dim: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        preprocessing: Preprocessing,
+        batch_size: int,
+        transform: Callable[[Image.Image], Tensor],
+        progress: bool = True,
+    ) -> None:
+        self.name = name
+        self.identity = identity
+        self.embed_dim = embed_dim
+        self.device = device
+        self.dtype = dtype
+        self.preprocessing = preprocessing
+        self.batch_size = batch_size
+        self.progress = progress
+        self._transform = transform
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.name!r}, embed_dim={self.embed_dim}, "
+            f"device={self.device}, dtype={self.dtype})"
+        )
+
+    @abstractmethod
+    def _image_features(self, pixels: Tensor) -> Tensor:
+        """Raw image features ``[B, D]`` of pixels already on ``device`` in ``dtype``."""
+
+    def preprocess(self, image: Image.Image) -> Tensor:
+        """The model's own preprocessing of one PIL image: float ``[3, S, S]``."""
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"preprocess expects a PIL image, got {type(image).__name__}")
+        return self._transform(image.convert("RGB") if image.mode != "RGB" else image)
+
+    def encode_images(self, pixels: Tensor) -> Tensor:
+        """L2-normalised float32 CPU embeddings ``[B, D]`` of pixels ``[B, 3, S, S]``."""
+        size = self.preprocessing.image_size
+        if (
+            not isinstance(pixels, Tensor)
+            or pixels.ndim != 4
+            or pixels.shape[1:] != (3, size, size)
+        ):
+            shape = tuple(pixels.shape) if isinstance(pixels, Tensor) else type(pixels).__name__
+            raise ValueError(
+                f"{self.name}: encode_images expects pixels [B, 3, {size}, {size}], got {shape}"
+            )
+        outputs = [torch.zeros(0, self.embed_dim)]
+        with torch.inference_mode():
+            for start in range(0, pixels.shape[0], self.batch_size):
+                batch = pixels[start : start + self.batch_size].to(self.device, self.dtype)
+                outputs.append(require_finite(_normalise(self._image_features(batch)), self.name))
+        return torch.cat(outputs)
+
+
+class Encoder(ImageEncoder):
     """A CLIP-style model behind one small interface, the one every backend fills.
 
     Backends implement :meth:`_image_features` and :meth:`_text_features`, which take a batch
@@ -61,32 +130,28 @@ class Encoder(ABC):
         text_cache: bool | str | Path = True,
         progress: bool = True,
     ) -> None:
-        self.name = name
-        self.identity = identity
-        self.embed_dim = embed_dim
-        self.device = device
-        self.dtype = dtype
-        self.preprocessing = preprocessing
+        super().__init__(
+            name=name,
+            identity=identity,
+            embed_dim=embed_dim,
+            device=device,
+            dtype=dtype,
+            preprocessing=preprocessing,
+            batch_size=batch_size,
+            transform=transform,
+            progress=progress,
+        )
         self.logit_scale = logit_scale
         # The model's logit bias (SigLIP's sigmoid loss; 0 otherwise): sigmoid probabilities
         # are sigmoid(logit_scale * cosine + logit_bias); a softmax over classes ignores it.
         self.logit_bias = logit_bias
-        self.batch_size = batch_size
         # The most tokens a text keeps (specials included); longer texts are cut.
         self.context_length = context_length
-        self.progress = progress
-        self._transform = transform
         self._text_cache: dict[str, Tensor] = {}
         self._token_counts: dict[str, int] = {}
         self._text_lock = threading.RLock()
         self._disk: TextCache | None = None
         self.text_cache_dir = text_cache  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}({self.name!r}, embed_dim={self.embed_dim}, "
-            f"device={self.device}, dtype={self.dtype})"
-        )
 
     @property
     def text_cache_dir(self) -> Path | None:
@@ -103,10 +168,6 @@ class Encoder(ABC):
             self._disk = TextCache(Path(folder).expanduser(), self.identity, self.dtype)
 
     @abstractmethod
-    def _image_features(self, pixels: Tensor) -> Tensor:
-        """Raw image features ``[B, D]`` of pixels already on ``device`` in ``dtype``."""
-
-    @abstractmethod
     def _text_features(self, texts: list[str]) -> Tensor:
         """Raw text features ``[T, D]``, tokenised by the model's own tokenizer (truncating)."""
 
@@ -114,31 +175,6 @@ class Encoder(ABC):
         """Tokens each text takes in the model's tokenizer before truncation (specials
         included), or ``None`` when this backend cannot tell."""
         return None
-
-    def preprocess(self, image: Image.Image) -> Tensor:
-        """The model's own preprocessing of one PIL image: float ``[3, S, S]``."""
-        if not isinstance(image, Image.Image):
-            raise TypeError(f"preprocess expects a PIL image, got {type(image).__name__}")
-        return self._transform(image.convert("RGB") if image.mode != "RGB" else image)
-
-    def encode_images(self, pixels: Tensor) -> Tensor:
-        """L2-normalised float32 CPU embeddings ``[B, D]`` of pixels ``[B, 3, S, S]``."""
-        size = self.preprocessing.image_size
-        if (
-            not isinstance(pixels, Tensor)
-            or pixels.ndim != 4
-            or pixels.shape[1:] != (3, size, size)
-        ):
-            shape = tuple(pixels.shape) if isinstance(pixels, Tensor) else type(pixels).__name__
-            raise ValueError(
-                f"{self.name}: encode_images expects pixels [B, 3, {size}, {size}], got {shape}"
-            )
-        outputs = [torch.zeros(0, self.embed_dim)]
-        with torch.inference_mode():
-            for start in range(0, pixels.shape[0], self.batch_size):
-                batch = pixels[start : start + self.batch_size].to(self.device, self.dtype)
-                outputs.append(require_finite(_normalise(self._image_features(batch)), self.name))
-        return torch.cat(outputs)
 
     def encode_texts(self, texts: Sequence[str], progress: bool | None = None) -> Tensor:
         """L2-normalised float32 CPU embeddings ``[T, D]``: from memory, else from the text

@@ -11,7 +11,9 @@ what it does instead of probing it:
   says what its class probabilities are (vote shares, logits at the model's temperature);
 - ``online`` (False): it keeps a memory over a stream of images (:class:`OnlineHead`);
 - ``evidence`` (False): :meth:`Head.evidence` gives the crop weights and the description scores
-  behind a prediction (WCA's).
+  behind a prediction (WCA's);
+- ``reads_aux`` (False): its ``logits`` (and its stream's) take ``aux_emb [B, D2]``, the full
+  views by a second image encoder (``aux_model``), when the evaluation has them (COSMIC's).
 
 ``n_draws`` counts independent random draws of the text side (WaffleCLIP); 1 otherwise.
 
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
-CAPABILITIES = ("uses_crops", "pooled_runs", "own_probabilities", "online", "evidence")
+CAPABILITIES = ("uses_crops", "pooled_runs", "own_probabilities", "online", "evidence", "reads_aux")
 
 
 class Head(ABC):
@@ -44,6 +46,7 @@ class Head(ABC):
     own_probabilities: ClassVar[bool] = False
     online: ClassVar[bool] = False
     evidence: ClassVar[bool] = False
+    reads_aux: ClassVar[bool] = False
     n_draws: int = 1
 
     @abstractmethod

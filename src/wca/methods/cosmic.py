@@ -17,7 +17,8 @@ Per image i of the stream, with p_v = softmax(logit_scale cos(view v, class vect
   vector) are 2C nodes; its hyper-classes (maximal cliques, :mod:`wca.methods.cosmic_graph`)
   at average degree 0.8 ``degree``; the query's scores on the nodes of its nearest
   int(0.2 K) cliques, each class the mean of its text and memory nodes.
-- With ``aux_emb`` (the full view by the second encoder): a TDA-style cache of those
+- With ``aux_emb`` (the full view by the second encoder, ``aux_model`` in an evaluation:
+  :mod:`wca.encoders.vision`): a TDA-style cache of those
   embeddings (``dino_shots`` per class, lowest loss kept) labelled by the argmax of
   p_full + softmax(logit_scale a.q), loss the softmax entropy of that sum; the fine-grained
   graph over its per-class means (zero for classes without entries) at average degree
@@ -96,6 +97,7 @@ class COSMICHead(OnlineHead):
     dino_weight: float = 1.0
     logit_scale: float = 100.0
     uses_crops = True  # the views vote the pseudo-label
+    reads_aux = True  # the second encoder's full views: the fine-grained graph
 
     def probabilities(self, logits: Tensor, logit_scale: float) -> Tensor:
         """The outputs are non-negative sums of probabilities and scores: normalised."""

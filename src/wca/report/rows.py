@@ -38,6 +38,9 @@ ABBREVIATIONS = {
 }  # fmt: skip
 
 
+SINCE_SCHEMA_2 = ("aux_model",)  # settings that came later: None in a schema-1 file is none
+
+
 @dataclass(frozen=True)
 class Unknown:
     """A setting the file did not record: equal to nothing but itself (one file's)."""
@@ -242,7 +245,8 @@ def settings_of(result: ResultFile, method: str, path: Path) -> dict[str, Any]:
         seed=results.seed,
     )
     if result.schema_version == 1:  # None there means "not recorded", never "none"
-        values = {k: Unknown(str(path)) if v is None else v for k, v in values.items()}
+        values = {k: Unknown(str(path)) if v is None and k not in SINCE_SCHEMA_2 else v
+                  for k, v in values.items()}  # fmt: skip
     return {name: values[name] for name in KEY}
 
 
