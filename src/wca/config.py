@@ -46,7 +46,9 @@ from pydantic import (
     model_validator,
 )
 
+from wca import budget as anytime
 from wca import defaults
+from wca.budget import BudgetSpec
 from wca.compat import RENAMED_SETTINGS, renamed
 from wca.configs import AUTHORS_CODE_ALPHA, authors_file, config_path, dataset_defaults
 from wca.crops import Alpha, Beta, CropSpec, NCrops, Seed, Strategy
@@ -121,6 +123,12 @@ class EvalConfig(BaseModel):
     beta: Beta = defaults.BETA
     n_crops: NCrops = 100  # the authors' pool (60 for ImageNet: DATASET_DEFAULTS)
     crop_strategy: Strategy = "random"
+    crop_budget: anytime.BudgetName = "fixed"
+    stop_rule: anytime.StopRuleName = "margin"
+    margin_z: anytime.MarginZ = anytime.DEFAULT_MARGIN_Z
+    patience: anytime.Patience = anytime.DEFAULT_PATIENCE
+    min_crops: anytime.MinCrops = anytime.DEFAULT_MIN_CROPS
+    crops_per_round: anytime.CropsPerRound = anytime.DEFAULT_CROPS_PER_ROUND
     seed: Seed = defaults.SEED
     fidelity: bool = Field(
         False,
@@ -183,6 +191,7 @@ class EvalConfig(BaseModel):
         """The crop settings are checked once, by :class:`~wca.crops.CropSpec`."""
         try:
             self.crops  # noqa: B018
+            self.budget.stopping(self.n_crops)
         except SettingError as error:
             raise ValueError(f"{error.setting}: {error.reason}") from None
         return self
@@ -197,6 +206,11 @@ class EvalConfig(BaseModel):
             seed=self.seed,
             crop_strategy=self.crop_strategy,
         )
+
+    @property
+    def budget(self) -> BudgetSpec:
+        """How many of its crops an image reads (fixed: all ``n_crops``)."""
+        return anytime.budget_of(self.model_dump(include=set(BudgetSpec.model_fields)))
 
     @property
     def crop_alpha(self) -> float:
@@ -220,7 +234,9 @@ class EvalConfig(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain values, under their names, every method's options resolved
         (defaults included), so that equal settings always compare equal."""
-        data = self.model_dump(exclude={"methods", "pretrained"})  # pretrained: in model
+        budget = set(BudgetSpec.model_fields)  # recorded where they change a number
+        data = self.model_dump(exclude={"methods", "pretrained", *budget})  # pretrained: model
+        data.update(anytime.recorded(self.model_dump(include=budget)))
         data["effective_alpha"] = self.crop_alpha
         data["methods"] = [
             {m.name: {"name": m.name, "enabled": m.enabled, **m.resolved_options(self.dataset)}}
