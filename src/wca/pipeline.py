@@ -95,13 +95,17 @@ def load_model(config: EvalConfig, options: RunOptions):
 
 
 def extract(config: EvalConfig, options: RunOptions, encoder, dataset, on_bad_image=None, *,
-            split_shards: bool = True):  # fmt: skip
+            split_shards: bool = True, heads=None):  # fmt: skip
     """The features of every image (cached per ``options``); under torchrun with
     ``split_shards``, each rank encodes its shards and rank 0 alone gets the features (the
-    other ranks: None)."""
+    other ranks: None). Under the adaptive budget, ``heads`` give the stopping head."""
     from wca.features import extract_features
     from wca.features.distributed import join
+    from wca.features.judge import stopping_head
 
+    budget = config.budget.stopping(config.n_crops)
+    scale = float(encoder.logit_scale)
+    stopping = None if budget is None else stopping_head(heads or {}, budget, scale)
     ranks = join(encoder.device, options.dist_timeout) if split_shards else None
     if ranks is not None and ranks.rank == 0:
         shards = -(-len(dataset) // options.shard_size)
@@ -119,6 +123,7 @@ def extract(config: EvalConfig, options: RunOptions, encoder, dataset, on_bad_im
         fp16_cache=config.fp16_cache,
         on_bad_image=on_bad_image,
         ranks=ranks,
+        stopping=stopping,
     )
 
 
@@ -306,7 +311,8 @@ def _evaluate_cell(
     reasons: dict[int, str] = {}
     skip = options.bad_images == "skip"
     on_bad_image = (lambda index, error: reasons.setdefault(index, str(error))) if skip else None
-    features = extract(config, options, encoder, dataset, on_bad_image, split_shards=split_shards)
+    features = extract(config, options, encoder, dataset, on_bad_image,
+                       split_shards=split_shards, heads=heads)  # fmt: skip
     if features is None:  # a rank other than 0 of a torchrun: its shards are done
         return None
     paths = getattr(dataset, "paths", None)
@@ -332,6 +338,7 @@ def _evaluate_cell(
         class_subset=dataset.class_subset,
         logit_scale=float(encoder.logit_scale),
         progress=options.progress,
+        counts=features.counts,
     )
     for method in config.enabled_methods():
         if method.name in evaluation.methods:

@@ -11,9 +11,11 @@ probabilities, on one scale whatever the crops).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from wca.deferred import torch
+from wca.errors import SettingError
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -60,3 +62,20 @@ def history_of(rounds: list[list[Tensor]]) -> Tensor:
     """Images' scores after each of their rounds (a list per image, equal lengths) as
     ``[B, R, C]``."""
     return torch.stack([torch.stack(scores) for scores in rounds])
+
+
+def stopping_head(
+    heads: Mapping[str, Head], budget: CropBudget, logit_scale: float = 100.0
+) -> StoppingHead:
+    """The stopping head of an evaluation's adaptive budget: its ``wca`` head, else its first
+    head that reads crops one image at a time."""
+    chosen = heads.get("wca")
+    if chosen is None:
+        chosen = next((h for h in heads.values() if h.uses_crops and not h.online), None)
+    if chosen is None:
+        raise SettingError(
+            "crop_budget",
+            "adaptive needs a method that reads crops (wca, zero, mta, ...) to "
+            f"decide when an image stops; the methods are {', '.join(heads) or 'none'}",
+        )
+    return StoppingHead(chosen, budget, logit_scale)
