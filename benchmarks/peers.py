@@ -1,17 +1,22 @@
 """Every method on the same views of the demo world's test set (the 480 images of `wca demo`):
-WCA and its ablations, ZERO, MTA, AWT, LaZSL, and the online methods (TDA, DMN-ZS,
-BoostAdapter, OnZeta, and tda+wca, ours), on the paper's ``random`` crops and on ``rrc`` views.
+WCA and its ablations, BiFTA, ZERO, MTA, AWT, LaZSL, and the online methods (TDA, DMN-ZS,
+BoostAdapter, OnZeta, DOTA, COSMIC with its CLIP graph alone, ECALP, BCA, OGA, and each on
+WCA's scores, ours: tda+wca, dota+wca, ...), on the paper's ``random`` crops and on ``rrc``
+views.
 
 One feature pass per strategy (the full view + a pool of ``--pool`` views per image, shipped
 demo model); every method then scores ``--runs`` runs of N views drawn from the pool (the
 authors' protocol); each run of an online method streams the images in its own seeded order
 from an empty memory. Everything goes through ``wca.evaluate.evaluate`` and ``result_file``,
 and the tables are `wca report`'s (``wca.report``): the calibration (ECE, NLL, Brier) and the
-paired 95% intervals of the difference to CLIP come from the same code as the report. All heads
-have their published defaults and the model's logit_scale; nothing is tuned on this test set.
-CLIP-E and WaffleCLIP are left out: the demo world has no template set or word list.
+paired 95% intervals of the difference to CLIP and to WCA, and the expected tail accuracy (the
+mean top-1 of the worst 10 % of runs) come from the same code as the report. All heads have
+their published defaults and the model's logit_scale; nothing is tuned on this test set.
+CLIP-E and WaffleCLIP are left out: the demo world has no template set or word list; COSMIC
+runs without its DINOv2 graph (no such weights here), BiFTA on the strategy's crops (its own
+``bifta`` crop strategy is not one of the two compared here).
 
-    .venv/bin/python benchmarks/peers.py               # the README's tables (a few minutes)
+    .venv/bin/python benchmarks/peers.py               # the README's tables (~40 min, 2 cores)
     .venv/bin/python benchmarks/peers.py --out peers/  # also the result files (wca report)
     .venv/bin/python benchmarks/peers.py --quick       # smoke test
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from _common import machine_report, table
@@ -34,13 +40,18 @@ from wca.features import extract_features
 from wca.inputs import file_sha256, sources_sha256
 from wca.methods import build_head
 from wca.options import RunOptions
+from wca.report.rows import Row
+from wca.results import TAIL_PERCENT, tail_text
 from wca.sweep import path_safe
 
 PER_IMAGE = (
     "clip", "clip-d", "cupl", "wca", "wca-uniform-crops", "wca-uniform-text", "wca-full-view",
-    "wca-paper", "zero", "mta", "awt", "lazsl",
+    "wca-paper", "bifta", "zero", "mta", "awt", "lazsl",
 )  # fmt: skip
-ONLINE = ("tda", "dmn", "boostadapter", "onzeta", "tda+wca")
+ONLINE = (
+    "tda", "dmn", "boostadapter", "onzeta", "dota", "cosmic", "ecalp", "bca", "oga",
+    "tda+wca", "dota+wca", "cosmic+wca", "ecalp+wca", "bca+wca", "oga+wca",
+)  # fmt: skip
 METHODS = PER_IMAGE + ONLINE
 
 
@@ -68,6 +79,23 @@ def settings(model: Path, sources, spec: CropSpec, n: int, runs: int, per_class:
         "descriptions": "the demo world's class sentences and descriptors",
         "descriptions_sha256": sources_sha256(sources),
     }
+
+
+def summary(rows: Sequence[Row], cells: Sequence[str], cell_text: Callable[[dict], str]) -> str:
+    """A markdown table of one number per method (rows) and cell (columns): ``cell_text`` of
+    the row's record."""
+    text = {(row.method, Path(row.files[0]).stem): cell_text(row.record()) for row in rows}
+    body = [[m, *(text.get((m, cell), "-") for cell in cells)] for m in METHODS]
+    return table(["method", *cells], body)
+
+
+def delta_text(record: dict) -> str:
+    """A row's paired difference to its baseline: ``+1.20 [+0.40, +2.10] *``."""
+    if record["delta_top1"] is None:
+        return "(baseline)" if record["delta_note"] == "the baseline" else "n/a"
+    mark = " *" if record["delta_excludes_zero"] else ""
+    low, high = record["delta_low"], record["delta_high"]
+    return f"{record['delta_top1']:+.2f} [{low:+.2f}, {high:+.2f}]{mark}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,21 +145,23 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = report.rows_of(files)  # one row per method and cell: their settings differ
     report.compare_to_baseline(rows, "clip")
-    cells = [(path.stem, [row for row in rows if row.files == [str(path)]]) for path, _ in files]
+    to_wca = report.rows_of(files)
+    report.compare_to_baseline(to_wca, "wca")
+    names = [path.stem for path, _ in files]
     print(
         f"\n# Top-1 (%) on the demo world ({len(dataset)} images, {len(dataset.classnames)} "
         f"classes), mean ± std over {args.runs} runs of N views from a pool of {args.pool} "
         f"(online methods: {args.runs} stream orders); logit_scale {encoder.logit_scale:.1f}\n"
     )
-    top1 = {name: [] for name in METHODS}
-    for _, cell in cells:
-        for row in cell:
-            record = row.record()
-            top1[row.method].append(f"{record['top1_mean']:.2f} ± {record['top1_std']:.2f}")
-    print(table(["method", *(name for name, _ in cells)], [[m, *top1[m]] for m in METHODS]))
-    for name, cell in cells:
+    print(summary(rows, names, lambda r: f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}"))
+    print(f"\n# Expected tail top-1 (%): the mean of the worst {TAIL_PERCENT} % of runs\n")
+    print(summary(rows, names, lambda r: tail_text(r["top1_tail"], r["runs"])))
+    print("\n# Δ top-1 vs wca [95% paired interval], * excludes 0\n")
+    print(summary(to_wca, names, delta_text))
+    for name in names:
         print(f"\n## {name}\n")
-        print(report.table([row.record() for row in cell], markdown=True, group_by=()))
+        cell = [row.record() for row in rows if Path(row.files[0]).stem == name]
+        print(report.table(cell, markdown=True, group_by=()))
     print("\n" + "\n".join(report.notes(rows)))
     if args.out:
         print(f"\nresult files in {args.out}: `wca report {args.out}` prints these rows")

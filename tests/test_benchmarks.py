@@ -163,15 +163,24 @@ def test_classify_quick(capsys):
 
 @pytest.mark.slow
 def test_peers_quick(capsys):
-    """Every method on both view sets, then each cell as `wca report` prints it: calibration
-    and the paired interval of the difference to CLIP."""
+    """Every method on both view sets: top-1, its expected tail and the paired difference to
+    WCA per cell, then each cell as `wca report` prints it (calibration, the difference to
+    CLIP)."""
     output = run(capsys, "peers", "--quick")
     assert "load average before:" in output
-    summary, *cells = tables(output)
-    assert [row[0] for row in summary][-9:] == [
-        "zero", "mta", "awt", "lazsl", "tda", "dmn", "boostadapter", "onzeta", "tda+wca",
+    summary, tails, to_wca, *cells = tables(output)
+    methods = [row[0] for row in summary]
+    assert methods[-15:] == [
+        "tda", "dmn", "boostadapter", "onzeta", "dota", "cosmic", "ecalp", "bca", "oga",
+        "tda+wca", "dota+wca", "cosmic+wca", "ecalp+wca", "bca+wca", "oga+wca",
     ]  # fmt: skip
+    assert "bifta" in methods
     assert all(len(row) == 3 and all("±" in cell for cell in row[1:]) for row in summary)
+    assert [row[0] for row in tails] == methods == [row[0] for row in to_wca]
+    assert all(cell.endswith("(worst run)") for row in tails for cell in row[1:])  # 2 runs
+    wca = methods.index("wca")
+    assert to_wca[wca][1:] == ["(baseline)", "(baseline)"]
+    assert all(row[1].count("[") == 1 for i, row in enumerate(to_wca) if i != wca)
     assert len(cells) == 2 and all(len(cell) == len(summary) for cell in cells)
     for cell in cells:
         assert cell[0][:2] == ["clip", summary[0][1 + cells.index(cell)]]

@@ -141,8 +141,19 @@ class EvalConfig(BaseModel):
         description="store features in fp16 (half the disk)",
         json_schema_extra=group("crops", identity=True),
     )
-    n_run: PositiveInt = Field(
-        20, description="runs to average", json_schema_extra=group("protocol", identity=True)
+    n_run: PositiveInt | None = Field(
+        None,
+        description="runs to average: crop draws, and for an online method its stream orders; "
+        f"unset: {defaults.CROP_RUNS} (the authors'), or {defaults.STREAM_ORDERS} when an online "
+        "method is evaluated, so that its expected tail accuracy (the mean top-1 of the worst "
+        f"tenth of runs) averages {defaults.STREAM_ORDERS // 10} orders: for normally spread runs "
+        "it then lands within 0.3 run-to-run std of the true tail, where 10 orders leave the "
+        "worst alone, 0.6 std off; results record the count used",
+        json_schema_extra=group(
+            "protocol",
+            identity=True,
+            shown=f"{defaults.CROP_RUNS}; {defaults.STREAM_ORDERS} with an online method",
+        ),
     )
     patch_n: PositiveInt = Field(
         60,
@@ -194,6 +205,14 @@ class EvalConfig(BaseModel):
             self.budget.stopping(self.n_crops)
         except SettingError as error:
             raise ValueError(f"{error.setting}: {error.reason}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _default_runs(self) -> EvalConfig:
+        """``n_run`` unset: the runs its description gives, by whether a method is online."""
+        if self.n_run is None:
+            online = any(method.online for method in self.enabled_methods())
+            self.n_run = defaults.STREAM_ORDERS if online else defaults.CROP_RUNS
         return self
 
     @property

@@ -18,6 +18,12 @@ BETA = 0.9  # the authors hard-code the upper bound of the crop scale
 IMAGE_SCALE = 4.0  # w_i = softmax_i(exp(image_scale) * cos(crop_i, full view))
 TEXT_SCALE = 2.0  # v_j = softmax_j(exp(text_scale) * cos(desc_j, label prompt))
 SEED = 0
+# Runs of an evaluation when none are asked for (n_run unset): the authors' 20 crop draws, and
+# 50 stream orders when an online method is scored, so that its expected tail accuracy (the
+# mean top-1 of the worst 10 % of runs) averages 5 orders (wca.config.EvalConfig.n_run says why;
+# tests/test_config_runs.py simulates it).
+CROP_RUNS = 20
+STREAM_ORDERS = 50
 LABEL_TEMPLATE = "a photo of a {}."  # CLIP's prompt, WCA's reference text, the fallback
 
 # Speed: the device ("auto": cuda, then mps, then cpu), views per encoder forward pass, loader

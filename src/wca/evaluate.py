@@ -1,23 +1,16 @@
 """The multi-run evaluation protocol over cached features: accuracy, calibration and each
 image's correctness per method and run.
 
-Protocols (every run scores every method on every image):
-
-- ``"pool"`` (the authors'): run ``r`` draws ``patch_n`` crop indices with replacement from the
-  pool of ``n_crops`` crops, the same indices for every image. Runs share crops, so the
-  spread over runs measures the draw from a fixed pool.
-- ``"fresh"``: run ``r`` uses pool crops ``r*patch_n .. (r+1)*patch_n - 1``. With the paper's
-  random sampler, crop ``i`` of an image is an independent draw (it depends only on seed, image
-  and ``i``), so disjoint slices are fresh crops for every run, with no crop seen twice; the
-  pool must hold ``n_run * patch_n`` crops.
+Protocols (every run scores every method on every image): :mod:`wca.protocol`.
 
 Methods that do not look at crops are scored once (their runs have std 0) unless they have
 several random draws of their text side (WaffleCLIP): run ``r`` then uses draw ``r % n_draws``.
 Online methods (a memory across the test stream: ``head.online``) see, in each run, the images
-in the order :func:`stream_order` gives, from an empty memory; per-image methods do not depend
-on the order. Accuracies are percentages; std is the population std over runs (``numpy.std``, as
-the authors report). Calibration (ECE over 15 equal-width bins of the top-1 confidence, NLL,
-Brier) is over each head's class probabilities (:meth:`wca.methods.Head.probabilities`).
+in the order :func:`wca.protocol.stream_order` gives, from an empty memory; per-image methods
+do not depend on the order. Accuracies are percentages; std is the population std over runs
+(``numpy.std``, as the authors report). Calibration (ECE over 15 equal-width bins of the top-1
+confidence, NLL, Brier) is over each head's class probabilities
+(:meth:`wca.methods.Head.probabilities`).
 Images are scored in chunks, so memory stays bounded at ImageNet size. Images skipped as
 unreadable (label -1, ``wca eval --skip-bad-images``) are left out.
 """
@@ -35,18 +28,19 @@ import torch
 from torch import Tensor
 
 from wca import results as schema
-from wca.config import check_protocol
+from wca.correctness import pack_correct
 from wca.features import Features
 from wca.methods import Head
 from wca.methods.ragged import counts_of
+from wca.passes import ViewCounts
 from wca.progress import progress_bar
+from wca.protocol import STREAM_ORDER, run_indices, stream_order
 
 DEFAULT_CHUNK = 4096  # images scored at once: ~500 MB of fp32 crops at N=60, D=512
 TOP_K = 5
 ECE_BINS = 15
 MIN_PROBABILITY = 1e-12  # NLL of probabilities that are exactly zero (ZERO's vote shares)
 RUN_LOGITS_BUDGET = 2**26  # logits values [runs, images, classes] held at once (256 MB fp32)
-STREAM_ORDER = "numpy.random.default_rng((seed, run)).permutation(n_images)"
 
 
 @dataclass
@@ -80,7 +74,8 @@ class MethodResult:
     def top5_mean_std(self) -> tuple[float, float]:
         return self._mean_std(self.top5)
 
-    def to_schema(self) -> schema.MethodResult:
+    def to_schema(self, views: ViewCounts) -> schema.MethodResult:
+        """The method's record in a result file, with its encoder passes per image."""
         calibration = None
         if self.ece:
             calibration = schema.Calibration(
@@ -96,13 +91,15 @@ class MethodResult:
             top5=schema.RunStats.of(self.top5, tail=True),
             per_class_top1=self.per_class_top1,
             calibration=calibration,
-            correct=None if self.correct is None else schema.pack_correct(self.correct),
+            correct=None if self.correct is None else pack_correct(self.correct),
+            views=views,
         )
 
 
 @dataclass
 class Evaluation:
-    """Results of :func:`evaluate`, by method in the order the heads were given."""
+    """Results of :func:`evaluate`, by method in the order the heads were given; ``counts``:
+    the crops each scored image read (an adaptive budget's prefixes; None: ``patch_n``)."""
 
     methods: dict[str, MethodResult]
     n_images: int
@@ -112,6 +109,16 @@ class Evaluation:
     seed: int
     protocol: str
     class_subset: list[int] | None = None
+    counts: Tensor | None = None
+
+    def views(self, uses_crops: bool) -> ViewCounts:
+        """The encoder passes per image of a method: its full view and the crops it read
+        (``1 + counts[i]``, or ``1 + patch_n``; 1 without crops)."""
+        if not uses_crops:
+            return ViewCounts.constant(1, self.n_images)
+        if self.counts is None:
+            return ViewCounts.constant(1 + self.patch_n, self.n_images)
+        return ViewCounts.of(1 + self.counts.numpy())
 
     def to_schema(self) -> schema.Results:
         online = any(result.online for result in self.methods.values())
@@ -124,22 +131,11 @@ class Evaluation:
             seed=self.seed,
             class_subset=self.class_subset,
             stream_order=STREAM_ORDER if online else None,
-            methods={name: result.to_schema() for name, result in self.methods.items()},
+            methods={
+                name: result.to_schema(self.views(result.uses_crops))
+                for name, result in self.methods.items()
+            },
         )
-
-
-def run_indices(n_crops: int, n_run: int, patch_n: int, seed: int, protocol: str) -> Tensor:
-    """Crop indices ``[n_run, patch_n]`` into the pool, shared by all images (see module doc)."""
-    check_protocol(n_crops, n_run, patch_n, protocol)
-    if protocol == "pool":
-        generator = torch.Generator().manual_seed(seed)
-        return torch.randint(0, n_crops, (n_run, patch_n), generator=generator)
-    return torch.arange(n_run * patch_n).view(n_run, patch_n)
-
-
-def stream_order(n_images: int, seed: int, run: int) -> Tensor:
-    """The order in which run ``run`` streams the images to an online method."""
-    return torch.from_numpy(np.random.default_rng((seed, run)).permutation(n_images))
 
 
 class _Tally:
@@ -259,7 +255,8 @@ def evaluate(
     ``class_subset``: the labels predictions are chosen from (ImageNet-A/-R: argmax over their
     200 ImageNet indices of the 1000-class logits); labels are indices of the full class list.
     ``logit_scale``: the model's temperature, for the probabilities of heads that score cosines.
-    ``counts [n_images]``: ragged crops, image i's its first ``counts[i]``, read by every run.
+    ``counts [n_images]``: ragged crops, image i's its first ``counts[i]``, read by every run
+    (an adaptive budget's prefixes; the result file records them as encoder passes per image).
     """
     if not heads:
         raise ValueError("no methods to evaluate")
@@ -340,6 +337,7 @@ def evaluate(
         seed=seed,
         protocol=protocol,
         class_subset=None if class_subset is None else [int(i) for i in class_subset],
+        counts=counts,
     )
 
 

@@ -42,6 +42,14 @@ class MethodConfig(BaseModel):
         self.options = options.model_dump(exclude_unset=True)
         return self
 
+    @property
+    def online(self) -> bool:
+        """Whether the method keeps a memory over a stream of images (its runs are stream
+        orders; its head's declared capability)."""
+        from wca.methods.registry import head_class
+
+        return head_class(self.name).online
+
     def resolved_options(self, dataset: str | None = None) -> dict[str, Any]:
         """Every option of the method, defaults included (what a result file records); a
         temperature left unset is the model's own (``"model"``); a method with per-dataset

@@ -4,8 +4,9 @@
 It keeps LAION clip_benchmark's fields at the top level (``dataset, model, pretrained, task,
 metrics{acc1, acc5, mean_per_class_recall}``), so ``clip_benchmark build`` reads it, and adds
 every setting that changes a number (:class:`Settings`), each method's accuracies and
-calibration per run, and, compactly, each method's top-1 correctness per image and run
-(:func:`pack_correct`), enough for paired statistics between methods.
+calibration per run, its encoder passes per image (:class:`wca.passes.ViewCounts`) and,
+compactly, its top-1 correctness per image and run (:func:`wca.correctness.pack_correct`),
+enough for paired statistics between methods.
 
 The schema owns which settings identify a result (:data:`IDENTITY`): a file is reused for a
 run, or pooled with another by ``wca report``, only when they are all equal
@@ -13,51 +14,28 @@ run, or pooled with another by ``wca report``, only when they are all equal
 
 Versions: 1 is wca 0.2's file (no ``schema_version`` field); it is read with the settings it
 did not record left unknown (None). 2 is wca 0.3's (settings under their old names, read as
-today's). 3 is this one.
+today's). 3 is this one; its files written before the passes record (``views``) read as a
+fixed budget's (:meth:`Results.views_of`), and a setting declared after them as its default
+(:data:`ADDED_SETTINGS`).
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import zlib
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from wca.correctness import unpack_correct
 from wca.files import write_atomic
+from wca.passes import ViewCounts
 from wca.result_versions import as_current
+from wca.tails import TAIL_PERCENT, expected_tail, tail_text
 
 SCHEMA_VERSION = 3
 TASK = "zeroshot_classification"
-CORRECT_ENCODING = "base64(zlib(numpy.packbits(bool [n_run, n_images], row-major)))"
-
-
-TAIL_PERCENT = 10  # the expected tail accuracy's share of runs: the worst 10 %
-
-
-def expected_tail(runs: Sequence[float]) -> float:
-    """The mean of the lowest 10 % of ``runs``: for top-1, OGA's expected tail accuracy
-    (arXiv 2501.04352), the mean over the worst 10 % of stream orders or crop draws, which a
-    mean over runs hides. The tail holds n / 10 runs, the run at its edge counting in part
-    (15 runs: the worst and half the second worst); below 10 runs, it is the worst run
-    (:func:`tail_is_worst_run`)."""
-    values = np.sort(np.asarray(runs, dtype=np.float64))
-    if not len(values):
-        raise ValueError("no runs: the tail of nothing")
-    whole, rest = divmod(len(values) * TAIL_PERCENT, 100)
-    if whole == 0:
-        return float(values[0])
-    edge = values[whole] * rest / 100 if rest else 0.0
-    return float((values[:whole].sum() + edge) * 100 / (len(values) * TAIL_PERCENT))
-
-
-def tail_is_worst_run(n_runs: int) -> bool:
-    """Whether the tail of ``n_runs`` runs is their worst run alone (fewer than 10)."""
-    return n_runs * TAIL_PERCENT < 100
 
 
 def per_dataset_note(values: dict[str, str]) -> str | None:
@@ -70,11 +48,6 @@ def per_dataset_note(values: dict[str, str]) -> str | None:
         by_dataset.setdefault(dataset, []).append(method)
     ran = ", ".join(f"dataset={data} ({', '.join(names)})" for data, names in by_dataset.items())
     return f"per-dataset values that ran: {ran}; methods.NAME.dataset chooses."
-
-
-def tail_text(value: float, n_runs: int) -> str:
-    """A tail accuracy for a table: ``"55.00"``, or ``"55.00 (worst run)"`` below 10 runs."""
-    return f"{value:.2f}" + (" (worst run)" if tail_is_worst_run(n_runs) else "")
 
 
 class RunStats(BaseModel):
@@ -121,7 +94,8 @@ class MethodResult(BaseModel):
     top5: RunStats
     per_class_top1: list[float | None]
     calibration: Calibration | None = None  # None in version 1 files
-    correct: str | None = None  # CORRECT_ENCODING; None in version 1 files
+    correct: str | None = None  # wca.correctness.ENCODING; None in version 1 files
+    views: ViewCounts | None = None  # encoder passes per image; None in files before it
 
     def correct_matrix(self, n_run: int, n_images: int) -> np.ndarray | None:
         """Top-1 correctness ``bool [n_run, n_images]`` (None when not stored)."""
@@ -143,6 +117,15 @@ class Results(BaseModel):
     stream_order: str | None = None  # how online methods order the images of each run
     methods: dict[str, MethodResult]
 
+    def views_of(self, name: str) -> ViewCounts:
+        """Method ``name``'s encoder passes per image: as recorded, else (files before the
+        record, all of a fixed budget) ``1 + patch_n`` for a method reading crops, 1 for one
+        that does not."""
+        method = self.methods[name]
+        if method.views is not None:
+            return method.views
+        return ViewCounts.constant(1 + self.patch_n if method.uses_crops else 1, self.n_images)
+
 
 class Metrics(BaseModel):
     """clip_benchmark's metrics (fractions in [0, 1]) and the calibration of one method."""
@@ -157,25 +140,28 @@ class Metrics(BaseModel):
     brier: float | None = None
 
 
-def _declared_identity() -> tuple[str, ...]:
-    """The settings declared ``identity=True`` on their fields (:class:`wca.config.EvalConfig`
-    and :class:`wca.options.RunOptions`), in their order."""
+def _declared_identity() -> dict[str, Any]:
+    """The settings declared ``identity=True`` on their fields (:class:`wca.config.EvalConfig`,
+    :class:`wca.options.RunOptions` and :class:`wca.crops.CropSpec`), in their order, with
+    their defaults."""
     from wca.config import EvalConfig
+    from wca.crops import CropSpec
     from wca.options import RunOptions
 
-    return tuple(
-        name
-        for model in (EvalConfig, RunOptions)
-        for name, field in model.model_fields.items()
-        if (field.json_schema_extra or {}).get("identity")
-    )
+    declared: dict[str, Any] = {}
+    for model in (EvalConfig, RunOptions, CropSpec):
+        for name, field in model.model_fields.items():
+            if (field.json_schema_extra or {}).get("identity"):
+                declared.setdefault(name, field.get_default(call_default_factory=True))
+    return declared
 
 
 # The settings that change a number, in the order report labels name them (with the methods
 # and their options), then the digests of a cell's inputs: equal identities, interchangeable
 # results. A new setting joins by its field's declaration.
 DIGESTS = ("model_sha256", "descriptions_sha256", "images_sha256")
-IDENTITY = (*_declared_identity(), *DIGESTS)
+_DECLARED = _declared_identity()
+IDENTITY = (*_DECLARED, *DIGESTS)
 # Compared only where both sides know them (a run checks a file before hashing the weights).
 KNOWN_ONLY = DIGESTS
 DIFFERS = {
@@ -216,8 +202,15 @@ class Settings(BaseModel):
     images_sha256: str | None = None  # of the image list (paths and labels; the demo's pixels)
 
     def identity(self) -> dict[str, Any]:
-        """The settings that change a number (:data:`IDENTITY`), by name."""
-        return {name: getattr(self, name, None) for name in IDENTITY}
+        """The settings that change a number (:data:`IDENTITY`), by name; one of
+        :data:`ADDED_SETTINGS` that the file does not hold has its default (see there)."""
+        recorded = self.model_extra or {}
+        return {
+            name: ADDED_SETTINGS[name]
+            if name in ADDED_SETTINGS and name not in recorded
+            else getattr(self, name, None)
+            for name in IDENTITY
+        }
 
     def method_options(self) -> dict[str, dict[str, Any]]:
         """Each method's options as recorded (``{name: {option: value}}``)."""
@@ -237,6 +230,14 @@ class Settings(BaseModel):
             if mine[name] != theirs[name]:
                 return name
         return None
+
+
+# The settings of IDENTITY added after the fields above (e.g. the crop budget), with their
+# defaults: a file without one was written before it existed, when every run had the default
+# (a new setting's default keeps the old behaviour), so it pools and is reused as such.
+ADDED_SETTINGS = {
+    name: default for name, default in _DECLARED.items() if name not in Settings.model_fields
+}
 
 
 class ResultFile(BaseModel):
@@ -265,12 +266,12 @@ class ResultFile(BaseModel):
 
     def table(self, title: str | None = None) -> str:
         """A markdown table: top-1 and top-5 as mean +- std over runs, top-1's expected tail
-        (the worst 10 % of runs), and the ECE."""
+        (the worst 10 % of runs), the ECE and the mean encoder passes per image."""
         results = self.results
         lines = [f"**{title}**", ""] if title else []
         lines += [
-            "| method | top-1 (%) | tail top-1 (%) | top-5 (%) | ECE (%) | runs |",
-            "|---|---|---|---|---|---|",
+            "| method | top-1 (%) | tail top-1 (%) | top-5 (%) | ECE (%) | views/img | runs |",
+            "|---|---|---|---|---|---|---|",
         ]
         for name, method in results.methods.items():
             top1, top5, calibration = method.top1, method.top5, method.calibration
@@ -278,7 +279,8 @@ class ResultFile(BaseModel):
             tail = expected_tail(top1.runs) if top1.tail is None else top1.tail
             lines.append(
                 f"| {name} | {top1.mean:.2f} ± {top1.std:.2f} | {tail_text(tail, len(top1.runs))} "
-                f"| {top5.mean:.2f} ± {top5.std:.2f} | {ece} | {len(top1.runs)} |"
+                f"| {top5.mean:.2f} ± {top5.std:.2f} | {ece} | {results.views_of(name).mean:.1f} "
+                f"| {len(top1.runs)} |"
             )
         lines.append("")
         lines.append(
@@ -383,15 +385,3 @@ def metrics_of(method: dict[str, Any], calibration: Calibration | None) -> dict[
             ece=calibration.ece.mean, nll=calibration.nll.mean, brier=calibration.brier.mean
         )
     return metrics
-
-
-def pack_correct(correct: np.ndarray) -> str:
-    """Top-1 correctness ``bool [n_run, n_images]`` as text (:data:`CORRECT_ENCODING`): one
-    bit per image and run, compressed (methods without crops repeat their runs)."""
-    bits = np.packbits(np.asarray(correct, dtype=bool), axis=None)
-    return base64.b64encode(zlib.compress(bits.tobytes(), 9)).decode("ascii")
-
-
-def unpack_correct(text: str, n_run: int, n_images: int) -> np.ndarray:
-    bits = np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype=np.uint8)
-    return np.unpackbits(bits, count=n_run * n_images).astype(bool).reshape(n_run, n_images)

@@ -18,10 +18,10 @@ from PIL import Image
 
 from wca import report
 from wca.cli import main
+from wca.correctness import pack_correct
 from wca.evaluate import Evaluation, MethodResult, result_file
 from wca.paired import paired_bootstrap
 from wca.report.plot import dataset_figure, plot
-from wca.results import pack_correct
 
 RUNS, IMAGES = 4, 200
 

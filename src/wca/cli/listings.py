@@ -46,7 +46,7 @@ def _wrapped(text: str, indent: str, rest: str = " " * 19) -> list[str]:
     return textwrap.wrap(text, 96, initial_indent=indent, subsequent_indent=rest)
 
 
-def _type_text(field) -> str:
+def type_text(field) -> str:
     """An option's type, short: ``float``, ``full|confident``, ``tuple``; ``or none``."""
     from wca.cli.settings import _scalar
 
@@ -83,7 +83,7 @@ def method_lines(name: str, details: bool) -> Iterator[str]:
                 f"the task's dataset: {PER_DATASET[name].describe()} "
                 f"(--set methods.{name}.dataset=imagenet takes ImageNet's anywhere)"
             )
-        yield from _wrapped(f"{option} ({_type_text(field)}): {default}", " " * 21, " " * 23)
+        yield from _wrapped(f"{option} ({type_text(field)}): {default}", " " * 21, " " * 23)
     doc = inspect.getdoc(METHODS[name])
     if doc:
         yield from _wrapped(doc.replace("``", ""), " " * 19)

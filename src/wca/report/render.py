@@ -14,16 +14,19 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from wca.passes import QUANTILES
 from wca.report import DEFAULT_BASELINE, DEFAULT_GROUP_BY, KEY
 from wca.report.rows import Row, Unknown
-from wca.results import TAIL_PERCENT, per_dataset_note, tail_text
+from wca.results import per_dataset_note
+from wca.tails import TAIL_PERCENT, tail_text
 
 CSV_COLUMNS = (
     "dataset", "model", "pretrained", "model_fullname", "task", "method", "label",
     "acc1", "acc5", "mean_per_class_recall", "top1_mean", "top1_std", "top1_tail",
     "top1_tail_worst_run", "top5_mean", "top5_std",
     "ece", "nll", "brier", "baseline", "delta_top1", "delta_low", "delta_high",
-    "runs", "images", "views_per_image", "seconds", "files",
+    "runs", "images", "views_per_image", "views_min", *(f"views_p{q}" for q in QUANTILES),
+    "views_max", "views_histogram", "seconds", "files",
     *(name for name in KEY if name not in ("dataset", "method")),
 )  # fmt: skip
 PAPER_COLUMNS = ("paper_top1", "diff_top1")
@@ -97,8 +100,8 @@ def table(
     """Records as a markdown table, or as aligned plain-text columns: the ``group_by`` columns,
     the method (labelled), top-1, its expected tail (the worst 10 % of runs, "(worst run)"
     below 10 runs) and its paired difference to the baseline, top-5, ECE (%),
-    NLL, Brier, views per image, seconds when any record has them (and the paper's columns
-    when present)."""
+    NLL, Brier, the mean encoder passes per image (views/img: the full view and the crops read),
+    seconds when any record has them (and the paper's columns when present)."""
     paper = bool(records) and "paper_top1" in records[0]
     baseline = (records[0]["baseline"] if records else None) or DEFAULT_BASELINE
     group_by = [name for name in group_by if name != "method"]  # always shown, once
@@ -120,7 +123,7 @@ def table(
             _number(record["ece"], 100, 2),
             _number(record["nll"]),
             _number(record["brier"]),
-            str(record["views_per_image"]),
+            f"{record['views_per_image']:.1f}",
         ]
         if timed:
             cells.append("-" if seconds is None else f"{seconds:.1f}")
@@ -150,6 +153,8 @@ def notes(rows: Sequence[Row]) -> list[str]:
         "averaged over runs; * the interval excludes 0.",
         f"tail: mean top-1 of the worst {TAIL_PERCENT} % of runs (OGA's expected tail accuracy); "
         f"with fewer than {100 // TAIL_PERCENT} runs, the worst run, marked (worst run).",
+        "views/img: mean encoder passes per image (the full view and the crops read); the CSV "
+        "adds their quantiles and histogram.",
     ]
     datasets = {row.name: options["dataset"] for row in rows
                 if isinstance(options := json.loads(row.settings["options"]), dict)

@@ -25,9 +25,11 @@ import numpy as np
 
 from wca.errors import SettingError
 from wca.paired import PairedDifference, paired_bootstrap, per_image
+from wca.passes import ViewCounts
 from wca.report import DEFAULT_BASELINE, DEFAULT_GROUP_BY, GROUP_COLUMNS, KEY
-from wca.results import NotAResult, ResultFile, expected_tail, read_result, tail_is_worst_run
+from wca.results import NotAResult, ResultFile, read_result
 from wca.specs import label
+from wca.tails import expected_tail, tail_is_worst_run
 
 TASK = "zeroshot_classification"
 ABBREVIATIONS = {
@@ -65,7 +67,7 @@ class Row:
     recall: list[float] = field(default_factory=list)  # mean per-class recall per file (%)
     correct: list[np.ndarray | None] = field(default_factory=list)  # bool [runs, images] a file
     images: int = 0
-    views_per_image: int = 1
+    views: list[ViewCounts] = field(default_factory=list)  # encoder passes per image, a file
     seconds: list[float] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     baseline: str | None = None  # the method the difference is to
@@ -94,6 +96,10 @@ class Row:
     def column(self, name: str) -> str:
         return self.model_label if name == "model" else str(self.settings[name])
 
+    def passes(self) -> ViewCounts:
+        """The encoder passes per image of every file's images together."""
+        return ViewCounts.pooled(self.views)
+
     def per_image(self) -> np.ndarray | str:
         """Each image's share of correct runs over every file's runs, or why there is none."""
         if not self.correct or any(c is None for c in self.correct):
@@ -109,7 +115,7 @@ class Row:
             name: self._mean_std(values)[0] if values else None
             for name, values in (("ece", self.ece), ("nll", self.nll), ("brier", self.brier))
         }
-        delta = self.delta
+        delta, passes = self.delta, self.passes()
         return {
             "dataset": self.dataset,
             "model": self.model,
@@ -138,7 +144,11 @@ class Row:
             "delta_note": self.delta_note,
             "runs": len(self.top1),
             "images": self.images,
-            "views_per_image": self.views_per_image,
+            "views_per_image": passes.mean,  # encoder passes, the full view included
+            "views_min": passes.min,
+            **{f"views_p{q}": value for q, value in passes.quantiles.items()},
+            "views_max": passes.max,
+            "views_histogram": json.dumps(passes.histogram),  # {passes: images}
             "seconds": self._mean_std(self.seconds)[0] if self.seconds else None,
             "files": len(self.files),
             **{name: _plain(value) for name, value in self.settings.items() if name in KEY},
@@ -194,10 +204,12 @@ def read_results(paths: Iterable[str | Path]) -> tuple[list[tuple[Path, ResultFi
 
 def _problem(result: ResultFile) -> str | None:
     """What makes a valid file unusable for a row: no methods, a method without runs, stored
-    correctness that is not ``n_run x n_images`` bits."""
+    correctness that is not ``n_run x n_images`` bits, passes of other images."""
     scored = result.results
     if not scored.methods:
         return "results.methods: no methods"
+    if scored.n_images < 1:
+        return "results.n_images: no images"
     for name, method in scored.methods.items():
         if not method.top1.runs or not method.top5.runs:
             return f"results.methods.{name}.top1: no runs"
@@ -206,6 +218,9 @@ def _problem(result: ResultFile) -> str | None:
         except (ValueError, zlib.error) as error:
             shape = f"{scored.n_run} x {scored.n_images}"
             return f"results.methods.{name}.correct: not {shape} bits ({error})"
+        if method.views is not None and method.views.n_images != scored.n_images:
+            images = f"{method.views.n_images} images, not {scored.n_images}"
+            return f"results.methods.{name}.views: passes of {images}"
     return None
 
 
@@ -255,7 +270,7 @@ def rows_of(results: Iterable[tuple[Path, ResultFile]]) -> list[Row]:
                 row.recall.append(100 * metrics.mean_per_class_recall)
             row.correct.append(scored.correct_matrix(n_run, n_images))
             row.images = n_images
-            row.views_per_image = 1 + result.results.patch_n if scored.uses_crops else 1
+            row.views.append(result.results.views_of(method))
             if seconds is not None:
                 row.seconds.append(seconds)
             row.files.append(str(path))
