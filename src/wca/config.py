@@ -59,6 +59,7 @@ from wca.method_config import (
     MethodConfig,
     default_methods,
     method_entries,
+    with_method_option,
 )
 from wca.specs import GRAMMAR, with_pretrained
 
@@ -329,23 +330,6 @@ def parse_setting(text: str) -> tuple[list[str], Any]:
     return path, value
 
 
-def _with_method_option(values: dict[str, Any], path: list[str], value: Any, source: str):
-    """``values`` with ``methods.<name>.<option>=value`` (``enabled`` switches a method)."""
-    if len(path) != 3:
-        raise ValueError(f"{source}: use methods.<method>.<option>=VALUE")
-    _, name, option = path
-    methods = method_entries(values.get("methods", list(DEFAULT_METHODS)))
-    target = next((m for m in methods if m["name"] == name), None)
-    if target is None:
-        target = {"name": name, "enabled": True, "options": {}}
-        methods.append(target)
-    if option == "enabled":
-        target["enabled"] = value
-    else:
-        target["options"][option] = value
-    return {**values, "methods": methods}
-
-
 def resolve_config(
     dataset: str | None = None,
     path: str | Path | None = None,
@@ -373,11 +357,11 @@ def resolve_config(
     config = _validated(values, None)
     for key, value in overrides.items():
         if key.startswith("methods."):
-            values = _with_method_option(values, key.split("."), value, key)
+            values = with_method_option(values, key.split("."), value, key)
             config = _validated(values, None)
     for text, key, value in parsed:
         if key[0] == "methods" and len(key) > 1:
-            values = _with_method_option(values, key, value, text)
+            values = with_method_option(values, key, value, text)
         elif len(key) == 1:
             values = renamed({**values, key[0]: value}, RENAMED_SETTINGS, text)
         else:

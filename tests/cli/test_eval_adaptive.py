@@ -73,6 +73,8 @@ def test_adaptive_eval_reads_prefixes_and_reuses_them(world, tmp_path, image_cal
     first = stored(cache)
     assert len(first) == 9 and len(set(first)) > 1 and max(first) < 12
     assert sum(image_calls.views) == 9 + sum(first)  # full views and the crops read, once
+    views = methods(output)["wca"]["views"]  # the result records each image's passes
+    assert views["mean"] == pytest.approx(1 + sum(first) / 9) and views["max"] == 1 + max(first)
 
     image_calls.views.clear()
     assert main(adaptive_args(world, cache, output)) == 0
