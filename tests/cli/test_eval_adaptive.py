@@ -126,3 +126,24 @@ def test_adaptive_needs_a_crop_method(world, tmp_path, capsys):
     assert main(args) != 0
     error = capsys.readouterr().err
     assert "--crop-budget" in error and "reads crops" in error
+
+
+def test_a_fixed_eval_reads_prefixes_that_reach_its_n(world, tmp_path, image_calls, capsys):
+    cache = tmp_path / "cache"
+    adaptive = adaptive_args(world, cache, tmp_path / "adaptive.json", "--min-crops", "6")
+    assert main(adaptive) == 0
+    assert min(stored(cache)) >= 6
+    fixed = adaptive_args(world, cache, tmp_path / "fixed.json", "--crop-budget", "fixed",
+                          "--n-crops", "6")  # fmt: skip
+    image_calls.views.clear()
+    assert main(fixed) == 0
+    assert image_calls.views == []  # every image's first 6 crops were stored
+    fresh = [*fixed[: fixed.index("--cache-dir") + 1], str(tmp_path / "fresh"),
+             *fixed[fixed.index("--cache-dir") + 2 :]]  # fmt: skip
+    fresh[fresh.index("--output") + 1] = str(tmp_path / "fresh.json")
+    assert main(fresh) == 0
+    assert sum(image_calls.views) == 9 * 7
+    for name, method in methods(tmp_path / "fresh.json").items():
+        reused = methods(tmp_path / "fixed.json")[name]
+        assert reused["top1"]["runs"] == pytest.approx(method["top1"]["runs"])
+        assert reused["views"] == method["views"]

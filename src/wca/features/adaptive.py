@@ -11,7 +11,8 @@ the stored crops reused and only the crops past them encoded, and the shard is r
 each image's longer prefix. Where the prefix store lacks a shard, the fixed pass's shard of the
 same spec with N = ``max_crops`` (its every crop) stands in for it. So a larger N or a looser
 rule encodes only the missing crops, and an interrupted run resumes from its finished shards
-(a shard is written whole) with the same numbers.
+(a shard is written whole) with the same numbers. A fixed pass of N crops takes a shard of the
+prefix store whose images all hold N crops or more (:func:`from_prefixes`).
 
 Embeddings are judged as they are stored (fp16 with ``fp16_cache``), so a run that reads them
 back from the cache stops every image where the run that encoded them did. The features handed
@@ -114,18 +115,7 @@ class RoundsPass(_FeaturePass):
         return cache, ranges, parts, mine
 
     def _cache(self, key: dict) -> ShardCache:
-        images = ImageList.of(self.dataset)
-        patience = Patience(self.options.lock_timeout, self.options.lock_takeover)
-        tensors = PREFIX_TENSORS if key.get("budget") == "prefix" else None
-        return ShardCache(
-            Path(self.options.cache_dir),
-            key,
-            len(self.dataset),
-            self.options.shard_size,
-            images,
-            patience,
-            tensors,
-        )
+        return open_cache(self.options, self.dataset, key)
 
     def _fixed_cache(self, key: dict, prefix: ShardCache) -> ShardCache | None:
         """The fixed pass's cache of this spec at N = ``max_crops``, if it was ever written."""
@@ -227,6 +217,43 @@ class RoundsPass(_FeaturePass):
                               ("crop_emb", "boxes", "flips")}} for part in parts]  # fmt: skip
         counts = torch.cat([self.read[shard] for shard in range(len(parts))])
         return assemble(shaped, folder, counts)
+
+
+def open_cache(options: Any, dataset: Any, key: dict) -> ShardCache:
+    """The cache of ``key`` (a prefix store's shards hold ``counts`` too)."""
+    return ShardCache(
+        Path(options.cache_dir),
+        key,
+        len(dataset),
+        options.shard_size,
+        ImageList.of(dataset),
+        Patience(options.lock_timeout, options.lock_takeover),
+        PREFIX_TENSORS if key.get("budget") == "prefix" else None,
+    )
+
+
+def from_prefixes(feature_pass: _FeaturePass, key: dict, ranges, parts, mine, verify, strict):
+    """A fixed pass of N crops: its missing shards whose images the prefix store of its spec
+    holds to N crops or more (an adaptive run read them), taken from there, cut to N."""
+    options, n = feature_pass.options, feature_pass.spec.n_crops
+    store_key = prefix_key(key)
+    if (
+        options.cache_dir is None
+        or not (cache_folder(options.cache_dir, store_key) / MANIFEST).is_file()
+    ):
+        return
+    store = open_cache(options, feature_pass.dataset, store_key)
+    for shard in mine:
+        if parts[shard] is not None or store.shard_range(shard) != ranges[shard]:
+            continue
+        found = store.load(shard, verify)
+        if found is None:
+            continue
+        valid = found["labels"] != SKIPPED
+        if (strict and not bool(valid.all())) or not bool((found["counts"][valid] >= n).all()):
+            continue
+        cut = {name: _width(found[name], n) for name in ("crop_emb", "boxes", "flips")}
+        parts[shard] = {**{k: v for k, v in found.items() if k != "counts"}, **cut}
 
 
 def _image_itself(image: Any, boxes: Tensor, flips: Tensor | None = None) -> Any:

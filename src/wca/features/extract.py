@@ -194,6 +194,10 @@ def extract_features(
             )
         feature_pass = RoundsPass(*parts_of, stopping=stopping, store_dtype=store_dtype)
     cache, ranges, parts, mine = feature_pass.plan(key, verify, ranks, on_bad_image is None)
+    if stopping is None and ranks is None:  # an adaptive run's prefixes, where they reach N
+        from wca.features.adaptive import from_prefixes
+
+        from_prefixes(feature_pass, key, ranges, parts, mine, verify, on_bad_image is None)
     todo = [s for s in mine if parts[s] is None]
     usable = _accept if on_bad_image is None else lambda tensors: True
 
