@@ -98,7 +98,7 @@ class RoundsPass(_FeaturePass):
         """As the fixed pass's plan, on the prefix store: a stored (or fixed) shard whose images
         all settle within its crops is done; one that does not is to do, its crops kept."""
         cache, ranges, parts, mine = super().plan(prefix_key(key), verify, ranks, strict)
-        fixed = None if cache is None else self._fixed_cache(key, cache)
+        fixed = None if cache is None else self._fixed_cache(key)
         for shard in mine:
             stored = parts[shard]
             if stored is None and fixed is not None and fixed.shard_range(shard) == ranges[shard]:
@@ -117,7 +117,7 @@ class RoundsPass(_FeaturePass):
     def _cache(self, key: dict) -> ShardCache:
         return open_cache(self.options, self.dataset, key)
 
-    def _fixed_cache(self, key: dict, prefix: ShardCache) -> ShardCache | None:
+    def _fixed_cache(self, key: dict) -> ShardCache | None:
         """The fixed pass's cache of this spec at N = ``max_crops``, if it was ever written."""
         if not (cache_folder(self.options.cache_dir, key) / MANIFEST).is_file():
             return None
