@@ -1,6 +1,6 @@
 """`wca eval --crop-budget adaptive` end to end with a tiny open_clip model: each image's crops
 read in rounds, its prefix cached, a killed run resumed with the same numbers, a larger budget
-encoding only the missing crops, a fixed pass's crops reused."""
+encoding only the missing crops, a fixed pass's crops reused, runs that differ by crop seed."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from cli_world import build_world, extract_args, shards
 from wca.cli import main
@@ -47,7 +48,7 @@ def adaptive_args(world, cache: Path, output: Path, *extra: str) -> list[str]:
     return [
         "eval", "--dataset", "imagefolder", "--data-root", str(world["images"]),
         "--descriptions", str(world["texts"]), "--model", world["spec"],
-        "--cache-dir", str(cache), "--output", str(output), "--n-crops", "12", "--n-run", "2",
+        "--cache-dir", str(cache), "--output", str(output), "--n-crops", "12", "--n-run", "1",
         "--patch-n", "4", "--batch-size", "16", "--shard-size", "4", "--no-progress",
         "--methods", "clip,wca,zero", "--crop-budget", "adaptive", "--min-crops", "2",
         "--crops-per-round", "2", "--margin-z", "6", *extra,
@@ -55,8 +56,9 @@ def adaptive_args(world, cache: Path, output: Path, *extra: str) -> list[str]:
 
 
 def stored(cache: Path) -> list[int]:
-    """Each image's crops in the prefix store."""
-    return [n for part in shards(cache).values() for n in part["counts"].tolist()]
+    """Each image's crops in the prefix stores of ``cache``."""
+    paths = sorted(cache.glob("*/*/shard-*.safetensors"))
+    return [n for path in paths for n in load_file(path)["counts"].tolist()]
 
 
 def methods(output: Path) -> dict:
@@ -147,3 +149,18 @@ def test_a_fixed_eval_reads_prefixes_that_reach_its_n(world, tmp_path, image_cal
         reused = methods(tmp_path / "fixed.json")[name]
         assert reused["top1"]["runs"] == pytest.approx(method["top1"]["runs"])
         assert reused["views"] == method["views"]
+
+
+def test_adaptive_runs_differ_by_their_crop_seed(world, tmp_path, image_calls, capsys):
+    one = adaptive_args(world, tmp_path / "cache", tmp_path / "one.json")
+    assert main(one) == 0
+    first = stored(tmp_path / "cache")
+    image_calls.views.clear()
+    assert main([*one, "--n-run", "3", "--output", str(tmp_path / "three.json")]) == 0
+    assert len(list((tmp_path / "cache").glob("*/*"))) == 3  # a prefix store per crop seed
+    reads = stored(tmp_path / "cache")  # seeds 0 (reused), 1 and 2
+    assert sum(image_calls.views) == 2 * 9 + sum(reads) - sum(first)
+    wca, alone = methods(tmp_path / "three.json")["wca"], methods(tmp_path / "one.json")["wca"]
+    assert len(wca["top1"]["runs"]) == 3 and wca["top1"]["runs"][0] == alone["top1"]["runs"][0]
+    assert wca["views"]["mean"] == pytest.approx(1 + sum(reads) / len(reads))
+    assert sum(wca["views"]["histogram"].values()) == 3 * 9  # every image of every run
