@@ -164,3 +164,17 @@ def test_adaptive_runs_differ_by_their_crop_seed(world, tmp_path, image_calls, c
     assert len(wca["top1"]["runs"]) == 3 and wca["top1"]["runs"][0] == alone["top1"]["runs"][0]
     assert wca["views"]["mean"] == pytest.approx(1 + sum(reads) / len(reads))
     assert sum(wca["views"]["histogram"].values()) == 3 * 9  # every image of every run
+
+
+def test_extract_fills_the_prefix_store_that_eval_reads(world, tmp_path, image_calls, capsys):
+    cache = tmp_path / "cache"
+    args = adaptive_args(world, cache, tmp_path / "result.json")
+    extract = ["extract", *args[1:]]
+    for option in ("--output", "--n-run", "--patch-n", "--methods"):  # eval's alone
+        at = extract.index(option)
+        del extract[at : at + 2]
+    assert main(extract) == 0
+    assert f"9 images, {9 + sum(stored(cache))} views in" in capsys.readouterr().out
+    image_calls.views.clear()
+    assert main(args) == 0
+    assert image_calls.views == []
