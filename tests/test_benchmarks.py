@@ -127,6 +127,17 @@ def test_views_quick(capsys):
 
 
 @pytest.mark.slow
+def test_anytime_wall_quick(capsys):
+    """Extraction at the default adaptive budget against fixed N, both timed in one run: the
+    adaptive pass reads fewer views, each image at least its full view and min_crops crops."""
+    (rows,) = tables(run(capsys, "anytime_wall", "--quick"))
+    assert [row[0] for row in rows] == ["fixed", "adaptive"]
+    assert float(rows[0][1]) == 9.0  # N = 8 in the quick mode, and the full view
+    assert 5.0 <= float(rows[1][1]) <= 9.0
+    assert all(float(row[2]) > 0 and 0 <= float(row[5]) <= 100 for row in rows)
+
+
+@pytest.mark.slow
 def test_anytime_quick(capsys, tmp_path):
     """The anytime-views study at its smallest: the fixed-N curve, both stopping rules swept,
     the default budget per order, a peer on WCA's stops and as its own stopping head, the plot."""

@@ -73,12 +73,18 @@ def load_model(config: EvalConfig, options: RunOptions):
 
 
 def extract(config: EvalConfig, options: RunOptions, encoder, dataset, on_bad_image=None, *,
-            split_shards: bool = True):  # fmt: skip
+            split_shards: bool = True, heads=None):  # fmt: skip
     """The features of every image (cached per ``options``); under torchrun with
     ``split_shards``, each rank encodes its shards and rank 0 alone gets the features (the
-    other ranks: None)."""
+    other ranks: None). Under the adaptive budget, ``heads`` give the stopping head."""
     from wca.features import extract_features
     from wca.features.distributed import join
+    from wca.features.judge import stopping_head
+
+    budget = config.budget.stopping(config.n_crops)
+    stopping = None
+    if budget is not None:
+        stopping = stopping_head(heads or {}, budget, float(encoder.logit_scale))
 
     ranks = join(encoder.device, options.dist_timeout) if split_shards else None
     if ranks is not None and ranks.rank == 0:
@@ -97,6 +103,7 @@ def extract(config: EvalConfig, options: RunOptions, encoder, dataset, on_bad_im
         fp16_cache=config.fp16_cache,
         on_bad_image=on_bad_image,
         ranks=ranks,
+        stopping=stopping,
     )
 
 
@@ -129,10 +136,11 @@ def aux_features(
         precision=options.precision,
         batch_size=options.batch_size,
     )
-    aux = extract(config, options, encoder, dataset, on_bad_image, split_shards=split_shards)
+    fixed = config.model_copy(update={"crop_budget": "fixed"})  # every crop of an adaptive pass
+    aux = extract(fixed, options, encoder, dataset, on_bad_image, split_shards=split_shards)
     if aux is None or features is None:
         return None
-    if not (torch.equal(aux.boxes, features.boxes) and torch.equal(aux.labels, features.labels)):
+    if not (_same_views(aux, features) and torch.equal(aux.labels, features.labels)):
         raise RuntimeError(
             f"aux_model {config.aux_model}: its features ({aux.source or 'in memory'}) are not "
             f"of the same views as the model's ({features.source or 'in memory'})"
@@ -141,3 +149,11 @@ def aux_features(
     log.info(f"aux features: {len(aux)} images by {encoder.name}, {where}")
     return AuxFeatures(aux, encoder.identity)
 
+
+def _same_views(aux, features) -> bool:
+    """Whether the second encoder read the views of ``features``: the same boxes, each image's
+    own prefix under an adaptive budget."""
+    if features.counts is None:
+        return torch.equal(aux.boxes, features.boxes)
+    read = torch.arange(features.boxes.shape[1]) < features.counts[:, None]
+    return torch.equal(aux.boxes[:, : read.shape[1]][read], features.boxes[read])

@@ -34,7 +34,9 @@ from torch import Tensor
 from tqdm import tqdm
 
 from wca import defaults
+from wca.budget import BUDGET_SETTINGS, BudgetSpec
 from wca.checks import require_finite
+from wca.classified import predict_in_rounds, predictions
 from wca.compat import RENAMED_SETTINGS, renamed
 from wca.crops import CropSpec
 from wca.descriptions.io import (
@@ -47,7 +49,7 @@ from wca.errors import SettingError
 from wca.features.views import BadImage, ViewBatcher, ViewItems, encode_views, iterate_views
 from wca.images import as_image, image_key
 from wca.methods import Head, TextSources, build_head
-from wca.prediction import Prediction, description_evidence
+from wca.prediction import Prediction
 from wca.preprocessing import Preprocessing, fidelity_views, normalize_pixels, uint8_views
 from wca.progress import progress_bar
 
@@ -115,7 +117,9 @@ class WCAClassifier:
     (default ``wca``), ``options`` its options (``image_scale``, ``text_scale``, ``form`` for
     WCA). ``fidelity=True`` preprocesses every crop with the model's own transform (the authors'
     way) instead of the fast tensor path. ``max_image_pixels``: larger images are refused (0:
-    no limit), a guard against decompression bombs.
+    no limit), a guard against decompression bombs. How many crops an image reads:
+    ``budget=BudgetSpec(...)``, or ``crop_budget``, ``stop_rule``, ``margin_z``, ``patience``,
+    ``min_crops``, ``crops_per_round`` (default: the fixed N; :mod:`wca.budget`).
     """
 
     def __init__(
@@ -134,9 +138,13 @@ class WCAClassifier:
         fidelity: bool = False,
         allow_duplicate_classes: bool = False,
         max_image_pixels: int = defaults.MAX_IMAGE_PIXELS,
+        budget: BudgetSpec | None = None,
         **options: Any,
     ) -> None:
         options = renamed(options, RENAMED_SETTINGS, "WCAClassifier")
+        spent = {name: options.pop(name) for name in BUDGET_SETTINGS if name in options}
+        if budget is not None and spent:
+            raise ValueError(f"give budget=BudgetSpec(...) or {', '.join(spent)}, not both")
         allow_duplicate_classes = options.pop("allow_duplicate_classes", allow_duplicate_classes)
         loose = {"n_crops": n_crops, "alpha": alpha, "beta": beta, "seed": seed,
                  "crop_strategy": crop_strategy}  # fmt: skip
@@ -144,6 +152,8 @@ class WCAClassifier:
         if crops is not None and loose:
             raise ValueError(f"give crops=CropSpec(...) or {', '.join(loose)}, not both")
         self.crops = crops if crops is not None else CropSpec(**loose)
+        self.budget = budget if budget is not None else BudgetSpec(**spent)
+        self.budget.stopping(self.crops.n_crops)  # min_crops <= n_crops, checked now
         if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int):
             raise SettingError("max_image_pixels", f"must be an integer, got {max_image_pixels!r}")
         if max_image_pixels < 0:
@@ -320,9 +330,13 @@ class WCAClassifier:
         )
         batcher = ViewBatcher(functools.partial(encode_views, self.encoder), self._batch_size())
         with progress_bar(total=len(images), unit="img", desc="classify", enabled=show) as bar:
+            if self.budget.adaptive and labels.head.uses_crops:
+                inputs, size = items.dataset, self._batch_size()
+                yield from predict_in_rounds(self, inputs, labels, top_k, images, bar, size)
+                return
             for item in iterate_views(items, 0):
                 if isinstance(item, BadImage):
-                    yield from self._score(batcher.flush(), labels, top_k, images, bar)
+                    yield from self._scored(batcher.flush(), labels, top_k, images, bar)
                     error = item.error
                     if not isinstance(error, ValueError):
                         raise error
@@ -330,52 +344,15 @@ class WCAClassifier:
                     yield item.index, error
                     continue
                 done = batcher.add(item, item.views)
-                yield from self._score(done, labels, top_k, images, bar)
-            yield from self._score(batcher.flush(), labels, top_k, images, bar)
+                yield from self._scored(done, labels, top_k, images, bar)
+            yield from self._scored(batcher.flush(), labels, top_k, images, bar)
 
     def _batch_size(self) -> int:
         return int(getattr(self.encoder, "batch_size", None) or defaults.BATCH_SIZE)
 
-    def _score(
-        self, done: list, labels: _LabelSet, top_k: int, images: list, bar: tqdm
-    ) -> Iterator[tuple[int, Prediction]]:
-        """Predictions of the completed images ``done`` (``(ImageViews, embeddings)``), scored
-        together."""
-        if not done:
-            return
-        embeddings = torch.stack([emb for _, emb in done])
-        image_emb, crop_emb = embeddings[:, 0], embeddings[:, 1:]
-        head = labels.head
-        scores = head.logits(image_emb, crop_emb if head.uses_crops else None)
-        require_finite(scores, self._model, "score")
-        probabilities = head.probabilities(scores, float(self.encoder.logit_scale))
-        top = probabilities.topk(top_k, dim=-1)
-        weights = head.crop_weights(image_emb, crop_emb) if head.evidence else None
-        for row, (item, _) in enumerate(done):
-            indices = top.indices[row].tolist()
-            evidence = {}
-            if weights is not None:
-                weighted = weights[row] @ crop_emb[row].float()
-                scores_of = head.description_scores(indices, weighted)
-                evidence = description_evidence(labels.classnames, labels.descriptions, indices,
-                                                scores_of)  # fmt: skip
-            source = images[item.index]
-            bar.update(1)
-            yield (
-                item.index,
-                Prediction(
-                    labels=[labels.classnames[c] for c in indices],
-                    scores=top.values[row].tolist(),
-                    indices=indices,
-                    boxes=item.boxes,
-                    crop_weights=weights[row] if weights is not None else torch.zeros(0),
-                    descriptions=evidence,
-                    image_size=item.size,
-                    image_emb=image_emb[row].float(),
-                    crop_emb=crop_emb[row].float(),
-                    source=str(source) if isinstance(source, str | Path) else None,
-                ),
-            )
+    def _scored(self, done: list, labels: _LabelSet, top_k: int, images: list, bar: tqdm):
+        scale = float(self.encoder.logit_scale)
+        return predictions(done, labels, top_k, images, bar, self._model, scale)
 
     def __call__(
         self,

@@ -45,7 +45,9 @@ from pydantic import (
     model_validator,
 )
 
+from wca import budget as anytime
 from wca import defaults
+from wca.budget import BudgetSpec
 from wca.compat import RENAMED_SETTINGS, renamed
 from wca.configs import AUTHORS_CODE_ALPHA, authors_file, config_path, dataset_defaults
 from wca.crops import Alpha, Beta, CropSpec, NCrops, Seed, Strategy
@@ -56,6 +58,7 @@ from wca.method_config import (
     MethodConfig,
     default_methods,
     method_entries,
+    with_method_option,
 )
 from wca.overrides import parse_setting
 from wca.specs import GRAMMAR, image_spec, with_pretrained
@@ -128,6 +131,12 @@ class EvalConfig(BaseModel):
     beta: Beta = defaults.BETA
     n_crops: NCrops = 100  # the authors' pool (60 for ImageNet: DATASET_DEFAULTS)
     crop_strategy: Strategy = "random"
+    crop_budget: anytime.BudgetName = "fixed"
+    stop_rule: anytime.StopRuleName = "margin"
+    margin_z: anytime.MarginZ = anytime.DEFAULT_MARGIN_Z
+    patience: anytime.Patience = anytime.DEFAULT_PATIENCE
+    min_crops: anytime.MinCrops = anytime.DEFAULT_MIN_CROPS
+    crops_per_round: anytime.CropsPerRound = anytime.DEFAULT_CROPS_PER_ROUND
     seed: Seed = defaults.SEED
     fidelity: bool = Field(
         False,
@@ -207,6 +216,7 @@ class EvalConfig(BaseModel):
         """The crop settings are checked once, by :class:`~wca.crops.CropSpec`."""
         try:
             self.crops  # noqa: B018
+            self.budget.stopping(self.n_crops)
         except SettingError as error:
             raise ValueError(f"{error.setting}: {error.reason}") from None
         return self
@@ -231,6 +241,11 @@ class EvalConfig(BaseModel):
         )
 
     @property
+    def budget(self) -> BudgetSpec:
+        """How many of its crops an image reads (fixed: all ``n_crops``)."""
+        return anytime.budget_of(self.model_dump(include=set(BudgetSpec.model_fields)))
+
+    @property
     def crop_alpha(self) -> float:
         """The lower bound of crop sides the feature pass draws with."""
         return self.alpha if self.effective_alpha is None else self.effective_alpha
@@ -252,7 +267,9 @@ class EvalConfig(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain values, under their names, every method's options resolved
         (defaults included), so that equal settings always compare equal."""
-        data = self.model_dump(exclude={"methods", "pretrained"})  # pretrained: in model
+        budget = set(BudgetSpec.model_fields)  # recorded where they change a number
+        data = self.model_dump(exclude={"methods", "pretrained", *budget})  # pretrained: model
+        data.update(anytime.recorded(self.model_dump(include=budget)))
         data["effective_alpha"] = self.crop_alpha
         data["methods"] = [
             {m.name: {"name": m.name, "enabled": m.enabled, **m.resolved_options(self.dataset)}}
@@ -311,21 +328,6 @@ def _validated(data: Mapping[str, Any], source: str | None) -> EvalConfig:
         raise ValueError(f"{source}: {problem}") from None
 
 
-def _with_method_option(values: dict[str, Any], path: list[str], value: Any, source: str):
-    """``values`` with ``methods.<name>.<option>=value`` (``enabled`` switches a method)."""
-    if len(path) != 3:
-        raise ValueError(f"{source}: use methods.<method>.<option>=VALUE")
-    _, name, option = path
-    methods = method_entries(values.get("methods", list(DEFAULT_METHODS)))
-    target = next((m for m in methods if m["name"] == name), None)
-    if target is None:
-        target = {"name": name, "enabled": True, "options": {}}
-        methods.append(target)
-    if option == "enabled":
-        target["enabled"] = value
-    else:
-        target["options"][option] = value
-    return {**values, "methods": methods}
 
 
 def resolve_config(
@@ -355,11 +357,11 @@ def resolve_config(
     config = _validated(values, None)
     for key, value in overrides.items():
         if key.startswith("methods."):
-            values = _with_method_option(values, key.split("."), value, key)
+            values = with_method_option(values, key.split("."), value, key)
             config = _validated(values, None)
     for text, key, value in parsed:
         if key[0] == "methods" and len(key) > 1:
-            values = _with_method_option(values, key, value, text)
+            values = with_method_option(values, key, value, text)
         elif len(key) == 1:
             values = renamed({**values, key[0]: value}, RENAMED_SETTINGS, text)
         else:

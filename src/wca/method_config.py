@@ -113,3 +113,20 @@ def method_entries(value: Any) -> list[dict[str, Any]]:
     if not entries:
         raise ValueError("no method listed")
     return entries
+
+
+def with_method_option(values: dict[str, Any], path: list[str], value: Any, source: str):
+    """``values`` with ``methods.<name>.<option>=value`` (``enabled`` switches a method)."""
+    if len(path) != 3:
+        raise ValueError(f"{source}: use methods.<method>.<option>=VALUE")
+    _, name, option = path
+    methods = method_entries(values.get("methods", list(DEFAULT_METHODS)))
+    target = next((m for m in methods if m["name"] == name), None)
+    if target is None:
+        target = {"name": name, "enabled": True, "options": {}}
+        methods.append(target)
+    if option == "enabled":
+        target["enabled"] = value
+    else:
+        target["options"][option] = value
+    return {**values, "methods": methods}

@@ -223,6 +223,7 @@ def _evaluate_cell(
 ) -> ResultFile | None:
     """Features, heads and the protocol of a prepared cell, as its result."""
     from wca.evaluate import evaluate, result_file
+    from wca.protocol_runs import protocol_runs
 
     config = cell.config
     dataset, sources, source = prepared
@@ -235,7 +236,8 @@ def _evaluate_cell(
     reasons: dict[int, str] = {}
     skip = options.bad_images == "skip"
     on_bad_image = (lambda index, error: reasons.setdefault(index, str(error))) if skip else None
-    features = extract(config, options, encoder, dataset, on_bad_image, split_shards=split_shards)
+    features = extract(config, options, encoder, dataset, on_bad_image,
+                       split_shards=split_shards, heads=heads)  # fmt: skip
     aux = aux_features(
         config, options, heads, dataset, features, on_bad_image, split_shards=split_shards
     )
@@ -254,18 +256,17 @@ def _evaluate_cell(
         f"features: {len(features)} images x {config.n_crops} crops, {where} "
         f"({extracted - started:.1f} s)"
     )
-    evaluation = evaluate(
-        features,
-        heads,
-        config.n_run,
-        config.patch_n,
-        config.seed,
-        protocol=config.protocol,
-        class_subset=dataset.class_subset,
-        logit_scale=float(encoder.logit_scale),
-        progress=options.progress,
-        aux=None if aux is None else aux.features,
-    )
+    def score(found, runs: int, seed: int):
+        return evaluate(found, heads, runs, config.patch_n, seed, protocol=config.protocol,
+                        class_subset=dataset.class_subset, logit_scale=float(encoder.logit_scale),
+                        progress=options.progress, counts=found.counts,
+                        aux=None if aux is None else aux.features)  # fmt: skip
+
+    def features_of_seed(seed: int):  # the adaptive budget's runs differ by their crop seed
+        return extract(config.model_copy(update={"seed": seed}), options, encoder, dataset,
+                       on_bad_image, heads=heads)  # fmt: skip
+
+    evaluation = protocol_runs(config, features, features_of_seed, score)
     for method in config.enabled_methods():
         if method.name in evaluation.methods:
             evaluation.methods[method.name].options = method.resolved_options(config.dataset)

@@ -46,7 +46,6 @@ class Preprocessing:
     crop_rounding: str = "round"
 
 
-
 def image_to_tensor(image: Image.Image) -> Tensor:
     """An RGB PIL image as a ``uint8`` tensor ``[3, H, W]`` (decoded once for all views).
 
@@ -89,27 +88,34 @@ def _flip_flags(flips: Tensor | None, n: int) -> list[bool]:
 
 
 def uint8_views(
-    image: Image.Image | Tensor, boxes: Tensor, prep: Preprocessing, flips: Tensor | None = None
+    image: Image.Image | Tensor,
+    boxes: Tensor,
+    prep: Preprocessing,
+    flips: Tensor | None = None,
+    *,
+    full: bool = True,
 ) -> Tensor:
-    """All views of one image before normalisation, ``uint8 [N+1, 3, S, S]`` (full view first):
-    a quarter of the bytes of float views, for loader workers to hand to the encoder. A square
-    crop goes through the model's own resize and centre crop, as its processor would take it;
-    a box that is not square (``rrc``) is resized to ``S x S``, as RandomResizedCrop does.
-    Views are mirrored where ``flips``."""
+    """All views of one image before normalisation, ``uint8 [N+1, 3, S, S]`` (full view first;
+    ``full=False``: the crops alone, ``[N, 3, S, S]``): a quarter of the bytes of float views,
+    for loader workers to hand to the encoder. A square crop goes through the model's own
+    resize and centre crop, as its processor would take it; a box that is not square (``rrc``)
+    is resized to ``S x S``, as RandomResizedCrop does. Views are mirrored where ``flips``."""
     pixels = image if isinstance(image, Tensor) else image_to_tensor(image)
     size = prep.image_size
     interpolation = InterpolationMode(prep.interpolation)
-    views = torch.empty(len(boxes) + 1, size, size, 3, dtype=torch.uint8, device=pixels.device)
+    first = int(full)
+    views = torch.empty(len(boxes) + first, size, size, 3, dtype=torch.uint8, device=pixels.device)
     views = views.permute(0, 3, 1, 2)  # channels-last, like the decoded image
-    views[0] = resize_and_crop(pixels, prep)
+    if full:
+        views[0] = resize_and_crop(pixels, prep)
     flags = _flip_flags(flips, len(boxes))
-    for i, (left, top, right, bottom) in enumerate(boxes.tolist(), start=1):
+    for i, (left, top, right, bottom) in enumerate(boxes.tolist(), start=first):
         crop = pixels[:, top:bottom, left:right]
         if right - left == bottom - top:
             view = resize_and_crop(crop, prep)
         else:
             view = TF.resize(crop, [size, size], interpolation=interpolation, antialias=True)
-        views[i] = view.flip(-1) if flags[i - 1] else view
+        views[i] = view.flip(-1) if flags[i - first] else view
     return views
 
 
@@ -126,12 +132,15 @@ def fidelity_views(
     preprocess: Callable[[Image.Image], Tensor],
     flips: Tensor | None = None,
     size: int | None = None,
+    *,
+    full: bool = True,
 ) -> Tensor:
-    """All views as the authors make them: PIL crop, then the model's own preprocessing.
+    """All views as the authors make them: PIL crop, then the model's own preprocessing
+    (``full=False``: the crops alone, no full view first).
 
     A box that is not square is first resized (bicubic) to ``size x size``, the model's input,
     as RandomResizedCrop does; views are mirrored where ``flips``."""
-    views = [preprocess(image)]
+    views = [preprocess(image)] if full else []
     for box, flip in zip(boxes.tolist(), _flip_flags(flips, len(boxes)), strict=True):
         crop = image.crop(tuple(box))
         if crop.width != crop.height:

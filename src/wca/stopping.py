@@ -233,9 +233,9 @@ Rule = PatienceRule | MarginRule
 class CropBudget:
     """How many crops an image reads: at least ``min_crops`` and at most ``max_crops``, in rounds
     of ``crops_per_round``, stopping when ``rule`` settles it. ``max_crops`` is the fixed-N
-    crop count (``CropSpec.n``): a budget never reads more than fixed N would. Proposed as
-    settings: ``crop_budget`` (fixed | adaptive), ``stop_rule`` (margin | patience),
-    ``margin_z``, ``patience``, ``min_crops``, ``crops_per_round``; ``n_crops`` is max_crops."""
+    crop count (``CropSpec.n_crops``): a budget never reads more than fixed N would. Made from
+    the settings ``crop_budget``, ``stop_rule``, ``margin_z``, ``patience``, ``min_crops``,
+    ``crops_per_round`` by :meth:`wca.budget.BudgetSpec.stopping`; ``n_crops`` is max_crops."""
 
     max_crops: int = defaults.N_CROPS
     min_crops: int = 4

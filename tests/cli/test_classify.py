@@ -408,3 +408,17 @@ def test_eval_names_the_descriptions_file_that_lacks_classes(world, tmp_path, ca
     [line] = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert line == f"wca: error: {partial}: no descriptions for 1 classes: 'blue whale'"
     assert not (tmp_path / "result.json").exists()
+
+
+def test_classify_takes_the_adaptive_budget(world, capsys):
+    """--crop-budget adaptive: each image's crops are a prefix of its fixed N = 12 crops."""
+    budget = ["--n-crops", "12", "--crop-budget", "adaptive", "--min-crops", "2", "--json",
+              "--crops-per-round", "2", "--stop-rule", "patience", "--patience", "4"]  # fmt: skip
+    assert main(classify(world, world["images"], extra=budget)) == 0
+    adaptive = json.loads(capsys.readouterr().out)
+    assert main(classify(world, world["images"], extra=["--n-crops", "12", "--json"])) == 0
+    fixed = json.loads(capsys.readouterr().out)
+    for mine, full in zip(adaptive, fixed, strict=True):
+        read = len(mine["crops"])
+        assert 6 <= read <= 12 and read % 2 == 0  # patience 4 after 2 crops: 6 at least
+        assert [c["box"] for c in mine["crops"]] == [c["box"] for c in full["crops"]][:read]

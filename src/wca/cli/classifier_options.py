@@ -112,8 +112,24 @@ def classifier_settings(parser: argparse.ArgumentParser) -> None:
     from wca.options import RunOptions
 
     add_settings(parser, CropSpec)
+    budget_settings(parser)
     names = ("device", "precision", "batch_size", "max_image_pixels", "progress")
     add_settings(parser, RunOptions, names=names)
+
+
+def budget_settings(parser: argparse.ArgumentParser) -> None:
+    """The crop budget (:class:`wca.budget.BudgetSpec`; default: the fixed N) of the commands
+    that classify (classify, explain, serve)."""
+    from wca.budget import BudgetSpec
+
+    add_settings(parser, BudgetSpec)
+
+
+def classifier_budget(args: argparse.Namespace):
+    """The budget of the budget flags given, checked before any work."""
+    from wca.budget import BudgetSpec
+
+    return BudgetSpec(**given(args, BudgetSpec))
 
 
 def classifier_crops(args: argparse.Namespace):
@@ -138,5 +154,11 @@ def build_classifier(args: argparse.Namespace, classnames: list[str], crops, **o
     encoder = load_encoder(args, required_model(args))
     limit = run_options(args, names=("max_image_pixels",)).max_image_pixels
     return WCAClassifier(
-        encoder, classnames, args.descriptions, crops=crops, max_image_pixels=limit, **options
+        encoder,
+        classnames,
+        args.descriptions,
+        crops=crops,
+        max_image_pixels=limit,
+        budget=classifier_budget(args),
+        **options,
     )

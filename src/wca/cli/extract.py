@@ -60,14 +60,24 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_cell_dataset(config, options)
     encoder = load_model(config, options)
     started = time.perf_counter()
-    features = extract(config, options, encoder, dataset)
+    heads = None
+    if config.budget.adaptive:  # the stopping head reads the texts, as eval's does
+        from wca.cell_models import build_heads
+        from wca.pipeline import Cell
+
+        sources = Cell(config).prepare(options).sources
+        heads = build_heads(config, sources, encoder, options.allow_duplicate_classes)
+    features = extract(config, options, encoder, dataset, heads=heads)
     aux = aux_features(config, options, None, dataset, features)
     if features is None:  # a rank other than 0 of a torchrun: its shards are done
         return 0
     seconds = time.perf_counter() - started
     where = features.source if features.source is not None else "memory (--cache-dir none)"
+    views = len(features) * (config.n_crops + 1)
+    if features.counts is not None:
+        views = len(features) + int(features.counts.sum())
     print(
-        f"{len(features)} images x {config.n_crops + 1} views in {seconds:.1f} s "
+        f"{len(features)} images, {views} views in {seconds:.1f} s "
         f"({len(features) / seconds:.2f} images/s); features in {where}"
     )
     if aux is not None:

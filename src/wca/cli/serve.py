@@ -7,6 +7,7 @@ import os
 import tempfile
 
 from wca.cli import UsageError
+from wca.cli.classifier_options import budget_settings, classifier_budget
 from wca.cli.options import (
     SPEED,
     describe,
@@ -46,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser, model_help("demo, with the demo world's classes, texts and example images")
     )
     speed_settings(parser)
+    budget_settings(parser)
     parser.set_defaults(handler=run)
 
 
@@ -53,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:  # the arguments first: Gradio's import takes seconds
         raise UsageError(f"--port must be 1..65535, got {args.port}")
     options = run_options(args, names=SPEED)
+    budget = classifier_budget(args)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     require("gradio", "the web page")
     require("matplotlib", "the web page")
@@ -62,10 +65,10 @@ def run(args: argparse.Namespace) -> int:
     if args.model:
         spec = model_spec(args)
         encoder = load_encoder(args, spec)
-        service = Service(encoder, spec)
+        service = Service(encoder, spec, budget=budget)
     else:
         examples = tempfile.mkdtemp(prefix="wca-serve-examples-")
-        service = demo_service(examples, device=options.device)
+        service = demo_service(examples, device=options.device, budget=budget)
     print(f"wca serve: {service.name}, http://{args.host}:{args.port}", flush=True)
     launch(build_app(service), args.host, args.port, share=args.share)
     return 0

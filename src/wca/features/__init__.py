@@ -9,6 +9,9 @@ a safetensors shard cache that is safe to interrupt, resume and share.
 - :mod:`wca.features.claims`: processes that fill one cache at once share its shards.
 - :mod:`wca.features.views`: decoding and view making, in a thread or loader workers.
 - :mod:`wca.features.extract`: the encoding loop, :func:`extract_features`.
+- :mod:`wca.features.rounds`: crops read in rounds until the stopping head
+  (:mod:`wca.features.judge`) settles an image; :mod:`wca.features.adaptive`: the adaptive
+  pass and its prefix store.
 - :mod:`wca.features.distributed`: the same split over the ranks that torchrun starts.
 """
 

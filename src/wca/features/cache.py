@@ -114,7 +114,7 @@ class ShardCache:
 
     ``images``: the dataset's image files, checked per shard (None: not checked, the key alone
     identifies the images). ``patience``: how long to wait for a lock whose holder makes no
-    progress.
+    progress. ``tensors``: the names of a shard's tensors (default :data:`SHARD_TENSORS`).
     """
 
     def __init__(
@@ -125,15 +125,14 @@ class ShardCache:
         shard_size: int,
         images: ImageList | None = None,
         patience: Patience = Patience(),
+        tensors: tuple[str, ...] | None = None,
     ):
         if images is not None and len(images) != num_images:
             raise ValueError(f"{len(images)} image files for {num_images} images")
         self.key, self.images, self.patience = key, images, patience
+        self.tensor_names = SHARD_TENSORS if tensors is None else tensors  # what a shard holds
         self.key_hash = key_hash(key)
-        name = str(key["dataset"]["name"]) + (
-            f"-{key['dataset']['split']}" if key["dataset"]["split"] else ""
-        )
-        self.folder = Path(root) / name.replace("/", "_") / self.key_hash[:16]
+        self.folder = cache_folder(root, key)
         self.manifest_path = self.folder / MANIFEST
         self.num_images = num_images
         self.shards: dict[int, ShardEntry] = {}
@@ -349,7 +348,7 @@ class ShardCache:
             except (SafetensorError, OSError, ValueError) as error:
                 problem = f"unreadable ({error})"
             else:
-                if set(tensors) == set(SHARD_TENSORS) and all(
+                if set(tensors) == set(self.tensor_names) and all(
                     len(t) == len(rows) for t in tensors.values()
                 ):
                     return tensors
@@ -382,3 +381,10 @@ class ShardCache:
 
 
 SHARD_TENSORS = ("image_emb", "crop_emb", "boxes", "flips", "labels")
+
+
+def cache_folder(root: str | Path, key: dict[str, Any]) -> Path:
+    """The folder of the shards of ``key`` under the cache root ``root``."""
+    dataset = key["dataset"]
+    name = str(dataset["name"]) + (f"-{dataset['split']}" if dataset["split"] else "")
+    return Path(root) / name.replace("/", "_") / key_hash(key)[:16]

@@ -15,7 +15,8 @@ class Features:
 
     ``image_emb [B, D]`` full views, ``crop_emb [B, N, D]`` crops, ``boxes [B, N, 4]`` crop
     boxes ``(left, top, right, bottom)``, ``labels [B]``, ``flips [B, N]`` whether a crop view
-    was mirrored (all False when not given). Loaded from a cache, ``crop_emb`` is
+    was mirrored (all False when not given), ``counts [B]`` the crops image b read under an
+    adaptive budget (its first ``counts[b]``; None: all N). Loaded from a cache, ``crop_emb`` is
     kept as one memory-mapped part per shard: :meth:`chunks` walks it without copying, while the
     :attr:`crop_emb` property concatenates (a full copy in memory).
     """
@@ -28,6 +29,7 @@ class Features:
         labels: Tensor,
         source: Path | None = None,
         flips: Tensor | None = None,
+        counts: Tensor | None = None,
     ) -> None:
         parts = [crop_emb] if isinstance(crop_emb, Tensor) else list(crop_emb)
         rows = len(labels)
@@ -41,6 +43,9 @@ class Features:
         self.flips = torch.zeros(boxes.shape[:2], dtype=torch.bool) if flips is None else flips
         self.labels = labels
         self.source = source  # the cache folder the features were read from, if any
+        if counts is not None and counts.shape != (rows,):
+            raise ValueError(f"features: counts {list(counts.shape)} for {rows} images")
+        self.counts = counts
         self._parts = parts
 
     def __len__(self) -> int:
@@ -103,12 +108,15 @@ class Features:
                         self.boxes[rows],
                         self.labels[rows],
                         flips=self.flips[rows],
+                        counts=None if self.counts is None else self.counts[rows],
                     ),
                 )
             offset += len(part)
 
 
-def assemble(parts: Sequence[dict[str, Tensor]], source: Path | None) -> Features:
+def assemble(
+    parts: Sequence[dict[str, Tensor]], source: Path | None, counts: Tensor | None = None
+) -> Features:
     return Features(
         torch.cat([p["image_emb"] for p in parts]),
         [p["crop_emb"] for p in parts],
@@ -116,4 +124,5 @@ def assemble(parts: Sequence[dict[str, Tensor]], source: Path | None) -> Feature
         torch.cat([p["labels"] for p in parts]),
         source=source,
         flips=torch.cat([p["flips"] for p in parts]),
+        counts=counts,
     )

@@ -21,10 +21,12 @@ from torch import Tensor
 
 from wca import defaults, preprocessing
 from wca.crops import CropSpec
-from wca.features.cache import Features, ImageList, ShardCache, assemble, cache_key
+from wca.errors import SettingError
+from wca.features.cache import Features, ShardCache, assemble, cache_key
 from wca.features.claims import ShardClaims
 from wca.features.distributed import Ranks
-from wca.features.identity import FileVersion
+from wca.features.identity import FileVersion, ImageList
+from wca.features.judge import StoppingHead
 from wca.features.views import (
     BadImage,
     ImageViews,
@@ -132,6 +134,7 @@ def extract_features(
     verify: bool = True,
     on_bad_image: Callable[[int, Exception], None] | None = None,
     ranks: Ranks | None = None,
+    stopping: StoppingHead | None = None,
     **legacy: Any,
 ) -> Features | None:
     """Embed every image of ``dataset``: its full view and the crops of ``crops_spec``.
@@ -146,7 +149,10 @@ def extract_features(
     label :data:`SKIPPED`, zero embeddings (:attr:`Features.valid` is False there; a cached
     shard with skipped images is recomputed by a run that does not skip). ``ranks``
     (:func:`wca.features.distributed.join`): encode this rank's shards of the cache; rank 0
-    returns every image's features once all ranks are done, the others None.
+    returns every image's features once all ranks are done, the others None. ``stopping``
+    (:class:`wca.features.judge.StoppingHead`): the adaptive crop budget, each image reading
+    the spec's crops in rounds until the head settles it (:mod:`wca.features.adaptive`; one
+    process); the features then carry ``counts``.
 
     The form of wca 0.2, ``extract_features(encoder, dataset, n_samples, alpha, beta=..,
     seed=.., cache_dir=.., batch_size=.., ...)``, still works and warns once
@@ -172,10 +178,32 @@ def extract_features(
         raise ValueError("a distributed run needs a feature cache that every rank sees")
     store_dtype = torch.float16 if fp16_cache else torch.float32
     key = cache_key(encoder, dataset, crops_spec, fidelity, store_dtype)
-    feature_pass = _FeaturePass(encoder, dataset, crops_spec, options, fidelity, views_on_device)
+    parts_of = (encoder, dataset, crops_spec, options, fidelity, views_on_device)
+    if stopping is None:
+        feature_pass = _FeaturePass(*parts_of)
+    else:
+        from wca.features.adaptive import RoundsPass
+
+        if ranks is not None:
+            raise ValueError("the adaptive crop budget runs in one process, not under torchrun")
+        if stopping.budget.max_crops != crops_spec.n_crops:
+            raise SettingError(
+                "n_crops",
+                f"{crops_spec.n_crops}, the budget reads at most "
+                f"{stopping.budget.max_crops}: they must agree",
+            )
+        feature_pass = RoundsPass(*parts_of, stopping=stopping, store_dtype=store_dtype)
     cache, ranges, parts, mine = feature_pass.plan(key, verify, ranks, on_bad_image is None)
+    if stopping is None and ranks is None:  # an adaptive run's prefixes, where they reach N
+        from wca.features.adaptive import from_prefixes
+
+        from_prefixes(feature_pass, key, ranges, parts, mine, verify, on_bad_image is None)
     todo = [s for s in mine if parts[s] is None]
-    accept = _accept if on_bad_image is None else lambda tensors: True
+    usable = _accept if on_bad_image is None else lambda tensors: True
+
+    def accept(tensors: dict[str, Tensor]) -> bool:  # adaptive: it settles this run's images
+        return usable(tensors) and (stopping is None or feature_pass.judged(tensors) is not None)
+
     claims = ShardClaims(cache, todo, verify, accept)
     work = functools.partial(
         feature_pass.fill,
@@ -201,7 +229,10 @@ def extract_features(
             if parts[shard] is None:
                 raise RuntimeError(f"{cache.shard_path(shard)}: missing after every rank finished")
     complete = [part for part in parts if part is not None]  # every shard, after the loop
-    return assemble(complete, None if cache is None else cache.folder)
+    folder = None if cache is None else cache.folder
+    if stopping is not None:
+        return feature_pass.features(complete, folder)
+    return assemble(complete, folder)
 
 
 class _FeaturePass:
@@ -232,20 +263,23 @@ class _FeaturePass:
                 for lo in range(0, num_images, shard_size)
             ]
             return None, ranges, [None] * len(ranges), list(range(len(ranges)))
-        cache = ShardCache(
-            Path(self.options.cache_dir),
-            key,
-            num_images,
-            shard_size,
-            ImageList.of(self.dataset),
-            Patience(self.options.lock_timeout, self.options.lock_takeover),
-        )
+        cache = self._cache(key)
         ranges = [cache.shard_range(s) for s in range(cache.num_shards)]
         mine = [s for s in range(cache.num_shards) if ranks is None or ranks.owns(s)]
         parts = [cache.load(s, verify) if s in mine else None for s in range(cache.num_shards)]
         if strict:
             parts = [p if p is None or _accept(p) else None for p in parts]
         return cache, ranges, parts, mine
+
+    def _cache(self, key: dict) -> ShardCache:
+        return ShardCache(
+            Path(self.options.cache_dir),
+            key,
+            len(self.dataset),
+            self.options.shard_size,
+            ImageList.of(self.dataset),
+            Patience(self.options.lock_timeout, self.options.lock_takeover),
+        )
 
     def _make_views(self) -> tuple[Callable[..., Tensor], Any]:
         """How the loader makes an image's views, and how this process finishes them (None:
@@ -301,6 +335,21 @@ class _FeaturePass:
             claims.close()
             bar.close()
 
+    def encode_shard(self, shard, stream, indices, store_dtype, done, on_bad_image, cut):
+        """The tensors of shard ``shard`` (images ``indices``, next in ``stream``) and the
+        versions of its files: every crop of the spec (:func:`_encode_shard`)."""
+        return _encode_shard(
+            self.encoder,
+            stream,
+            indices,
+            self.spec.n_crops,
+            self.batch_size,
+            store_dtype,
+            done,
+            on_bad_image,
+            cut,
+        )
+
     def _round(self, parts, ranges, claims, cache, store_dtype, on_bad_image, bar, ranks) -> None:
         """One pass of the view pipeline over the shards this process claims as it goes."""
         make_views, cut = self._make_views()
@@ -321,12 +370,10 @@ class _FeaturePass:
         try:
             while (first := next(stream, None)) is not None:
                 shard = claims.claimed.popleft()  # claimed before its first image was made
-                tensors, versions = _encode_shard(
-                    self.encoder,
+                tensors, versions = self.encode_shard(
+                    shard,
                     itertools.chain([first], stream),
                     ranges[shard],
-                    self.spec.n_crops,
-                    self.batch_size,
                     store_dtype,
                     done,
                     on_bad_image,

@@ -96,6 +96,12 @@ class Head(ABC):
         weighted crop mean ``[D]`` (heads that declare ``evidence``)."""
         raise NotImplementedError(f"{type(self).__name__} gives no evidence")
 
+    def crop_terms(self, image_emb: Tensor, crop_emb: Tensor) -> tuple[Tensor, Tensor]:
+        """Each crop's class scores ``[B, N, C]`` and the logits of the crop weights ``[B, N]``
+        whose softmax-weighted mean ranks the classes as :meth:`logits` does (heads that
+        declare ``evidence``): what :func:`wca.stopping.crop_evidence` reads."""
+        raise NotImplementedError(f"{type(self).__name__} gives no evidence")
+
     @classmethod
     def capabilities(cls) -> dict[str, bool]:
         """The declared capabilities, by name (for `wca methods`)."""

@@ -116,6 +116,13 @@ class WCAHead(Head):
         mask = crop_mask(crop_emb, counts)
         return crop_weights(crop_emb.float(), image_emb.float(), self.image_scale, mask)
 
+    def crop_terms(self, image_emb: Tensor, crop_emb: Tensor) -> tuple[Tensor, Tensor]:
+        """x_ic = crop_i . t_c ``[B, N, C]`` and exp(image_scale) cos(crop_i, full view)
+        ``[B, N]``: WCA's score is sum_i softmax_i(logits) x_ic, up to one positive factor."""
+        crop_emb, image_emb = crop_emb.float(), image_emb.float()
+        logits = math.exp(self.image_scale) * torch.einsum("bnd,bd->bn", crop_emb, image_emb)
+        return crop_emb @ self.text.float().T, logits
+
     def description_scores(
         self, classes: Sequence[int], weighted_crop: Tensor
     ) -> list[tuple[Tensor, Tensor]]:

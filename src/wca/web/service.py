@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from wca import defaults
+from wca.budget import BudgetSpec
 from wca.classifier import Prediction, WCAClassifier
 from wca.images import load_image
 from wca.methods import TextSources, build_head
@@ -86,10 +87,19 @@ class Result:
 class Service:
     """Holds the encoder (loaded once) and answers requests one at a time."""
 
-    def __init__(self, encoder, name: str, preloaded: Preloaded | None = None) -> None:
+    def __init__(
+        self,
+        encoder,
+        name: str,
+        preloaded: Preloaded | None = None,
+        budget: BudgetSpec | None = None,
+    ) -> None:
+        """``budget``: how many crops an image reads (:class:`wca.budget.BudgetSpec`; None:
+        every crop of the slider's N)."""
         self.encoder = encoder
         self.name = name
         self.preloaded = preloaded or Preloaded()
+        self.budget = BudgetSpec() if budget is None else budget
         self._lock = threading.Lock()
 
     def classify(
@@ -112,6 +122,11 @@ class Service:
         check_image_file(image_path)
         classnames = parse_classnames(classes_text)
         crops = crop_settings(n_crops, alpha)
+        if self.budget.adaptive and crops.n_crops < self.budget.min_crops:
+            raise InputError(
+                f"crops: at least {self.budget.min_crops} (the adaptive budget's min_crops), "
+                f"got {crops.n_crops}"
+            )
         found, bare = class_texts(classnames, descriptions_path, self.preloaded.descriptions)
         descriptors, lacking = class_texts(
             classnames, descriptors_path, self.preloaded.descriptors, "CLIP-D descriptors"
@@ -129,7 +144,9 @@ class Service:
         )
         baselines = ("clip", "cupl" if lacking else "clip-d")
         with self._lock, torch.inference_mode():
-            classifier = WCAClassifier(self.encoder, classnames, descriptions, crops=crops)
+            classifier = WCAClassifier(
+                self.encoder, classnames, descriptions, crops=crops, budget=self.budget
+            )
             prediction = classifier.predict([image], top_k=TOP_K)[0]
             rankings = [self._rank(method, sources, prediction) for method in baselines]
         wca = Ranking("WCA", prediction.labels, prediction.scores)
@@ -179,9 +196,11 @@ def _notes(
 EXAMPLE_INDICES = (0, 7, 13, 20)  # one image each of four demo classes from different families
 
 
-def demo_service(examples_dir: str | Path, device: str = "cpu") -> Service:
+def demo_service(
+    examples_dir: str | Path, device: str = "cpu", budget: BudgetSpec | None = None
+) -> Service:
     """The shipped demo model with the demo world's classes, texts and a few test images
-    (written to ``examples_dir`` as ``<class>.png``)."""
+    (written to ``examples_dir`` as ``<class>.png``); ``budget`` as :class:`Service`'s."""
     from wca.demo.run import TEST_SEED
     from wca.demo.world import DemoTestSet, class_descriptors, class_sentences
     from wca.encoders import load_encoder
@@ -198,4 +217,4 @@ def demo_service(examples_dir: str | Path, device: str = "cpu") -> Service:
         image.save(path)
         examples.append(path)
     preloaded = Preloaded(images.classnames, class_sentences(), class_descriptors(), examples)
-    return Service(encoder, f"the shipped demo model ({model.name})", preloaded)
+    return Service(encoder, f"the shipped demo model ({model.name})", preloaded, budget)
