@@ -69,7 +69,8 @@ def default_text(name: str, option: str, field: Any) -> str:
     if option == "logit_scale":
         return f"the model's own ({field.default} for a text function without one)"
     if option == "dataset" and name in PER_DATASET:
-        return f"the task's dataset (tuned ones below; {PER_DATASET[name].fallback}'s elsewhere)"
+        fallback = PER_DATASET[name].fallback
+        return f"the task's dataset (the rows below; elsewhere the {fallback} row)"
     if name in PER_DATASET and field.default is None:
         return "per dataset (below)"
     return "none" if field.default is None else f"`{field.default!r}`"
@@ -113,7 +114,7 @@ def per_dataset_lines(name: str) -> Iterator[str]:
         return
     fallback = PER_DATASET[name].fallback
     if options:
-        yield f"Per-dataset values (the authors'; a dataset not listed runs {fallback}'s):"
+        yield f"Per-dataset values (the authors'; a dataset not listed runs the {fallback} row):"
         yield ""
         yield "| dataset | " + " | ".join(options) + " |"
         yield "|---|" + "---|" * len(options)
