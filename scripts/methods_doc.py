@@ -80,7 +80,8 @@ def default_text(name: str, option: str, field: Any) -> str:
 def per_dataset_values(name: str) -> tuple[list[str], dict[str, dict[str, Any]], list[str]]:
     """``(options, {dataset: {option: value}}, unseen)`` of a per-dataset method: the options
     its authors tuned (those that default per dataset) as the heads built for each dataset
-    hold them; ``unseen``: such options a head does not keep (they act on its texts)."""
+    hold them, or, for an option that acts on the texts alone, as its registration declares
+    them (``PerDataset.on_texts``); ``unseen``: such options neither gives."""
     per_dataset = PER_DATASET[name]
     fields = options_model(name).model_fields
     tuned = [o for o, f in fields.items() if o != "dataset" and f.default is None]
@@ -88,6 +89,11 @@ def per_dataset_values(name: str) -> tuple[list[str], dict[str, dict[str, Any]],
     heads = {d: build_head(name, stand_in_texts, STAND_IN_SOURCES, dataset=d) for d in datasets}
     seen = [o for o in tuned if all(hasattr(head, o) for head in heads.values())]
     values = {d: {o: getattr(head, o) for o in seen} for d, head in heads.items()}
+    on_texts = per_dataset.on_texts
+    for option in [o for o in tuned if o not in seen and o in on_texts]:
+        seen.append(option)
+        for dataset in datasets:
+            values[dataset][option] = on_texts[option][per_dataset(dataset)]
     return seen, values, [o for o in tuned if o not in seen]
 
 
@@ -125,10 +131,7 @@ def per_dataset_lines(name: str) -> Iterator[str]:
     if unseen:
         names = ", ".join(f"`{o}`" for o in unseen)
         tuned = ", ".join(PER_DATASET[name].tuned)
-        yield (
-            f"Per dataset, on the texts (the head keeps no such value): {names}, tuned for "
-            f"{tuned}; the values are in its source, above."
-        )
+        yield f"Per dataset, values not declared: {names}, tuned for {tuned} (see its source)."
         yield ""
 
 
