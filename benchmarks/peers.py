@@ -19,6 +19,7 @@ runs without its DINOv2 graph (no such weights here), BiFTA on the strategy's cr
     .venv/bin/python benchmarks/peers.py               # the README's tables (~40 min, 2 cores)
     .venv/bin/python benchmarks/peers.py --out peers/  # also the result files (wca report)
     .venv/bin/python benchmarks/peers.py --quick       # smoke test
+    .venv/bin/python benchmarks/peers.py --tables-from peers/  # the tables again, no scoring
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from wca.inputs import file_sha256, sources_sha256
 from wca.methods import build_head
 from wca.options import RunOptions
 from wca.report.rows import Row
-from wca.results import TAIL_PERCENT, tail_text
+from wca.results import TAIL_PERCENT, ResultFile, tail_text
 from wca.sweep import path_safe
 
 PER_IMAGE = (
@@ -98,22 +99,8 @@ def delta_text(record: dict) -> str:
     return f"{record['delta_top1']:+.2f} [{low:+.2f}, {high:+.2f}]{mark}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-class", type=int, default=20, help="test images per class (20)")
-    parser.add_argument("--crops", default="16,60", help="values of N")
-    parser.add_argument("--strategies", default="random,rrc")
-    parser.add_argument("--pool", type=int, default=60, help="views per image in the pool")
-    parser.add_argument("--runs", type=int, default=10, help="runs (online: stream orders)")
-    parser.add_argument("--alpha", type=float, default=0.5, help="random crops' smallest side")
-    parser.add_argument("--out", type=Path, help="also write the result files here")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.per_class, args.crops, args.pool, args.runs = 1, "4", 6, 2
-    counts = [int(n) for n in args.crops.split(",")]
-    print(machine_report(), flush=True)
-
+def score(args: argparse.Namespace) -> list[tuple[Path, ResultFile]]:
+    """Every method on every cell (strategy x N): the result files, written under ``--out``."""
     start = time.time()
     dataset = DemoTestSet(args.per_class, TEST_SEED)
     model = demo_model()
@@ -126,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         features = extract_features(
             encoder, dataset, spec, RunOptions(cache_dir=None, progress=False)
         )
-        for n in counts:
+        for n in (int(n) for n in args.crops.split(",")):
             evaluation = evaluate(
                 features, heads, args.runs, n, seed=0, logit_scale=float(encoder.logit_scale)
             )
@@ -142,16 +129,24 @@ def main(argv: list[str] | None = None) -> int:
                 path = result.write(args.out / path)
             files.append((path, result))
             print(f"{strategy} N={n}: scored ({time.time() - start:.0f} s)", flush=True)
+    return files
 
+
+def print_tables(files: list[tuple[Path, ResultFile]]) -> None:
+    """Top-1, its tail and the difference to WCA per method and cell, then each cell as `wca
+    report` prints it (the difference to CLIP, calibration)."""
     rows = report.rows_of(files)  # one row per method and cell: their settings differ
     report.compare_to_baseline(rows, "clip")
     to_wca = report.rows_of(files)
     report.compare_to_baseline(to_wca, "wca")
     names = [path.stem for path, _ in files]
+    first = files[0][1]
+    runs, images = first.results.n_run, first.results.n_images
     print(
-        f"\n# Top-1 (%) on the demo world ({len(dataset)} images, {len(dataset.classnames)} "
-        f"classes), mean ± std over {args.runs} runs of N views from a pool of {args.pool} "
-        f"(online methods: {args.runs} stream orders); logit_scale {encoder.logit_scale:.1f}\n"
+        f"\n# Top-1 (%) on the demo world ({images} images, "
+        f"{len(first.results.methods['clip'].per_class_top1)} classes), mean ± std over {runs} "
+        f"runs of N views from a pool of {first.config.n_samples} (online methods: {runs} "
+        "stream orders)\n"
     )
     print(summary(rows, names, lambda r: f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}"))
     print(f"\n# Expected tail top-1 (%): the mean of the worst {TAIL_PERCENT} % of runs\n")
@@ -163,6 +158,39 @@ def main(argv: list[str] | None = None) -> int:
         cell = [row.record() for row in rows if Path(row.files[0]).stem == name]
         print(report.table(cell, markdown=True, group_by=()))
     print("\n" + "\n".join(report.notes(rows)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-class", type=int, default=20, help="test images per class (20)")
+    parser.add_argument("--crops", default="16,60", help="values of N")
+    parser.add_argument("--strategies", default="random,rrc")
+    parser.add_argument("--pool", type=int, default=60, help="views per image in the pool")
+    parser.add_argument("--runs", type=int, default=10, help="runs (online: stream orders)")
+    parser.add_argument("--alpha", type=float, default=0.5, help="random crops' smallest side")
+    parser.add_argument("--out", type=Path, help="also write the result files here")
+    parser.add_argument(
+        "--tables-from",
+        type=Path,
+        nargs="+",
+        metavar="DIR",
+        help="score nothing: the tables of the result files earlier --out runs wrote (cells "
+        "scored by separate runs, e.g. --strategies random and --strategies rrc at once)",
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.per_class, args.crops, args.pool, args.runs = 1, "4", 6, 2
+    print(machine_report(), flush=True)
+    start = time.time()
+    if args.tables_from:
+        files, skipped = report.read_results(args.tables_from)
+        if skipped or not files:
+            print("\n".join(skipped) or f"no result files in {args.tables_from}")
+            return 1
+    else:
+        files = score(args)
+    print_tables(files)
     if args.out:
         print(f"\nresult files in {args.out}: `wca report {args.out}` prints these rows")
     print(f"\n{time.time() - start:.0f} s")

@@ -173,11 +173,12 @@ def test_classify_quick(capsys):
 
 
 @pytest.mark.slow
-def test_peers_quick(capsys):
+def test_peers_quick(capsys, tmp_path):
     """Every method on both view sets: top-1, its expected tail and the paired difference to
     WCA per cell, then each cell as `wca report` prints it (calibration, the difference to
-    CLIP)."""
-    output = run(capsys, "peers", "--quick")
+    CLIP); the same tables again from the result files alone."""
+    output = run(capsys, "peers", "--quick", "--out", str(tmp_path))
+    assert tables(run(capsys, "peers", "--tables-from", str(tmp_path))) == tables(output)
     assert "load average before:" in output
     summary, tails, to_wca, *cells = tables(output)
     methods = [row[0] for row in summary]

@@ -40,7 +40,10 @@ def test_per_dataset_values_are_what_the_heads_run(methods_doc):
     assert options == ["views", "pos_alpha", "pos_beta"] and not unseen
     assert values["imagenet-sketch"] == {"views": "confident", "pos_alpha": 2.363, "pos_beta": 7.45}
     assert "| imagenet-sketch | `'confident'` | 2.363 | 7.45 |" in methods_doc.render()
-    assert methods_doc.per_dataset_values("bifta")[2] == ["max_descriptions"]  # on its texts
+    options, values, unseen = methods_doc.per_dataset_values("bifta")  # on its texts alone
+    assert options == ["max_descriptions"] and not unseen
+    assert values["imagenet"] == {"max_descriptions": 50}
+    assert values["cub"] == {"max_descriptions": None}
 
 
 def test_the_check_mode_finds_a_stale_guide(methods_doc, tmp_path, monkeypatch, capsys):

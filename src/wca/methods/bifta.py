@@ -84,7 +84,7 @@ def refine_descriptions(
 
 @register_method(
     "bifta",
-    per_dataset=tuned_for(MAX_DESCRIPTIONS),
+    per_dataset=tuned_for(MAX_DESCRIPTIONS, on_texts="max_descriptions"),
     summary="BiFTA (TMLR 2026): WCA on refined views and near-duplicate-free descriptions",
 )
 def _bifta(

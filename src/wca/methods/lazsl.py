@@ -130,7 +130,7 @@ class LaZSLHead(Head):
 
 @register_method(
     "lazsl",
-    per_dataset=tuned_for(SUFFIXES),
+    per_dataset=tuned_for(SUFFIXES, on_texts="suffix"),
     summary="LaZSL (ICCV 2025): crops aligned with CLIP-D's descriptions by optimal transport",
 )
 def _lazsl(

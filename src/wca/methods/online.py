@@ -179,10 +179,11 @@ def for_dataset(table: Mapping[str, T], dataset: str | None) -> T:
     return table[tuned_for(table)(dataset)]
 
 
-def tuned_for(table: Mapping[str, T]) -> PerDataset:
+def tuned_for(table: Mapping[str, T], on_texts: str | None = None) -> PerDataset:
     """The datasets of ``table`` (whose values :func:`for_dataset` gives), ImageNet's
-    elsewhere, to register a method with (``register_method(name, per_dataset=...)``)."""
-    return PerDataset(tuple(table))
+    elsewhere, to register a method with (``register_method(name, per_dataset=...)``);
+    ``on_texts``: the option whose values ``table`` holds, when it acts on the texts alone."""
+    return PerDataset(tuple(table), on_texts={on_texts: dict(table)} if on_texts else {})
 
 
 # --------------------------------------------------------------------------- shared math

@@ -13,8 +13,8 @@ import functools
 import inspect
 import types
 import typing
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -73,10 +73,13 @@ class PerDataset:
     """A method whose options default per dataset (its ``dataset`` option): the datasets its
     authors gave values for, and whose values run elsewhere. Called with a task's dataset, it
     names the dataset whose values run (what results record: ``dataset=imagenet`` is
-    ImageNet's values, whatever the images)."""
+    ImageNet's values, whatever the images). ``on_texts``: the values of an option that acts
+    on the texts alone, ``{option: {dataset: value}}`` (the head keeps no such value: the
+    methods guide reads them here)."""
 
     tuned: tuple[str, ...]
     fallback: str = "imagenet"
+    on_texts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, compare=False)
 
     def __call__(self, dataset: str | None) -> str:
         key = dataset_key((dataset or self.fallback).rsplit("/", 1)[-1])  # wds/vtab/dtd: dtd
