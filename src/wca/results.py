@@ -285,8 +285,7 @@ class ResultFile(BaseModel):
             )
         lines.append("")
         lines.append(
-            f"{results.n_images} images; protocol {results.protocol}: {results.n_run} runs of "
-            f"{results.patch_n} crops from a pool of {results.n_crops} (seed {results.seed}). "
+            f"{results.n_images} images; {self._runs_text()}. "
             f"Tail: mean top-1 of the worst {TAIL_PERCENT} % of runs (the worst run below "
             f"{100 // TAIL_PERCENT} runs)."
         )
@@ -294,6 +293,19 @@ class ResultFile(BaseModel):
                     if isinstance(m.options.get("dataset"), str)}  # fmt: skip
         lines += filter(None, [per_dataset_note(datasets)])
         return "\n".join(lines)
+
+    def _runs_text(self) -> str:
+        """What the runs read: draws from the pool, or (adaptive budget) a prefix per crop seed."""
+        results = self.results
+        if self.config.identity().get("crop_budget") == "adaptive":
+            return (
+                f"{results.n_run} runs, run r reading each image's adaptive prefix of its "
+                f"{results.n_crops} crops of seed {results.seed} + r"
+            )
+        return (
+            f"protocol {results.protocol}: {results.n_run} runs of {results.patch_n} crops from "
+            f"a pool of {results.n_crops} (seed {results.seed})"
+        )
 
     def other_cell(self, settings: Settings) -> str | None:
         """Why this is not a result of the cell of ``settings`` (None: it is, whatever its

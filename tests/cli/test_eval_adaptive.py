@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from cli_world import build_world, extract_args, shards
 from wca.cli import main
 from wca.encoders import Encoder
+from wca.results import read_result
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +165,8 @@ def test_adaptive_runs_differ_by_their_crop_seed(world, tmp_path, image_calls, c
     assert len(wca["top1"]["runs"]) == 3 and wca["top1"]["runs"][0] == alone["top1"]["runs"][0]
     assert wca["views"]["mean"] == pytest.approx(1 + sum(reads) / len(reads))
     assert sum(wca["views"]["histogram"].values()) == 3 * 9  # every image of every run
+    table = read_result(tmp_path / "three.json").table()
+    assert "3 runs, run r reading each image's adaptive prefix of its" in table
 
 
 def test_extract_fills_the_prefix_store_that_eval_reads(world, tmp_path, image_calls, capsys):
