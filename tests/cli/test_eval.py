@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_world import CLASSES, build_world, extract_args, shards
+from cli_world import CLASSES, EncoderCalls, build_world, count_encoder_calls, extract_args, shards
 from mini_datasets import make_eurosat
 from wca.cli import main
 from wca.config import EvalConfig, resolve_config
@@ -48,27 +48,9 @@ def world(tmp_path_factory) -> dict[str, Path | str]:
     return build_world(tmp_path_factory.mktemp("world"))
 
 
-class ImageCalls:
-    """Image-encoder passes (views per call); ``fail_after`` calls, the next one is killed."""
-
-    def __init__(self) -> None:
-        self.views: list[int] = []
-        self.fail_after: int | None = None
-
-
 @pytest.fixture
-def image_calls(monkeypatch) -> ImageCalls:
-    calls = ImageCalls()
-    original = Encoder.encode_images
-
-    def counted(self, pixels):
-        if calls.fail_after is not None and len(calls.views) >= calls.fail_after:
-            raise KeyboardInterrupt
-        calls.views.append(len(pixels))
-        return original(self, pixels)
-
-    monkeypatch.setattr(Encoder, "encode_images", counted)
-    return calls
+def image_calls(monkeypatch) -> EncoderCalls:
+    return count_encoder_calls(monkeypatch, Encoder)
 
 
 def _eval_args(world, tmp_path: Path, *extra: str) -> list[str]:

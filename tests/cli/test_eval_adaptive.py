@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cli_world import build_world, extract_args, shards
+from cli_world import EncoderCalls, build_world, count_encoder_calls, extract_args, shards
 from wca.cli import main
 from wca.encoders import Encoder
 from wca.results import read_result
@@ -22,27 +22,9 @@ def world(tmp_path_factory) -> dict[str, Path | str]:
     return build_world(tmp_path_factory.mktemp("world"))
 
 
-class ImageCalls:
-    """Image-encoder passes (views per call); after ``fail_after`` calls the next is killed."""
-
-    def __init__(self) -> None:
-        self.views: list[int] = []
-        self.fail_after: int | None = None
-
-
 @pytest.fixture
-def image_calls(monkeypatch) -> ImageCalls:
-    calls = ImageCalls()
-    original = Encoder.encode_images
-
-    def counted(self, pixels):
-        if calls.fail_after is not None and len(calls.views) >= calls.fail_after:
-            raise KeyboardInterrupt
-        calls.views.append(len(pixels))
-        return original(self, pixels)
-
-    monkeypatch.setattr(Encoder, "encode_images", counted)
-    return calls
+def image_calls(monkeypatch) -> EncoderCalls:
+    return count_encoder_calls(monkeypatch, Encoder)
 
 
 def adaptive_args(world, cache: Path, output: Path, *extra: str) -> list[str]:

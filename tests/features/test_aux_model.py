@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from cli_world import EncoderCalls, count_encoder_calls
 from golden_world import build_world
 from tiny_vision import save_dinov2
 from wca.cell_models import build_heads, load_model
@@ -34,28 +35,12 @@ def world(tmp_path_factory) -> dict:
     return {**build_world(base), "dinov2": save_dinov2(base / "tiny-dinov2")}
 
 
-class AuxCalls:
-    """The second encoder's passes (views per call); after ``fail_after`` calls, a kill."""
-
-    def __init__(self) -> None:
-        self.views: list[int] = []
-        self.fail_after: int | None = None
-
-
 @pytest.fixture
-def aux_calls(monkeypatch) -> AuxCalls:
-    calls, original = AuxCalls(), ImageEncoder.encode_images
-
-    def counted(self, pixels):
-        if not self.identity.startswith("image:"):  # the CLIP model's passes
-            return original(self, pixels)
-        if calls.fail_after is not None and len(calls.views) >= calls.fail_after:
-            raise KeyboardInterrupt
-        calls.views.append(len(pixels))
-        return original(self, pixels)
-
-    monkeypatch.setattr(ImageEncoder, "encode_images", counted)
-    return calls
+def aux_calls(monkeypatch) -> EncoderCalls:
+    """The second encoder's passes (the CLIP model's are not counted)."""
+    return count_encoder_calls(
+        monkeypatch, ImageEncoder, lambda encoder: encoder.identity.startswith("image:")
+    )
 
 
 def extract_args(world, cache) -> list[str]:

@@ -56,3 +56,27 @@ def extract_args(world, cache: Path) -> list[str]:
         "--model", world["spec"], "--cache-dir", str(cache), "--n-crops", "6",
         "--batch-size", "16", "--shard-size", "4", "--no-progress",
     ]  # fmt: skip
+
+
+class EncoderCalls:
+    """An image encoder's passes (views per call); after ``fail_after`` calls the next is killed."""
+
+    def __init__(self) -> None:
+        self.views: list[int] = []
+        self.fail_after: int | None = None
+
+
+def count_encoder_calls(monkeypatch, encoder_class, counted=lambda encoder: True) -> EncoderCalls:
+    """Counts the ``encode_images`` calls of the ``encoder_class`` instances that ``counted``
+    selects (the others pass through uncounted)."""
+    calls, original = EncoderCalls(), encoder_class.encode_images
+
+    def encode_images(self, pixels):
+        if counted(self):
+            if calls.fail_after is not None and len(calls.views) >= calls.fail_after:
+                raise KeyboardInterrupt
+            calls.views.append(len(pixels))
+        return original(self, pixels)
+
+    monkeypatch.setattr(encoder_class, "encode_images", encode_images)
+    return calls
