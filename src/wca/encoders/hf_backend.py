@@ -125,7 +125,7 @@ def load_hf(
             )
         family = family_for(_model_type(spec, config), spec)
         try:
-            clip, processor = _load(str(folder), dtype, device)
+            clip, processor = load_pretrained(str(folder), dtype, device)
         except (OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
             message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
             raise ValueError(
@@ -147,7 +147,7 @@ def load_hf(
         )
         config = load_from_hub(spec, lambda: hf_hub_download(model, "config.json"), how)
         family = family_for(_model_type(spec, Path(config)), spec)
-        clip, processor = load_from_hub(spec, lambda: _load(model, dtype, device), how)
+        clip, processor = load_from_hub(spec, lambda: load_pretrained(model, dtype, device), how)
         commit = cached_commit(model, "config.json")
         identity = f"{spec}@{commit}" if commit else spec
     return HFEncoder(
@@ -173,19 +173,22 @@ def _model_type(spec: str, config: Path) -> object:
     return settings["model_type"]
 
 
-def _load(source: str, dtype: torch.dtype, device: torch.device):
-    """The model and its processor, without transformers' own "Loading weights" bar (which
+def load_pretrained(
+    source: str, dtype: torch.dtype, device: torch.device, processor: str = "AutoProcessor"
+):
+    """The model and its processor (transformers' ``processor`` class: AutoImageProcessor for
+    an image-only model), without transformers' own "Loading weights" bar (which
     writes frames to stderr even when it is a log file). transformers' model code is imported
     here, not with the module: an open_clip spec never pays for it."""
-    from transformers import AutoModel, AutoProcessor
+    import transformers
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        processor = AutoProcessor.from_pretrained(source)
-        model = AutoModel.from_pretrained(source, dtype=dtype).to(device)
+        loaded = getattr(transformers, processor).from_pretrained(source)
+        model = transformers.AutoModel.from_pretrained(source, dtype=dtype).to(device)
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    return model, processor
+    return model, loaded

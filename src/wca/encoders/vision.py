@@ -161,7 +161,7 @@ def load_image_encoder(
 def _load_hf(spec: str, model: str, device, dtype, batch_size: int, precision: str):
     """``hf:FOLDER`` or ``hf:ORG/NAME``: a dual encoder through the hf backend, else an image
     model with its image processor."""
-    from wca.encoders.hf_backend import _model_type, load_hf
+    from wca.encoders.hf_backend import _model_type, load_hf, load_pretrained
     from wca.encoders.hf_families import FAMILIES
 
     folder = Path(model).expanduser()
@@ -186,12 +186,11 @@ def _load_hf(spec: str, model: str, device, dtype, batch_size: int, precision: s
         encoder.text_cache_dir = False
         return encoder
     source = str(folder) if local else model
+    def load():
+        return load_pretrained(source, dtype, device, "AutoImageProcessor")
+
     try:
-        if local:
-            network, processor = _load_vision(source, dtype, device)
-        else:
-            network, processor = load_from_hub(spec, lambda: _load_vision(source, dtype, device),
-                                               how)  # fmt: skip
+        network, processor = load() if local else load_from_hub(spec, load, how)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
         if not local:
             raise
@@ -211,22 +210,6 @@ def _load_hf(spec: str, model: str, device, dtype, batch_size: int, precision: s
         dtype=dtype,
         batch_size=batch_size,
     )
-
-
-def _load_vision(source: str, dtype: torch.dtype, device: torch.device):
-    """A transformers image model and its image processor, without the loading bar."""
-    from transformers import AutoImageProcessor, AutoModel
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        processor = AutoImageProcessor.from_pretrained(source)
-        model = AutoModel.from_pretrained(source, dtype=dtype).to(device)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
-    return model, processor
 
 
 def _load_timm(spec: str, model: str, device, dtype, batch_size: int) -> TimmImageEncoder:
