@@ -16,7 +16,7 @@ from wca.encoders import Encoder
 from wca.inputs import images_sha256
 from wca.results import Settings
 from wca.specs import absolute_spec, model_fields, model_label
-from wca.sweep import model_labels, output_path, path_safe, read_list
+from wca.sweep import model_labels, output_path, path_safe, plan, read_list
 
 DTD_TEST = ["banded/banded_0002.jpg", "zigzagged/zigzagged_0003.jpg", "banded/banded_0005.jpg"]
 
@@ -260,3 +260,18 @@ def test_output_paths_are_path_safe(tmp_path):
     assert "/" not in path_safe("../../etc") and path_safe("..") == "-"
     (tmp_path / "list.txt").write_text("a  # first\n\n  b\n")
     assert read_list(tmp_path / "list.txt") == ["a", "b"]
+
+
+def test_an_adaptive_cell_writes_beside_the_fixed_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos" / "a").mkdir(parents=True)
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"")
+
+    def output(*settings: str) -> str:
+        cells = plan([str(weights)], ["imagefolder"], [str(tmp_path / "photos")],
+                     settings=settings)  # fmt: skip
+        return cells[0].output.name
+
+    assert output() == "photos__model__pool.json"
+    assert output("crop_budget=adaptive") == "photos__model__adaptive.json"

@@ -166,6 +166,8 @@ def plan(
         fields = {**config.model_dump(), **model_fields(config.model)}
         fields["model"] = labels[config.model]
         fields["dataset"] = dataset_name(config)
+        if config.budget.adaptive:  # its runs are crop seeds, not draws: beside the fixed file
+            fields["protocol"] = "adaptive"
         cells.append(Cell(config, output_path(template, fields).resolve()))
     seen: dict[Path, Cell] = {}
     for cell in cells:
