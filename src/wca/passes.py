@@ -18,7 +18,8 @@ QUANTILES = (10, 50, 90)  # percent; numpy's linear interpolation between images
 
 
 class ViewCounts(BaseModel):
-    """Encoder passes per image over a result's scored images: the mean, the ``quantiles``
+    """Encoder passes per image over a result's scored images (of every run where the runs read
+    other crops, as the adaptive budget's crop seeds do): the mean, the ``quantiles``
     (``{percent: passes}``), the fewest and most, and the ``histogram`` (``{passes: images}``,
     ascending), which holds them all: files of one setting pool by their histograms."""
 

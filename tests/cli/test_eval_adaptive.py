@@ -149,6 +149,9 @@ def test_adaptive_runs_differ_by_their_crop_seed(world, tmp_path, image_calls, c
     assert sum(wca["views"]["histogram"].values()) == 3 * 9  # every image of every run
     table = read_result(tmp_path / "three.json").table()
     assert "3 runs, run r reading each image's adaptive prefix of its" in table
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "three.json")]) == 0  # every run's passes are read
+    assert "skipped" not in capsys.readouterr().err
 
 
 def test_extract_fills_the_prefix_store_that_eval_reads(world, tmp_path, image_calls, capsys):

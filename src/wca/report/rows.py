@@ -207,7 +207,8 @@ def read_results(paths: Iterable[str | Path]) -> tuple[list[tuple[Path, ResultFi
 
 def _problem(result: ResultFile) -> str | None:
     """What makes a valid file unusable for a row: no methods, a method without runs, stored
-    correctness that is not ``n_run x n_images`` bits, passes of other images."""
+    correctness that is not ``n_run x n_images`` bits, passes of other images (the images of
+    one run, or of every run when the runs read different crops: the adaptive budget's)."""
     scored = result.results
     if not scored.methods:
         return "results.methods: no methods"
@@ -221,8 +222,9 @@ def _problem(result: ResultFile) -> str | None:
         except (ValueError, zlib.error) as error:
             shape = f"{scored.n_run} x {scored.n_images}"
             return f"results.methods.{name}.correct: not {shape} bits ({error})"
-        if method.views is not None and method.views.n_images != scored.n_images:
-            images = f"{method.views.n_images} images, not {scored.n_images}"
+        per_run = (scored.n_images, scored.n_images * scored.n_run)  # adaptive: every run's
+        if method.views is not None and method.views.n_images not in per_run:
+            images = f"{method.views.n_images} images, not {' or '.join(map(str, per_run))}"
             return f"results.methods.{name}.views: passes of {images}"
     return None
 
