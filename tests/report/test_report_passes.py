@@ -12,25 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from wca import report, results
+from wca import report
 from wca.cli import main
+from wca.errors import SettingError
 from wca.evaluate import Evaluation, MethodResult, result_file
-from wca.report import rows as report_rows
 from wca.results import Settings
 
 RUNS, IMAGES, PATCH_N = 3, 40, 10
 ADAPTIVE = torch.tensor([8, 13] * (IMAGES // 2))  # crops read: 9 and 14 passes, mean 11.5
-
-
-@pytest.fixture
-def budget_declared(monkeypatch):
-    """The crop budget as an identity setting whose default is the fixed budget, as the
-    adaptive extraction declares it (simulated here where it is not declared yet)."""
-    if "crop_budget" not in results.IDENTITY:
-        monkeypatch.setattr(results, "IDENTITY", (*results.IDENTITY, "crop_budget"))
-        added = {**results.ADDED_SETTINGS, "crop_budget": "fixed"}
-        monkeypatch.setattr(results, "ADDED_SETTINGS", added)
-        monkeypatch.setattr(report_rows, "KEY", (*report_rows.KEY, "crop_budget"))
 
 
 def write(path: Path, budget: str | None = None, counts: torch.Tensor | None = None) -> Path:
@@ -87,7 +76,7 @@ def test_files_before_the_record_show_one_plus_n(tmp_path):
     assert json.loads(wca["views_histogram"]) == {str(1 + PATCH_N): IMAGES}
 
 
-def test_another_budget_is_another_row_and_an_old_file_is_the_fixed_one(budget_declared, tmp_path):
+def test_another_budget_is_another_row_and_an_old_file_is_the_fixed_one(tmp_path):
     without_passes(write(tmp_path / "old.json"))  # no budget recorded: the fixed one
     write(tmp_path / "fixed.json", budget="fixed")
     write(tmp_path / "adaptive.json", budget="adaptive", counts=ADAPTIVE)
@@ -102,7 +91,7 @@ def test_another_budget_is_another_row_and_an_old_file_is_the_fixed_one(budget_d
     assert rows[1].delta is not None and rows[3].delta is not None  # each to its own clip
 
 
-def test_a_setting_added_after_a_file_reads_as_its_default(budget_declared):
+def test_a_setting_added_after_a_file_reads_as_its_default():
     old = Settings(dataset="cub")  # written before the budget existed
     assert old.identity()["crop_budget"] == "fixed"
     assert old.differs_from(Settings(dataset="cub", crop_budget="fixed")) is None
@@ -131,3 +120,23 @@ def test_passes_of_every_run_are_read(tmp_path, capsys):
     captured = capsys.readouterr()
     row = next(line for line in captured.out.splitlines() if " wca " in line)
     assert captured.err == "" and "9.0" in row.split()
+
+
+def test_a_baseline_of_other_settings_pairs_the_adaptive_row_with_the_fixed_one(tmp_path):
+    write(tmp_path / "fixed.json", budget="fixed")
+    write(tmp_path / "adaptive.json", budget="adaptive", counts=ADAPTIVE)
+    rows = {row.name: row for row in report.load_rows([tmp_path], baseline="wca")}
+    assert rows["wca [crop_budget adaptive]"].delta_note == "the baseline"  # each to its own
+    rows = report.load_rows([tmp_path], baseline="wca[crop_budget=fixed]")
+    by_name = {row.name: row for row in rows}
+    adaptive, fixed = by_name["wca [crop_budget adaptive]"], by_name["wca [crop_budget fixed]"]
+    assert fixed.delta_note == "the baseline" and adaptive.delta is not None  # one row
+    assert by_name["clip [crop_budget adaptive]"].delta is not None  # to the fixed wca as well
+
+
+@pytest.mark.parametrize(
+    "text", ["wca[crop_budget=fixed", "[crop_budget=fixed]", "wca[budget=fixed]", "wca[n_run]"]
+)
+def test_a_malformed_baseline_names_the_setting(text):
+    with pytest.raises(SettingError, match="baseline"):
+        report.Baseline.parse(text)

@@ -38,10 +38,12 @@ def print_report(
     if strict and skipped:
         raise UsageError(f"--strict: {len(skipped)} file(s) skipped (see above)")
     methods = list(dict.fromkeys(row.method for row in rows))
-    if baseline is not None and baseline not in methods:  # asked for by name: it must be there
-        raise UsageError(
-            f"--baseline {baseline}: no result has this method (they have {', '.join(methods)})"
-        )
+    if baseline is not None and not any(row.delta_note == "the baseline" for row in rows):
+        asked = report.Baseline.parse(baseline)  # asked for by name: it must be there
+        if asked.method not in methods:
+            raise UsageError(f"--baseline {baseline}: no result has this method (they have "
+                             f"{', '.join(methods)})")  # fmt: skip
+        raise UsageError(f"--baseline {baseline}: no {asked.method} row has these settings")
     if paper:
         records, missing = report.with_paper(rows)
     else:

@@ -54,7 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--baseline",
         metavar="METHOD",
-        help=f"the method the differences are to (default {DEFAULT_BASELINE})",
+        help=f"the method the differences are to (default {DEFAULT_BASELINE}), with settings "
+        "of its own if given: wca[crop_budget=fixed,n_run=20] pairs each row with that wca row "
+        "of otherwise equal settings (an adaptive budget against the paper's fixed N)",
     )
     parser.add_argument(
         "--strict",

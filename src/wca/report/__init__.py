@@ -25,9 +25,10 @@ GROUP_COLUMNS = ("model", *KEY)  # model: the short model label (clip_benchmark 
 
 _PUBLIC = {
     "rows": (
-        "Row", "Unknown", "compare_to_baseline", "label_rows", "load_rows", "read_results",
-        "result_files", "rows_of", "settings_of", "short_model",
+        "Row", "Unknown", "label_rows", "load_rows", "read_results", "result_files", "rows_of",
+        "settings_of", "short_model",
     ),
+    "baseline": ("Baseline", "compare_to_baseline"),
     "render": (
         "CSV_COLUMNS", "notes", "paper_key", "paper_numbers", "table", "with_paper", "write_csv",
     ),

@@ -50,7 +50,7 @@ def dataset_figure(rows: Sequence[Row], title: str | None = None) -> Figure:
     rows = sorted(rows, key=lambda row: Row._mean_std(row.top1)[0])  # the best on top
     baseline = (rows[0].baseline if rows else None) or DEFAULT_BASELINE
     models = list(dict.fromkeys(row.model_label for row in rows))
-    paired = all(row.delta is not None or row.method == baseline for row in rows)
+    paired = all(row.delta is not None or row.delta_note == "the baseline" for row in rows)
     paired = paired and any(row.delta is not None for row in rows)
     names = [row.name + (f" · {row.model_label}" if len(models) > 1 else "") for row in rows]
     means = np.array([Row._mean_std(row.top1)[0] for row in rows])
@@ -71,7 +71,7 @@ def dataset_figure(rows: Sequence[Row], title: str | None = None) -> Figure:
     colours = [colour_of[id(row)] for row in rows]
     for y, mean, low, high, colour in zip(ys, means, *errors, colours, strict=True):
         ax.errorbar(mean, y, xerr=[[low], [high]], fmt="o", color=colour, capsize=3, ms=6)
-    baselines = [row for row in rows if row.method == baseline]
+    baselines = [row for row in rows if row.delta_note == "the baseline"]
     if len(baselines) == 1:
         ax.axvline(Row._mean_std(baselines[0].top1)[0], color="0.6", ls="--", lw=1, zorder=0)
     ax.set_yticks(ys, names, fontsize=9)

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from wca.errors import SettingError
-from wca.paired import PairedDifference, paired_bootstrap, per_image
+from wca.paired import PairedDifference, per_image
 from wca.passes import ViewCounts
 from wca.report import DEFAULT_BASELINE, DEFAULT_GROUP_BY, GROUP_COLUMNS, KEY
+from wca.report.baseline import compare_to_baseline
 from wca.results import NotAResult, ResultFile, read_result
 from wca.specs import label
 from wca.tails import expected_tail, tail_is_worst_run
@@ -341,37 +342,6 @@ def _setting_text(name: str, value: Any) -> str:
     if name in ("data_root", "model_spec") and isinstance(value, str):
         return f"{ABBREVIATIONS.get(name, 'model')} {Path(value.split(':', 1)[-1]).name}"
     return f"{ABBREVIATIONS.get(name, name)} {value}"
-
-
-def compare_to_baseline(rows: Sequence[Row], baseline: str = DEFAULT_BASELINE) -> None:
-    """Each row's paired top-1 difference to the ``baseline`` method's row of the same settings
-    (:func:`wca.paired.paired_bootstrap`), or a note saying why it has none."""
-
-    def cell(row: Row) -> tuple[Any, ...]:  # the settings but the method's own
-        return tuple(row.settings[name] for name in KEY if name not in ("method", "options"))
-
-    partners: dict[tuple[Any, ...], list[Row]] = {}
-    for row in rows:
-        if row.method == baseline:
-            partners.setdefault(cell(row), []).append(row)
-    for row in rows:
-        row.baseline = baseline
-        found = partners.get(cell(row), [])
-        base = found[0] if len(found) == 1 else None
-        if row.method == baseline:
-            row.delta_note = "the baseline"
-        elif len(found) > 1:
-            row.delta_note = f"{len(found)} {baseline} rows with these settings (other options)"
-        elif base is None:
-            row.delta_note = f"no {baseline} row with the same settings"
-        elif isinstance(mine := row.per_image(), str):
-            row.delta_note = mine
-        elif isinstance(theirs := base.per_image(), str):
-            row.delta_note = f"{baseline}: {theirs}"
-        elif mine.shape != theirs.shape:
-            row.delta_note = f"its images differ from {baseline}'s ({len(mine)} vs {len(theirs)})"
-        else:
-            row.delta = paired_bootstrap(mine, theirs)
 
 
 def load_rows(
