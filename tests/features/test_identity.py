@@ -18,8 +18,10 @@ from cli_world import build_world, extract_args
 from fake_encoder import FakeEncoder
 from feature_world import TinyDataset, copy_features, extract, same_features
 from wca.cli import main
+from wca.demo.world import DemoTestSet
 from wca.features import MANIFEST
 from wca.features.identity import ImageList, read_version
+from wca.features.key import dataset_identity
 
 
 def _bmp_folder(root: Path, size: tuple[int, int] = (120, 100)) -> list[Path]:
@@ -266,3 +268,13 @@ def test_loader_workers_hash_the_files_they_decode(tmp_path):
             [name, 2, read_version(root / name).sha256] for name in ("c2/0.bmp", "c2/1.bmp")
         ]
     assert digests[0] == digests[1] and len(digests[0]) == 3
+
+
+
+def test_generated_test_sets_of_other_seeds_never_share_features():
+    """The demo's test set lists no files: it declares what renders each image."""
+    one, same, other = (DemoTestSet(per_class=1, seed=seed) for seed in (1, 1, 2))
+    assert (len(one), one.name) == (len(other), other.name)
+    assert dataset_identity(one) == dataset_identity(same)
+    assert dataset_identity(one)["images"] != dataset_identity(other)["images"]
+    assert "images" not in dataset_identity(TinyDataset())  # declares none: name and length

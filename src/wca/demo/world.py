@@ -255,6 +255,7 @@ class DemoTestSet:
         self.classes = demo_classes()
         self.classnames = [c.name for c in self.classes]
         self.labels = torch.arange(len(self.classes)).repeat_interleave(per_class)
+        self.seed, self.size = seed, size
         scene, background, noise = test_scenes(self.labels, seed, size)
         self.pixels = render_scenes(scene, background, noise, size)
         self.parts = part_discs(scene, size)  # [B, 3, 3]: x, y, radius (px) of body, top, side
@@ -265,6 +266,14 @@ class DemoTestSet:
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
         array = self.pixels[index].permute(1, 2, 0).numpy()
         return Image.fromarray(array, "RGB"), int(self.labels[index])
+
+    def image_identities(self) -> list[str]:
+        """One line per image, what renders it (the feature cache keys the set by them: test
+        sets of other seeds or sizes never share features)."""
+        return [
+            f"demo test image {index}: class {int(label)}, seed {self.seed}, {self.size} px"
+            for index, label in enumerate(self.labels)
+        ]
 
 
 # --------------------------------------------------------------------------------------------

@@ -114,6 +114,15 @@ class ImageList:
             return None
 
 
+def declared_digest(dataset: Any) -> str | None:
+    """The sha256 of the ``image_identities()`` lines of a dataset that lists no files (images
+    in memory, a generated set; one line per image saying what makes it), so that two such
+    datasets of one name and length never share cached features; None when it declares none
+    (its cache is then keyed by name and length alone)."""
+    own = getattr(dataset, "image_identities", None)
+    return None if own is None else hashlib.sha256("\n".join(own()).encode()).hexdigest()
+
+
 Row = tuple[str, int, FileVersion | None]  # an image of a shard: name, label, version
 _ROWS = TypeAdapter(list[tuple[str, int, str | None, int, int, int, int, bool]])
 

@@ -18,13 +18,15 @@ import torch
 
 from wca import crops
 from wca.crops import CropSpec
+from wca.features.identity import declared_digest
 
 FORMAT_VERSION = 3  # 2: shards hold per-view flips; 3: images checked per shard, not by key
 
 
 def dataset_identity(dataset: Any) -> dict[str, Any]:
-    """What identifies a dataset for the cache key: name, split and root, and its length when
-    it does not list its files (listed files are checked per shard)."""
+    """What identifies a dataset for the cache key: name, split and root, and its length and
+    the images it declares when it does not list its files (listed files are checked per
+    shard; :func:`~wca.features.identity.declared_digest`)."""
     identity: dict[str, Any] = {
         "name": getattr(dataset, "name", type(dataset).__name__),
         "split": getattr(dataset, "split", None),
@@ -32,6 +34,8 @@ def dataset_identity(dataset: Any) -> dict[str, Any]:
     }
     if getattr(dataset, "paths", None) is None or getattr(dataset, "labels", None) is None:
         identity["len"] = len(dataset)
+        if (declared := declared_digest(dataset)) is not None:
+            identity["images"] = declared
     return identity
 
 
