@@ -19,7 +19,7 @@ import torch
 
 from wca.checks import require_finite
 from wca.features.judge import StoppingHead
-from wca.features.rounds import Source, read_in_rounds
+from wca.features.rounds import Source, read_in_rounds, whole_image
 from wca.features.views import BadImage, ViewItems, encode_views, iterate_views
 from wca.images import image_key
 from wca.prediction import Prediction, description_evidence
@@ -71,10 +71,6 @@ def predictions(
         )
 
 
-def _image_itself(image: Any, boxes: Any, flips: Any = None) -> Any:
-    return image
-
-
 def predict_in_rounds(
     classifier: WCAClassifier,
     inputs: Any,
@@ -92,7 +88,7 @@ def predict_in_rounds(
     budget = classifier.budget.stopping(classifier.crops.n_crops)
     stopping = StoppingHead(head, budget, float(encoder.logit_scale))
     loader = (
-        _image_itself
+        whole_image
         if classifier.fidelity
         else lambda image, boxes, flips=None: image_to_tensor(image)
     )

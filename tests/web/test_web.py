@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from wca.budget import BudgetSpec
 from wca.cli import main
 from wca.web.inputs import InputError, check_image_file, parse_classnames
-from wca.web.service import EXAMPLE_INDICES, demo_service
+from wca.web.service import EXAMPLE_INDICES, Service, demo_service
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -268,6 +269,10 @@ def test_texts_the_page_falls_back_to_and_says_so(exported, tmp_path):
     assert "a blue jay" in result.notes[1]
     assert [r.title for r in result.baselines] == ["CLIP", "CuPL"]
     assert result.record()["settings"] == {"n_crops": 8, "alpha": 0.6, "seed": 0}
+    budget = BudgetSpec(crop_budget="adaptive")  # min_crops 4: refused below, in one line
+    adaptive = Service(service.encoder, service.name, service.preloaded, budget)
+    with pytest.raises(InputError, match=r"crops: at least 4 \(the adaptive budget's min_crops\)"):
+        adaptive.classify(exported / IMAGE, classes, n_crops=2, alpha=0.6)
     descriptors = tmp_path / "clip-d.json"
     descriptors.write_text(json.dumps({c: ["a small thing"] for c in classes.splitlines()}))
     result = service.classify(exported / IMAGE, classes, None, descriptors)

@@ -31,12 +31,10 @@ from torch import Tensor
 
 from wca import preprocessing
 from wca.features.cache import MANIFEST, ShardCache, assemble, cache_folder
-from wca.features.extract import SKIPPED, _decoded, _FeaturePass
-from wca.features.identity import ImageList
+from wca.features.extract import SKIPPED, _decoded, _FeaturePass, open_cache
 from wca.features.judge import StoppingHead
-from wca.features.rounds import Source, read_in_rounds
+from wca.features.rounds import Source, read_in_rounds, whole_image
 from wca.features.views import BadImage, encode_views
-from wca.files import Patience
 
 PREFIX_TENSORS = ("image_emb", "crop_emb", "boxes", "flips", "labels", "counts")
 
@@ -75,7 +73,7 @@ class RoundsPass(_FeaturePass):
         """The loader hands on the decoded image (PIL for fidelity views); the rounds cut
         its views (:meth:`_cut`, on the device where the fixed pass cuts there)."""
         if self.fidelity:
-            return _image_itself, None
+            return whole_image, None
         return super()._make_views() if self.views_on_device else (_decoded, None)
 
     def judged(self, tensors: dict[str, Tensor]) -> Tensor | None:
@@ -115,7 +113,7 @@ class RoundsPass(_FeaturePass):
         return cache, ranges, parts, mine
 
     def _cache(self, key: dict) -> ShardCache:
-        return open_cache(self.options, self.dataset, key)
+        return store_cache(self.options, self.dataset, key)
 
     def _fixed_cache(self, key: dict) -> ShardCache | None:
         """The fixed pass's cache of this spec at N = ``max_crops``, if it was ever written."""
@@ -219,17 +217,10 @@ class RoundsPass(_FeaturePass):
         return assemble(shaped, folder, counts)
 
 
-def open_cache(options: Any, dataset: Any, key: dict) -> ShardCache:
-    """The cache of ``key`` (a prefix store's shards hold ``counts`` too)."""
-    return ShardCache(
-        Path(options.cache_dir),
-        key,
-        len(dataset),
-        options.shard_size,
-        ImageList.of(dataset),
-        Patience(options.lock_timeout, options.lock_takeover),
-        PREFIX_TENSORS if key.get("budget") == "prefix" else None,
-    )
+def store_cache(options: Any, dataset: Any, key: dict) -> ShardCache:
+    """The cache of ``key``; a prefix store's shards hold ``counts`` too."""
+    tensors = PREFIX_TENSORS if key.get("budget") == "prefix" else None
+    return open_cache(options, dataset, key, tensors)
 
 
 def from_prefixes(feature_pass: _FeaturePass, key: dict, ranges, parts, mine, verify, strict):
@@ -242,7 +233,7 @@ def from_prefixes(feature_pass: _FeaturePass, key: dict, ranges, parts, mine, ve
         or not (cache_folder(options.cache_dir, store_key) / MANIFEST).is_file()
     ):
         return
-    store = open_cache(options, feature_pass.dataset, store_key)
+    store = store_cache(options, feature_pass.dataset, store_key)
     for shard in mine:
         if parts[shard] is not None or store.shard_range(shard) != ranges[shard]:
             continue
@@ -254,11 +245,6 @@ def from_prefixes(feature_pass: _FeaturePass, key: dict, ranges, parts, mine, ve
             continue
         cut = {name: _width(found[name], n) for name in ("crop_emb", "boxes", "flips")}
         parts[shard] = {**{k: v for k, v in found.items() if k != "counts"}, **cut}
-
-
-def _image_itself(image: Any, boxes: Tensor, flips: Tensor | None = None) -> Any:
-    """The loader's half of fidelity views in rounds: the image itself, cut later."""
-    return image
 
 
 def _width(values: Tensor, width: int) -> Tensor:

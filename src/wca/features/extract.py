@@ -235,6 +235,19 @@ def extract_features(
     return assemble(complete, folder)
 
 
+def open_cache(options: RunOptions, dataset: Any, key: dict, tensors=None) -> ShardCache:
+    """The shard cache of ``key`` for the run ``options`` (``tensors``: not the fixed pass's)."""
+    return ShardCache(
+        Path(options.cache_dir),
+        key,
+        len(dataset),
+        options.shard_size,
+        ImageList.of(dataset),
+        Patience(options.lock_timeout, options.lock_takeover),
+        tensors,
+    )
+
+
 class _FeaturePass:
     """One feature pass: which shards to compute (:meth:`plan`) and the loop that encodes them
     (:meth:`fill`): the loader or thread makes views, this process packs and encodes them, one
@@ -272,14 +285,7 @@ class _FeaturePass:
         return cache, ranges, parts, mine
 
     def _cache(self, key: dict) -> ShardCache:
-        return ShardCache(
-            Path(self.options.cache_dir),
-            key,
-            len(self.dataset),
-            self.options.shard_size,
-            ImageList.of(self.dataset),
-            Patience(self.options.lock_timeout, self.options.lock_takeover),
-        )
+        return open_cache(self.options, self.dataset, key)
 
     def _make_views(self) -> tuple[Callable[..., Tensor], Any]:
         """How the loader makes an image's views, and how this process finishes them (None:

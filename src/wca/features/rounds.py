@@ -39,6 +39,11 @@ Cut = Callable[[Any, "Tensor", "Tensor", bool], "Tensor"]
 LOOKAHEAD_BATCHES = 2  # encoder batches of views kept waiting (admitting new images)
 
 
+def whole_image(image: Any, boxes: Tensor, flips: Tensor | None = None) -> Any:
+    """A loader's views for rounds that cut later (fidelity views): the image itself."""
+    return image
+
+
 @dataclass
 class Source:
     """One image to read: ``key`` (handed back with its embeddings), ``pixels`` (what the cut

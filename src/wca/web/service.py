@@ -13,6 +13,7 @@ from PIL import Image
 from wca import defaults
 from wca.budget import BudgetSpec
 from wca.classifier import Prediction, WCAClassifier
+from wca.errors import SettingError
 from wca.images import load_image
 from wca.methods import TextSources, build_head
 from wca.methods.prompts import LABEL_TEMPLATE
@@ -122,11 +123,13 @@ class Service:
         check_image_file(image_path)
         classnames = parse_classnames(classes_text)
         crops = crop_settings(n_crops, alpha)
-        if self.budget.adaptive and crops.n_crops < self.budget.min_crops:
+        try:
+            self.budget.stopping(crops.n_crops)  # the budget's own check of its bounds
+        except SettingError:
             raise InputError(
                 f"crops: at least {self.budget.min_crops} (the adaptive budget's min_crops), "
                 f"got {crops.n_crops}"
-            )
+            ) from None
         found, bare = class_texts(classnames, descriptions_path, self.preloaded.descriptions)
         descriptors, lacking = class_texts(
             classnames, descriptors_path, self.preloaded.descriptors, "CLIP-D descriptors"
