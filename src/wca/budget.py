@@ -84,16 +84,6 @@ CropsPerRound = Annotated[
         json_schema_extra=_budget(metavar="R"),
     ),
 ]
-BUDGET_SETTINGS = (
-    "crop_budget",
-    "stop_rule",
-    "margin_z",
-    "patience",
-    "min_crops",
-    "crops_per_round",
-)
-
-
 class BudgetSpec(BaseModel):
     """How many crops an image reads (see the module doc). An invalid value raises a
     :class:`~wca.errors.SettingError` naming the setting."""
@@ -133,6 +123,9 @@ class BudgetSpec(BaseModel):
             MarginRule(self.margin_z) if self.stop_rule == "margin" else PatienceRule(self.patience)
         )
         return CropBudget(n_crops, self.min_crops, self.crops_per_round, rule)
+
+
+BUDGET_SETTINGS = tuple(BudgetSpec.model_fields)  # their names, in their order
 
 
 def budget_of(values: Mapping[str, Any]) -> BudgetSpec:
